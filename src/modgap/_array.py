@@ -1,0 +1,98 @@
+"""Array helpers: numpy/torch conversion, validation and normalisation, used everywhere."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError, notice
+
+__all__ = ["as_float_matrix", "l2_normalize", "to_numpy", "to_torch"]
+
+_NORM_TOL = 1e-3
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """Return ``x`` as a numpy array (torch tensors are detached and moved to CPU)."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
+        x = x.detach().cpu()
+        if str(x.dtype) in ("torch.float16", "torch.bfloat16"):
+            x = x.float()
+        return x.numpy()
+    return np.asarray(x)
+
+
+def to_torch(x: Any, device: str | None = None, dtype: Any = None):
+    """Return ``x`` as a torch tensor on ``device`` (no copy when already there)."""
+    import torch
+
+    t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+    if dtype is not None or device is not None:
+        t = t.to(device=device, dtype=dtype)
+    return t
+
+
+def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Divide each row by its Euclidean norm (rows of zeros are left as zeros)."""
+    x = np.asarray(x)
+    n = np.linalg.norm(x, axis=axis, keepdims=True)
+    return x / np.where(n == 0, 1, n)
+
+
+def as_float_matrix(
+    x: Any,
+    name: str,
+    source: str | None = None,
+    *,
+    dim: int | None = None,
+    normalize: bool = True,
+    allow_empty: bool = False,
+) -> np.ndarray:
+    """Validate an embedding matrix and return it as a C-contiguous float32 array.
+
+    Checks, each with a one-line :class:`~modgap.errors.InputError` naming ``source``:
+    object dtype, wrong number of axes, empty, wrong width, NaN/inf, all-zero rows. Rows whose
+    norm differs from 1 are L2-normalised with a notice when ``normalize`` is true.
+    """
+    arr = to_numpy(x)
+    if arr.dtype == object:
+        raise InputError(f"'{name}' is an object array; save plain numeric arrays", source)
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise InputError(f"'{name}' has non-numeric dtype {arr.dtype}", source)
+    if arr.ndim != 2:
+        raise InputError(
+            f"'{name}' must be a 2-D (rows, dims) matrix, got shape {tuple(arr.shape)}", source
+        )
+    if arr.shape[0] == 0 and not allow_empty:
+        raise InputError(f"'{name}' is empty (0 rows)", source)
+    if arr.shape[1] == 0:
+        raise InputError(f"'{name}' has 0 dimensions", source)
+    if dim is not None and arr.shape[1] != dim:
+        raise InputError(
+            f"'{name}' has {arr.shape[1]} dimensions but {dim} were expected "
+            "(image and text embeddings must come from the same joint space)",
+            source,
+        )
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    finite = np.isfinite(arr).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise InputError(
+            f"'{name}' has NaN/inf in {bad.size} row(s) (first: row {bad[0]}); "
+            "drop or re-embed those rows",
+            source,
+        )
+    norms = np.linalg.norm(arr, axis=1)
+    zero = norms == 0
+    if zero.any():
+        bad = np.flatnonzero(zero)
+        raise InputError(
+            f"'{name}' has {bad.size} all-zero row(s) (first: row {bad[0]}); "
+            "a zero vector has no direction, drop those rows",
+            source,
+        )
+    if normalize and arr.shape[0] and np.abs(norms - 1).max() > _NORM_TOL:
+        notice(f"{source + ': ' if source else ''}'{name}' rows were L2-normalised")
+        arr = arr / norms[:, None].astype(np.float32)
+    return arr

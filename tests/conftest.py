@@ -1,0 +1,52 @@
+"""Shared fixtures: the real CLIP COCO-500 files from ../shared (skipped cleanly when absent)
+and small random embeddings with a CLIP-like modality gap."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REAL_DIR = Path(
+    os.environ.get("MODGAP_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared/data/real")
+)
+COCO500 = REAL_DIR / "coco500_clip_vitb16.npz"
+COCO500_RANDOM = REAL_DIR / "coco500_clip_vitb16_random_init.npz"
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"shared real data not found at {path}")
+    return path
+
+
+@pytest.fixture
+def coco500_path() -> Path:
+    return _need(COCO500)
+
+
+@pytest.fixture
+def coco500_random_path() -> Path:
+    return _need(COCO500_RANDOM)
+
+
+def gapped_pairs(n: int = 200, d: int = 32, gap: float = 0.8, noise: float = 0.6, seed: int = 0):
+    """Random paired embeddings with a CLIP-like gap: a shared semantic part plus a constant
+    modality offset, L2-normalised. Returns ``(X, Y)`` float32."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n, d))
+    offset = rng.standard_normal(d)
+    offset *= gap / np.linalg.norm(offset)
+    scale = np.sqrt(d)
+    x = z + noise * rng.standard_normal((n, d)) + offset * scale / 2
+    y = z + noise * rng.standard_normal((n, d)) - offset * scale / 2
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    y /= np.linalg.norm(y, axis=1, keepdims=True)
+    return x.astype(np.float32), y.astype(np.float32)
+
+
+@pytest.fixture
+def pairs():
+    return gapped_pairs()
