@@ -4,7 +4,23 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 EXTRAS ?= encoders,dev
 
-.PHONY: install test demo lint format bench clean
+.PHONY: install system-deps test demo lint format bench clean
+
+# Debian packages the demo and the browser test use: Fashion-MNIST images and headless Chromium.
+# Installed when apt-get is available and we are root; otherwise say what is missing and go on
+# (the tests that need them skip with a reason).
+SYSTEM_PKGS := dataset-fashion-mnist chromium
+system-deps:
+	@missing=""; \
+	[ -d /usr/share/datasets/fashion-mnist ] || missing="$$missing dataset-fashion-mnist"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian packages:$$missing"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; } || echo "warning: could not install$$missing; the tests that need them will skip"; \
+	else \
+		echo "note: Debian packages missing:$$missing (install them with: sudo apt-get install$$missing)"; \
+	fi
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -16,10 +32,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: install
+test: install system-deps
 	$(PY) -m pytest -q
 
-demo: install
+demo: install system-deps
 	$(PY) -m modgap demo
 
 lint: install
