@@ -1,0 +1,303 @@
+"""Cross-modal retrieval: Recall@K both ways, rSum and ranks, computed in blocks.
+
+Protocol (VSE++ / VSE∞, Faghri et al. 2018; Chen et al. 2021; CLIP_benchmark metric names):
+
+* ``image_retrieval_recall@K`` (text → image): each text queries all images; its one true
+  image must be among the top K.
+* ``text_retrieval_recall@K`` (image → text): each image queries all texts; it counts as a hit
+  when the *best-ranked* of its captions is among the top K (so 5 captions per image do not
+  count 5 times). Images without a caption are left out of image → text.
+* ``rsum``: sum of all these recalls in percent (VSE convention; with K = 1, 5, 10 it is the
+  sum of six numbers, at most 600).
+* ranks are 1-based; median and mean over queries.
+
+Rank and tie rule. The score is the cosine similarity (rows are L2-normalised unless
+``normalize=False``, then the inner product). For a query q with positive score ``s⁺`` (the best
+positive for an image query),
+
+    rank(q) = 1 + #{candidates c that are not positives of q : s(q, c) > s⁺}
+
+i.e. ties with the positive are resolved in the query's favour (optimistic ranking), and other
+positives never push the best one down. Recall@K = mean over queries of [rank ≤ K].
+
+Memory and time. The score matrix is never formed as a whole: images are processed in blocks
+``S_b = X_b Yᵀ`` of at most ``block_size`` rows, and one pass over those blocks gives both
+directions (image → text counts along rows, text → image counts along columns), so the cost is
+one matrix product plus two comparisons per score. Peak extra memory is one block of
+``block_size × n_texts`` floats. The positive scores of texts are gathered from the same kind of
+matrix product before the pass, and the positive itself is excluded by index, so a positive is
+never counted against itself whatever the float rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .._array import as_float_matrix, to_numpy
+from ..errors import InputError, ModgapError
+
+__all__ = ["retrieval_metrics", "retrieval_ranks"]
+
+# block sizing: one score block holds about this many float32 entries (64 MB)
+_BLOCK_ENTRIES = 1 << 24
+
+
+def _check_ks(ks: Sequence[int] | int) -> tuple[int, ...]:
+    if isinstance(ks, int | np.integer):
+        ks = (int(ks),)
+    ks = tuple(ks)
+    if not ks:
+        raise ModgapError("ks is empty; give at least one K for Recall@K")
+    for k in ks:
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise ModgapError(f"every K in ks must be a positive integer, got {k!r}")
+    return tuple(sorted({int(k) for k in ks}))
+
+
+def _resolve_device(device: Any, *arrays: Any) -> Any:
+    import torch
+
+    if device is not None:
+        return torch.device(device)
+    for a in arrays:
+        if isinstance(a, torch.Tensor):
+            return a.device
+    return torch.device("cpu")
+
+
+def _as_tensor(x: Any, name: str, device: Any, dim: int | None, normalize: bool):
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        t = x.detach().to(device=device, dtype=torch.float32)
+        if t.ndim != 2 or t.shape[0] == 0:
+            raise InputError(f"'{name}' must be a non-empty 2-D matrix, got {tuple(t.shape)}")
+        if dim is not None and t.shape[1] != dim:
+            raise InputError(f"'{name}' has {t.shape[1]} dimensions but {dim} were expected")
+    else:
+        t = torch.from_numpy(as_float_matrix(x, name, dim=dim, normalize=False)).to(device)
+    if normalize:
+        t = torch.nn.functional.normalize(t, dim=1)
+    return t.contiguous()
+
+
+def _pairing(text_to_image: Any, n_i: int, n_t: int) -> np.ndarray:
+    if text_to_image is None:
+        if n_i != n_t:
+            raise InputError(
+                f"{n_i} images but {n_t} texts: give 'text_to_image' (the image index of each "
+                "text) when the counts differ"
+            )
+        return np.arange(n_t, dtype=np.int64)
+    t2i = to_numpy(text_to_image)
+    if t2i.ndim != 1 or t2i.shape[0] != n_t:
+        raise InputError(f"'text_to_image' must have shape ({n_t},), got {tuple(t2i.shape)}")
+    if t2i.size and (not np.issubdtype(t2i.dtype, np.integer)) and not np.all(t2i == np.round(t2i)):
+        raise InputError("'text_to_image' must hold integers")
+    t2i = t2i.astype(np.int64)
+    if t2i.size and (t2i.min() < 0 or t2i.max() >= n_i):
+        raise InputError(f"'text_to_image' points outside the {n_i} images")
+    return t2i
+
+
+def retrieval_ranks(
+    image_emb: Any,
+    text_emb: Any,
+    text_to_image: Any = None,
+    *,
+    device: Any = None,
+    block_size: int | None = None,
+    normalize: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """1-based ranks of the positives, both ways, in one blocked pass.
+
+    Parameters
+    ----------
+    image_emb : array (n_i, d)
+    text_emb : array (n_t, d)
+    text_to_image : array (n_t,) of int, optional
+        Image index of each text; row ``i`` ↔ row ``i`` when absent (needs ``n_i == n_t``).
+    device : str or torch.device, optional
+        Where to compute; default: the device of a torch input, else CPU.
+    block_size : int, optional
+        Images per score block; default keeps one block near 16M scores (64 MB).
+    normalize : bool
+        Cosine similarity (default) or, when false, the raw inner product.
+
+    Returns
+    -------
+    i2t_rank : ndarray (n_i,) of int64
+        Rank of the best-ranked caption of each image among all texts; 0 for images without
+        a caption (they have no image → text query).
+    t2i_rank : ndarray (n_t,) of int64
+        Rank of each text's image among all images.
+    """
+    import torch
+
+    dev = _resolve_device(device, image_emb, text_emb)
+    X = _as_tensor(image_emb, "image_emb", dev, None, normalize)
+    Y = _as_tensor(text_emb, "text_emb", dev, X.shape[1], normalize)
+    n_i, n_t = X.shape[0], Y.shape[0]
+    t2i_np = _pairing(text_to_image, n_i, n_t)
+    if block_size is None:
+        block_size = max(1, min(n_i, _BLOCK_ENTRIES // max(n_t, 1)))
+    if block_size < 1:
+        raise ModgapError(f"block_size must be positive, got {block_size}")
+
+    # texts sorted by image: the captions of an image block form one contiguous run
+    order_np = np.argsort(t2i_np, kind="stable")
+    bounds = np.searchsorted(t2i_np[order_np], np.arange(0, n_i + block_size, block_size))
+    order = torch.from_numpy(order_np).to(dev)
+    t2i = torch.from_numpy(t2i_np).to(dev)
+
+    with torch.no_grad():
+        # positive score of every text, from the same kind of product as the blocks below
+        pos = torch.empty(n_t, device=dev, dtype=torch.float32)
+        for b, start in enumerate(range(0, n_i, block_size)):
+            idx = order[bounds[b] : bounds[b + 1]]
+            if idx.numel():
+                sub = X[start : start + block_size] @ Y[idx].T
+                pos[idx] = sub[t2i[idx] - start, torch.arange(idx.numel(), device=dev)]
+
+        t2i_greater = torch.zeros(n_t, dtype=torch.int64, device=dev)
+        i2t_rank = torch.zeros(n_i, dtype=torch.int64, device=dev)
+        for b, start in enumerate(range(0, n_i, block_size)):
+            stop = min(start + block_size, n_i)
+            S = X[start:stop] @ Y.T  # (B, n_t)
+            idx = order[bounds[b] : bounds[b + 1]]  # texts whose image is in this block
+            rows = t2i[idx] - start
+            # image -> text: best positive per image, then count strictly better negatives
+            best = torch.full((stop - start,), float("-inf"), device=dev)
+            if idx.numel():
+                best.scatter_reduce_(0, rows, S[rows, idx], reduce="amax")
+            gt = S > best[:, None]
+            i2t_rank[start:stop] = gt.sum(1) + 1
+            # text -> image: images of this block scoring strictly above each text's positive
+            gt = torch.gt(S, pos[None, :], out=gt)
+            if idx.numel():
+                gt[rows, idx] = False  # the positive never outranks itself
+            t2i_greater += gt.sum(0)
+            del S, gt
+        has_caption = torch.zeros(n_i, dtype=torch.bool, device=dev)
+        has_caption[t2i] = True
+        i2t_rank = torch.where(has_caption, i2t_rank, torch.zeros_like(i2t_rank))
+    return to_numpy(i2t_rank), to_numpy(t2i_greater + 1)
+
+
+def _metrics_from_ranks(i2t_rank: np.ndarray, t2i_rank: np.ndarray, ks: tuple[int, ...]) -> dict:
+    i2t = i2t_rank[i2t_rank > 0].astype(np.float64)
+    t2i = t2i_rank.astype(np.float64)
+    out: dict[str, float] = {}
+    rsum = 0.0
+    for k in ks:
+        r_t2i = float(np.mean(t2i <= k))
+        r_i2t = float(np.mean(i2t <= k))
+        out[f"image_retrieval_recall@{k}"] = r_t2i
+        out[f"text_retrieval_recall@{k}"] = r_i2t
+        rsum += 100.0 * (r_t2i + r_i2t)
+    out["rsum"] = rsum
+    out["i2t_median_rank"] = float(np.median(i2t))
+    out["i2t_mean_rank"] = float(np.mean(i2t))
+    out["t2i_median_rank"] = float(np.median(t2i))
+    out["t2i_mean_rank"] = float(np.mean(t2i))
+    return out
+
+
+def retrieval_metrics(
+    image_emb: Any,
+    text_emb: Any,
+    text_to_image: Any = None,
+    ks: Sequence[int] = (1, 5, 10),
+    device: Any = None,
+    *,
+    folds: int | None = None,
+    block_size: int | None = None,
+    normalize: bool = True,
+) -> dict:
+    """Image → text and text → image Recall@K, rSum and ranks (VSE++ protocol).
+
+    Parameters
+    ----------
+    image_emb : array (n_i, d)
+        Image embeddings (numpy or torch).
+    text_emb : array (n_t, d)
+        Text embeddings.
+    text_to_image : array (n_t,) of int, optional
+        Image of each text (several captions per image allowed); row ``i`` ↔ row ``i`` when
+        absent.
+    ks : sequence of int
+        The K of Recall@K (default 1, 5, 10). A K larger than the number of candidates (images
+        for text → image, texts for image → text; per fold when ``folds`` is set) is an error.
+    device : str or torch.device, optional
+        Where to compute; default: the device of a torch input, else CPU.
+    folds : int, optional
+        COCO "5-fold 1K" style: split the images into ``folds`` consecutive folds (sizes as
+        ``numpy.array_split``), evaluate each fold against its own captions only, and average
+        every metric over folds (``rsum`` is the sum of the averaged recalls). ``None`` or 1:
+        one evaluation on everything (the "5K" protocol for COCO test).
+    block_size : int, optional
+        Images per score block (memory knob); default about 64 MB of scores per block.
+    normalize : bool
+        Cosine similarity (default) or raw inner product.
+
+    Returns
+    -------
+    dict
+        ``image_retrieval_recall@K`` (text → image) and ``text_retrieval_recall@K`` (image →
+        text, best-ranked caption) as fractions in [0, 1]; ``rsum`` (percent, sum over both
+        directions and all K); ``i2t_median_rank``, ``i2t_mean_rank``, ``t2i_median_rank``,
+        ``t2i_mean_rank`` (1-based). Ties with the positive count in the query's favour.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.eye(3, dtype=np.float32)
+    >>> m = retrieval_metrics(X, X, ks=(1,))
+    >>> m["image_retrieval_recall@1"], m["rsum"]
+    (1.0, 200.0)
+    """
+    ks = _check_ks(ks)
+    n_i = int(image_emb.shape[0])
+    n_t = int(text_emb.shape[0])
+    t2i = _pairing(text_to_image, n_i, n_t)
+    if folds is None or folds == 1:
+        parts = [np.arange(n_i)]
+    else:
+        if isinstance(folds, bool) or not isinstance(folds, int | np.integer) or folds < 1:
+            raise ModgapError(f"folds must be a positive integer, got {folds!r}")
+        if folds > n_i:
+            raise ModgapError(f"folds={folds} but there are only {n_i} images")
+        parts = np.array_split(np.arange(n_i), folds)
+
+    results = []
+    for part in parts:
+        lo, hi = int(part[0]), int(part[-1]) + 1
+        tsel = np.flatnonzero((t2i >= lo) & (t2i < hi))
+        n_img, n_txt = hi - lo, tsel.size
+        if n_txt == 0:
+            raise InputError(f"images {lo}..{hi - 1} have no caption; cannot evaluate retrieval")
+        where = f" (fold of images {lo}..{hi - 1})" if len(parts) > 1 else ""
+        if ks[-1] > n_img:
+            raise ModgapError(
+                f"K={ks[-1]} is larger than the {n_img} images to retrieve from{where}; "
+                f"use K <= {n_img}"
+            )
+        if ks[-1] > n_txt:
+            raise ModgapError(
+                f"K={ks[-1]} is larger than the {n_txt} texts to retrieve from{where}; "
+                f"use K <= {n_txt}"
+            )
+        if len(parts) == 1:
+            xi, yt, pair = image_emb, text_emb, t2i
+        else:
+            xi, yt, pair = image_emb[lo:hi], text_emb[tsel], t2i[tsel] - lo
+        r_i2t, r_t2i = retrieval_ranks(
+            xi, yt, pair, device=device, block_size=block_size, normalize=normalize
+        )
+        results.append(_metrics_from_ranks(r_i2t, r_t2i, ks))
+    if len(results) == 1:
+        return results[0]
+    return {key: float(np.mean([r[key] for r in results])) for key in results[0]}
