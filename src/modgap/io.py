@@ -97,10 +97,25 @@ _READ_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def _unpickling_error() -> type[BaseException]:
+def _extra_read_errors() -> tuple[type[BaseException], ...]:
     import pickle
 
-    return pickle.UnpicklingError
+    from safetensors import SafetensorError
+
+    return (pickle.UnpicklingError, SafetensorError)
+
+
+def _starts_with_pickle(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return (
+                f.read(1) == b"\x80"
+            )  # the PROTO opcode every pickle since protocol 2 starts with
+    except OSError:
+        return False
+
+
+_PICKLE = "which modgap never loads (no unpickling); save plain numeric arrays"
 
 
 @contextmanager
@@ -110,13 +125,25 @@ def _reading(source: str, what: str) -> Iterator[None]:
         yield
     except ModgapError:
         raise
-    except (*_READ_ERRORS, _unpickling_error()) as e:
+    except (*_READ_ERRORS, *_extra_read_errors()) as e:
         msg = str(e)
-        if "allow_pickle" in msg or "pickled" in msg:
+        if "Weights only load failed" in msg:
+            glob = re.search(r"Unsupported global: GLOBAL ([\w.]+)", msg)
+            what_obj = f" ({glob.group(1)})" if glob else ""
             raise InputError(
-                f"holds an object (pickled) array, which modgap never loads; "
-                f"save plain numeric arrays ({_reason(e)})",
+                f"holds Python objects other than tensors{what_obj}, which modgap never "
+                "unpickles (torch.load weights_only=True); save a dict of tensors",
                 source,
+            ) from None
+        if "Object arrays cannot be loaded" in msg or "Python objects in dtype" in msg:
+            raise InputError(
+                f"has an object array (pickled Python objects), {_PICKLE}", source
+            ) from None
+        if "pickled" in msg:
+            if _starts_with_pickle(source):
+                raise InputError(f"is a pickle file, {_PICKLE}", source) from None
+            raise InputError(
+                f"cannot read {what}, the file looks corrupt (not a {what} file)", source
             ) from None
         if isinstance(e, FileNotFoundError):
             raise InputError("no such file or folder", source) from None
@@ -634,8 +661,7 @@ def _read_clip_retrieval(folder: str) -> dict:
         missing = "img_emb/img_emb_{i}.npy" if not img else "text_emb/text_emb_{i}.npy"
         found = sorted(e.name + ("/" if e.is_dir() else "") for e in entries)
         raise InputError(
-            f"not a clip-retrieval folder: no {missing} shards (found: {', '.join(found)}); "
-            f"{_supported()}",
+            f"not a clip-retrieval folder: no {missing} shards (found: {', '.join(found[:10])})",
             folder,
         )
     if len(img) != len(txt):
