@@ -1,0 +1,30 @@
+"""Post-hoc modality-gap reducers with one scikit-learn-style interface.
+
+``REDUCERS`` maps registry names (``center``, ``shift``, ``gaussian``, ``procrustes``,
+``spectral``, ``ot-laplace``, ``ot-sinkhorn``) to classes; ``get_reducer(name, **params)``
+builds one; ``load_reducer(path)`` reads a saved one. See docs/reducers.md.
+"""
+
+from ._moments import MomentAccumulator
+from ._registry import REDUCERS, get_reducer, load_reducer
+from .base import Reducer
+from .centering import GapShift, MeanCentering
+from .gaussian import GaussianMap
+from .optimal_transport import LaplaceOT, SinkhornOT
+from .procrustes import ProcrustesAlignment
+from .spectral import SpectralEmbedding
+
+__all__ = [
+    "REDUCERS",
+    "GapShift",
+    "GaussianMap",
+    "LaplaceOT",
+    "MeanCentering",
+    "MomentAccumulator",
+    "ProcrustesAlignment",
+    "Reducer",
+    "SinkhornOT",
+    "SpectralEmbedding",
+    "get_reducer",
+    "load_reducer",
+]

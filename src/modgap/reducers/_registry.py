@@ -1,0 +1,44 @@
+"""Registry of reducers by name, used by the CLI, the benchmark and ``load``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..errors import ModgapError
+from .base import Reducer
+from .centering import GapShift, MeanCentering
+from .gaussian import GaussianMap
+from .optimal_transport import LaplaceOT, SinkhornOT
+from .procrustes import ProcrustesAlignment
+from .spectral import SpectralEmbedding
+
+__all__ = ["REDUCERS", "get_reducer", "load_reducer"]
+
+REDUCERS: dict[str, type[Reducer]] = {
+    cls.name: cls
+    for cls in (
+        MeanCentering,
+        GapShift,
+        GaussianMap,
+        ProcrustesAlignment,
+        SpectralEmbedding,
+        LaplaceOT,
+        SinkhornOT,
+    )
+}
+
+
+def get_reducer(name: str, **params: Any) -> Reducer:
+    """A new, unfitted reducer by registry name.
+
+    Example: ``get_reducer("spectral", n_components=30)``.
+    """
+    if name not in REDUCERS:
+        raise ModgapError(f"unknown reducer '{name}' (choose one of: {', '.join(REDUCERS)})")
+    return REDUCERS[name]().set_params(**params)
+
+
+def load_reducer(path: str | os.PathLike) -> Reducer:
+    """Load any reducer saved with :meth:`Reducer.save`."""
+    return Reducer.load(path)

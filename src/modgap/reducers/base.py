@@ -1,0 +1,374 @@
+"""The reducer interface shared by every post-hoc gap reducer, and its file format.
+
+A reducer follows scikit-learn conventions: ``__init__`` only stores parameters, ``fit`` learns
+fitted attributes (names ending in ``_``) and returns ``self``, ``transform_images`` /
+``transform_texts`` map embeddings into the reduced space.
+
+File format (``save`` / ``load``): one ``.safetensors`` file. The tensors are the fitted array
+attributes; the safetensors metadata entry ``"modgap"`` holds a JSON document with the reducer's
+registry name, its parameters, its fitted scalars, the library version and a SHA-256 checksum
+of the tensor bytes, so a truncated or altered file is refused with a clear message. Nothing
+is ever pickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .._array import as_float_matrix, l2_normalize
+from ..embeddings import EmbeddingSet
+from ..errors import InputError, ModgapError, NotFittedError
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "Reducer"]
+
+FORMAT = "modgap.reducer"
+FORMAT_VERSION = 1
+
+# dtypes a fitted array may have in a saved file
+_SAVE_DTYPES = (np.float32, np.float64, np.int64, np.int32, np.bool_)
+
+
+def _json_scalar(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _checksum(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(name.encode())
+        h.update(str(a.dtype).encode())
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+class Reducer:
+    """Base class of the post-hoc modality-gap reducers.
+
+    Subclasses set ``name`` (the registry name), the class flags below, and implement
+    ``_fit(X, Y, text_to_image)``, ``_transform_images(X)`` and ``_transform_texts(Y)`` on
+    validated float32 arrays. Parameters are the arguments of ``__init__``; each is stored
+    unchanged on an attribute of the same name (scikit-learn's rule), and checked in
+    ``_check_params`` when ``fit`` is called.
+
+    Attributes
+    ----------
+    supports_out_of_sample : bool
+        Whether ``transform_*`` accepts embeddings that were not seen by ``fit``.
+    requires_pairs : bool
+        Whether ``fit`` needs matched image-text pairs (``text_to_image`` or equal counts).
+    n_features_in_ : int
+        Width of the embeddings seen in ``fit``; ``transform_*`` checks it.
+    """
+
+    name: ClassVar[str] = "reducer"
+    supports_out_of_sample: ClassVar[bool] = True
+    requires_pairs: ClassVar[bool] = False
+
+    # -- parameters (scikit-learn style) ----------------------------------------------------
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [
+            p.name
+            for p in sig.parameters.values()
+            if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+        ]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Parameters of this reducer as a dict (``deep`` is accepted for scikit-learn)."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> Reducer:
+        """Set parameters by name; unknown names raise a :class:`ModgapError`. Returns self."""
+        valid = self._param_names()
+        for key, value in params.items():
+            if key not in valid:
+                raise ModgapError(
+                    f"reducer '{self.name}' has no parameter '{key}' "
+                    f"(parameters: {', '.join(valid)})"
+                )
+            setattr(self, key, value)
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    def _check_params(self) -> None:
+        """Validate parameter values; subclasses extend it. Called at the start of ``fit``."""
+
+    def _param_error(self, name: str, value: Any, expected: str) -> ModgapError:
+        return ModgapError(f"reducer '{self.name}': parameter {name}={value!r} ({expected})")
+
+    def _check_choice(self, name: str, choices: tuple[str, ...]) -> None:
+        value = getattr(self, name)
+        if value not in choices:
+            raise self._param_error(name, value, f"choose one of: {', '.join(choices)}")
+
+    def _check_number(
+        self, name: str, low: float | None = None, high: float | None = None, *, integer=False
+    ) -> None:
+        value = getattr(self, name)
+        kind = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise self._param_error(name, value, "an integer" if integer else "a number")
+        if (low is not None and value < low) or (high is not None and value > high):
+            lo = "-inf" if low is None else low
+            hi = "inf" if high is None else high
+            raise self._param_error(name, value, f"must be in [{lo}, {hi}]")
+
+    # -- fit / transform ----------------------------------------------------------------------
+    def _validate_fit(
+        self, image_emb: Any, text_emb: Any, text_to_image: Any
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        if isinstance(image_emb, EmbeddingSet):
+            if text_emb is not None:
+                raise ModgapError("give either an EmbeddingSet or (image_emb, text_emb), not both")
+            emb = image_emb
+        else:
+            if text_emb is None:
+                raise ModgapError(f"reducer '{self.name}': fit needs image_emb and text_emb")
+            # EmbeddingSet holds the one validation of shapes, widths, NaN and pairing
+            emb = EmbeddingSet(image_emb, text_emb, text_to_image=text_to_image)
+        t2i = emb.text_to_image
+        if self.requires_pairs and t2i is None:
+            raise InputError(
+                f"reducer '{self.name}' needs image-text pairs: give text_to_image "
+                f"(one image index per text) or equal numbers of images and texts "
+                f"(got {emb.n_images} images, {emb.n_texts} texts)",
+                emb.source,
+            )
+        return emb.image_emb, emb.text_emb, t2i
+
+    def fit(self, image_emb: Any, text_emb: Any = None, text_to_image: Any = None) -> Reducer:
+        """Fit the reducer.
+
+        Parameters
+        ----------
+        image_emb : array (n_i, d) or EmbeddingSet
+            Image embeddings (or a whole :class:`~modgap.embeddings.EmbeddingSet`, in which
+            case ``text_emb`` and ``text_to_image`` are taken from it).
+        text_emb : array (n_t, d)
+            Text embeddings of the same width.
+        text_to_image : array (n_t,) of int, optional
+            Image index of each text; row ``i`` <-> row ``i`` when absent and counts are equal.
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        X, Y, t2i = self._validate_fit(image_emb, text_emb, text_to_image)
+        self._fit(X, Y, t2i)
+        self.n_features_in_ = int(X.shape[1])
+        self.n_images_fit_ = int(X.shape[0])
+        self.n_texts_fit_ = int(Y.shape[0])
+        return self
+
+    def fit_transform(
+        self, image_emb: Any, text_emb: Any = None, text_to_image: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Fit, then return ``(transformed images, transformed texts)`` of the fitted data."""
+        self._check_params()
+        X, Y, t2i = self._validate_fit(image_emb, text_emb, text_to_image)
+        self._fit(X, Y, t2i)
+        self.n_features_in_ = int(X.shape[1])
+        self.n_images_fit_ = int(X.shape[0])
+        self.n_texts_fit_ = int(Y.shape[0])
+        return self._fitted_outputs(X, Y)
+
+    def _fitted_outputs(self, X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self._transform_images(X), self._transform_texts(Y)
+
+    def is_fitted(self) -> bool:
+        return hasattr(self, "n_features_in_")
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted():
+            raise NotFittedError(
+                f"reducer '{self.name}' is not fitted yet: call fit(image_emb, text_emb) first "
+                "(or load a saved reducer)"
+            )
+
+    def _validate_transform(self, x: Any, name: str) -> np.ndarray:
+        self._check_fitted()
+        arr = as_float_matrix(x, name, None, allow_empty=True)
+        if arr.shape[1] != self.n_features_in_:
+            raise InputError(
+                f"'{name}' has {arr.shape[1]} dimensions but reducer '{self.name}' was fitted "
+                f"on {self.n_features_in_}-dimensional embeddings"
+            )
+        return arr
+
+    def transform_images(self, image_emb: Any) -> np.ndarray:
+        """Map image embeddings (n, d) into the reduced space; returns float32 numpy."""
+        X = self._validate_transform(image_emb, "image_emb")
+        return np.ascontiguousarray(self._transform_images(X), dtype=np.float32)
+
+    def transform_texts(self, text_emb: Any) -> np.ndarray:
+        """Map text embeddings (n, d) into the reduced space; returns float32 numpy."""
+        Y = self._validate_transform(text_emb, "text_emb")
+        return np.ascontiguousarray(self._transform_texts(Y), dtype=np.float32)
+
+    def transform(self, emb: EmbeddingSet) -> EmbeddingSet:
+        """Transform both modalities of an :class:`EmbeddingSet`; pairing and labels are kept."""
+        return emb.with_embeddings(
+            self.transform_images(emb.image_emb), self.transform_texts(emb.text_emb)
+        )
+
+    def _maybe_normalize(self, z: np.ndarray) -> np.ndarray:
+        return l2_normalize(z) if getattr(self, "normalize", False) else z
+
+    # subclasses implement these on validated float32 arrays
+    def _fit(self, X: np.ndarray, Y: np.ndarray, text_to_image: np.ndarray | None) -> None:
+        raise NotImplementedError
+
+    def _transform_images(self, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _transform_texts(self, Y: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    # -- persistence ------------------------------------------------------------------------
+    def _fitted_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays: dict[str, np.ndarray] = {}
+        scalars: dict[str, Any] = {}
+        for key, value in vars(self).items():
+            if not key.endswith("_") or key.startswith("_"):
+                continue
+            if isinstance(value, np.ndarray):
+                if value.dtype.type not in _SAVE_DTYPES:
+                    raise TypeError(f"cannot save fitted array {key} of dtype {value.dtype}")
+                arrays[key] = np.ascontiguousarray(value)
+            else:
+                value = _json_scalar(value)
+                if value is not None and not isinstance(value, bool | int | float | str):
+                    raise TypeError(f"cannot save fitted attribute {key} of type {type(value)}")
+                scalars[key] = value
+        return arrays, scalars
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the fitted reducer to ``path`` (a ``.safetensors`` file), atomically."""
+        from safetensors.numpy import save_file
+
+        from .. import __version__
+        from ..io import atomic_path
+
+        self._check_fitted()
+        arrays, scalars = self._fitted_state()
+        header = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "modgap_version": __version__,
+            "reducer": self.name,
+            "params": {k: _json_scalar(v) for k, v in self.get_params().items()},
+            "fitted": scalars,
+            "arrays": {k: [list(v.shape), str(v.dtype)] for k, v in arrays.items()},
+            "sha256": _checksum(arrays),
+        }
+        path = Path(path)
+        with atomic_path(path, ".safetensors") as tmp:
+            save_file(arrays, str(tmp), metadata={"modgap": json.dumps(header)})
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Reducer:
+        """Read a reducer written by :meth:`save`.
+
+        Raises :class:`~modgap.errors.InputError` naming the file when it is missing, is not a
+        modgap reducer file, was written by a newer format, names an unknown reducer or one of a
+        different class than ``cls``, or fails its checksum (corrupted).
+        """
+        from safetensors import safe_open
+
+        from ._registry import REDUCERS
+
+        path = Path(path)
+        src = str(path)
+        if not path.is_file():
+            raise InputError("no such reducer file", src)
+        try:
+            with safe_open(str(path), framework="numpy") as fh:
+                meta = fh.metadata() or {}
+                arrays = {k: fh.get_tensor(k) for k in fh.keys()}
+        except Exception as e:  # safetensors raises its own error types for damaged files
+            raise InputError(
+                f"not a readable reducer file (safetensors: {str(e).splitlines()[0][:200]}); "
+                "it may be truncated or corrupted - save the reducer again",
+                src,
+            ) from None
+        if "modgap" not in meta:
+            raise InputError("not a modgap reducer file (no 'modgap' metadata)", src)
+        try:
+            header = json.loads(meta["modgap"])
+        except json.JSONDecodeError:
+            raise InputError("corrupted reducer file (metadata is not valid JSON)", src) from None
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            raise InputError("not a modgap reducer file (wrong 'format' entry)", src)
+        version = header.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise InputError(
+                f"reducer file format version {version!r} is newer than this modgap supports "
+                f"({FORMAT_VERSION}); upgrade modgap",
+                src,
+            )
+        name = header.get("reducer")
+        if name not in REDUCERS:
+            raise InputError(
+                f"unknown reducer {name!r} in file (known: {', '.join(REDUCERS)})", src
+            )
+        klass = REDUCERS[name]
+        if cls is not Reducer and not issubclass(klass, cls):
+            raise InputError(
+                f"file holds a '{name}' reducer, not a '{cls.name}' one; "
+                "use modgap.reducers.load_reducer to load any reducer",
+                src,
+            )
+        expected = header.get("arrays", {})
+        if set(expected) != set(arrays):
+            missing = sorted(set(expected) - set(arrays))
+            extra = sorted(set(arrays) - set(expected))
+            raise InputError(
+                f"corrupted reducer file (arrays missing: {missing or 'none'}, "
+                f"unexpected: {extra or 'none'})",
+                src,
+            )
+        for key, (shape, dtype) in expected.items():
+            if list(arrays[key].shape) != shape or str(arrays[key].dtype) != dtype:
+                raise InputError(f"corrupted reducer file (array '{key}' has wrong shape)", src)
+        if _checksum(arrays) != header.get("sha256"):
+            raise InputError(
+                "corrupted reducer file (checksum mismatch: the arrays were altered)", src
+            )
+        params = header.get("params", {})
+        valid = klass._param_names()
+        unknown = sorted(set(params) - set(valid))
+        if unknown:
+            raise InputError(
+                f"reducer file has parameters {unknown} that '{name}' does not know "
+                "(written by another modgap version?)",
+                src,
+            )
+        obj = klass(**params)
+        for key, value in header.get("fitted", {}).items():
+            setattr(obj, key, value)
+        for key, value in arrays.items():
+            setattr(obj, key, value)
+        if not obj.is_fitted():
+            raise InputError("corrupted reducer file (no fitted state)", src)
+        obj._after_load()
+        return obj
+
+    def _after_load(self) -> None:
+        """Hook for reducers that rebuild derived (unsaved) state after ``load``."""
