@@ -457,3 +457,19 @@ def test_real_coco500_through_every_format(tmp_path, coco500_path):
     for name in ("c.parquet", "c.safetensors", "c.pt", "cfolder"):
         write_embeddings(emb, tmp_path / name)
         _same(emb, read_embeddings(tmp_path / name))
+
+
+def test_safetensors_bfloat16_written_by_torch(tmp_path):
+    from safetensors.torch import save_file as save_torch
+
+    x, y = gapped_pairs(8, 4)
+    save_torch(
+        {"image_emb": torch.from_numpy(x).bfloat16(), "text_emb": torch.from_numpy(y)},
+        str(tmp_path / "bf.safetensors"),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ModgapNotice)
+        emb = read_embeddings(tmp_path / "bf.safetensors")
+    assert emb.image_emb.dtype == np.float32
+    np.testing.assert_allclose(emb.image_emb, x, atol=1e-2)
+    np.testing.assert_array_equal(emb.text_emb, y)

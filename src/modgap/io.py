@@ -458,6 +458,8 @@ def _read_safetensors(path: str, image_key: str | None = None, text_key: str | N
         meta = dict(f.metadata() or {})
 
         def get(key: str) -> np.ndarray:
+            if f.get_slice(key).get_dtype() in ("BF16", "F8_E4M3", "F8_E5M2"):
+                return _safetensors_via_torch(path, key)  # numpy has no such dtypes
             with _reading(path, f".safetensors tensor '{key}'"):
                 return f.get_tensor(key)
 
@@ -473,6 +475,13 @@ def _read_safetensors(path: str, image_key: str | None = None, text_key: str | N
             return np.asarray([str(v) for v in vals], dtype=str)
 
         return _pick(available, get_any, path, image_key, text_key)
+
+
+def _safetensors_via_torch(path: str, key: str) -> np.ndarray:
+    from safetensors import safe_open
+
+    with _reading(path, f".safetensors tensor '{key}'"), safe_open(path, framework="pt") as f:
+        return to_numpy(f.get_tensor(key).float())
 
 
 def _read_torch(path: str, image_key: str | None = None, text_key: str | None = None) -> dict:
