@@ -277,7 +277,10 @@ def test_bad_pairs_csv(tmp_path, xy):
     assert msg.startswith(f"{csv}: line 3: expected an image index, got 'seven'")
     csv.write_text("0\n1.5\n")
     msg = _error(read_embeddings, p, pairs=csv)
-    assert msg.startswith(f"{csv}: line 2:") and "not an integer" in msg
+    assert msg == f"{csv}: line 2: image index 1.5 is not an integer"
+    csv.write_text("# header comment\n\nimage\n0\nnan\n")  # line numbers count every line
+    msg = _error(read_embeddings, p, pairs=csv)
+    assert msg == f"{csv}: line 5: image index nan is not an integer"
 
 
 # -- missing keys ----------------------------------------------------------------------------

@@ -348,16 +348,21 @@ def _is_number(s: str) -> bool:
 
 def _read_pairs_text(p: Path, given: str) -> np.ndarray:
     with _reading(given, "the pairs file"):
-        lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()]
-    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+        text = p.read_text(encoding="utf-8")
+    # (line number in the file, content): blank lines and # comments are skipped
+    lines = [(i + 1, ln.strip()) for i, ln in enumerate(text.splitlines())]
+    lines = [(i, ln) for i, ln in lines if ln and not ln.startswith("#")]
     if not lines:
         raise InputError("the pairs file has no entries", given)
-    delim = "," if "," in lines[0] else ("\t" if "\t" in lines[0] else None)
-    rows = [[c.strip().strip('"') for c in ln.split(delim)] if delim else [ln] for ln in lines]
-    header = not all(_is_number(c) for c in rows[0])
+    first = lines[0][1]
+    delim = "," if "," in first else ("\t" if "\t" in first else None)
+    rows = [
+        (i, [c.strip().strip('"') for c in ln.split(delim)] if delim else [ln]) for i, ln in lines
+    ]
+    header = not all(_is_number(c) for c in rows[0][1])
     col = 0
-    if len(rows[0]) > 1:
-        names = [c.lower() for c in rows[0]]
+    if len(rows[0][1]) > 1:
+        names = [c.lower() for c in rows[0][1]]
         found = [c for c in _PAIR_COLUMNS if c in names]
         if not header or not found:
             raise InputError(
@@ -370,16 +375,16 @@ def _read_pairs_text(p: Path, given: str) -> np.ndarray:
     if header:
         rows = rows[1:]
     out = np.empty(len(rows), dtype=np.int64)
-    for i, row in enumerate(rows):
+    for k, (lineno, row) in enumerate(rows):
         try:
             val = float(row[col])
         except (ValueError, IndexError):
             raise InputError(
-                f"line {i + 1 + header}: expected an image index, got {','.join(row)!r}", given
+                f"line {lineno}: expected an image index, got {','.join(row)!r}", given
             ) from None
-        if val != int(val):
-            raise InputError(f"line {i + 1 + header}: image index {val} is not an integer", given)
-        out[i] = int(val)
+        if not np.isfinite(val) or val != int(val):
+            raise InputError(f"line {lineno}: image index {row[col]} is not an integer", given)
+        out[k] = int(val)
     return out
 
 
