@@ -1,15 +1,207 @@
-"""Gap measures: plain functions of arrays, one small module per family.
+"""Gap measures: plain functions of arrays, one small module per family, and
+:func:`measure_all` to run them on an :class:`~modgap.embeddings.EmbeddingSet`.
 
 See ``docs/measures.md`` for every formula and its source.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..errors import ModgapError
+from .accumulators import (
+    AlignmentAccumulator,
+    CentroidGapAccumulator,
+    FrechetAccumulator,
+    Moments,
+    PerDimensionGapAccumulator,
+    RMGAccumulator,
+)
+from .alignment import alignment, cross_uniformity, uniformity
 from .centroid import centroid_gap, per_dimension_gap
+from .cosine import cosine_stats
+from .frechet import frechet_distance
 from .neighbours import mixed_neighbour_diagnostics
 from .rmg import relative_modality_gap
+from .separability import linear_separability
 
 __all__ = [
+    "MEASURES",
+    "AlignmentAccumulator",
+    "CentroidGapAccumulator",
+    "FrechetAccumulator",
+    "Moments",
+    "PerDimensionGapAccumulator",
+    "RMGAccumulator",
+    "alignment",
     "centroid_gap",
+    "cosine_stats",
+    "cross_uniformity",
+    "frechet_distance",
+    "linear_separability",
+    "measure_all",
     "mixed_neighbour_diagnostics",
     "per_dimension_gap",
     "relative_modality_gap",
+    "uniformity",
 ]
+
+
+def _centroid(emb, seed):
+    out = centroid_gap(emb.image_emb, emb.text_emb)
+    return {"centroid_gap": out["centroid_gap"], "centroid_cosine": out["centroid_cosine"]}
+
+
+def _per_dimension(emb, seed):
+    out = per_dimension_gap(emb.image_emb, emb.text_emb)
+    out.pop("gap_sq")
+    return {"gap_dims_50": out["dims_50"], "gap_dims_90": out["dims_90"], "per_dimension": out}
+
+
+def _separability(emb, seed):
+    return {"linear_separability": linear_separability(emb.image_emb, emb.text_emb, seed=seed)}
+
+
+def _rmg(emb, seed):
+    return {"rmg": relative_modality_gap(emb.image_emb, emb.text_emb, emb.text_to_image)}
+
+
+def _neighbours(emb, seed):
+    return mixed_neighbour_diagnostics(emb.image_emb, emb.text_emb)
+
+
+def _frechet(emb, seed):
+    return {"frechet_distance": frechet_distance(emb.image_emb, emb.text_emb)}
+
+
+def _alignment(emb, seed):
+    return {"alignment": alignment(emb.image_emb, emb.text_emb, emb.text_to_image)}
+
+
+def _uniformity(emb, seed):
+    X, Y = emb.image_emb, emb.text_emb
+    nan = float("nan")
+    return {
+        "uniformity_image": uniformity(X, seed=seed) if X.shape[0] > 1 else nan,
+        "uniformity_text": uniformity(Y, seed=seed) if Y.shape[0] > 1 else nan,
+        "uniformity_cross": cross_uniformity(X, Y, seed=seed),
+    }
+
+
+def _cosine(emb, seed):
+    out = cosine_stats(emb.image_emb, emb.text_emb, emb.text_to_image, seed=seed)
+    return {
+        "matched_cosine_mean": out["matched"]["mean"],
+        "matched_cosine_std": out["matched"]["std"],
+        "unmatched_cosine_mean": out["unmatched"]["mean"],
+        "unmatched_cosine_std": out["unmatched"]["std"],
+        "matched_cosine": out["matched"],
+        "unmatched_cosine": out["unmatched"],
+    }
+
+
+#: name -> (needs pairs, runner, flat keys it produces). Order = order of the report.
+MEASURES: dict[str, tuple[bool, Callable, tuple[str, ...]]] = {
+    "centroid": (False, _centroid, ("centroid_gap", "centroid_cosine")),
+    "per_dimension": (False, _per_dimension, ("gap_dims_50", "gap_dims_90", "per_dimension")),
+    "linear_separability": (False, _separability, ("linear_separability",)),
+    "rmg": (True, _rmg, ("rmg",)),
+    "neighbours": (False, _neighbours, ("itr", "tir", "tmr", "imr")),
+    "frechet_distance": (False, _frechet, ("frechet_distance",)),
+    "alignment": (True, _alignment, ("alignment",)),
+    "uniformity": (False, _uniformity, ("uniformity_image", "uniformity_text", "uniformity_cross")),
+    "cosine": (
+        True,
+        _cosine,
+        (
+            "matched_cosine_mean",
+            "matched_cosine_std",
+            "unmatched_cosine_mean",
+            "unmatched_cosine_std",
+            "matched_cosine",
+            "unmatched_cosine",
+        ),
+    ),
+}
+
+
+def _resolve(only: Iterable[str] | str | None) -> list[str]:
+    if only is None:
+        return list(MEASURES)
+    if isinstance(only, str):
+        only = [only]
+    by_key = {key: name for name, (_, _, keys) in MEASURES.items() for key in keys}
+    chosen: set[str] = set()
+    for raw in only:
+        name = str(raw).strip()
+        if name in MEASURES:
+            chosen.add(name)
+        elif name in by_key:
+            chosen.add(by_key[name])
+        else:
+            raise ModgapError(
+                f"unknown measure '{name}'; valid names: {', '.join(MEASURES)} "
+                f"(or a result key such as {', '.join(k for k in by_key if k not in MEASURES)})"
+            )
+    if not chosen:
+        raise ModgapError(f"no measure selected; valid names: {', '.join(MEASURES)}")
+    return [name for name in MEASURES if name in chosen]
+
+
+def measure_all(
+    emb: Any,
+    only: Iterable[str] | str | None = None,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Run every gap measure on an :class:`~modgap.embeddings.EmbeddingSet`.
+
+    Parameters
+    ----------
+    emb : EmbeddingSet
+        The embeddings. Measures that need image-text pairs (``rmg``, ``alignment``,
+        ``cosine``) run only when ``emb.has_pairs``; otherwise they are listed under
+        ``skipped``.
+    only : list of str, optional
+        Measure names (keys of :data:`MEASURES`: centroid, per_dimension, linear_separability,
+        rmg, neighbours, frechet_distance, alignment, uniformity, cosine) or result keys (e.g.
+        ``itr`` selects ``neighbours``). Unknown names raise :class:`ModgapError` listing the
+        valid ones; asking explicitly for a pair measure on an unpaired set is an error too.
+    seed : int
+        Seed of every subsample and split (separability, uniformity caps, unmatched sample).
+    progress : callable, optional
+        Called with each measure's name before it runs (for progress bars).
+
+    Returns
+    -------
+    dict
+        Flat keys ``centroid_gap``, ``centroid_cosine``, ``gap_dims_50``, ``gap_dims_90``,
+        ``linear_separability``, ``rmg``, ``itr``, ``tir``, ``tmr``, ``imr``,
+        ``frechet_distance``, ``alignment``, ``uniformity_image``, ``uniformity_text``,
+        ``uniformity_cross``, ``matched_cosine_mean``/``_std``, ``unmatched_cosine_mean``/``_std``
+        (floats; ``inf``/``nan`` kept as Python floats), plus nested ``per_dimension``,
+        ``matched_cosine``, ``unmatched_cosine`` and, when something was left out, ``skipped``
+        (name -> reason). Write it with :func:`modgap.provenance.jsonable` for strict JSON.
+    """
+    names = _resolve(only)
+    if only is not None and not emb.has_pairs:
+        paired = [n for n in names if MEASURES[n][0]]
+        if paired:
+            raise ModgapError(
+                f"{', '.join(paired)} need(s) image-text pairs and the set has none "
+                "(give a pairing, e.g. --pairs FILE, or equal counts paired row by row)"
+            )
+    results: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    for name in names:
+        needs_pairs, run, _ = MEASURES[name]
+        if needs_pairs and not emb.has_pairs:
+            skipped[name] = "needs image-text pairs"
+            continue
+        if progress is not None:
+            progress(name)
+        results.update(run(emb, seed))
+    if skipped:
+        results["skipped"] = skipped
+    return results
