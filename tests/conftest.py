@@ -50,3 +50,19 @@ def gapped_pairs(n: int = 200, d: int = 32, gap: float = 0.8, noise: float = 0.6
 @pytest.fixture
 def pairs():
     return gapped_pairs()
+
+
+@pytest.fixture
+def single_thread():
+    """Run a test with one BLAS/OpenMP/torch thread: on a small, busy machine thread pools
+    spinning over tiny matrices cost far more than they give (seen: 100x on 2 shared cores)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        torch.set_num_threads(old)
