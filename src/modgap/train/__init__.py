@@ -1,0 +1,46 @@
+"""Training image-text matching models with VSE++ triplet, InfoNCE or the DIAS objective.
+
+See ``docs/dias.md`` for the objective, the configs and the ablation that chose the defaults.
+"""
+
+from .config import ConfigError, TrainConfig, config_from_dict, load_config
+from .data import MatchingData, Vocabulary, from_embedding_set, load_precomp, write_toy_precomp
+from .evaluate import class_retrieval_metrics, evaluate
+from .losses import (
+    DIASLoss,
+    DimensionAlignmentLoss,
+    InfoNCELoss,
+    InterModalityLoss,
+    IntraModalityLoss,
+    TripletLoss,
+    sparse_mask,
+)
+from .model import GPO, FeatureEncoder, MatchingModel, WordGRUEncoder
+from .trainer import Trainer, train
+
+__all__ = [
+    "GPO",
+    "ConfigError",
+    "DIASLoss",
+    "DimensionAlignmentLoss",
+    "FeatureEncoder",
+    "InfoNCELoss",
+    "InterModalityLoss",
+    "IntraModalityLoss",
+    "MatchingData",
+    "MatchingModel",
+    "TrainConfig",
+    "Trainer",
+    "TripletLoss",
+    "Vocabulary",
+    "WordGRUEncoder",
+    "class_retrieval_metrics",
+    "config_from_dict",
+    "evaluate",
+    "from_embedding_set",
+    "load_config",
+    "load_precomp",
+    "sparse_mask",
+    "train",
+    "write_toy_precomp",
+]

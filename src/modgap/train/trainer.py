@@ -1,0 +1,610 @@
+"""The training loop: AdamW, warm-up + cosine/step schedule, clipping, AMP on CUDA, checkpoints
+that resume mid-epoch, best-model selection on validation rSum.
+
+Reproducibility. The model is initialised from ``seed``; the caption order of epoch ``e`` is a
+function of ``(seed, e)`` only (:func:`~modgap.train.data.epoch_order`) and the learning rate a
+function of the global step, so the state needed to resume exactly is: weights, AdamW moments,
+``(epoch, step in epoch)``, the torch RNG states and the GradScaler state. A checkpoint stores
+the tensors in ``checkpoints/state-<step>.safetensors`` (RNG states as uint8 tensors) and the
+rest in ``checkpoints/last.json``, which is written last and names the tensor file: it is the
+commit point, so a run killed while writing resumes from the previous checkpoint. Nothing is
+pickled. On CPU a resumed run reproduces the uninterrupted one bit for bit.
+
+Files in the output folder: ``config.yaml`` (resolved), ``vocab.json`` (word-id text only),
+``checkpoints/``, ``best.safetensors`` + ``best.json`` (weights with the best validation rSum),
+``results.json`` (history, test metrics of the selected model, provenance).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from ..errors import InputError, ModgapError, notice
+from ..io import atomic_path
+from .config import PROTOCOLS, ConfigError, TrainConfig, load_config
+from .data import (
+    MatchingData,
+    Vocabulary,
+    epoch_order,
+    from_embedding_set,
+    load_features,
+    load_precomp,
+    split_images,
+)
+from .evaluate import evaluate
+from .losses import DIASLoss
+from .model import FeatureEncoder, MatchingModel, WordGRUEncoder
+
+__all__ = ["Trainer", "build_data", "build_loss", "build_model", "lr_factor", "train"]
+
+
+# -- building blocks ----------------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device: '{name}' requested but CUDA is not available")
+    return torch.device(name)
+
+
+def lr_factor(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
+    """Learning-rate multiplier at optimiser step ``step`` (0-based).
+
+    Linear warm-up over ``warmup_steps``; then ``cosine`` decays to ``min_lr_ratio`` at the last
+    step, ``step`` multiplies by ``step_gamma`` every ``step_epochs`` epochs, ``constant`` keeps 1.
+    """
+    o = cfg.optim
+    if o.warmup_steps and step < o.warmup_steps:
+        return (step + 1) / o.warmup_steps
+    if o.schedule == "constant":
+        return 1.0
+    if o.schedule == "step":
+        return o.step_gamma ** ((step // max(steps_per_epoch, 1)) // o.step_epochs)
+    total = max(o.epochs * steps_per_epoch - o.warmup_steps, 1)
+    progress = min((step - o.warmup_steps) / total, 1.0)
+    return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _read_set(path: str, fmt: str = "embeddings") -> MatchingData:
+    if fmt == "features":
+        return load_features(path)
+    from ..io import read_embeddings
+
+    return from_embedding_set(read_embeddings(path))
+
+
+def build_data(cfg: TrainConfig) -> tuple[MatchingData, MatchingData | None, MatchingData | None]:
+    """``(train, val, test)`` from the config (val/test None when not configured)."""
+    d = cfg.data
+    if d.format == "precomp":
+        train = load_precomp(d.path, d.train_split, captions_per_image=d.captions_per_image)
+        vocab = train.metadata["vocab"]
+        if d.vocab_min_count > 1:
+            vocab = Vocabulary.build(train.captions, d.vocab_min_count)
+            train = load_precomp(d.path, d.train_split, vocab, d.captions_per_image)
+        val = test = None
+        if d.val_split:
+            val = load_precomp(d.path, d.val_split, vocab, d.captions_per_image)
+        if d.test_split:
+            test = load_precomp(d.path, d.test_split, vocab, d.captions_per_image)
+    else:
+        full = _read_set(d.path, d.format)
+        val = _read_set(d.val_path, d.format) if d.val_path else None
+        test = _read_set(d.test_path, d.format) if d.test_path else None
+        n_val = 0 if val is not None else d.val
+        n_test = 0 if test is not None or d.folds else d.test
+        if n_val == 0 and n_test == 0 and not d.folds:
+            train = full
+        else:
+            tr, va, te = split_images(
+                full.n_images, n_val, n_test, d.split_seed, d.folds if test is None else 0, d.fold
+            )
+            train = full.subset(tr)
+            if val is None and va.size:
+                val = full.subset(va)
+            if test is None and te.size:
+                test = full.subset(te)
+    if d.max_train_images is not None and train.n_images > d.max_train_images:
+        train = train.subset(np.arange(d.max_train_images))
+    _check_data(cfg, train, val, test)
+    return train, val, test
+
+
+def _check_data(cfg, train, val, test) -> None:
+    m = cfg.model
+    for name, part in (("validation", val), ("test", test)):
+        if part is None:
+            continue
+        if part.image_dim != train.image_dim:
+            raise InputError(
+                f"{name} image features have width {part.image_dim} but training features "
+                f"have {train.image_dim}",
+                part.source,
+            )
+        if part.text_kind != train.text_kind or part.text_dim != train.text_dim:
+            raise InputError(
+                f"{name} text inputs ({part.text_kind}, width {part.text_dim}) differ from the "
+                f"training ones ({train.text_kind}, width {train.text_dim})",
+                part.source,
+            )
+    if m.image_dim is not None and m.image_dim != train.image_dim:
+        raise ConfigError(
+            f"model.image_dim: config says {m.image_dim} but the image features have width "
+            f"{train.image_dim} ({train.source})"
+        )
+    if m.text_dim is not None and train.text_dim is not None and m.text_dim != train.text_dim:
+        raise ConfigError(
+            f"model.text_dim: config says {m.text_dim} but the text features have width "
+            f"{train.text_dim} ({train.source})"
+        )
+    if m.identity_init:
+        for side, w in (("image", train.image_dim), ("text", train.text_dim)):
+            if w is not None and w != m.joint_dim:
+                raise ConfigError(
+                    f"model.identity_init: the {side} features have width {w} but "
+                    f"joint_dim is {m.joint_dim}; identity initialisation needs them equal"
+                )
+    if train.n_texts < 2:
+        raise ConfigError(f"data: only {train.n_texts} training caption(s); need at least 2")
+    if cfg.eval.relevance == "class":
+        for name, part in (("training", train), ("validation", val), ("test", test)):
+            if part is not None and part.labels is None:
+                raise ConfigError(
+                    f"eval.relevance: 'class' needs image labels, and the {name} data has none"
+                )
+    folds = _eval_folds(cfg)
+    for name, part in (("validation", val), ("test", test)):
+        if part is not None and folds and part.n_images < folds:
+            raise ConfigError(
+                f"eval: {folds} folds but the {name} split has only {part.n_images} images"
+            )
+    if cfg.eval.measures:
+        _check_measures(cfg.eval.measures)
+
+
+def _check_measures(names: list[str]) -> None:
+    try:
+        from ..measures import measure_all
+    except ImportError:
+        return
+    import warnings
+
+    from ..embeddings import EmbeddingSet
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((2, 24, 8))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    y /= np.linalg.norm(y, axis=1, keepdims=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            measure_all(EmbeddingSet(x, y), only=list(names))
+    except ModgapError as e:
+        raise ConfigError(f"eval.measures: {e}") from None
+
+
+def _eval_folds(cfg: TrainConfig) -> int | None:
+    return cfg.eval.folds if cfg.eval.folds is not None else PROTOCOLS[cfg.eval.protocol]
+
+
+def build_model(cfg: TrainConfig, data: MatchingData) -> MatchingModel:
+    """The matching model for ``data``'s input shapes (initialised from the torch RNG)."""
+    m = cfg.model
+    image = FeatureEncoder(
+        data.image_dim, m.joint_dim, m.image_head, m.image_pooling, m.identity_init
+    )
+    if data.text_kind == "ids":
+        vocab = data.metadata.get("vocab")
+        if vocab is None:
+            raise ModgapError("word-id texts need a vocabulary")
+        text = WordGRUEncoder(len(vocab), m.joint_dim, m.word_dim, m.gru_layers, m.text_pooling)
+    else:
+        text = FeatureEncoder(
+            data.text_dim, m.joint_dim, m.text_head, m.text_pooling, m.identity_init
+        )
+    return MatchingModel(image, text, m.freeze_image, m.freeze_text)
+
+
+def build_loss(cfg: TrainConfig) -> DIASLoss:
+    lo = cfg.loss
+    return DIASLoss(
+        matching=lo.matching,
+        alpha=lo.alpha,
+        beta=lo.beta,
+        gamma=lo.gamma,
+        lambda_off=lo.lambda_off,
+        mask_rule=lo.mask_rule,
+        mask_k=lo.mask_k,
+        mask_std_scale=lo.mask_std_scale,
+        margin=lo.margin,
+        max_violation=lo.max_violation,
+        warmup_epochs=lo.warmup_epochs,
+        reduction=lo.reduction,
+        temperature=lo.temperature,
+        learnable_temperature=lo.learnable_temperature,
+    )
+
+
+# -- checkpoint helpers ---------------------------------------------------------------------------
+
+
+def _save_tensors(tensors: dict, path: Path) -> None:
+    flat = {k: v.detach().contiguous().cpu().clone() for k, v in tensors.items()}
+    with atomic_path(path, ".safetensors") as tmp:
+        save_file(flat, str(tmp))
+
+
+def _save_json(obj, path: Path) -> None:
+    with atomic_path(path, ".json") as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=float), encoding="utf-8")
+
+
+def _provenance(cfg: TrainConfig, device: torch.device) -> dict:
+    from .. import __version__
+
+    return {
+        "modgap": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        "seed": cfg.seed,
+        "config": cfg.source,
+    }
+
+
+# -- the trainer ------------------------------------------------------------------------------
+
+
+class Trainer:
+    """Train a matching model as configured; see the module docstring.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+    out_dir : path, optional
+        Output folder (default ``cfg.out``).
+    resume : bool
+        Continue from ``out_dir/checkpoints/last.json`` (start fresh, with a notice, if absent).
+    progress : bool
+        Show rich progress bars with running losses.
+    on_step : callable(trainer, global_step), optional
+        Called after every optimiser step (and after a checkpoint due at that step).
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        out_dir: str | os.PathLike | None = None,
+        resume: bool = False,
+        progress: bool = True,
+        on_step: Callable | None = None,
+    ):
+        self.cfg = cfg
+        self.out = Path(out_dir if out_dir is not None else cfg.out)
+        self.ckpt_dir = self.out / "checkpoints"
+        self.resume = resume
+        self.progress = progress
+        self.on_step = on_step
+        last = self.ckpt_dir / "last.json"
+        if last.exists() and not resume:
+            raise ModgapError(
+                f"{self.out} already holds a run ({last}); pass --resume to continue it or "
+                "--out for a new folder"
+            )
+        self.device = resolve_device(cfg.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        # all inputs are read and checked before anything is trained
+        self.train_data, self.val_data, self.test_data = build_data(cfg)
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            if self.device.type == "cuda":
+                torch.backends.cudnn.deterministic = True
+                torch.backends.cudnn.benchmark = False
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg, self.train_data).to(self.device)
+        self.loss = build_loss(cfg).to(self.device)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        params += [p for p in self.loss.parameters() if p.requires_grad]
+        self.params = params
+        self.optimizer = torch.optim.AdamW(
+            params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
+        )
+        self.amp_dtype = None
+        self.scaler = None
+        if cfg.optim.amp and self.device.type == "cuda":
+            if torch.cuda.is_bf16_supported():
+                self.amp_dtype = torch.bfloat16
+            else:
+                self.amp_dtype = torch.float16
+                self.scaler = torch.amp.GradScaler("cuda")
+        n = self.train_data.n_texts
+        b = cfg.optim.batch_size
+        # a last batch of one pair has no negatives: it is dropped
+        self.steps_per_epoch = n // b + (1 if n % b >= 2 else 0)
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.global_step = 0
+        self.best = {"rsum": -math.inf, "epoch": None}
+        self.history: list[dict] = []
+        self.last_terms: dict[str, float] = {}
+        if resume:
+            if last.exists():
+                self._load_checkpoint(last)
+            else:
+                notice(f"no checkpoint in {self.ckpt_dir}; starting a new run")
+
+    # -- state ----------------------------------------------------------------------------
+    def _config_dump(self) -> dict:
+        return self.cfg.to_dict()
+
+    def save_checkpoint(self) -> Path:
+        """Write the tensor file, then ``last.json`` (the commit point), then prune old files."""
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        tensors.update({f"loss.{k}": v for k, v in self.loss.state_dict().items()})
+        opt = self.optimizer.state_dict()
+        extra_state: dict = {}
+        for idx, st in opt["state"].items():
+            for k, v in st.items():
+                if torch.is_tensor(v):
+                    tensors[f"optim.{idx}.{k}"] = v
+                else:
+                    extra_state[f"{idx}.{k}"] = v
+        tensors["rng.torch"] = torch.get_rng_state()
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        name = f"state-{self.global_step:09d}.safetensors"
+        _save_tensors(tensors, self.ckpt_dir / name)
+        meta = {
+            "tensors": name,
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "steps_per_epoch": self.steps_per_epoch,
+            "best": self.best if math.isfinite(self.best["rsum"]) else None,
+            "history": self.history,
+            "param_groups": opt["param_groups"],
+            "optim_extra": extra_state,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "config": self._config_dump(),
+        }
+        _save_json(meta, self.ckpt_dir / "last.json")
+        for old in self.ckpt_dir.glob("state-*.safetensors"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+        return self.ckpt_dir / name
+
+    def _load_checkpoint(self, last: Path) -> None:
+        try:
+            meta = json.loads(last.read_text(encoding="utf-8"))
+            tensors = load_file(str(self.ckpt_dir / meta["tensors"]), device="cpu")
+        except (OSError, ValueError, KeyError) as e:
+            raise InputError(f"cannot read checkpoint ({e})", str(last)) from None
+        old = meta.get("config", {})
+        new = self._config_dump()
+        for section in ("data", "model", "loss"):
+            if old.get(section) != new.get(section):
+                raise ModgapError(
+                    f"{last}: the '{section}' section of the config changed since this run was "
+                    "started; resume with the same config or use a new --out"
+                )
+        if old.get("seed") != new.get("seed"):
+            raise ModgapError(f"{last}: seed changed since this run was started")
+        if meta.get("steps_per_epoch") != self.steps_per_epoch:
+            raise ModgapError(f"{last}: batch size or data size changed; cannot resume exactly")
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        self.loss.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("loss.")})
+        state: dict = {}
+        for k, v in tensors.items():
+            if k.startswith("optim."):
+                _, idx, key = k.split(".", 2)
+                state.setdefault(int(idx), {})[key] = v
+        for k, v in meta.get("optim_extra", {}).items():
+            idx, key = k.split(".", 1)
+            state.setdefault(int(idx), {})[key] = v
+        self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        if self.scaler is not None and meta.get("scaler"):
+            self.scaler.load_state_dict(meta["scaler"])
+        self.epoch = int(meta["epoch"])
+        self.step_in_epoch = int(meta["step_in_epoch"])
+        self.global_step = int(meta["global_step"])
+        self.history = list(meta.get("history", []))
+        if meta.get("best"):
+            self.best = meta["best"]
+
+    def _save_best(self, metrics: dict, epoch: int) -> None:
+        _save_tensors(self.model.state_dict(), self.out / "best.safetensors")
+        _save_json({"epoch": epoch, "metrics": metrics}, self.out / "best.json")
+
+    # -- one step ---------------------------------------------------------------------------
+    def train_step(self, index: np.ndarray) -> dict[str, float]:
+        data, dev = self.train_data, self.device
+        img_idx = data.text_to_image[index]
+        images = data.image_batch(img_idx, dev)
+        texts, lengths = data.text_batch(index, dev)
+        ids = torch.from_numpy(img_idx).to(dev)
+        for g in self.optimizer.param_groups:
+            g["lr"] = self.cfg.optim.lr * lr_factor(
+                self.global_step, self.cfg, self.steps_per_epoch
+            )
+        self.model.train()
+        with torch.autocast(
+            device_type=dev.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
+        ):
+            v = self.model.encode_images(images)
+            t = self.model.encode_texts(texts, lengths)
+        total, terms = self.loss(v.float(), t.float(), ids, self.epoch)
+        if not math.isfinite(terms["total"]):
+            raise ModgapError(
+                f"loss became {terms['total']} at step {self.global_step}; lower optim.lr or "
+                "the loss weights"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(total).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            total.backward()
+        if self.cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.optim.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        return terms
+
+    def evaluate(self, data: MatchingData) -> dict:
+        e = self.cfg.eval
+        return evaluate(
+            self.model,
+            data,
+            relevance=e.relevance,
+            folds=_eval_folds(self.cfg),
+            measures=e.measures,
+            zero_shot=e.zero_shot,
+            device=self.device,
+            batch_size=e.batch_size,
+        )
+
+    # -- the loop ---------------------------------------------------------------------------
+    def fit(self) -> dict:
+        """Train to ``optim.epochs``, evaluate, write ``results.json``; return the results."""
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.out / "config.yaml") as tmp:
+            tmp.write_text(yaml.safe_dump(self._config_dump(), sort_keys=False), encoding="utf-8")
+        vocab = self.train_data.metadata.get("vocab")
+        if vocab is not None:
+            with atomic_path(self.out / "vocab.json", ".json") as tmp:
+                tmp.write_text(vocab.to_json(), encoding="utf-8")
+        start = time.perf_counter()
+        b = cfg.optim.batch_size
+        n = self.train_data.n_texts
+        every = cfg.checkpoint.every_steps
+        running: dict[str, float] = {}
+        progress = Progress(
+            TextColumn("[bold]{task.fields[title]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[losses]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            disable=not self.progress,
+            transient=False,
+        )
+        with progress:
+            while self.epoch < cfg.optim.epochs:
+                order = epoch_order(n, cfg.seed, self.epoch)
+                task = progress.add_task(
+                    "train",
+                    total=self.steps_per_epoch,
+                    completed=self.step_in_epoch,
+                    title=f"epoch {self.epoch + 1}/{cfg.optim.epochs}",
+                    losses="",
+                )
+                while self.step_in_epoch < self.steps_per_epoch:
+                    index = order[self.step_in_epoch * b : (self.step_in_epoch + 1) * b]
+                    terms = self.train_step(index)
+                    self.last_terms = terms
+                    for k, v in terms.items():
+                        running[k] = v if k not in running else 0.9 * running[k] + 0.1 * v
+                    self.step_in_epoch += 1
+                    self.global_step += 1
+                    if every and self.global_step % every == 0:
+                        self.save_checkpoint()
+                    progress.update(
+                        task,
+                        advance=1,
+                        losses=" ".join(f"{k} {v:.4g}" for k, v in running.items()),
+                    )
+                    if self.on_step is not None:
+                        self.on_step(self, self.global_step)
+                record = {"epoch": self.epoch + 1, "step": self.global_step, **running}
+                if self.val_data is not None and (self.epoch + 1) % cfg.eval.every_epochs == 0:
+                    metrics = self.evaluate(self.val_data)
+                    record.update({f"val_{k}": v for k, v in metrics.items()})
+                    if metrics["rsum"] > self.best["rsum"]:
+                        self.best = {"rsum": metrics["rsum"], "epoch": self.epoch + 1}
+                        if cfg.checkpoint.keep_best:
+                            self._save_best(metrics, self.epoch + 1)
+                    if self.progress:
+                        progress.console.print(
+                            f"epoch {self.epoch + 1}: val rSum {metrics['rsum']:.2f} "
+                            f"(best {self.best['rsum']:.2f} @ epoch {self.best['epoch']})"
+                        )
+                self.history.append(record)
+                self.epoch += 1
+                self.step_in_epoch = 0
+                self.save_checkpoint()
+        return self._finish(time.perf_counter() - start)
+
+    def _finish(self, elapsed: float) -> dict:
+        cfg = self.cfg
+        selected = "last"
+        best_path = self.out / "best.safetensors"
+        if cfg.checkpoint.keep_best and self.best.get("epoch") and best_path.exists():
+            self.model.load_state_dict(load_file(str(best_path), device=str(self.device)))
+            selected = f"best (epoch {self.best['epoch']})"
+        else:
+            _save_tensors(self.model.state_dict(), best_path)
+        results = {
+            "name": cfg.name,
+            "selected_model": selected,
+            "best_val_rsum": self.best["rsum"] if math.isfinite(self.best["rsum"]) else None,
+            "best_epoch": self.best.get("epoch"),
+            "history": self.history,
+            "val": self.evaluate(self.val_data) if self.val_data is not None else None,
+            "test": self.evaluate(self.test_data) if self.test_data is not None else None,
+            "train_seconds_this_session": elapsed,
+            "data": {
+                "train_images": self.train_data.n_images,
+                "train_texts": self.train_data.n_texts,
+                "val_images": self.val_data.n_images if self.val_data is not None else 0,
+                "test_images": self.test_data.n_images if self.test_data is not None else 0,
+                "source": self.train_data.source,
+            },
+            "provenance": _provenance(cfg, self.device),
+            "config": self._config_dump(),
+        }
+        _save_json(results, self.out / "results.json")
+        return results
+
+
+def train(
+    config: TrainConfig | str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    on_step: Callable | None = None,
+) -> dict:
+    """Train from a config (object or YAML path); returns the results dict."""
+    cfg = config if isinstance(config, TrainConfig) else load_config(config)
+    return Trainer(cfg, out, resume=resume, progress=progress, on_step=on_step).fit()
