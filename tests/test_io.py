@@ -473,3 +473,39 @@ def test_safetensors_bfloat16_written_by_torch(tmp_path):
     assert emb.image_emb.dtype == np.float32
     np.testing.assert_allclose(emb.image_emb, x, atol=1e-2)
     np.testing.assert_array_equal(emb.text_emb, y)
+
+
+def test_reading_a_normalised_npy_pair_allocates_no_copy(tmp_path):
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    for name in ("i", "t"):
+        a = rng.standard_normal((20_000, 128), dtype=np.float32)
+        a /= np.linalg.norm(a, axis=1, keepdims=True)
+        np.save(tmp_path / f"{name}.npy", a)  # 10 MB each
+    tracemalloc.start()
+    try:
+        emb = read_embeddings(tmp_path / "i.npy", tmp_path / "t.npy")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert emb.n_images == 20_000
+    assert peak < 2 * 2**20, f"{peak / 2**20:.1f} MB allocated while reading 20 MB of mapped data"
+
+
+def test_float16_clip_shards_are_widened_once(tmp_path):
+    import tracemalloc
+
+    x, y = gapped_pairs(20_000, 64, seed=1)
+    write_embeddings(EmbeddingSet(x, y), tmp_path / "cr", shard_size=5_000, dtype="float16")
+    tracemalloc.start()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ModgapNotice)
+            read_embeddings(tmp_path / "cr")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    out = 2 * x.nbytes  # the two float32 matrices that are returned
+    # one renormalised copy of each is allowed (fp16 rounding moves the norms)
+    assert peak < 2 * out + 2**20, f"{peak / 2**20:.1f} MB for {out / 2**20:.1f} MB of output"

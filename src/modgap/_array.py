@@ -75,7 +75,11 @@ def as_float_matrix(
             source,
         )
     arr = np.ascontiguousarray(arr, dtype=np.float32)
-    finite = np.isfinite(arr).all(axis=1)
+    # squared row norms accumulated in float64 without an (n, d) temporary (np.linalg.norm
+    # would allocate one, doubling the memory of a large memory-mapped input); a NaN/inf entry
+    # makes its row's sum non-finite, and finite float32 squares cannot overflow float64
+    sq = np.einsum("ij,ij->i", arr, arr, dtype=np.float64)
+    finite = np.isfinite(sq)
     if not finite.all():
         bad = np.flatnonzero(~finite)
         raise InputError(
@@ -83,7 +87,7 @@ def as_float_matrix(
             "drop or re-embed those rows",
             source,
         )
-    norms = np.linalg.norm(arr, axis=1)
+    norms = np.sqrt(sq)
     zero = norms == 0
     if zero.any():
         bad = np.flatnonzero(zero)
