@@ -250,9 +250,9 @@ def test_sparse_mask_mean_std_known_rows():
 
 def test_sparse_mask_unknown_rule_and_bad_k():
     s = torch.zeros(3, 3)
-    with pytest.raises(ModgapError, match="unknown sparse mask rule 'median'"):
+    with pytest.raises(ModgapError, match=r"unknown sparse mask rule 'median'"):
         sparse_mask(s, "median")
-    with pytest.raises(ModgapError, match="k >= 1"):
+    with pytest.raises(ModgapError, match=r"k >= 1"):
         sparse_mask(s, "topk", k=0)
 
 
@@ -298,11 +298,11 @@ def test_dim_loss_finite_gradient_with_a_constant_dimension():
 
 
 def test_dias_rejects_bad_settings():
-    with pytest.raises(ModgapError, match="unknown matching loss 'hinge'"):
+    with pytest.raises(ModgapError, match=r"unknown matching loss 'hinge'"):
         DIASLoss("hinge")
-    with pytest.raises(ModgapError, match="alpha must be a finite number >= 0"):
+    with pytest.raises(ModgapError, match=r"alpha must be a finite number >= 0"):
         DIASLoss(alpha=-1.0)
-    with pytest.raises(ModgapError, match="unknown sparse mask rule"):
+    with pytest.raises(ModgapError, match=r"unknown sparse mask rule"):
         DIASLoss(mask_rule="bogus")
-    with pytest.raises(ModgapError, match="temperature must be > 0"):
+    with pytest.raises(ModgapError, match=r"temperature must be > 0"):
         DIASLoss("infonce", temperature=0.0)

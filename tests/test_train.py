@@ -18,6 +18,7 @@ import yaml
 from safetensors.torch import load_file
 
 from modgap.cli import main
+from modgap.errors import ModgapError
 from modgap.train import config_from_dict, write_toy_precomp
 from modgap.train.trainer import Trainer, build_model, lr_factor
 
@@ -153,7 +154,7 @@ def test_resume_after_sigkill_mid_epoch_is_exact(toy, reference, tmp_path):
 def test_existing_run_needs_resume(toy, reference, capsys):
     out, _ = reference
     cfg = config_from_dict(tiny(toy))
-    with pytest.raises(Exception, match="already holds a run.*--resume"):
+    with pytest.raises(ModgapError, match=r"already holds a run.*--resume"):
         Trainer(cfg, out, progress=False)
 
 
@@ -163,7 +164,7 @@ def test_resume_refuses_a_changed_config(toy, reference, tmp_path):
 
     shutil.copytree(out, tmp_path / "copy")
     cfg = config_from_dict(tiny(toy, loss={"alpha": 0.5}))
-    with pytest.raises(Exception, match="'loss' section of the config changed"):
+    with pytest.raises(ModgapError, match="'loss' section of the config changed"):
         Trainer(cfg, tmp_path / "copy", resume=True, progress=False)
 
 
