@@ -509,3 +509,23 @@ def test_float16_clip_shards_are_widened_once(tmp_path):
     out = 2 * x.nbytes  # the two float32 matrices that are returned
     # one renormalised copy of each is allowed (fp16 rounding moves the norms)
     assert peak < 2 * out + 2**20, f"{peak / 2**20:.1f} MB for {out / 2**20:.1f} MB of output"
+
+
+@pytest.mark.parametrize("name", ["u.npz", "u.safetensors", "u.pt", "ufolder"])
+def test_unpaired_set_with_equal_counts_stays_unpaired(tmp_path, name):
+    x, _ = gapped_pairs(6, 4)
+    _, y = gapped_pairs(6, 4, seed=9)
+    emb = EmbeddingSet(x, y, paired=False)
+    write_embeddings(emb, tmp_path / name)
+    back = read_embeddings(tmp_path / name)
+    assert not back.has_pairs
+    np.testing.assert_array_equal(back.text_emb, y)
+
+
+def test_formats_that_cannot_say_unpaired_warn(tmp_path):
+    x, y = gapped_pairs(6, 4)
+    emb = EmbeddingSet(x, y, paired=False)
+    with pytest.warns(ModgapNotice, match=r"paired=False \(equal counts read back as row-by-row"):
+        write_embeddings(emb, tmp_path / "u.parquet")
+    with pytest.warns(ModgapNotice, match=r"paired=False"):
+        write_embeddings(emb, tmp_path / "i.npy", texts=tmp_path / "t.npy")

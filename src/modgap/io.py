@@ -438,6 +438,11 @@ def _pick(
         if key in available and key not in (ik, tk):
             val = get(key)
             fields[key] = _strings(val, key, source) if key in _STRING_KEYS else val
+    if "paired" in available:
+        flag = np.asarray(get("paired"))
+        if flag.size != 1:
+            raise InputError(f"'paired' must be one boolean, got shape {flag.shape}", source)
+        fields["paired"] = bool(flag.reshape(-1)[0])
     return fields
 
 
@@ -880,10 +885,8 @@ def _write_npy(emb: EmbeddingSet, p: Path, *, texts, pairs_written, dtype, **_) 
         np.save(tmp, _emb(emb.image_emb, dtype))
     with atomic_path(texts, ".npy") as tmp:
         np.save(tmp, _emb(emb.text_emb, dtype))
-    _dropped(
-        os.fspath(p),
-        [k for k in _canonical(emb) if k not in ("image_emb", "text_emb", "text_to_image")],
-    )
+    dropped = [k for k in _canonical(emb) if k not in ("image_emb", "text_emb", "text_to_image")]
+    _dropped(os.fspath(p), dropped + [_UNPAIRED_NOTE] * _unpaired_equal(emb))
 
 
 def _npz_arrays(emb: EmbeddingSet, dtype: np.dtype) -> dict[str, np.ndarray]:
@@ -895,7 +898,16 @@ def _npz_arrays(emb: EmbeddingSet, dtype: np.dtype) -> dict[str, np.ndarray]:
             arrays[key] = _emb(val, dtype)
         else:
             arrays[key] = np.asarray(val, dtype=np.int64)
+    if _unpaired_equal(emb):
+        arrays["paired"] = np.asarray(False)  # else equal counts would read back as pairs
     return arrays
+
+
+def _unpaired_equal(emb: EmbeddingSet) -> bool:
+    return emb.text_to_image is None and emb.n_images == emb.n_texts
+
+
+_UNPAIRED_NOTE = "paired=False (equal counts read back as row-by-row pairs)"
 
 
 def _write_npz(emb: EmbeddingSet, p: Path, *, dtype, compress, **_) -> None:
@@ -936,6 +948,7 @@ def _write_parquet(emb: EmbeddingSet, p: Path, *, texts, pairs_written, dtype, *
     import pyarrow.parquet as pq
 
     dropped = [k for k in ("class_names", "class_text_emb") if getattr(emb, k) is not None]
+    dropped += [_UNPAIRED_NOTE] * _unpaired_equal(emb)
     if texts is not None:
         icols: dict[str, Any] = {"embedding": _fixed_list(_emb(emb.image_emb, dtype))}
         tcols: dict[str, Any] = {"embedding": _fixed_list(_emb(emb.text_emb, dtype))}
