@@ -1,0 +1,188 @@
+"""The encoder interface shared by every adapter, and the image helpers they use.
+
+An encoder turns images and texts into L2-normalised float32 vectors of one joint space.
+Adapters implement two batch methods (``_encode_image_batch`` / ``_encode_text_batch``, torch
+tensors out); :class:`Encoder` does the batching, the progress bar, the normalisation and the
+conversion to numpy, so every adapter behaves the same.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import InputError, ModgapError
+
+__all__ = [
+    "Encoder",
+    "ImageLike",
+    "load_image",
+    "pick_device",
+    "preprocess_images",
+    "progress_bar",
+]
+
+ImageLike = Image.Image | str | os.PathLike
+
+# a progress bar only for work that is long enough to be worth one
+_MIN_ITEMS_FOR_BAR = 256
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` as given, else CUDA when available, else CPU; a clear error for a bad name."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ModgapError(f"unknown device {device!r} ({e})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModgapError(f"device {device!r} asked for, but CUDA is not available here")
+    return dev
+
+
+def load_image(image: ImageLike) -> Image.Image:
+    """An RGB PIL image from a PIL image or a file path (:class:`InputError` if unreadable)."""
+    if isinstance(image, Image.Image):
+        return image if image.mode == "RGB" else image.convert("RGB")
+    if isinstance(image, np.ndarray):
+        raise ModgapError("images must be PIL images or file paths, not numpy arrays")
+    path = Path(image)
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise InputError("image file not found", str(path)) from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise InputError(f"cannot read image ({e})", str(path)) from None
+
+
+def preprocess_images(
+    images: Sequence[Image.Image],
+    size: int,
+    mean: Sequence[float] = (0.5, 0.5, 0.5),
+    std: Sequence[float] = (0.5, 0.5, 0.5),
+    resample: int = Image.Resampling.BICUBIC,
+) -> torch.Tensor:
+    """Resize the short side to ``size``, centre-crop a square, scale to [0, 1], normalise.
+
+    The same recipe as CLIP's evaluation transform (resize, centre crop, ``(x - mean) / std``),
+    done with PIL and numpy so no torchvision is needed. The default mean/std map [0, 1] to
+    [-1, 1]. Returns a float32 tensor of shape (n, 3, size, size).
+    """
+    out = np.empty((len(images), size, size, 3), dtype=np.float32)
+    for i, im in enumerate(images):
+        w, h = im.size
+        scale = size / min(w, h)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        im = im.resize((nw, nh), resample=resample)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        im = im.crop((left, top, left + size, top + size))
+        out[i] = np.asarray(im, dtype=np.float32) / 255.0
+    out -= np.asarray(mean, dtype=np.float32)
+    out /= np.asarray(std, dtype=np.float32)
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+@contextmanager
+def progress_bar(total: int, description: str, enabled: bool = True) -> Iterator:
+    """A rich progress bar; yields ``advance(n)``. Silent for small jobs or when disabled."""
+    if not enabled or total < _MIN_ITEMS_FOR_BAR:
+        yield lambda n=1: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    ) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n=1: bar.advance(task, n)
+
+
+def _normalise(x: torch.Tensor) -> np.ndarray:
+    x = x.detach().float()
+    x = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return x.cpu().numpy().astype(np.float32, copy=False)
+
+
+class Encoder(ABC):
+    """An image-text dual encoder.
+
+    Subclasses set ``name`` and ``device`` and implement :meth:`_encode_image_batch` and
+    :meth:`_encode_text_batch` (a batch in, a torch tensor of shape (batch, dim) out).
+    """
+
+    name: str = "encoder"
+    device: torch.device = torch.device("cpu")
+    default_image_batch: int = 64
+    default_text_batch: int = 256
+
+    @abstractmethod
+    def _encode_image_batch(self, images: list[Image.Image]) -> torch.Tensor: ...
+
+    @abstractmethod
+    def _encode_text_batch(self, texts: list[str]) -> torch.Tensor: ...
+
+    def encode_images(
+        self, images: Sequence[ImageLike], batch_size: int | None = None, progress: bool = True
+    ) -> np.ndarray:
+        """Embed images (PIL images or file paths) -> (n, d) L2-normalised float32."""
+        images = list(images)
+        if not images:
+            raise ModgapError("no images to encode")
+        batch_size = _check_batch(self.default_image_batch if batch_size is None else batch_size)
+        parts = []
+        with progress_bar(len(images), f"{self.name}: images", progress) as advance:
+            for start in range(0, len(images), batch_size):
+                batch = [load_image(im) for im in images[start : start + batch_size]]
+                with torch.inference_mode():
+                    parts.append(_normalise(self._encode_image_batch(batch)))
+                advance(len(batch))
+        return np.concatenate(parts)
+
+    def encode_texts(
+        self, texts: Sequence[str], batch_size: int | None = None, progress: bool = True
+    ) -> np.ndarray:
+        """Embed texts -> (n, d) L2-normalised float32."""
+        if isinstance(texts, str):
+            raise ModgapError("encode_texts expects a list of strings, not one string")
+        texts = [str(t) for t in texts]
+        if not texts:
+            raise ModgapError("no texts to encode")
+        batch_size = _check_batch(self.default_text_batch if batch_size is None else batch_size)
+        parts = []
+        with progress_bar(len(texts), f"{self.name}: texts", progress) as advance:
+            for start in range(0, len(texts), batch_size):
+                batch = texts[start : start + batch_size]
+                with torch.inference_mode():
+                    parts.append(_normalise(self._encode_text_batch(batch)))
+                advance(len(batch))
+        return np.concatenate(parts)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, device={str(self.device)!r})"
+
+
+def _check_batch(batch_size: int) -> int:
+    if int(batch_size) < 1:
+        raise ModgapError(f"batch_size must be >= 1, got {batch_size}")
+    return int(batch_size)
