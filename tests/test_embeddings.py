@@ -264,6 +264,21 @@ def test_clip_retrieval_count_mismatches(tmp_path, xy):
     assert "2 embedding shards but 1 metadata shards" in msg
 
 
+def test_clip_retrieval_metadata_rows_and_shard_shape(tmp_path, xy):
+    x, y = xy
+    root = tmp_path / "cr"
+    write_embeddings(EmbeddingSet(x, y, image_ids=list("abcdefghij")), root, shard_size=5)
+    pq.write_table(pa.table({"image_path": list("abc")}), root / "metadata/metadata_1.parquet")
+    msg = _error(read_embeddings, root)
+    assert msg == (
+        f"{root / 'metadata/metadata_1.parquet'}: 3 metadata rows but 5 image embeddings "
+        "in this shard"
+    )
+    np.save(root / "img_emb/img_emb_0.npy", x[:5].reshape(-1))
+    msg = _error(read_embeddings, root)
+    assert msg.startswith(f"{root / 'img_emb/img_emb_0.npy'}: 'image_emb' shard must be 2-D")
+
+
 def test_bad_pairs_csv(tmp_path, xy):
     x, y = xy
     p = _npz(tmp_path / "e.npz", image_emb=x, text_emb=y)

@@ -558,11 +558,11 @@ _ID_COLUMNS = ("image_ids", "image_id", "image_path", "url")
 _TEXT_COLUMNS = ("texts", "text", "caption")
 
 
-def _read_table(path: str):
+def _read_table(path: str, columns: list[str] | None = None):
     import pyarrow.parquet as pq
 
     with _reading(path, ".parquet"):
-        return pq.read_table(path)
+        return pq.read_table(path, columns=columns)
 
 
 def _table_strings(table: Any, names: tuple[str, ...]) -> list[str] | None:
@@ -694,44 +694,65 @@ def _read_clip_retrieval(folder: str) -> dict:
             raise InputError(f"shard numbers do not match: {a.name} vs {b.name}", folder)
     if meta and len(meta) != len(img):
         raise InputError(f"{len(img)} embedding shards but {len(meta)} metadata shards", folder)
-    x = _concat_shards(img, "image_emb", None)
-    y = _concat_shards(txt, "text_emb", x.shape[1])
-    extra = root / "extra.npz"
-    fields: dict[str, Any] = {"image_emb": x, "text_emb": y}
-    if extra.exists():
-        more = _read_npz_optional(os.fspath(extra))
-        fields.update(more)
+    fields: dict[str, Any] = {}
+    if (root / "extra.npz").exists():
+        fields.update(_read_npz_optional(os.fspath(root / "extra.npz")))
+    shapes = {f: _load_npy(os.fspath(f)).shape for f in img + txt}
+    for f, shape in shapes.items():
+        kind = "image_emb" if f in img else "text_emb"
+        if len(shape) != 2:
+            raise InputError(
+                f"'{kind}' shard must be 2-D (rows, dims), got shape {shape}", os.fspath(f)
+            )
+        if shape[0] == 0:
+            raise InputError(f"'{kind}' shard is empty (0 rows)", os.fspath(f))
+    n_img = [shapes[f][0] for f in img]
     if "text_to_image" not in fields and fields.get("paired", True):
-        for a, b in zip(img, txt, strict=True):
-            na, nb = _load_npy(os.fspath(a)).shape[0], _load_npy(os.fspath(b)).shape[0]
+        for a, b, na in zip(img, txt, n_img, strict=True):
+            nb = shapes[b][0]
             if na != nb:
                 raise InputError(
                     f"{na} image rows but {nb} text rows in shard {a.name} / {b.name}; "
                     "clip-retrieval rows are image-caption pairs",
                     folder,
                 )
+    fields["image_emb"] = _concat_shards(img, "image_emb", None)
+    fields["text_emb"] = _concat_shards(txt, "text_emb", fields["image_emb"].shape[1])
     if meta:
-        ids: list[str] = []
-        caps: list[str] = []
-        have_ids = have_caps = True
-        for f in meta:
-            table = _read_table(os.fspath(f))
-            got_ids = _table_strings(table, ("image_path", "url", "image_id", "key"))
-            got_caps = _table_strings(table, ("caption", "text"))
-            have_ids &= got_ids is not None
-            have_caps &= got_caps is not None
-            ids += got_ids or []
-            caps += got_caps or []
-        if have_ids:
-            if len(ids) != x.shape[0]:
-                raise InputError(
-                    f"metadata has {len(ids)} rows but there are {x.shape[0]} image embeddings",
-                    folder,
-                )
-            fields.setdefault("image_ids", ids)
-        if have_caps and len(caps) == y.shape[0]:
-            fields.setdefault("texts", caps)
+        fields.update(_clip_metadata(meta, n_img, fields, folder))
     return fields
+
+
+_META_IDS = ("image_path", "url", "image_id", "key")
+_META_TEXTS = ("caption", "text")
+
+
+def _clip_metadata(meta: list[Path], n_img: list[int], fields: dict, folder: str) -> dict:
+    """``image_ids`` / ``texts`` from the metadata shards (only the columns that are needed)."""
+    import pyarrow.parquet as pq
+
+    ids: list[str] | None = []
+    caps: list[str] | None = []
+    for f, n in zip(meta, n_img, strict=True):
+        with _reading(os.fspath(f), ".parquet"):
+            names = pq.read_schema(f).names
+        id_col = next((c for c in _META_IDS if c in names), None)
+        cap_col = next((c for c in _META_TEXTS if c in names), None)
+        table = _read_table(os.fspath(f), [c for c in (id_col, cap_col) if c])
+        if id_col or cap_col:
+            if table.num_rows != n:
+                raise InputError(
+                    f"{table.num_rows} metadata rows but {n} image embeddings in this shard",
+                    os.fspath(f),
+                )
+        ids = None if ids is None or id_col is None else ids + _table_strings(table, (id_col,))
+        caps = None if caps is None or cap_col is None else caps + _table_strings(table, (cap_col,))
+    out: dict[str, Any] = {}
+    if ids is not None and "image_ids" not in fields:
+        out["image_ids"] = ids
+    if caps is not None and "texts" not in fields and len(caps) == len(fields["text_emb"]):
+        out["texts"] = caps
+    return out
 
 
 def _read_npz_optional(path: str) -> dict:
@@ -1019,9 +1040,8 @@ def _write_clip_retrieval(emb: EmbeddingSet, p: Path, *, dtype, shard_size, **_)
                 cols["image_path"] = pa.array([emb.image_ids[j] for j in xi], pa.string())
             if emb.texts is not None and emb.n_images == emb.n_texts:
                 cols["caption"] = pa.array([emb.texts[j] for j in yi], pa.string())
-            if not cols:
-                cols["key"] = pa.array([f"{j:09d}" for j in xi], pa.string())
-            pq.write_table(pa.table(cols), tmp / "metadata" / f"metadata_{i}.parquet")
+            if cols:
+                pq.write_table(pa.table(cols), tmp / "metadata" / f"metadata_{i}.parquet")
         extra = {
             k: v
             for k, v in _npz_arrays(emb, dtype).items()
