@@ -306,3 +306,11 @@ def test_dias_rejects_bad_settings():
         DIASLoss(mask_rule="bogus")
     with pytest.raises(ModgapError, match=r"temperature must be > 0"):
         DIASLoss("infonce", temperature=0.0)
+
+
+@pytest.mark.parametrize("b,d", [(6, 20), (20, 6)])
+def test_dim_loss_gram_and_direct_paths_agree(b, d):
+    # B < D takes the Gram path, B >= D the D x D path: both equal the loop reference
+    v, t = _pair(b=b, d=d, seed=5)
+    got = DimensionAlignmentLoss(lambda_off=0.7)(v, t)
+    assert got.item() == pytest.approx(ref_dim(v, t, 0.7), rel=1e-8)

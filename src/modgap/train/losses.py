@@ -173,6 +173,10 @@ class DimensionAlignmentLoss(nn.Module):
     the off-diagonal term removes redundancy between dimensions. It is zero exactly when the
     standardised image and text dimensions coincide and are mutually uncorrelated.
 
+    When ``B < D`` the off-diagonal sum is computed without forming ``C``:
+    :math:`\sum_{k,l} C_{kl}^2 = \langle \hat V \hat V^\top, \hat T \hat T^\top \rangle_F / B^2`
+    (``O(B²D)`` instead of ``O(BD²)``).
+
     Parameters
     ----------
     lambda_off : float
@@ -197,9 +201,18 @@ class DimensionAlignmentLoss(nn.Module):
     def forward(
         self, v: torch.Tensor, t: torch.Tensor, ids: torch.Tensor | None = None, epoch: int = 0
     ) -> torch.Tensor:
-        c = self.cross_correlation(_full(v), _full(t))
-        on = (1 - c.diagonal()).pow(2).sum()
-        off = c.pow(2).sum() - c.diagonal().pow(2).sum()
+        v, t = _full(v), _full(t)
+        b, d = v.shape
+        vh = (v - v.mean(0)) / (v.std(0, unbiased=False) + self.eps)
+        th = (t - t.mean(0)) / (t.std(0, unbiased=False) + self.eps)
+        diag = (vh * th).sum(0) / b  # C_kk
+        if b < d:
+            # ||C||_F^2 = <V̂V̂ᵀ, T̂T̂ᵀ>_F / B^2: O(B²D) instead of O(BD²) when B < D
+            frob = (vh @ vh.T * (th @ th.T)).sum() / (b * b)
+        else:
+            frob = (vh.T @ th / b).pow(2).sum()
+        on = (1 - diag).pow(2).sum()
+        off = frob - diag.pow(2).sum()
         return on + self.lambda_off * off
 
 
