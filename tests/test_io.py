@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -13,6 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from safetensors.numpy import save_file
 
 from conftest import gapped_pairs
@@ -538,3 +541,30 @@ def test_formats_that_cannot_say_unpaired_warn(tmp_path):
         write_embeddings(emb, tmp_path / "u.parquet")
     with pytest.warns(ModgapNotice, match=r"paired=False"):
         write_embeddings(emb, tmp_path / "i.npy", texts=tmp_path / "t.npy")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n_images=st.integers(1, 9),
+    n_texts=st.integers(1, 12),
+    d=st.integers(1, 6),
+    fmt=st.sampled_from(["x.npz", "x.safetensors", "x.pt", "xfolder"]),
+    shard=st.integers(1, 4),
+    seed=st.integers(0, 2**16),
+)
+def test_round_trip_property(n_images, n_texts, d, fmt, shard, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n_images, d)).astype(np.float32) + 0.1
+    y = rng.standard_normal((n_texts, d)).astype(np.float32) + 0.1
+    t2i = rng.integers(0, n_images, n_texts) if rng.random() < 0.7 else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ModgapNotice)
+        emb = EmbeddingSet(x, y, text_to_image=t2i)
+        with tempfile.TemporaryDirectory() as root:
+            write_embeddings(emb, Path(root) / fmt, shard_size=shard)
+            back = read_embeddings(Path(root) / fmt)
+    np.testing.assert_array_equal(back.image_emb, emb.image_emb)
+    np.testing.assert_array_equal(back.text_emb, emb.text_emb)
+    assert back.has_pairs == emb.has_pairs
+    if emb.has_pairs:
+        np.testing.assert_array_equal(back.text_to_image, emb.text_to_image)

@@ -463,28 +463,30 @@ def _read_npz(path: str, image_key: str | None = None, text_key: str | None = No
 def _read_safetensors(path: str, image_key: str | None = None, text_key: str | None = None) -> dict:
     from safetensors import safe_open
 
-    with _reading(path, ".safetensors"), safe_open(path, framework="np") as f:
+    with _reading(path, ".safetensors"):
+        f = safe_open(path, framework="np")  # parses and checks the header; data stay mapped
         keys = list(f.keys())
         meta = dict(f.metadata() or {})
 
-        def get(key: str) -> np.ndarray:
+    def get(key: str) -> np.ndarray:
+        with _reading(path, f".safetensors tensor '{key}'"):
             if f.get_slice(key).get_dtype() in ("BF16", "F8_E4M3", "F8_E5M2"):
                 return _safetensors_via_torch(path, key)  # numpy has no such dtypes
-            with _reading(path, f".safetensors tensor '{key}'"):
-                return f.get_tensor(key)
+            return f.get_tensor(key)
 
-        available = keys + [k for k in _STRING_KEYS if k in meta and k not in keys]
+    def get_any(key: str) -> Any:
+        if key in keys:
+            return get(key)
+        try:
+            vals = json.loads(meta[key])
+        except json.JSONDecodeError:
+            vals = None
+        if not isinstance(vals, list):
+            raise InputError(f"header metadata '{key}' is not a JSON list", path)
+        return np.asarray([str(v) for v in vals], dtype=str)
 
-        def get_any(key: str) -> Any:
-            if key in keys:
-                return get(key)
-            try:
-                vals = json.loads(meta[key])
-            except json.JSONDecodeError:
-                raise InputError(f"header metadata '{key}' is not a JSON list", path) from None
-            return np.asarray([str(v) for v in vals], dtype=str)
-
-        return _pick(available, get_any, path, image_key, text_key)
+    available = keys + [k for k in _STRING_KEYS if k in meta and k not in keys]
+    return _pick(available, get_any, path, image_key, text_key)
 
 
 def _safetensors_via_torch(path: str, key: str) -> np.ndarray:
