@@ -568,3 +568,14 @@ def test_round_trip_property(n_images, n_texts, d, fmt, shard, seed):
     assert back.has_pairs == emb.has_pairs
     if emb.has_pairs:
         np.testing.assert_array_equal(back.text_to_image, emb.text_to_image)
+
+
+def test_outputs_get_ordinary_permissions(tmp_path, row_set):
+    mask = os.umask(0o022)
+    try:
+        write_embeddings(row_set, tmp_path / "p.npz")
+        write_embeddings(row_set, tmp_path / "pf")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "p.npz").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "pf").stat().st_mode & 0o777 == 0o755

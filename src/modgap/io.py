@@ -157,6 +157,16 @@ def _reading(source: str, what: str) -> Iterator[None]:
 
 
 # -- atomic outputs -------------------------------------------------------------------------------
+def _mode(path: Path, default: int) -> int:
+    """The permission bits for a new ``path``: an existing file's, else ``default`` & ~umask."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return default & ~mask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ""):
     """Yield a temporary path next to ``path``; on success rename it onto ``path``."""
@@ -166,6 +176,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     os.close(fd)
     try:
         yield Path(tmp)
+        # mkstemp makes the file private (0600); give it the mode a plain open() would
+        os.chmod(tmp, _mode(path, 0o666))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -186,6 +198,7 @@ def atomic_dir(path: str | os.PathLike):
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, _mode(path, 0o777))
         old = None
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
