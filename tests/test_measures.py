@@ -16,6 +16,8 @@ from modgap.measures import (
 )
 from modgap.measures.neighbours import _dense_reference
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 
 def _unit(a):
     a = np.asarray(a, dtype=np.float64)

@@ -139,11 +139,14 @@ def run_measure(
     title = (
         f"modality gap: {counts['n_images']} images, {counts['n_texts']} texts, d={counts['dim']}"
     )
-    Console().print(results_table(results, title=title))
+    out = Console()
+    if not out.is_terminal:  # files and pipes: wide enough that the meanings do not wrap
+        out = Console(width=120)
+    out.print(results_table(results, title=title))
     if json_out is not None:
         with atomic_path(json_out, ".json") as tmp:
             Path(tmp).write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
-        Console().print(f"wrote {json_out}")
+        out.print(f"wrote {json_out}", soft_wrap=True, highlight=False)
     return document
 
 

@@ -19,7 +19,7 @@ __all__ = [
 #: rows per modality entering the uniformity sums: 10k rows are 5e7 distinct pairs, enough for
 #: a stable estimate in a few seconds on CPU.
 DEFAULT_UNIFORMITY_SAMPLES = 10_000
-_BLOCK = 2048
+DEFAULT_BLOCK_SIZE = 2048
 
 
 def alignment(X: Any, Y: Any, text_to_image: Any = None) -> float:
@@ -38,32 +38,35 @@ def alignment(X: Any, Y: Any, text_to_image: Any = None) -> float:
     return float(np.einsum("ij,ij->", diff, diff) / Y.shape[0])
 
 
-def _log_mean_exp_sim(A, B, same: bool) -> float:
+def _log_mean_exp_sim(A, B, same: bool, block: int) -> float:
     """``log mean exp(-2 ||a - b||²)`` over all (distinct, when ``same``) pairs, in blocks."""
     import torch
 
     n, m = A.shape[0], B.shape[0]
     total = -math.inf
     with torch.no_grad():
-        for a in range(0, n, _BLOCK):
-            q = A[a : a + _BLOCK]
-            for c in range(0, m, _BLOCK):
-                if same and c + _BLOCK <= a:  # symmetric: upper blocks only
+        for a in range(0, n, block):
+            q = A[a : a + block]
+            for c in range(0, m, block):
+                if same and c + block <= a:  # symmetric: upper blocks only
                     continue
-                s = q @ B[c : c + _BLOCK].T
+                s = q @ B[c : c + block].T
                 e = -4.0 + 4.0 * s  # -2 ||u - v||² for unit rows
                 if same:
                     rows = torch.arange(a, a + q.shape[0])[:, None]
                     cols = torch.arange(c, c + s.shape[1])[None, :]
                     e = e.masked_fill(cols <= rows, -math.inf)
-                block = float(torch.logsumexp(e.ravel().double(), 0))
-                total = float(np.logaddexp(total, block))
+                part = float(torch.logsumexp(e.ravel().double(), 0))
+                total = float(np.logaddexp(total, part))
     count = n * (n - 1) / 2 if same else n * m
     return total - math.log(count)
 
 
 def uniformity(
-    X: Any, max_samples: int | None = DEFAULT_UNIFORMITY_SAMPLES, seed: int = 0
+    X: Any,
+    max_samples: int | None = DEFAULT_UNIFORMITY_SAMPLES,
+    seed: int = 0,
+    block_size: int = DEFAULT_BLOCK_SIZE,
 ) -> float:
     r"""Uniformity of one modality on the hypersphere.
 
@@ -87,17 +90,23 @@ def uniformity(
         Row cap (default 10,000); ``None`` = all rows.
     seed : int
         Seed of the subsample.
+    block_size : int
+        Rows per similarity block (memory ``block_size²`` floats).
     """
     import torch
 
     X = unit_rows(X, "embeddings", min_rows=2)
     X = X[seeded_subset(X, X, max_samples, seed)]
     T = torch.from_numpy(X.astype(np.float32))
-    return _log_mean_exp_sim(T, T, same=True)
+    return _log_mean_exp_sim(T, T, same=True, block=int(block_size))
 
 
 def cross_uniformity(
-    X: Any, Y: Any, max_samples: int | None = DEFAULT_UNIFORMITY_SAMPLES, seed: int = 0
+    X: Any,
+    Y: Any,
+    max_samples: int | None = DEFAULT_UNIFORMITY_SAMPLES,
+    seed: int = 0,
+    block_size: int = DEFAULT_BLOCK_SIZE,
 ) -> float:
     r"""Cross-modal uniformity: the uniformity kernel over all image-text pairs.
 
@@ -113,4 +122,6 @@ def cross_uniformity(
     X = X[seeded_subset(X, Y, max_samples, seed)]
     Y = Y[seeded_subset(Y, X, max_samples, seed + 1)]
     X32, Y32 = X.astype(np.float32), Y.astype(np.float32)
-    return _log_mean_exp_sim(torch.from_numpy(X32), torch.from_numpy(Y32), same=False)
+    return _log_mean_exp_sim(
+        torch.from_numpy(X32), torch.from_numpy(Y32), same=False, block=int(block_size)
+    )

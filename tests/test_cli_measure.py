@@ -1,0 +1,107 @@
+"""``modgap measure``: table on stdout, strict JSON with provenance, errors as exit code 2."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import gapped_pairs
+from modgap.cli import main
+from modgap.measures import relative_modality_gap
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def _strict_load(path):
+    def refuse(token):
+        raise AssertionError(f"non-strict JSON token {token}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+@pytest.fixture
+def npz(tmp_path):
+    X, Y = gapped_pairs(60, 16, gap=0.9, seed=0)
+    path = tmp_path / "emb.npz"
+    np.savez(path, image_emb=X, text_emb=Y)
+    return path
+
+
+def test_measure_npz_table_and_json(npz, tmp_path, capsys):
+    out = tmp_path / "res" / "measures.json"
+    assert main(["measure", str(npz), "--json", str(out), "--seed", "7", "--no-progress"]) == 0
+    stdout = capsys.readouterr().out
+    assert "centroid_gap" in stdout and "linear_separability" in stdout
+    assert f"wrote {out}" in stdout
+    doc = _strict_load(out)
+    m = doc["measures"]
+    for key in ("centroid_gap", "rmg", "itr", "tmr", "frechet_distance", "uniformity_cross"):
+        assert isinstance(m[key], (float, int, str)), key
+    prov = doc["provenance"]
+    assert prov["inputs"] == {"images": str(npz), "texts": None, "pairs": None}
+    assert prov["counts"] == {"n_images": 60, "n_texts": 60, "dim": 16, "paired": True}
+    assert prov["seed"] == 7
+    assert {"modgap", "numpy", "torch", "scipy", "sklearn", "POT"} <= prov["versions"].keys()
+    assert not list(out.parent.glob(".*tmp*"))  # atomic write leaves no temp file
+
+
+def test_measure_infinite_ratio_is_a_string_in_json(tmp_path):
+    rng = np.random.default_rng(0)
+    X = np.hstack([np.full((20, 1), 5.0), rng.standard_normal((20, 5))])
+    Y = np.hstack([np.full((20, 1), -5.0), rng.standard_normal((20, 5))])
+    path = tmp_path / "far.npz"
+    np.savez(path, image_emb=X, text_emb=Y)
+    out = tmp_path / "m.json"
+    assert main(["measure", str(path), "--only", "itr", "--json", str(out)]) == 0
+    assert _strict_load(out)["measures"] == {"itr": "inf", "tir": "inf", "tmr": 20.0, "imr": 20.0}
+
+
+def test_measure_npy_pair_with_pairs_file(tmp_path, capsys):
+    X, Y = gapped_pairs(45, 8, seed=1)
+    X = X[:15]
+    t2i = np.r_[np.arange(15), np.random.default_rng(2).integers(0, 15, size=30)]
+    np.save(tmp_path / "img.npy", X)
+    np.save(tmp_path / "txt.npy", Y)
+    np.save(tmp_path / "pairs.npy", t2i)
+    out = tmp_path / "m.json"
+    args = ["measure", str(tmp_path / "img.npy"), str(tmp_path / "txt.npy")]
+    rc = main([*args, "--pairs", str(tmp_path / "pairs.npy"), "--only", "rmg", "--json", str(out)])
+    assert rc == 0
+    doc = _strict_load(out)
+    assert doc["measures"]["rmg"] == pytest.approx(relative_modality_gap(X, Y, t2i), rel=1e-6)
+    assert doc["provenance"]["inputs"]["pairs"] == str(tmp_path / "pairs.npy")
+    assert doc["provenance"]["only"] == ["rmg"]
+
+
+def test_measure_unpaired_skips_pair_measures(tmp_path, capsys):
+    X, Y = gapped_pairs(30, 8, seed=1)
+    np.save(tmp_path / "img.npy", X)
+    np.save(tmp_path / "txt.npy", Y[:20])
+    out = tmp_path / "m.json"
+    rc = main(["measure", str(tmp_path / "img.npy"), str(tmp_path / "txt.npy"), "--json", str(out)])
+    assert rc == 0
+    assert "skipped" in capsys.readouterr().out
+    assert set(_strict_load(out)["measures"]["skipped"]) == {"rmg", "alignment", "cosine"}
+    rc = main(["measure", str(tmp_path / "img.npy"), str(tmp_path / "txt.npy"), "--only", "rmg"])
+    assert rc == 2
+    assert "rmg need(s) image-text pairs and the set has none" in capsys.readouterr().err
+
+
+def test_measure_unknown_name(npz, capsys):
+    assert main(["measure", str(npz), "--only", "centroid,bogus"]) == 2
+    err = capsys.readouterr().err
+    assert "error: unknown measure 'bogus'; valid names: centroid, per_dimension" in err
+    assert "Traceback" not in err
+
+
+def test_measure_missing_file(tmp_path, capsys):
+    assert main(["measure", str(tmp_path / "nope.npz")]) == 2
+    assert "nope.npz: no such file or folder" in capsys.readouterr().err
+
+
+def test_measure_coco500(coco500_path, tmp_path):
+    out = tmp_path / "coco.json"
+    assert main(["measure", str(coco500_path), "--only", "centroid", "--json", str(out)]) == 0
+    assert _strict_load(out)["measures"]["centroid_gap"] == pytest.approx(0.8514, abs=5e-4)
