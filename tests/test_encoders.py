@@ -13,11 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
+from _encoder_fixtures import make_tiny_hf_clip, make_tiny_sentence_transformer
 from modgap.encoders import load_encoder, preprocess_images
 from modgap.encoders.base import load_image
 from modgap.errors import InputError, ModgapError
-
-WORDS = "a photo of the cat dog red blue car shirt shoe bag on in with".split()
 
 
 @pytest.fixture(autouse=True)
@@ -43,14 +42,6 @@ def _reference_pixels(images, mean, std) -> torch.Tensor:
     arr = np.stack([np.asarray(im, dtype=np.float64) / 255.0 for im in images])
     arr = (arr - np.asarray(mean)) / np.asarray(std)
     return torch.tensor(arr, dtype=torch.float32).permute(0, 3, 1, 2)
-
-
-def _bert_tokenizer(folder):
-    from transformers import BertTokenizerFast
-
-    vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    return BertTokenizerFast(vocab_file=str(vocab), model_max_length=16)
 
 
 # ---------------------------------------------------------------------------- preprocessing --
@@ -99,39 +90,7 @@ def test_unknown_spec_and_device():
 # ------------------------------------------------------------------------ Hugging Face CLIP --
 @pytest.fixture(scope="module")
 def hf_clip_dir(tmp_path_factory):
-    from transformers import CLIPConfig, CLIPModel
-
-    folder = tmp_path_factory.mktemp("hf_clip")
-    tok = _bert_tokenizer(folder)
-    torch.manual_seed(0)
-    cfg = CLIPConfig(
-        text_config=dict(
-            vocab_size=len(tok),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            max_position_embeddings=16,
-            bos_token_id=2,
-            eos_token_id=3,
-            pad_token_id=0,
-        ),
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=32,
-            patch_size=8,
-        ),
-        projection_dim=16,
-    )
-    CLIPModel(cfg).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    (folder / "preprocessor_config.json").write_text(
-        json.dumps({"image_mean": [0.4, 0.4, 0.4], "image_std": [0.3, 0.3, 0.3], "crop_size": 32})
-    )
-    return folder
+    return make_tiny_hf_clip(tmp_path_factory.mktemp("hf_clip"))
 
 
 def test_hf_clip_matches_direct_model(hf_clip_dir):
@@ -200,32 +159,7 @@ def test_empty_inputs_are_errors(hf_clip_dir):
 # --------------------------------------------------------------------- sentence-transformers --
 @pytest.fixture(scope="module")
 def st_dir(tmp_path_factory):
-    from sentence_transformers import SentenceTransformer
-    from transformers import BertConfig, BertModel
-
-    base = tmp_path_factory.mktemp("st_base")
-    tok = _bert_tokenizer(base)
-    torch.manual_seed(0)
-    BertModel(
-        BertConfig(
-            vocab_size=len(tok),
-            hidden_size=24,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=48,
-            max_position_embeddings=32,
-        )
-    ).save_pretrained(base)
-    tok.save_pretrained(base)
-    try:
-        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-    except ImportError:  # sentence-transformers < 5.2
-        from sentence_transformers.models import Pooling, Transformer
-    word = Transformer(str(base), max_seq_length=16)
-    model = SentenceTransformer(modules=[word, Pooling(24, pooling_mode="mean")])
-    out = tmp_path_factory.mktemp("st_model")
-    model.save(str(out))
-    return out
+    return make_tiny_sentence_transformer(tmp_path_factory.mktemp("st"))
 
 
 def test_sentence_transformers_texts(st_dir):

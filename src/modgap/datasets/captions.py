@@ -152,6 +152,7 @@ def image_tones(images: np.ndarray) -> np.ndarray:
     tones = np.zeros(len(images), dtype=np.int64)
     tones[mean > _DARK_ABOVE] = 1
     tones[mean < _LIGHT_BELOW] = 2
+    tones[~foreground.any(1)] = 0  # blank image: no tone to speak of
     return tones
 
 

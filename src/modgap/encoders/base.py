@@ -97,6 +97,7 @@ def progress_bar(total: int, description: str, enabled: bool = True) -> Iterator
     if not enabled or total < _MIN_ITEMS_FOR_BAR:
         yield lambda n=1: None
         return
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -112,6 +113,7 @@ def progress_bar(total: int, description: str, enabled: bool = True) -> Iterator
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
+        console=Console(stderr=True),
         transient=False,
     ) as bar:
         task = bar.add_task(description, total=total)

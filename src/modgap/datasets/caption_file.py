@@ -1,0 +1,113 @@
+"""Caption files: which image each caption describes (CSV or JSON lines).
+
+CSV: a header row naming an image column (``image``, ``image_path``, ``file``, ``filename`` or
+``path``) and a caption column (``caption``, ``text`` or ``title``). JSON lines: one object per
+line with the same keys. Image paths are relative to the images folder (or absolute). An image
+may have several captions.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+__all__ = ["CaptionFile", "read_caption_file"]
+
+IMAGE_KEYS = ("image", "image_path", "file", "filename", "path")
+CAPTION_KEYS = ("caption", "text", "title")
+
+
+class CaptionFile:
+    """The parsed file: unique images (in order of first mention) and one row per caption."""
+
+    def __init__(self, image_paths, image_ids, captions, text_to_image):
+        self.image_paths: list[Path] = image_paths
+        self.image_ids: list[str] = image_ids
+        self.captions: list[str] = captions
+        self.text_to_image: np.ndarray = text_to_image
+
+
+def _pick(keys, wanted: tuple[str, ...], what: str, source: str) -> str:
+    lower = {k.strip().lower(): k for k in keys if k is not None}
+    for name in wanted:
+        if name in lower:
+            return lower[name]
+    found = ", ".join(lower) or "none"
+    raise InputError(
+        f"no {what} column (expected one of {', '.join(wanted)}; found {found})", source
+    )
+
+
+def _rows(path: Path) -> list[tuple[int, str, str]]:
+    source = str(path)
+    rows: list[tuple[int, str, str]] = []
+    if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
+        with path.open(encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise InputError(f"line {lineno}: not JSON ({e.msg})", source) from None
+                if not isinstance(obj, dict):
+                    raise InputError(f"line {lineno}: expected a JSON object", source)
+                image_key = _pick(obj, IMAGE_KEYS, "image", f"{source}: line {lineno}")
+                caption_key = _pick(obj, CAPTION_KEYS, "caption", f"{source}: line {lineno}")
+                rows.append((lineno, str(obj[image_key]), str(obj[caption_key])))
+        return rows
+    if path.suffix.lower() not in (".csv", ".tsv"):
+        raise InputError("captions must be a .csv, .tsv or .jsonl file", source)
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+        if reader.fieldnames is None:
+            raise InputError("empty captions file", source)
+        image_key = _pick(reader.fieldnames, IMAGE_KEYS, "image", source)
+        caption_key = _pick(reader.fieldnames, CAPTION_KEYS, "caption", source)
+        for lineno, row in enumerate(reader, 2):
+            image, caption = row.get(image_key), row.get(caption_key)
+            if image is None or caption is None:
+                raise InputError(f"line {lineno}: missing fields", source)
+            rows.append((lineno, image, caption))
+    return rows
+
+
+def read_caption_file(path: str | os.PathLike, images_dir: str | os.PathLike) -> CaptionFile:
+    """Parse a caption file and check that every image it names exists under ``images_dir``."""
+    path, images_dir = Path(path), Path(images_dir)
+    source = str(path)
+    if not path.is_file():
+        raise InputError("captions file not found", source)
+    if not images_dir.is_dir():
+        raise InputError("images folder not found", str(images_dir))
+    index: dict[str, int] = {}
+    image_paths: list[Path] = []
+    captions: list[str] = []
+    text_to_image: list[int] = []
+    for lineno, image, caption in _rows(path):
+        image, caption = image.strip(), caption.strip()
+        if not image:
+            raise InputError(f"line {lineno}: empty image name", source)
+        if not caption:
+            raise InputError(f"line {lineno}: empty caption", source)
+        if image not in index:
+            file = Path(image) if Path(image).is_absolute() else images_dir / image
+            if not file.is_file():
+                raise InputError(
+                    f"line {lineno}: image {image!r} not found in {images_dir}", source
+                )
+            index[image] = len(image_paths)
+            image_paths.append(file)
+        captions.append(caption)
+        text_to_image.append(index[image])
+    if not captions:
+        raise InputError("no captions in file", source)
+    return CaptionFile(
+        image_paths, list(index), captions, np.asarray(text_to_image, dtype=np.int64)
+    )
