@@ -787,12 +787,12 @@ def _read_npz_optional(path: str) -> dict:
 
 
 # -- writers ----------------------------------------------------------------------------------
-def _canonical(emb: EmbeddingSet, identity_pairs: bool = False) -> dict[str, Any]:
+def _canonical(emb: EmbeddingSet) -> dict[str, Any]:
     """The canonical fields of ``emb`` that are set (``text_to_image`` kept only when it is
-    not the implicit row-by-row pairing, unless ``identity_pairs``)."""
+    not the implicit row-by-row pairing)."""
     out: dict[str, Any] = {"image_emb": emb.image_emb, "text_emb": emb.text_emb}
     t2i = emb.text_to_image
-    if t2i is not None and (identity_pairs or not _is_identity(emb)):
+    if t2i is not None and not _is_identity(emb):
         out["text_to_image"] = t2i
     for key in ("labels", "class_names", "class_text_emb", "image_ids", "texts"):
         val = getattr(emb, key)
@@ -845,7 +845,8 @@ def write_embeddings(
     dtype : dtype, optional
         Store the embedding matrices in this float type (e.g. ``float16``); default float32.
     shard_size : int, optional
-        clip-retrieval: rows per shard (default: one shard).
+        clip-retrieval: rows per shard (default: one shard). With unequal image and text
+        counts both sides get the same number of shards, so one side may hold more rows.
     compress : bool
         npz: use ``np.savez_compressed``.
 
@@ -1032,17 +1033,17 @@ def _write_clip_retrieval(emb: EmbeddingSet, p: Path, *, dtype, shard_size, **_)
         raise ModgapError(f"{p}: clip-retrieval shards are float16 or float32, not {dtype}")
     x, y = emb.image_emb, emb.text_emb
     identity = _is_identity(emb)
-    n_shards_x = 1
+    n_shards = 1
     if shard_size is not None:
         if shard_size < 1:
             raise ModgapError(f"shard_size must be at least 1, got {shard_size}")
-        n_shards_x = max(1, -(-x.shape[0] // shard_size))
-    # without row-by-row pairing, text rows are split into as many shards as the images
-    x_parts = np.array_split(np.arange(x.shape[0]), n_shards_x)
+        # images and texts get the same number of shards (the layout pairs shard i with
+        # shard i), none of them empty: with unequal counts the smaller side bounds it
+        n_rows = max(emb.n_images, emb.n_texts)
+        n_shards = max(1, min(-(-n_rows // shard_size), emb.n_images, emb.n_texts))
+    x_parts = np.array_split(np.arange(x.shape[0]), n_shards)
     y_parts = (
-        x_parts
-        if identity or emb.n_images == emb.n_texts
-        else np.array_split(np.arange(y.shape[0]), n_shards_x)
+        x_parts if emb.n_images == emb.n_texts else np.array_split(np.arange(y.shape[0]), n_shards)
     )
     with atomic_dir(p) as tmp:
         for sub in ("img_emb", "text_emb", "metadata"):
