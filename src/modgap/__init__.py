@@ -1,3 +1,96 @@
-"""modgap: measure, reduce and train away the modality gap of image-text embedding models."""
+"""modgap: measure, reduce and train away the modality gap of image-text embedding models.
+
+The public API is flat: ``modgap.read_embeddings``, ``modgap.measure``, ``modgap.get_reducer``,
+``modgap.retrieval_metrics``, ``modgap.DIASLoss`` ... Names are imported lazily (PEP 562) so
+``import modgap`` stays cheap and does not pull in torch until a heavy name is used.
+
+Data flows one way: load -> EmbeddingSet -> (reducer.fit / transform) -> tasks -> results ->
+report.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # data model, errors, I/O
+    "EmbeddingSet": "embeddings",
+    "ModgapError": "errors",
+    "InputError": "errors",
+    "NotFittedError": "errors",
+    "ModgapNotice": "errors",
+    "read_embeddings": "io",
+    "write_embeddings": "io",
+    "read_pairs": "io",
+    "FORMATS": "io",
+    "provenance": "provenance",
+    # measures
+    "measure_all": "measures",
+    "MEASURES": "measures",
+    "centroid_gap": "measures",
+    "per_dimension_gap": "measures",
+    "linear_separability": "measures",
+    "relative_modality_gap": "measures",
+    "mixed_neighbour_diagnostics": "measures",
+    "frechet_distance": "measures",
+    "alignment": "measures",
+    "uniformity": "measures",
+    "cross_uniformity": "measures",
+    "cosine_stats": "measures",
+    "CentroidGapAccumulator": "measures",
+    "PerDimensionGapAccumulator": "measures",
+    "FrechetAccumulator": "measures",
+    "AlignmentAccumulator": "measures",
+    "RMGAccumulator": "measures",
+    # reducers
+    "REDUCERS": "reducers",
+    "Reducer": "reducers",
+    "get_reducer": "reducers",
+    "load_reducer": "reducers",
+    "MeanCentering": "reducers",
+    "GapShift": "reducers",
+    "GaussianMap": "reducers",
+    "ProcrustesAlignment": "reducers",
+    "SpectralEmbedding": "reducers",
+    "LaplaceOT": "reducers",
+    "SinkhornOT": "reducers",
+    # tasks
+    "retrieval_metrics": "tasks",
+    "retrieval_ranks": "tasks",
+    # encoders
+    "load_encoder": "encoders",
+    "Encoder": "encoders",
+    # training
+    "DIASLoss": "train",
+    "InfoNCELoss": "train",
+    "TripletLoss": "train",
+    "DimensionAlignmentLoss": "train",
+    "InterModalityLoss": "train",
+    "IntraModalityLoss": "train",
+    "MatchingModel": "train",
+    "Trainer": "train",
+    "load_config": "train",
+    "train": "train",
+}
+
+__all__ = ["__version__", "measure", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "measure":
+        name_in_module, module = "measure_all", "measures"
+    elif name in _EXPORTS:
+        name_in_module, module = name, _EXPORTS[name]
+    else:
+        raise AttributeError(f"module 'modgap' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name_in_module)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
