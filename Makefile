@@ -28,6 +28,9 @@ $(STAMP): pyproject.toml
 	# torch is pinned: 2.13.0 is the CPU build (a plain `torch` would pull a multi-GB CUDA one)
 	$(PY) -m pip install -q "torch==2.13.0"
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	# open_clip's adapter test: the package without its dependencies (they would pull
+	# torchvision); the test imports it against a stand-in torchvision
+	$(PY) -m pip install -q --no-deps "open_clip_torch==3.3.0"
 	touch $(STAMP)
 
 install: $(STAMP)

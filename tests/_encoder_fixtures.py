@@ -85,3 +85,15 @@ def make_tiny_sentence_transformer(folder: Path) -> Path:
     out = folder / "model"
     model.save(str(out))
     return out
+
+
+_BUILT: dict[str, Path] = {}
+
+
+def shared_tiny_model(kind: str, tmp_path_factory) -> Path:
+    """Build each tiny model once per test session (building imports transformers: slow)."""
+    if kind not in _BUILT:
+        folder = tmp_path_factory.mktemp(kind)
+        build = {"hf_clip": make_tiny_hf_clip, "st": make_tiny_sentence_transformer}[kind]
+        _BUILT[kind] = build(folder)
+    return _BUILT[kind]

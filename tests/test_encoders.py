@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from _encoder_fixtures import make_tiny_hf_clip, make_tiny_sentence_transformer
+from _encoder_fixtures import shared_tiny_model
 from modgap.encoders import load_encoder, preprocess_images
 from modgap.encoders.base import load_image
 from modgap.errors import InputError, ModgapError
@@ -90,7 +90,7 @@ def test_unknown_spec_and_device():
 # ------------------------------------------------------------------------ Hugging Face CLIP --
 @pytest.fixture(scope="module")
 def hf_clip_dir(tmp_path_factory):
-    return make_tiny_hf_clip(tmp_path_factory.mktemp("hf_clip"))
+    return shared_tiny_model("hf_clip", tmp_path_factory)
 
 
 def test_hf_clip_matches_direct_model(hf_clip_dir):
@@ -159,7 +159,7 @@ def test_empty_inputs_are_errors(hf_clip_dir):
 # --------------------------------------------------------------------- sentence-transformers --
 @pytest.fixture(scope="module")
 def st_dir(tmp_path_factory):
-    return make_tiny_sentence_transformer(tmp_path_factory.mktemp("st"))
+    return shared_tiny_model("st", tmp_path_factory)
 
 
 def test_sentence_transformers_texts(st_dir):

@@ -1,0 +1,121 @@
+"""``modgap embed``: captioned image folder -> clip-retrieval folder, with any adapter."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from _encoder_fixtures import shared_tiny_model
+from modgap.cli import main
+from modgap.encoders import load_encoder
+from modgap.io import read_embeddings
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    return shared_tiny_model("hf_clip", tmp_path_factory)
+
+
+@pytest.fixture
+def captioned(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    names = ["a.png", "b.jpg", "sub/c.png"]
+    for name in names:
+        arr = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+        Image.fromarray(arr).save(folder / name)
+    csv = tmp_path / "captions.csv"
+    csv.write_text(
+        "image,caption\n"
+        "a.png,a photo of the cat\n"
+        "b.jpg,a red car\n"
+        "sub/c.png,a blue shoe\n"
+        "a.png,the cat on the bag\n"
+    )
+    return folder, csv, names
+
+
+def test_embed_writes_clip_retrieval_folder(tiny_clip, captioned, tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    folder, csv, names = captioned
+    out = tmp_path / "out"
+    code = main(["embed", str(folder), str(csv), "--model", f"hf:{tiny_clip}", "--out", str(out),
+                 "--no-progress"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert "wrote" in capsys.readouterr().out
+    img = np.load(out / "img_emb" / "img_emb_0.npy")
+    txt = np.load(out / "text_emb" / "text_emb_0.npy")
+    assert img.shape == (3, 16) and txt.shape == (4, 16)
+    # the same vectors as the adapter gives directly
+    enc = load_encoder(f"hf:{tiny_clip}", device="cpu")
+    np.testing.assert_allclose(img, enc.encode_images([folder / n for n in names]), atol=1e-5)
+    captions = ["a photo of the cat", "a red car", "a blue shoe", "the cat on the bag"]
+    np.testing.assert_allclose(txt, enc.encode_texts(captions), atol=1e-5)
+    meta = pq.read_table(next((out / "metadata").glob("*.parquet"))).to_pydict()
+    assert meta["image_path"] == names
+    emb = read_embeddings(out)
+    np.testing.assert_array_equal(emb.text_to_image, [0, 1, 2, 0])
+    assert list(emb.texts) == captions
+
+
+def test_embed_one_caption_per_image_has_caption_column(tiny_clip, captioned, tmp_path):
+    import pyarrow.parquet as pq
+
+    folder, _, names = captioned
+    jsonl = tmp_path / "caps.jsonl"
+    rows = [
+        {"image": n, "caption": f"a photo of the {w}"} for n, w in zip(names, "abc", strict=True)
+    ]
+    jsonl.write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "out"
+    assert main(["embed", str(folder), str(jsonl), "-m", f"hf:{tiny_clip}", "-o", str(out)]) == 0
+    meta = pq.read_table(out / "metadata" / "metadata_0.parquet").to_pydict()
+    assert meta["image_path"] == names
+    assert meta["caption"] == [r["caption"] for r in rows]
+
+
+def test_embed_rewrites_existing_folder_atomically(tiny_clip, captioned, tmp_path):
+    folder, csv, _ = captioned
+    out = tmp_path / "out"
+    args = ["embed", str(folder), str(csv), "-m", f"hf:{tiny_clip}", "-o", str(out)]
+    assert main(args) == 0
+    first = np.load(out / "img_emb" / "img_emb_0.npy")
+    assert main(args) == 0
+    np.testing.assert_array_equal(np.load(out / "img_emb" / "img_emb_0.npy"), first)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ("bad_model", "unknown model spec 'nonsense'"),
+        ("missing_model", "cannot load Hugging Face CLIP model"),
+        ("missing_image", "line 2: image 'zz.png' not found"),
+        ("no_column", "no caption column"),
+    ],
+)
+def test_embed_errors(captioned, tmp_path, capsys, setup, message):
+    folder, csv, _ = captioned
+    model = "hf:" + str(tmp_path / "no-model")
+    if setup == "bad_model":
+        model = "nonsense"
+    elif setup == "missing_image":
+        csv.write_text("image,caption\nzz.png,x\n")
+    elif setup == "no_column":
+        csv.write_text("image,words\na.png,x\n")
+    out = tmp_path / "out"
+    code = main(["embed", str(folder), str(csv), "--model", model, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and err.startswith("error: ")
+    assert not out.exists()
