@@ -180,13 +180,16 @@ class SinkhornOT(Reducer):
 
     Parameters
     ----------
-    direction : {"images->texts", "texts->images", "barycenter"}, default "images->texts"
+    direction : {"images->texts", "texts->images", "barycenter"}, default "barycenter"
+        On COCO-500 ``barycenter`` closes the gap and improves R@1, while mapping images fully
+        onto texts at this ``reg`` contracts them (docs/reducers.md).
     reg : float, default 0.05
         Entropic regularisation :math:`\varepsilon` (in units of the squared distance; unit
         vectors have costs in [0, 4]).
     max_iter : int, default 2000
-    tol : float, default 1e-5
-        Stop when the row-marginal L1 error is below it.
+    tol : float, default 1e-4
+        Stop when the row-marginal L1 error is below it (float32 potentials bottom out
+        near 1e-5).
     normalize : bool, default True
         L2-normalise the outputs.
     device : str or None
@@ -208,10 +211,10 @@ class SinkhornOT(Reducer):
 
     def __init__(
         self,
-        direction: str = "images->texts",
+        direction: str = "barycenter",
         reg: float = 0.05,
         max_iter: int = 2000,
-        tol: float = 1e-5,
+        tol: float = 1e-4,
         normalize: bool = True,
         device: str | None = None,
         max_cache_gb: float = 2.0,

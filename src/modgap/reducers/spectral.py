@@ -31,7 +31,10 @@ def truncated_svd(
     if solver == "randomized":
         from sklearn.utils.extmath import randomized_svd
 
-        U, s, Vt = randomized_svd(A, k, n_oversamples=20, n_iter=7, random_state=random_state)
+        # singular values of a kNN graph crowd near 1: a small oversampling misses them
+        U, s, Vt = randomized_svd(
+            A, k, n_oversamples=max(50, k), n_iter=20, random_state=random_state
+        )
         return U, s, Vt.T
     from scipy.sparse.linalg import svds
 

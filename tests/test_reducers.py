@@ -1,0 +1,345 @@
+"""The reducer interface, checked the same way for every registered reducer (scikit-learn's
+habit), plus the simple reducers against plain reference formulas."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import struct
+
+import numpy as np
+import pytest
+import scipy.linalg
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import gapped_pairs
+from modgap.embeddings import EmbeddingSet
+from modgap.errors import InputError, ModgapError, NotFittedError
+from modgap.reducers import (
+    REDUCERS,
+    GapShift,
+    GaussianMap,
+    MeanCentering,
+    MomentAccumulator,
+    ProcrustesAlignment,
+    Reducer,
+    SpectralEmbedding,
+    get_reducer,
+    load_reducer,
+)
+from modgap.reducers.gaussian import bures_map, sym_sqrt
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+# small settings so every reducer fits in well under a second
+SMALL = {
+    "spectral": {"n_components": 6, "n_neighbors": 8},
+    "ot-laplace": {"max_iter": 5},
+    "ot-sinkhorn": {"reg": 0.1},
+}
+
+
+def make(name: str, **extra) -> Reducer:
+    return get_reducer(name, **{**SMALL.get(name, {}), **extra})
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, Y = gapped_pairs(n=60, d=12, seed=1)
+    Xn, Yn = gapped_pairs(n=15, d=12, seed=2)
+    return X, Y, Xn, Yn
+
+
+def test_registry_names():
+    assert list(REDUCERS) == [
+        "center",
+        "shift",
+        "gaussian",
+        "procrustes",
+        "spectral",
+        "ot-laplace",
+        "ot-sinkhorn",
+    ]
+    for name, cls in REDUCERS.items():
+        assert cls.name == name
+        assert isinstance(cls.supports_out_of_sample, bool)
+        assert isinstance(cls.requires_pairs, bool)
+    assert REDUCERS["procrustes"].requires_pairs
+
+
+def test_unknown_reducer_and_parameter():
+    with pytest.raises(ModgapError, match=r"unknown reducer 'pca'.*center, shift"):
+        get_reducer("pca")
+    with pytest.raises(ModgapError, match=r"'shift' has no parameter 'lambda'.*lam"):
+        get_reducer("shift", **{"lambda": 1})
+
+
+@pytest.mark.parametrize("name", list(REDUCERS))
+def test_params_roundtrip(name):
+    r = make(name)
+    params = r.get_params()
+    clone = type(r)(**params)
+    assert clone.get_params() == params
+    key = next(iter(params))
+    assert r.set_params(**{key: params[key]}) is r
+    assert repr(r).startswith(type(r).__name__ + "(")
+
+
+@pytest.mark.parametrize("name", list(REDUCERS))
+def test_fit_transform_save_load_roundtrip(name, data, tmp_path):
+    X, Y, Xn, Yn = data
+    r = make(name)
+    assert r.fit(X, Y) is r
+    A, B = r.transform_images(X), r.transform_texts(Y)
+    FA, FB = make(name).fit_transform(X, Y)
+    np.testing.assert_allclose(FA, A, atol=2e-5)
+    np.testing.assert_allclose(FB, B, atol=2e-5)
+    assert A.dtype == np.float32 and A.shape[0] == 60 and B.shape[0] == 60
+    assert np.isfinite(A).all() and np.isfinite(B).all()
+    # out of sample: every registered reducer claims it
+    assert r.supports_out_of_sample
+    An, Bn = r.transform_images(Xn), r.transform_texts(Yn)
+    assert An.shape == (15, A.shape[1]) and Bn.shape == (15, B.shape[1])
+    path = r.save(tmp_path / f"{name}.safetensors")
+    loaded = load_reducer(path)
+    assert type(loaded) is type(r)
+    assert loaded.get_params() == r.get_params()
+    for got, want in (
+        (loaded.transform_images(X), A),
+        (loaded.transform_texts(Y), B),
+        (loaded.transform_images(Xn), An),
+        (loaded.transform_texts(Yn), Bn),
+    ):
+        np.testing.assert_array_equal(got, want)
+    assert type(r).load(path).get_params() == r.get_params()
+
+
+@pytest.mark.parametrize("name", list(REDUCERS))
+def test_unfitted_and_wrong_dimension_errors(name, data, tmp_path):
+    X, Y, _, _ = data
+    r = make(name)
+    with pytest.raises(NotFittedError, match=f"'{name}' is not fitted yet"):
+        r.transform_images(X)
+    with pytest.raises(NotFittedError, match=r"not fitted"):
+        r.save(tmp_path / "x.safetensors")
+    r.fit(X, Y)
+    with pytest.raises(InputError, match=f"has 5 dimensions but reducer '{name}' was fitted on 12"):
+        r.transform_texts(np.full((3, 5), 5**-0.5, np.float32))
+    with pytest.raises(InputError, match=r"must be a 2-D"):
+        r.transform_images(np.ones(12, np.float32))
+
+
+@pytest.mark.parametrize("name", list(REDUCERS))
+def test_mismatched_dimensions_at_fit(name):
+    X, _ = gapped_pairs(n=30, d=12)
+    _, Y = gapped_pairs(n=30, d=10)
+    with pytest.raises(InputError, match=r"'text_emb' has 10 dimensions but 12 were expected"):
+        make(name).fit(X, Y)
+
+
+def test_nan_input_rejected(data):
+    X, Y, _, _ = data
+    X = X.copy()
+    X[3, 0] = np.nan
+    with pytest.raises(InputError, match=r"NaN/inf in 1 row"):
+        MeanCentering().fit(X, Y)
+
+
+def test_fit_accepts_embedding_set(data):
+    X, Y, _, _ = data
+    a = GapShift().fit(EmbeddingSet(X, Y))
+    b = GapShift().fit(X, Y)
+    np.testing.assert_array_equal(a.gap_, b.gap_)
+    with pytest.raises(ModgapError, match=r"needs image_emb and text_emb"):
+        GapShift().fit(X)
+
+
+def test_bad_parameter_values(data):
+    X, Y, _, _ = data
+    with pytest.raises(ModgapError, match=r"direction='sideways'.*images->texts"):
+        GaussianMap(direction="sideways").fit(X, Y)
+    with pytest.raises(ModgapError, match=r"n_neighbors=0.*must be in"):
+        SpectralEmbedding(n_neighbors=0).fit(X, Y)
+    with pytest.raises(ModgapError, match=r"lam='1'.*a number"):
+        GapShift(lam="1").fit(X, Y)
+
+
+def test_procrustes_needs_pairs():
+    X, _ = gapped_pairs(n=30, d=8)
+    _, Y = gapped_pairs(n=20, d=8)
+    with pytest.raises(InputError, match=r"'procrustes' needs image-text pairs.*30 images, 20"):
+        ProcrustesAlignment().fit(X, Y)
+    # unpaired reducers fit unequal counts
+    MeanCentering().fit(X, Y)
+
+
+# -- corrupted / foreign files -----------------------------------------------------------------
+@pytest.fixture
+def saved(data, tmp_path):
+    X, Y, _, _ = data
+    return GapShift().fit(X, Y).save(tmp_path / "shift.safetensors")
+
+
+def test_load_missing_file(tmp_path):
+    with pytest.raises(InputError, match=r"nope.safetensors: no such reducer file"):
+        load_reducer(tmp_path / "nope.safetensors")
+
+
+def test_load_truncated_file(saved):
+    raw = saved.read_bytes()
+    saved.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(InputError, match=r"not a readable reducer file.*truncated or corrupted"):
+        load_reducer(saved)
+
+
+def test_load_garbage_file(tmp_path):
+    p = tmp_path / "g.safetensors"
+    p.write_bytes(b"hello, not a model at all")
+    with pytest.raises(InputError, match=r"g.safetensors: not a readable reducer file"):
+        load_reducer(p)
+
+
+def test_load_altered_array_fails_checksum(saved):
+    raw = bytearray(saved.read_bytes())
+    raw[-3] ^= 0xFF  # flip bits inside the tensor data
+    saved.write_bytes(bytes(raw))
+    with pytest.raises(InputError, match=r"corrupted reducer file \(checksum mismatch"):
+        load_reducer(saved)
+
+
+def _rewrite_header(path, edit):
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    meta = json.loads(header["__metadata__"]["modgap"])
+    edit(meta)
+    header["__metadata__"]["modgap"] = json.dumps(meta)
+    new = json.dumps(header).encode()
+    new += b" " * ((8 - len(new) % 8) % 8)
+    path.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n :])
+
+
+def test_load_unknown_reducer_and_newer_format(saved):
+    _rewrite_header(saved, lambda m: m.update(reducer="umap"))
+    with pytest.raises(InputError, match=r"unknown reducer 'umap' in file"):
+        load_reducer(saved)
+    _rewrite_header(saved, lambda m: m.update(reducer="shift", format_version=99))
+    with pytest.raises(InputError, match=r"format version 99 is newer"):
+        load_reducer(saved)
+
+
+def test_load_wrong_class_and_foreign_safetensors(saved, tmp_path):
+    with pytest.raises(InputError, match=r"holds a 'shift' reducer, not a 'spectral' one"):
+        SpectralEmbedding.load(saved)
+    from safetensors.numpy import save_file
+
+    p = tmp_path / "plain.safetensors"
+    save_file({"w": np.zeros(3, np.float32)}, str(p))
+    with pytest.raises(InputError, match=r"not a modgap reducer file"):
+        load_reducer(p)
+
+
+# -- the simple reducers against their formulas -------------------------------------------------
+def test_center_and_shift_formulas(data):
+    X, Y, Xn, _ = data
+    mx, my = X.mean(0), Y.mean(0)
+    A, B = MeanCentering(normalize=False).fit_transform(X, Y)
+    np.testing.assert_allclose(A, X - mx, atol=1e-6)
+    np.testing.assert_allclose(B, Y - my, atol=1e-6)
+    A = MeanCentering().fit(X, Y).transform_images(Xn)
+    ref = Xn - mx
+    np.testing.assert_allclose(A, ref / np.linalg.norm(ref, axis=1, keepdims=True), atol=1e-6)
+    for lam in (0.0, 0.5, 1.0):
+        A, B = GapShift(lam=lam, normalize=False).fit_transform(X, Y)
+        np.testing.assert_allclose(A, X - lam * (mx - my) / 2, atol=1e-6)
+        np.testing.assert_allclose(B, Y + lam * (mx - my) / 2, atol=1e-6)
+    A, B = GapShift(lam=1.0, normalize=False).fit_transform(X, Y)
+    assert np.linalg.norm(A.mean(0) - B.mean(0)) < 1e-6
+
+
+def test_bures_map_properties():
+    rng = np.random.default_rng(0)
+    M1, M2 = rng.standard_normal((2, 6, 6))
+    S1, S2 = M1 @ M1.T + 0.1 * np.eye(6), M2 @ M2.T + 0.1 * np.eye(6)
+    A = bures_map(S1, S2)
+    np.testing.assert_allclose(A, A.T, atol=1e-10)
+    assert np.linalg.eigvalsh(A).min() > 0
+    np.testing.assert_allclose(A @ S1 @ A, S2, atol=1e-8)
+    np.testing.assert_allclose(bures_map(S2, S1), np.linalg.inv(A), atol=1e-8)
+    np.testing.assert_allclose(sym_sqrt(S1) @ sym_sqrt(S1), S1, atol=1e-10)
+
+
+def test_gaussian_map_moves_moments():
+    X, Y = gapped_pairs(n=400, d=6, seed=3)  # n >> d: full-rank covariances
+    A, B = GaussianMap(ridge=0.0, normalize=False).fit_transform(X, Y)
+    np.testing.assert_allclose(A.mean(0), Y.mean(0), atol=1e-5)
+    np.testing.assert_allclose(np.cov(A.T, bias=True), np.cov(Y.T, bias=True), atol=1e-5)
+    np.testing.assert_array_equal(B, Y)
+    A, B = GaussianMap(direction="texts->images", ridge=0.0, normalize=False).fit_transform(X, Y)
+    np.testing.assert_allclose(np.cov(B.T, bias=True), np.cov(X.T, bias=True), atol=1e-5)
+    # barycenter: both modalities land on the same Gaussian
+    A, B = GaussianMap(direction="barycenter", ridge=0.0, normalize=False).fit_transform(X, Y)
+    np.testing.assert_allclose(A.mean(0), B.mean(0), atol=1e-5)
+    np.testing.assert_allclose(np.cov(A.T, bias=True), np.cov(B.T, bias=True), atol=1e-5)
+
+
+def test_gaussian_streaming_and_sharded_fit_agree(data):
+    X, Y, Xn, _ = data
+    ref = GaussianMap().fit(X, Y)
+    small = GaussianMap(batch_size=7).fit(X, Y)
+    acc_i = MomentAccumulator().update(X[:25]).merge(MomentAccumulator().update(X[25:]))
+    acc_t = MomentAccumulator().update(Y[:40]).merge(MomentAccumulator().update(Y[40:]))
+    sharded = GaussianMap().fit_from_moments(acc_i, acc_t)
+    for r in (small, sharded):
+        np.testing.assert_allclose(r.transform_images(Xn), ref.transform_images(Xn), atol=1e-5)
+    with pytest.raises(ModgapError, match=r"image moments are 12-d but text moments are 3-d"):
+        GaussianMap().fit_from_moments(acc_i, MomentAccumulator().update(np.ones((4, 3))))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.integers(min_value=2, max_value=40),
+    st.lists(st.integers(min_value=0, max_value=40), min_size=1, max_size=4),
+)
+def test_moment_accumulator_is_partition_invariant(n, cuts):
+    rng = np.random.default_rng(n)
+    Z = rng.standard_normal((n, 3)) * [1, 10, 0.1] + 5
+    edges = sorted({0, n, *[c % (n + 1) for c in cuts]})
+    total = MomentAccumulator()
+    for a, b in itertools.pairwise(edges):
+        total.merge(MomentAccumulator(3).update(Z[a:b]))
+    res = total.result()
+    assert res["count"] == n
+    np.testing.assert_allclose(res["mean"], Z.mean(0), atol=1e-10)
+    np.testing.assert_allclose(res["cov"], np.cov(Z.T, bias=True), atol=1e-9)
+
+
+def test_moment_accumulator_errors():
+    with pytest.raises(ModgapError, match=r"empty"):
+        MomentAccumulator().result()
+    with pytest.raises(ModgapError, match=r"holds 3-d rows, got 4-d"):
+        MomentAccumulator(3).update(np.ones((2, 4)))
+
+
+def test_procrustes_matches_scipy_and_recovers_rotation():
+    rng = np.random.default_rng(0)
+    X, _ = gapped_pairs(n=50, d=8, seed=4)
+    Q, _ = np.linalg.qr(rng.standard_normal((8, 8)))
+    Y = (X @ Q).astype(np.float32)
+    r = ProcrustesAlignment().fit(X, Y)
+    np.testing.assert_allclose(r.rotation_, Q, atol=1e-5)
+    X2, Y2 = gapped_pairs(n=50, d=8, seed=5)
+    ref, _ = scipy.linalg.orthogonal_procrustes(X2.astype(np.float64), Y2.astype(np.float64))
+    np.testing.assert_allclose(ProcrustesAlignment().fit(X2, Y2).rotation_, ref, atol=1e-8)
+    B = ProcrustesAlignment(direction="texts->images").fit(X, Y).transform_texts(Y)
+    np.testing.assert_allclose(B, X, atol=1e-5)
+
+
+def test_procrustes_uses_text_to_image():
+    X, Y = gapped_pairs(n=30, d=8, seed=6)
+    t2i = np.repeat(np.arange(30), 2)
+    Y2 = np.vstack([Y, Y])[np.argsort(np.r_[np.arange(30), np.arange(30)], kind="stable")]
+    a = ProcrustesAlignment().fit(X, Y2, text_to_image=t2i)
+    b = ProcrustesAlignment().fit(X, Y)
+    np.testing.assert_allclose(a.rotation_, b.rotation_, atol=1e-6)
