@@ -169,3 +169,16 @@ def test_coco500_rsum(coco500_path):
     assert m["rsum"] == pytest.approx(ref["rsum"], abs=1e-9)
     # a pretrained CLIP retrieves far above chance (chance rSum on 500 items is ~3.2)
     assert m["rsum"] > 300
+
+
+def test_exact_duplicates_tie_in_the_query_favour_at_full_size():
+    # duplicated images give exactly tied scores; the positive scores must carry the same bits
+    # as the blocked product, or a duplicate would randomly outrank the true image
+    X, Y, t2i = _random(300, 2, d=512, seed=5, noise=3.0)
+    X[150:] = X[:150]
+    ours = retrieval_ranks(X, Y, t2i, block_size=97)
+    ref = _dense_reference(X, Y, t2i, (1,))
+    S = X.astype(np.float64) @ Y.T.astype(np.float64)
+    t2i_ref = [1 + np.sum(np.delete(S[:, j], t2i[j]) > S[t2i[j], j]) for j in range(len(Y))]
+    np.testing.assert_array_equal(ours[1], t2i_ref)
+    assert ref["image_retrieval_recall@1"] == np.mean(ours[1] <= 1)
