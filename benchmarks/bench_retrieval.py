@@ -1,8 +1,8 @@
 """Benchmark: blocked retrieval metrics vs the dense route and one matrix multiply.
 
 Data: 5,000 images × 25,000 captions (5 per image) × 512 dims, float32, random with a
-signal (caption = image + 6 × noise) so recalls are far from 0 and 1. Three cases, each in a fresh subprocess so its peak resident
-memory (``ru_maxrss``) is its own:
+signal (caption = image + 6 × noise) so recalls are far from 0 and 1. Three cases, each in a
+fresh subprocess so its peak resident memory (``ru_maxrss``) is its own:
 
 * ``ours``: :func:`modgap.tasks.retrieval.retrieval_metrics` (K = 1, 5, 10, both ways).
 * ``dense``: the CLIP_benchmark ``zeroshot_retrieval`` route: the full text × image score
@@ -11,8 +11,8 @@ memory (``ru_maxrss``) is its own:
 * ``matmul``: one float32 ``Y @ Xᵀ`` of the same shape: the hardware floor for any exact method.
 
 Times are the best of ``--repeat`` runs (wall clock, and process CPU time, which is less
-disturbed by other load on a shared machine). Prints one JSON object. Usage: ``python benchmarks/bench_retrieval.py [--n-images 5000]
-[--captions 5] [--dim 512] [--repeat 5]``.
+disturbed by other load on a shared machine). Prints one JSON object. Usage:
+``python benchmarks/bench_retrieval.py [--n-images 5000] [--captions 5] [--dim 512] [--repeat 5]``.
 """
 
 from __future__ import annotations
