@@ -13,6 +13,7 @@ __all__ = ["DEFAULT_QUANTILES", "MAX_UNMATCHED", "cosine_stats"]
 DEFAULT_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 #: unmatched pairs whose cosines are materialised for the quantiles (8 MB of float64).
 MAX_UNMATCHED = 1_000_000
+_CHUNK = 65_536
 
 
 def _summary(values: np.ndarray, mean: float, std: float, count: int, quantiles) -> dict:
@@ -91,9 +92,9 @@ def cosine_stats(
         xo, yo = canonical_order(X, Y), canonical_order(Y, X)
         rng = np.random.default_rng(seed)
         pieces, got = [], 0
-        while got < max_unmatched:
-            i = xo[rng.integers(0, n, size=max_unmatched)]
-            j = yo[rng.integers(0, m, size=max_unmatched)]
+        while got < max_unmatched:  # chunks: a gathered (chunk, d) pair of row blocks at a time
+            i = xo[rng.integers(0, n, size=_CHUNK)]
+            j = yo[rng.integers(0, m, size=_CHUNK)]
             keep = i != t2i[j]
             i, j = i[keep], j[keep]
             pieces.append(np.einsum("ij,ij->i", X[i], Y[j]))
