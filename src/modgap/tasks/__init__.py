@@ -5,5 +5,22 @@ of JSON-able metrics (CLIP_benchmark names where one exists)."""
 from __future__ import annotations
 
 from .retrieval import retrieval_metrics, retrieval_ranks
+from .zeroshot import (
+    DEFAULT_TEMPLATES,
+    ENSEMBLE_TEMPLATES,
+    class_embeddings,
+    ensemble_class_embeddings,
+    zero_shot_from_encoder,
+    zero_shot_metrics,
+)
 
-__all__ = ["retrieval_metrics", "retrieval_ranks"]
+__all__ = [
+    "DEFAULT_TEMPLATES",
+    "ENSEMBLE_TEMPLATES",
+    "class_embeddings",
+    "ensemble_class_embeddings",
+    "retrieval_metrics",
+    "retrieval_ranks",
+    "zero_shot_from_encoder",
+    "zero_shot_metrics",
+]

@@ -1,0 +1,236 @@
+"""Zero-shot classification with class prompts (Radford et al. 2021, CLIP; metric names and
+``mean_per_class_recall`` as in CLIP_benchmark).
+
+Each class ``c`` gets one text embedding: its prompts ``template(c)`` for every template are
+encoded and L2-normalised, averaged, and the mean is L2-normalised again (prompt ensembling,
+CLIP §3.1.4). An image is assigned the class whose embedding has the highest cosine with it.
+
+* ``acc1`` / ``acc5``: top-1 / top-5 accuracy (top-``min(5, c)`` when there are fewer than 5
+  classes, where it is then 1 by construction).
+* ``mean_per_class_recall``: the mean over the classes present in ``labels`` of the share of
+  that class's images predicted correctly (``sklearn.metrics.balanced_accuracy_score``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .._array import as_float_matrix, to_numpy
+from ..errors import InputError, ModgapError
+
+__all__ = [
+    "DEFAULT_TEMPLATES",
+    "ENSEMBLE_TEMPLATES",
+    "class_embeddings",
+    "ensemble_class_embeddings",
+    "zero_shot_from_encoder",
+    "zero_shot_metrics",
+]
+
+Template = str | Callable[[str], str]
+
+#: The single CLIP prompt.
+DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {c}.",)
+
+#: A small ensemble in the style of CLIP's ImageNet prompts (Radford et al. 2021, notebook).
+ENSEMBLE_TEMPLATES: tuple[str, ...] = (
+    "a photo of a {c}.",
+    "a bad photo of a {c}.",
+    "a photo of the large {c}.",
+    "a photo of the small {c}.",
+    "a close-up photo of a {c}.",
+    "a bright photo of a {c}.",
+    "a cropped photo of a {c}.",
+    "art of the {c}.",
+)
+
+
+def _prompt(template: Template, name: str) -> str:
+    if callable(template):
+        out = template(name)
+        if not isinstance(out, str):
+            raise ModgapError(f"a template callable returned {type(out).__name__}, not str")
+        return out
+    if not isinstance(template, str):
+        raise ModgapError(f"a template must be a str or a callable, got {type(template).__name__}")
+    if "{c}" in template:
+        return template.replace("{c}", name)
+    if "{}" in template:
+        return template.replace("{}", name)
+    raise ModgapError(f"template {template!r} has no '{{c}}' placeholder for the class name")
+
+
+def ensemble_class_embeddings(class_text_emb: Any) -> np.ndarray:
+    """Collapse per-template class embeddings ``(c, templates, d)`` to ``(c, d)``: mean of the
+    normalised template embeddings, normalised again. A ``(c, d)`` input is only normalised."""
+    cte = to_numpy(class_text_emb)
+    if cte.ndim == 3:
+        c, t, d = cte.shape
+        if c == 0 or t == 0:
+            raise InputError(f"'class_text_emb' has shape {tuple(cte.shape)}: no class prompts")
+        flat = as_float_matrix(cte.reshape(c * t, d), "class_text_emb", normalize=False)
+        flat = flat / np.linalg.norm(flat, axis=1, keepdims=True)
+        cte = flat.reshape(c, t, d).mean(axis=1)
+    elif cte.ndim == 2:
+        if cte.shape[0] == 0:
+            raise InputError("'class_text_emb' is empty: the class list is empty")
+        cte = as_float_matrix(cte, "class_text_emb", normalize=False)
+    else:
+        raise InputError(
+            "'class_text_emb' must be (classes, d) or (classes, templates, d), "
+            f"got shape {tuple(cte.shape)}"
+        )
+    norms = np.linalg.norm(cte, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise InputError("a class's template embeddings cancel out (zero mean); check the prompts")
+    return (cte / norms).astype(np.float32)
+
+
+def class_embeddings(
+    encoder: Any,
+    class_names: Sequence[str],
+    templates: Sequence[Template] = DEFAULT_TEMPLATES,
+    *,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> np.ndarray:
+    """Encode ``class × template`` prompts with ``encoder.encode_texts`` and ensemble them.
+
+    Parameters
+    ----------
+    encoder : object
+        Anything with ``encode_texts(list[str], batch_size=...) -> (n, d)`` (see
+        :func:`modgap.encoders.load_encoder`).
+    class_names : sequence of str
+        Class names, in label order.
+    templates : sequence of str or callable
+        Format strings with ``{c}`` (or ``{}``) for the class name, or callables
+        ``name -> prompt``. Several templates are ensembled.
+
+    Returns
+    -------
+    ndarray (c, d)
+        One L2-normalised embedding per class.
+    """
+    names = [str(c) for c in class_names]
+    if not names:
+        raise ModgapError("the class list is empty; give at least one class name")
+    templates = list(templates)
+    if not templates:
+        raise ModgapError("no prompt templates given; use e.g. 'a photo of a {c}.'")
+    prompts = [_prompt(t, c) for c in names for t in templates]
+    if progress:
+        from rich.progress import Progress
+
+        with Progress(transient=True) as bar:
+            task = bar.add_task("encoding class prompts", total=len(prompts))
+            chunks = []
+            for s in range(0, len(prompts), batch_size):
+                chunks.append(to_numpy(encoder.encode_texts(prompts[s : s + batch_size])))
+                bar.advance(task, len(prompts[s : s + batch_size]))
+            emb = np.concatenate(chunks)
+    else:
+        emb = to_numpy(encoder.encode_texts(prompts, batch_size=batch_size))
+    emb = np.asarray(emb, dtype=np.float32).reshape(len(names), len(templates), -1)
+    return ensemble_class_embeddings(emb)
+
+
+def zero_shot_metrics(
+    image_emb: Any,
+    labels: Any,
+    class_text_emb: Any,
+    *,
+    device: Any = None,
+    return_predictions: bool = False,
+) -> dict:
+    """Zero-shot ``acc1``, ``acc5`` and ``mean_per_class_recall`` from class embeddings.
+
+    Parameters
+    ----------
+    image_emb : array (n, d)
+        Image embeddings.
+    labels : array (n,) of int
+        True class index of each image, into the rows of ``class_text_emb``.
+    class_text_emb : array (c, d) or (c, templates, d)
+        Class prompt embeddings; several templates per class are ensembled
+        (:func:`ensemble_class_embeddings`).
+    device : str, optional
+        Torch device for the logits (default CPU).
+    return_predictions : bool
+        Also return ``"predictions"`` (top-1 class per image, a list).
+
+    Returns
+    -------
+    dict
+        ``acc1``, ``acc5``, ``mean_per_class_recall`` in [0, 1].
+    """
+    import torch
+    from sklearn.metrics import balanced_accuracy_score
+
+    if labels is None:
+        raise InputError(
+            "zero-shot classification needs image labels ('labels', one class index per image)"
+        )
+    if class_text_emb is None:
+        raise InputError(
+            "zero-shot classification needs class prompt embeddings ('class_text_emb') or an "
+            "encoder with class names"
+        )
+    W = ensemble_class_embeddings(class_text_emb)
+    X = as_float_matrix(image_emb, "image_emb", dim=W.shape[1], normalize=False)
+    y = to_numpy(labels)
+    if y.ndim != 1 or y.shape[0] != X.shape[0]:
+        raise InputError(f"'labels' must have shape ({X.shape[0]},), got {tuple(y.shape)}")
+    if y.size and not np.all(y == np.round(y)):
+        raise InputError("'labels' must be integer class indices")
+    y = y.astype(np.int64)
+    c = W.shape[0]
+    if y.min() < 0 or y.max() >= c:
+        raise InputError(
+            f"'labels' go from {int(y.min())} to {int(y.max())} but there are {c} classes; "
+            f"labels must be in [0, {c})"
+        )
+    k5 = min(5, c)
+    dev = torch.device(device or "cpu")
+    Wt = torch.from_numpy(W).to(dev)
+    Wt = Wt / Wt.norm(dim=1, keepdim=True)
+    yt = torch.from_numpy(y).to(dev)
+    top1 = torch.empty(len(y), dtype=torch.int64, device=dev)
+    hit5 = torch.empty(len(y), dtype=torch.bool, device=dev)
+    step = max(1, (1 << 22) // max(c, 1))
+    with torch.no_grad():
+        for s in range(0, len(y), step):
+            xb = torch.from_numpy(X[s : s + step]).to(dev)
+            logits = torch.nn.functional.normalize(xb, dim=1) @ Wt.T
+            top = logits.topk(k5, dim=1).indices
+            top1[s : s + step] = top[:, 0]
+            hit5[s : s + step] = (top == yt[s : s + step, None]).any(dim=1)
+    pred = top1.cpu().numpy()
+    out = {
+        "acc1": float(np.mean(pred == y)),
+        "acc5": float(np.mean(hit5.cpu().numpy())),
+        "mean_per_class_recall": float(balanced_accuracy_score(y, pred)),
+    }
+    if return_predictions:
+        out["predictions"] = pred.tolist()
+    return out
+
+
+def zero_shot_from_encoder(
+    image_emb: Any,
+    labels: Any,
+    encoder: Any,
+    class_names: Sequence[str],
+    templates: Sequence[Template] = DEFAULT_TEMPLATES,
+    **kwargs: Any,
+) -> dict:
+    """Encode the class prompts with ``encoder`` then :func:`zero_shot_metrics`."""
+    if labels is None:
+        raise InputError(
+            "zero-shot classification needs image labels ('labels', one class index per image)"
+        )
+    W = class_embeddings(encoder, class_names, templates)
+    return zero_shot_metrics(image_emb, labels, W, **kwargs)
