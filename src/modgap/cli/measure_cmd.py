@@ -95,12 +95,11 @@ def run_measure(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..io import atomic_path, read_embeddings
-    from ..measures import MEASURES, measure_all
-    from ..measures import _resolve as resolve_names
+    from ..measures import MEASURES, measure_all, resolve_measures
     from ..provenance import jsonable, provenance
 
     names = _split_names(only)
-    selected = resolve_names(names)  # unknown names fail before any data is read
+    selected = resolve_measures(names)  # unknown names fail before any data is read
     emb = read_embeddings(images, texts, pairs=pairs)
     todo = [n for n in selected if emb.has_pairs or not MEASURES[n][0]]
 

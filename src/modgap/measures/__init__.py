@@ -44,6 +44,7 @@ __all__ = [
     "mixed_neighbour_diagnostics",
     "per_dimension_gap",
     "relative_modality_gap",
+    "resolve_measures",
     "uniformity",
 ]
 
@@ -126,7 +127,9 @@ MEASURES: dict[str, tuple[bool, Callable, tuple[str, ...]]] = {
 }
 
 
-def _resolve(only: Iterable[str] | str | None) -> list[str]:
+def resolve_measures(only: Iterable[str] | str | None) -> list[str]:
+    """Measure names (in report order) selected by ``only``: measure names or result keys;
+    unknown names raise :class:`ModgapError` listing the valid ones."""
     if only is None:
         return list(MEASURES)
     if isinstance(only, str):
@@ -184,7 +187,7 @@ def measure_all(
         ``matched_cosine``, ``unmatched_cosine`` and, when something was left out, ``skipped``
         (name -> reason). Write it with :func:`modgap.provenance.jsonable` for strict JSON.
     """
-    names = _resolve(only)
+    names = resolve_measures(only)
     if only is not None and not emb.has_pairs:
         paired = [n for n in names if MEASURES[n][0]]
         if paired:
