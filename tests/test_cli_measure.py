@@ -105,3 +105,17 @@ def test_measure_coco500(coco500_path, tmp_path):
     out = tmp_path / "coco.json"
     assert main(["measure", str(coco500_path), "--only", "centroid", "--json", str(out)]) == 0
     assert _strict_load(out)["measures"]["centroid_gap"] == pytest.approx(0.8514, abs=5e-4)
+
+
+@pytest.mark.parametrize(("name", "fmt"), [("crfolder", "clip-retrieval"), ("emb.parquet", None)])
+def test_measure_other_formats(tmp_path, name, fmt):
+    from modgap.embeddings import EmbeddingSet
+    from modgap.io import write_embeddings
+    from modgap.measures import centroid_gap
+
+    X, Y = gapped_pairs(40, 8, seed=5)
+    path = write_embeddings(EmbeddingSet(X, Y), tmp_path / name, format=fmt)
+    out = tmp_path / "m.json"
+    assert main(["measure", str(path), "--only", "centroid", "--json", str(out)]) == 0
+    got = _strict_load(out)["measures"]["centroid_gap"]
+    assert got == pytest.approx(centroid_gap(X, Y)["centroid_gap"], rel=1e-5)
