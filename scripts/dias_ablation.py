@@ -291,6 +291,14 @@ def ablation(dataset: str, seeds: int, epochs: int | None, out: Path) -> dict:
     keys = [keys[0], "delta_rsum", *keys[1:]]
     n_runs = seeds * len(folds)
     md = markdown(dataset, table, keys, n_runs)
+    g = weights["val_rsum"]
+    md += (
+        f"\nWeight grid (validation rSum, seed 0): baseline {g['baseline']:.1f}; "
+        + ", ".join(f"α={a:g}: {v:.1f}" for a, v in g["alpha"].items())
+        + "; "
+        + ", ".join(f"β=γ={b:g}: {v:.1f}" for b, v in g["beta"].items())
+        + f". Chosen: α={weights['alpha']:g}, β=γ={weights['beta']:g}."
+    )
     report = {
         "dataset": dataset,
         "weights": weights,

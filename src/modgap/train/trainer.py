@@ -305,6 +305,9 @@ class Trainer:
                 f"{self.out} already holds a run ({last}); pass --resume to continue it or "
                 "--out for a new folder"
             )
+        if cfg.deterministic:
+            # cuBLAS needs a fixed workspace for deterministic results; set before CUDA starts
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         self.device = resolve_device(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
