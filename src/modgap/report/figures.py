@@ -1,0 +1,162 @@
+"""Matplotlib figures of the benchmark report, returned as PNG bytes (Agg backend, no display).
+
+Every figure takes ``views``: reducer name -> the evaluated :class:`EmbeddingSet` after that
+reducer ("none" = the original embeddings), and draws one small panel per reducer.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "cosine_histogram_figure",
+    "metric_bars_figure",
+    "pca_pairs_figure",
+    "per_dimension_gap_figure",
+]
+
+IMAGE_COLOUR = "#1f77b4"
+TEXT_COLOUR = "#ff7f0e"
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+def _grid(n: int, ncols: int = 4, size: float = 3.2):
+    plt = _plt()
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
+    return fig, axes.ravel()
+
+
+def _unit(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    n = np.linalg.norm(a, axis=1, keepdims=True)
+    return a / np.where(n == 0, 1, n)
+
+
+def pca_pairs_figure(views: dict, max_pairs: int = 150, seed: int = 0) -> bytes:
+    """2-D PCA of images ∪ texts per reducer, with a grey line from each image to its caption
+    (up to ``max_pairs`` pairs drawn, chosen at random with ``seed``)."""
+    fig, axes = _grid(len(views))
+    rng = np.random.default_rng(seed)
+    for ax, (name, emb) in zip(axes, views.items(), strict=False):
+        X, Y = _unit(emb.image_emb), _unit(emb.text_emb)
+        Z = np.concatenate([X, Y])
+        mu = Z.mean(axis=0)
+        _, _, vt = np.linalg.svd(Z - mu, full_matrices=False)
+        P = (Z - mu) @ vt[:2].T
+        px, py = P[: len(X)], P[len(X) :]
+        if emb.text_to_image is not None:
+            sel = rng.choice(len(Y), size=min(max_pairs, len(Y)), replace=False)
+            for j in sel:
+                a, b = px[emb.text_to_image[j]], py[j]
+                ax.plot([a[0], b[0]], [a[1], b[1]], color="0.7", lw=0.5, zorder=1)
+        ax.scatter(px[:, 0], px[:, 1], s=6, c=IMAGE_COLOUR, label="image", zorder=2)
+        ax.scatter(py[:, 0], py[:, 1], s=6, c=TEXT_COLOUR, label="text", zorder=2)
+        ax.set_title(name, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0].legend(loc="best", fontsize=8)
+    fig.suptitle("PCA of both modalities (lines join matched pairs)", fontsize=11)
+    return _png(fig)
+
+
+def _cosines(emb: Any, n_unmatched: int = 20_000, seed: int = 0):
+    X, Y = _unit(emb.image_emb), _unit(emb.text_emb)
+    t2i = emb.text_to_image
+    matched = np.einsum("ij,ij->i", X[t2i], Y)
+    rng = np.random.default_rng(seed)
+    i = rng.integers(0, len(X), n_unmatched)
+    j = rng.integers(0, len(Y), n_unmatched)
+    keep = t2i[j] != i
+    unmatched = np.einsum("ij,ij->i", X[i[keep]], Y[j[keep]])
+    return matched, unmatched
+
+
+def cosine_histogram_figure(views: dict, seed: int = 0) -> bytes:
+    """Histograms of matched vs unmatched image-text cosines per reducer (pairs needed; the
+    unmatched ones are a random sample of up to 20,000 non-pairs)."""
+    paired = {k: v for k, v in views.items() if v.text_to_image is not None}
+    fig, axes = _grid(max(1, len(paired)))
+    for ax, (name, emb) in zip(axes, paired.items(), strict=False):
+        matched, unmatched = _cosines(emb, seed=seed)
+        lo = min(matched.min(), unmatched.min())
+        hi = max(matched.max(), unmatched.max())
+        bins = np.linspace(lo, hi, 40)
+        ax.hist(unmatched, bins=bins, density=True, alpha=0.6, color="0.5", label="unmatched")
+        ax.hist(matched, bins=bins, density=True, alpha=0.6, color="#2ca02c", label="matched")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("cosine", fontsize=8)
+        ax.tick_params(labelsize=7)
+    if paired:
+        axes[0].legend(fontsize=8)
+    fig.suptitle("Matched vs unmatched image-text cosine", fontsize=11)
+    return _png(fig)
+
+
+def per_dimension_gap_figure(views: dict, top: int = 30) -> bytes:
+    """Per reducer: the ``top`` largest squared centroid-gap components Δ_k² (sorted), with
+    the number of dimensions that carry 50% and 90% of ‖Δ‖²."""
+    fig, axes = _grid(len(views))
+    for ax, (name, emb) in zip(axes, views.items(), strict=False):
+        delta = _unit(emb.image_emb).mean(axis=0) - _unit(emb.text_emb).mean(axis=0)
+        sq = np.sort(delta**2)[::-1]
+        total = sq.sum()
+        cum = np.cumsum(sq) / total if total > 0 else np.ones_like(sq)
+        d50 = int(np.searchsorted(cum, 0.5) + 1)
+        d90 = int(np.searchsorted(cum, 0.9) + 1)
+        ax.bar(np.arange(min(top, len(sq))), sq[:top], color="#9467bd")
+        ax.set_title(f"{name}\n‖Δ‖={np.sqrt(total):.3f}, 50%: {d50} dims, 90%: {d90}", fontsize=9)
+        ax.set_xlabel("dimension (sorted)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.suptitle("Per-dimension gap Δ_k² (largest first)", fontsize=11)
+    return _png(fig)
+
+
+def metric_bars_figure(out: dict, columns: Any) -> bytes:
+    """One bar panel per summary metric, one bar per reducer. ``columns``: (key, header,
+    better) triples; a dashed line marks the value without reduction."""
+    results = out["results"]
+    flat = {n: {**r["tasks"], **r["measures"]} for n, r in results.items()}
+    cols = [
+        (k, h, b)
+        for k, h, b in columns
+        if any(isinstance(f.get(k), int | float) and np.isfinite(f.get(k)) for f in flat.values())
+    ]
+    fig, axes = _grid(max(1, len(cols)), ncols=4, size=3.0)
+    names = list(flat)
+    colours = _plt().cm.tab10(np.arange(len(names)) % 10)
+    for ax, (key, header, better) in zip(axes, cols, strict=False):
+        vals = [flat[n].get(key) for n in names]
+        vals = [v if isinstance(v, int | float) and np.isfinite(v) else np.nan for v in vals]
+        ax.bar(np.arange(len(names)), vals, color=colours)
+        if "none" in flat and isinstance(flat["none"].get(key), int | float):
+            ax.axhline(flat["none"][key], color="k", ls="--", lw=0.8)
+        ax.set_xticks(np.arange(len(names)))
+        ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
+        arrow = {"high": " (↑ better)", "low": " (↓ smaller gap)"}.get(better or "", "")
+        ax.set_title(header + arrow, fontsize=9)
+        ax.tick_params(axis="y", labelsize=7)
+    fig.suptitle("Metrics per reducer (dashed: no reduction)", fontsize=11)
+    fig.tight_layout()
+    return _png(fig)

@@ -1,0 +1,127 @@
+"""Run every task an :class:`~modgap.embeddings.EmbeddingSet` supports, in one flat dict.
+
+Which tasks apply:
+
+* ``retrieval`` and ``mixed`` recall: the set has image-text pairs.
+* ``zeroshot``: the set has image ``labels`` and class prompt embeddings ``class_text_emb``
+  (or an encoder and ``class_names`` are given to build them).
+* ``clustering`` and the own-modality share of ``mixed``: always.
+
+A task that does not apply is listed under ``skipped`` with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..errors import ModgapError, notice
+from .clustering import clustering_metrics
+from .mixed import mixed_search_metrics
+from .retrieval import retrieval_metrics
+from .zeroshot import DEFAULT_TEMPLATES, class_embeddings, zero_shot_metrics
+
+__all__ = ["TASKS", "applicable_tasks", "evaluate"]
+
+TASKS = ("retrieval", "zeroshot", "clustering", "mixed")
+
+
+def applicable_tasks(emb: Any, encoder: Any = None) -> tuple[list[str], dict[str, str]]:
+    """``(tasks that apply, {task: why not})`` for ``emb``."""
+    run, skipped = [], {}
+    if emb.has_pairs:
+        run.append("retrieval")
+    else:
+        skipped["retrieval"] = "needs image-text pairs"
+    if not emb.has_labels:
+        skipped["zeroshot"] = "needs image labels"
+    elif emb.class_text_emb is None and (encoder is None or emb.class_names is None):
+        skipped["zeroshot"] = "needs class prompt embeddings (class_text_emb) or an encoder"
+    else:
+        run.append("zeroshot")
+    run += ["clustering", "mixed"]
+    return run, skipped
+
+
+def _valid_ks(ks: Sequence[int], limit: int, what: str) -> tuple[int, ...]:
+    kept = tuple(k for k in ks if k <= limit)
+    if len(kept) < len(ks):
+        notice(f"{what}: K > {limit} dropped (only {limit} candidates)")
+    if not kept:
+        raise ModgapError(f"{what}: every K in {tuple(ks)} exceeds the {limit} candidates")
+    return kept
+
+
+def evaluate(
+    emb: Any,
+    tasks: Sequence[str] | None = None,
+    *,
+    ks: Sequence[int] = (1, 5, 10),
+    seed: int = 0,
+    encoder: Any = None,
+    templates: Sequence[Any] = DEFAULT_TEMPLATES,
+    device: Any = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Run the applicable tasks on ``emb``; returns one flat dict of metrics plus ``skipped``.
+
+    Parameters
+    ----------
+    emb : EmbeddingSet
+    tasks : sequence of str, optional
+        Subset of ``retrieval``, ``zeroshot``, ``clustering``, ``mixed`` (default: all that
+        apply). Asking for one that does not apply is an error.
+    ks : sequence of int
+        Recall@K cut-offs; a K above the number of candidates is dropped with a notice.
+    seed : int
+        k-means seed.
+    encoder : object, optional
+        With ``encode_texts``; builds class prompts from ``emb.class_names`` when the set has
+        no ``class_text_emb``.
+    templates : sequence
+        Prompt templates for the encoder route.
+    progress : callable, optional
+        Called with each task name before it runs.
+    """
+    run, skipped = applicable_tasks(emb, encoder)
+    if tasks is not None:
+        unknown = [t for t in tasks if t not in TASKS]
+        if unknown:
+            raise ModgapError(
+                f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}"
+            )
+        missing = [t for t in tasks if t in skipped]
+        if missing:
+            raise ModgapError(
+                "; ".join(f"task '{t}' does not apply: {skipped[t]}" for t in missing)
+            )
+        run = [t for t in run if t in tasks]
+        skipped = {}
+    out: dict[str, Any] = {}
+    for task in run:
+        if progress is not None:
+            progress(task)
+        if task == "retrieval":
+            k_ok = _valid_ks(ks, min(emb.n_images, emb.n_texts), "retrieval")
+            out.update(
+                retrieval_metrics(emb.image_emb, emb.text_emb, emb.text_to_image, k_ok, device)
+            )
+        elif task == "zeroshot":
+            cte = emb.class_text_emb
+            if cte is None:
+                cte = class_embeddings(encoder, emb.class_names, templates)
+            out.update(zero_shot_metrics(emb.image_emb, emb.labels, cte, device=device))
+        elif task == "clustering":
+            out.update(
+                clustering_metrics(
+                    emb.image_emb, emb.text_emb, emb.text_to_image, emb.labels, seed=seed
+                )
+            )
+        elif task == "mixed":
+            k_ok = _valid_ks(ks, emb.n_images + emb.n_texts - 1, "mixed search")
+            out.update(
+                mixed_search_metrics(emb.image_emb, emb.text_emb, emb.text_to_image, k_ok, device)
+            )
+    if skipped:
+        out["skipped"] = skipped
+    return out
