@@ -41,16 +41,21 @@ def laplacian_eigenvectors(W, k):
 
 
 @pytest.mark.parametrize("kernel", ["clip", "exp"])
-@pytest.mark.parametrize("block_rows", [None, 7])
-def test_knn_graph_matches_naive(kernel, block_rows):
-    X, Y = gapped_pairs(n=50, d=10, seed=7)
+@pytest.mark.parametrize(
+    ("n", "k", "block_rows"),
+    # one block; a few blocks; many small blocks, where the column top-k is merged from the
+    # few above-threshold candidates (the segmented-sort path)
+    [(50, 6, None), (50, 6, 7), (400, 3, 10)],
+)
+def test_knn_graph_matches_naive(kernel, n, k, block_rows):
+    X, Y = gapped_pairs(n=n, d=10, seed=7)
     Y = Y[:40]
-    W, row_kth, col_kth = bipartite_knn_graph(X, Y, 6, kernel, 0.1, block_rows=block_rows)
-    ref = naive_knn_weights(X, Y, 6, kernel, 0.1)
+    W, row_kth, col_kth = bipartite_knn_graph(X, Y, k, kernel, 0.1, block_rows=block_rows)
+    ref = naive_knn_weights(X, Y, k, kernel, 0.1)
     np.testing.assert_allclose(W.toarray(), ref, atol=1e-6)
     S = X @ Y.T
-    np.testing.assert_allclose(row_kth, np.sort(S, axis=1)[:, -6], atol=1e-6)
-    np.testing.assert_allclose(col_kth, np.sort(S, axis=0)[-6], atol=1e-6)
+    np.testing.assert_allclose(row_kth, np.sort(S, axis=1)[:, -k], atol=1e-6)
+    np.testing.assert_allclose(col_kth, np.sort(S, axis=0)[-k], atol=1e-6)
 
 
 @pytest.mark.parametrize(
