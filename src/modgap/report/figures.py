@@ -33,7 +33,7 @@ def _plt():
 
 def _png(fig: Any) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=90)
     _plt().close(fig)
     return buf.getvalue()
 
@@ -42,7 +42,9 @@ def _grid(n: int, ncols: int = 4, size: float = 3.2):
     plt = _plt()
     ncols = min(ncols, n)
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False, layout="constrained"
+    )
     for ax in axes.ravel()[n:]:
         ax.axis("off")
     return fig, axes.ravel()
@@ -158,5 +160,4 @@ def metric_bars_figure(out: dict, columns: Any) -> bytes:
         ax.set_title(header + arrow, fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
     fig.suptitle("Metrics per reducer (dashed: no reduction)", fontsize=11)
-    fig.tight_layout()
     return _png(fig)
