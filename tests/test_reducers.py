@@ -3,7 +3,6 @@ habit), plus the simple reducers against plain reference formulas."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import struct
 
@@ -16,12 +15,12 @@ from hypothesis import strategies as st
 from conftest import gapped_pairs
 from modgap.embeddings import EmbeddingSet
 from modgap.errors import InputError, ModgapError, NotFittedError
+from modgap.measures.accumulators import Moments
 from modgap.reducers import (
     REDUCERS,
     GapShift,
     GaussianMap,
     MeanCentering,
-    MomentAccumulator,
     ProcrustesAlignment,
     Reducer,
     SpectralEmbedding,
@@ -284,42 +283,24 @@ def test_gaussian_map_moves_moments():
     np.testing.assert_allclose(np.cov(A.T, bias=True), np.cov(B.T, bias=True), atol=1e-5)
 
 
+def _moments(Z):
+    return Moments(covariance=True).update(Z.astype(np.float64))
+
+
 def test_gaussian_streaming_and_sharded_fit_agree(data):
     X, Y, Xn, _ = data
     ref = GaussianMap().fit(X, Y)
     small = GaussianMap(batch_size=7).fit(X, Y)
-    acc_i = MomentAccumulator().update(X[:25]).merge(MomentAccumulator().update(X[25:]))
-    acc_t = MomentAccumulator().update(Y[:40]).merge(MomentAccumulator().update(Y[40:]))
+    acc_i = _moments(X[:25]).merge(_moments(X[25:]))
+    acc_t = _moments(Y[:40]).merge(_moments(Y[40:]))
     sharded = GaussianMap().fit_from_moments(acc_i, acc_t)
     for r in (small, sharded):
         np.testing.assert_allclose(r.transform_images(Xn), ref.transform_images(Xn), atol=1e-5)
+    assert sharded.n_images_fit_ == 60
     with pytest.raises(ModgapError, match=r"image moments are 12-d but text moments are 3-d"):
-        GaussianMap().fit_from_moments(acc_i, MomentAccumulator().update(np.ones((4, 3))))
-
-
-@settings(max_examples=25, deadline=None)
-@given(
-    st.integers(min_value=2, max_value=40),
-    st.lists(st.integers(min_value=0, max_value=40), min_size=1, max_size=4),
-)
-def test_moment_accumulator_is_partition_invariant(n, cuts):
-    rng = np.random.default_rng(n)
-    Z = rng.standard_normal((n, 3)) * [1, 10, 0.1] + 5
-    edges = sorted({0, n, *[c % (n + 1) for c in cuts]})
-    total = MomentAccumulator()
-    for a, b in itertools.pairwise(edges):
-        total.merge(MomentAccumulator(3).update(Z[a:b]))
-    res = total.result()
-    assert res["count"] == n
-    np.testing.assert_allclose(res["mean"], Z.mean(0), atol=1e-10)
-    np.testing.assert_allclose(res["cov"], np.cov(Z.T, bias=True), atol=1e-9)
-
-
-def test_moment_accumulator_errors():
-    with pytest.raises(ModgapError, match=r"empty"):
-        MomentAccumulator().result()
-    with pytest.raises(ModgapError, match=r"holds 3-d rows, got 4-d"):
-        MomentAccumulator(3).update(np.ones((2, 4)))
+        GaussianMap().fit_from_moments(acc_i, _moments(np.ones((4, 3))))
+    with pytest.raises(ModgapError, match=r"need Moments\(covariance=True\)"):
+        GaussianMap().fit_from_moments(Moments(), acc_t)
 
 
 def test_procrustes_matches_scipy_and_recovers_rotation():
@@ -343,3 +324,33 @@ def test_procrustes_uses_text_to_image():
     a = ProcrustesAlignment().fit(X, Y2, text_to_image=t2i)
     b = ProcrustesAlignment().fit(X, Y)
     np.testing.assert_allclose(a.rotation_, b.rotation_, atol=1e-6)
+
+
+# -- invariance: a rotation shared by both modalities commutes with every reducer -------------
+@settings(max_examples=6, deadline=None)
+@given(
+    name=st.sampled_from(["center", "shift", "gaussian", "procrustes", "ot-sinkhorn"]),
+    seed=st.integers(0, 2**16),
+)
+def test_shared_rotation_commutes(name, seed):
+    X, Y = gapped_pairs(n=40, d=6, seed=seed)
+    Q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((6, 6)))
+    Q = Q.astype(np.float32)
+    A, B = make(name).fit_transform(X, Y)
+    AQ, BQ = make(name).fit_transform(X @ Q, Y @ Q)
+    np.testing.assert_allclose(AQ, A @ Q, atol=2e-4)
+    np.testing.assert_allclose(BQ, B @ Q, atol=2e-4)
+
+
+@settings(max_examples=3, deadline=None)
+@given(seed=st.integers(0, 2**16))
+def test_spectral_invariant_to_shared_rotation(seed):
+    # the graph depends on dot products only, so the embedding is unchanged up to the sign of
+    # each singular vector: compare Gram matrices
+    X, Y = gapped_pairs(n=40, d=6, seed=seed)
+    Q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((6, 6)))
+    r = SpectralEmbedding(n_components=4, n_neighbors=None, normalize=False)
+    Z = np.vstack(r.fit_transform(X, Y)).astype(np.float64)
+    r2 = SpectralEmbedding(n_components=4, n_neighbors=None, normalize=False)
+    ZQ = np.vstack(r2.fit_transform(X @ Q, Y @ Q)).astype(np.float64)
+    np.testing.assert_allclose(ZQ @ ZQ.T, Z @ Z.T, atol=1e-4 * np.abs(Z @ Z.T).max())

@@ -5,7 +5,6 @@
 builds one; ``load_reducer(path)`` reads a saved one. See docs/reducers.md.
 """
 
-from ._moments import MomentAccumulator
 from ._registry import REDUCERS, get_reducer, load_reducer
 from .base import Reducer
 from .centering import GapShift, MeanCentering
@@ -20,7 +19,6 @@ __all__ = [
     "GaussianMap",
     "LaplaceOT",
     "MeanCentering",
-    "MomentAccumulator",
     "ProcrustesAlignment",
     "Reducer",
     "SinkhornOT",

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModgapError
-from ._moments import MomentAccumulator
+from ..measures.accumulators import Moments
 from .base import Reducer
 
 __all__ = ["GaussianMap", "bures_map", "sym_sqrt"]
@@ -45,19 +45,22 @@ def bures_map(cov_source: np.ndarray, cov_target: np.ndarray) -> np.ndarray:
 
 
 def _as_moments(m: Any, what: str) -> dict:
-    if isinstance(m, MomentAccumulator):
-        return m.result()
+    if isinstance(m, Moments):
+        if m.n == 0 or m.scatter is None:
+            raise ModgapError(f"{what}: need Moments(covariance=True) updated with some rows")
+        # population covariance (divisor n): the Gaussian fitted by maximum likelihood
+        return {"count": m.n, "mean": m.mean, "cov": m.scatter / m.n}
     if isinstance(m, dict) and {"mean", "cov"} <= set(m):
         return m
-    raise ModgapError(f"{what} must be a MomentAccumulator or a dict with 'mean' and 'cov'")
+    raise ModgapError(f"{what} must be a Moments accumulator or a dict with 'mean' and 'cov'")
 
 
 class GaussianMap(Reducer):
     r"""Bures-Wasserstein map between Gaussians fitted to each modality.
 
     Each modality is summarised by its mean and covariance, accumulated in one streaming pass
-    (batches of ``batch_size`` rows, mergeable
-    :class:`~modgap.reducers._moments.MomentAccumulator`), so the reducer also fits on sharded data
+    (batches of ``batch_size`` rows, the mergeable
+    :class:`~modgap.measures.accumulators.Moments`), so the reducer also fits on sharded data
     via :meth:`fit_from_moments`. With
     :math:`A` the map of :func:`bures_map` from the image Gaussian to the text one,
 
@@ -110,12 +113,12 @@ class GaussianMap(Reducer):
         self._check_number("batch_size", 1, None, integer=True)
 
     def _fit(self, X, Y, text_to_image):
-        acc_i, acc_t = MomentAccumulator(), MomentAccumulator()
+        acc_i, acc_t = Moments(covariance=True), Moments(covariance=True)
         for start in range(0, X.shape[0], self.batch_size):
-            acc_i.update(X[start : start + self.batch_size])
+            acc_i.update(X[start : start + self.batch_size].astype(np.float64))
         for start in range(0, Y.shape[0], self.batch_size):
-            acc_t.update(Y[start : start + self.batch_size])
-        self._fit_moments(acc_i.result(), acc_t.result())
+            acc_t.update(Y[start : start + self.batch_size].astype(np.float64))
+        self._fit_moments(_as_moments(acc_i, "images"), _as_moments(acc_t, "texts"))
 
     def fit_from_moments(self, image_moments: Any, text_moments: Any) -> GaussianMap:
         """Fit from precomputed moments (accumulators merged over shards, or result dicts)."""
