@@ -114,16 +114,16 @@ def run_measure(
         disable=not progress,
     ) as bar:
         task = bar.add_task("measuring", total=len(todo))
-        seen: list[str] = []
+        started: list[str] = []
 
-        def step(name: str) -> None:
-            if seen:
-                bar.advance(task)
-            seen.append(name)
-            bar.update(task, description=f"measuring {name}")
+        def step(name: str, fraction: float) -> None:
+            if not started or started[-1] != name:
+                started.append(name)
+            done = len(started) - 1 + fraction
+            bar.update(task, completed=done, description=f"measuring {name}")
 
         results = measure_all(emb, only=names, seed=seed, progress=step)
-        bar.advance(task)
+        bar.update(task, completed=len(todo))
 
     counts = emb.describe()
     document = {

@@ -49,38 +49,40 @@ __all__ = [
 ]
 
 
-def _centroid(emb, seed):
+def _centroid(emb, seed, report):
     out = centroid_gap(emb.image_emb, emb.text_emb)
     return {"centroid_gap": out["centroid_gap"], "centroid_cosine": out["centroid_cosine"]}
 
 
-def _per_dimension(emb, seed):
+def _per_dimension(emb, seed, report):
     out = per_dimension_gap(emb.image_emb, emb.text_emb)
     out.pop("gap_sq")
     return {"gap_dims_50": out["dims_50"], "gap_dims_90": out["dims_90"], "per_dimension": out}
 
 
-def _separability(emb, seed):
+def _separability(emb, seed, report):
     return {"linear_separability": linear_separability(emb.image_emb, emb.text_emb, seed=seed)}
 
 
-def _rmg(emb, seed):
+def _rmg(emb, seed, report):
     return {"rmg": relative_modality_gap(emb.image_emb, emb.text_emb, emb.text_to_image)}
 
 
-def _neighbours(emb, seed):
-    return mixed_neighbour_diagnostics(emb.image_emb, emb.text_emb)
+def _neighbours(emb, seed, report):
+    return mixed_neighbour_diagnostics(
+        emb.image_emb, emb.text_emb, progress=lambda done, total: report(done / total)
+    )
 
 
-def _frechet(emb, seed):
+def _frechet(emb, seed, report):
     return {"frechet_distance": frechet_distance(emb.image_emb, emb.text_emb)}
 
 
-def _alignment(emb, seed):
+def _alignment(emb, seed, report):
     return {"alignment": alignment(emb.image_emb, emb.text_emb, emb.text_to_image)}
 
 
-def _uniformity(emb, seed):
+def _uniformity(emb, seed, report):
     X, Y = emb.image_emb, emb.text_emb
     nan = float("nan")
     return {
@@ -90,7 +92,7 @@ def _uniformity(emb, seed):
     }
 
 
-def _cosine(emb, seed):
+def _cosine(emb, seed, report):
     out = cosine_stats(emb.image_emb, emb.text_emb, emb.text_to_image, seed=seed)
     return {
         "matched_cosine_mean": out["matched"]["mean"],
@@ -156,7 +158,7 @@ def measure_all(
     emb: Any,
     only: Iterable[str] | str | None = None,
     seed: int = 0,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str, float], None] | None = None,
 ) -> dict:
     """Run every gap measure on an :class:`~modgap.embeddings.EmbeddingSet`.
 
@@ -174,7 +176,9 @@ def measure_all(
     seed : int
         Seed of every subsample and split (separability, uniformity caps, unmatched sample).
     progress : callable, optional
-        Called with each measure's name before it runs (for progress bars).
+        Called as ``progress(name, fraction)``: with ``fraction = 0.0`` before each measure
+        runs, and with the completed fraction during the long ones (the neighbour diagnostics,
+        after every block of queries). For progress bars.
 
     Returns
     -------
@@ -202,9 +206,13 @@ def measure_all(
         if needs_pairs and not emb.has_pairs:
             skipped[name] = "needs image-text pairs"
             continue
-        if progress is not None:
-            progress(name)
-        results.update(run(emb, seed))
+
+        def report(fraction: float, name: str = name) -> None:
+            if progress is not None:
+                progress(name, fraction)
+
+        report(0.0)
+        results.update(run(emb, seed, report))
     if skipped:
         results["skipped"] = skipped
     return results

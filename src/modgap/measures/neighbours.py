@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any
 
@@ -43,7 +44,7 @@ def ratio(same: int, other: int) -> float:
     return same / other
 
 
-def _one_side(Q, O, block_size: int) -> tuple[int, float]:
+def _one_side(Q, O, block_size: int, tick=None) -> tuple[int, float]:
     """For every row of ``Q`` as a query against the mixed set ``[Q; O]`` minus itself: how many
     have a nearest neighbour in ``Q`` (same modality), and the sum of 1-based ranks of the first
     row of ``O`` (other modality) in their ranked lists."""
@@ -74,6 +75,8 @@ def _one_side(Q, O, block_size: int) -> tuple[int, float]:
             ahead += (s > best_other[:, None]).sum(dim=1)
         n_same += int((best_same > best_other).sum())
         rank_sum += int((ahead + 1).sum())
+        if tick is not None:
+            tick(b - a)
     return n_same, float(rank_sum)
 
 
@@ -83,6 +86,7 @@ def mixed_neighbour_diagnostics(
     block_size: int | None = None,
     device: Any = None,
     dtype: str = "float32",
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     r"""Nearest-neighbour mixing of images and texts in the mixed set :math:`Z = [X; Y]`.
 
@@ -124,6 +128,8 @@ def mixed_neighbour_diagnostics(
         Where to compute (default CPU).
     dtype : {"float32", "float64"}
         Precision of the similarity blocks.
+    progress : callable, optional
+        Called as ``progress(done, total)`` after each block of queries (``total = n + m``).
 
     Returns
     -------
@@ -152,8 +158,17 @@ def mixed_neighbour_diagnostics(
     eff = min(block_size, max(Xt.shape[0], Yt.shape[0]))
     small = eff * eff * Xt.shape[1] < _SERIAL_BLOCK_WORK
     with torch.no_grad(), _torch_threads(1 if small else None):
-        img_same, img_rank = _one_side(Xt, Yt, block_size)
-        txt_same, txt_rank = _one_side(Yt, Xt, block_size)
+        done = 0
+        total = Xt.shape[0] + Yt.shape[0]
+
+        def tick(k: int) -> None:
+            nonlocal done
+            done += k
+            if progress is not None:
+                progress(done, total)
+
+        img_same, img_rank = _one_side(Xt, Yt, block_size, tick)
+        txt_same, txt_rank = _one_side(Yt, Xt, block_size, tick)
     n, m = Xt.shape[0], Yt.shape[0]
     return {
         "itr": ratio(img_same, n - img_same),
