@@ -116,13 +116,14 @@ def run_measure(
         task = bar.add_task("measuring", total=len(todo))
         started: list[str] = []
 
-        def step(name: str, fraction: float) -> None:
-            if not started or started[-1] != name:
-                started.append(name)
-            done = len(started) - 1 + fraction
-            bar.update(task, completed=done, description=f"measuring {name}")
+        def step(name: str) -> None:
+            started.append(name)
+            bar.update(task, completed=len(started) - 1, description=f"measuring {name}")
 
-        results = measure_all(emb, only=names, seed=seed, progress=step)
+        def partial(name: str, fraction: float) -> None:
+            bar.update(task, completed=len(started) - 1 + fraction)
+
+        results = measure_all(emb, only=names, seed=seed, progress=step, progress_fraction=partial)
         bar.update(task, completed=len(todo))
 
     counts = emb.describe()

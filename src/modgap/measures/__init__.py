@@ -158,7 +158,8 @@ def measure_all(
     emb: Any,
     only: Iterable[str] | str | None = None,
     seed: int = 0,
-    progress: Callable[[str, float], None] | None = None,
+    progress: Callable[[str], None] | None = None,
+    progress_fraction: Callable[[str, float], None] | None = None,
 ) -> dict:
     """Run every gap measure on an :class:`~modgap.embeddings.EmbeddingSet`.
 
@@ -176,9 +177,10 @@ def measure_all(
     seed : int
         Seed of every subsample and split (separability, uniformity caps, unmatched sample).
     progress : callable, optional
-        Called as ``progress(name, fraction)``: with ``fraction = 0.0`` before each measure
-        runs, and with the completed fraction during the long ones (the neighbour diagnostics,
-        after every block of queries). For progress bars.
+        Called with each measure's name before it runs (for progress bars).
+    progress_fraction : callable, optional
+        Called as ``progress_fraction(name, fraction)`` during the long measures (the neighbour
+        diagnostics, after every block of queries), for a finer bar.
 
     Returns
     -------
@@ -208,10 +210,11 @@ def measure_all(
             continue
 
         def report(fraction: float, name: str = name) -> None:
-            if progress is not None:
-                progress(name, fraction)
+            if progress_fraction is not None:
+                progress_fraction(name, fraction)
 
-        report(0.0)
+        if progress is not None:
+            progress(name)
         results.update(run(emb, seed, report))
     if skipped:
         results["skipped"] = skipped
