@@ -118,6 +118,9 @@ def test_accumulator_errors():
         FrechetAccumulator().update(np.ones((1, 3)), np.ones((4, 3))).result()
     with pytest.raises(InputError, match="3 images but 2 texts"):
         AlignmentAccumulator().update(np.ones((3, 3)), np.ones((2, 3)))
+    acc = FrechetAccumulator().update(np.ones((2, 3)), None)
+    with pytest.raises(InputError, match="image rows have 3 dimensions but text rows 4"):
+        acc.update(None, np.ones((2, 4)))
     a = CentroidGapAccumulator().update(np.ones((2, 3)), np.ones((2, 3)))
     with pytest.raises(InputError, match="cannot merge moments of width 4 into width 3"):
         a.merge(CentroidGapAccumulator().update(np.ones((2, 4)), np.ones((2, 4))))

@@ -104,6 +104,13 @@ class _TwoModalities:
             self.x.update(unit_rows(X_batch, "image_emb", min_rows=0))
         if Y_batch is not None:
             self.y.update(unit_rows(Y_batch, "text_emb", min_rows=0))
+        if self.x.n and self.y.n and self.x.mean.shape != self.y.mean.shape:
+            from ..errors import InputError
+
+            raise InputError(
+                f"image rows have {self.x.mean.shape[0]} dimensions but text rows "
+                f"{self.y.mean.shape[0]}"
+            )
         return self
 
     def merge(self, other):
