@@ -130,3 +130,13 @@ def test_cli_bench_and_eval(tmp_path, capsys):
     assert "unknown reducer" in capsys.readouterr().err
     assert main(["eval", str(path), "--k", "1,99", "--tasks", "zeroshot", "--no-progress"]) == 0
     assert main(["eval", str(path), "--k", "x"]) == 2
+
+
+def test_report_when_every_reducer_fails(tmp_path):
+    X, Y = gapped_pairs(n=20, d=8, seed=5)
+    out = run_bench(
+        EmbeddingSet(X, Y[:15], paired=False), reducers=["procrustes"], out_dir=tmp_path
+    )
+    assert out["results"] == {} and "procrustes" in out["skipped"]
+    html = (tmp_path / "report.html").read_text()
+    assert "No reducer produced results" in html and "procrustes" in html

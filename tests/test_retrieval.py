@@ -182,3 +182,10 @@ def test_exact_duplicates_tie_in_the_query_favour_at_full_size():
     t2i_ref = [1 + np.sum(np.delete(S[:, j], t2i[j]) > S[t2i[j], j]) for j in range(len(Y))]
     np.testing.assert_array_equal(ours[1], t2i_ref)
     assert ref["image_retrieval_recall@1"] == np.mean(ours[1] <= 1)
+
+
+def test_plain_lists_are_accepted():
+    X, Y, t2i = _random(12, 1, d=4, seed=6)
+    assert retrieval_metrics(X.tolist(), Y.tolist(), t2i, ks=(1,)) == retrieval_metrics(
+        X, Y, t2i, ks=(1,)
+    )

@@ -85,6 +85,9 @@ def render_report(out: dict, views: dict, title: str = "modgap benchmark") -> st
         parts.append("<h2>Skipped reducers</h2><ul>")
         parts += [f"<li><b>{_e(k)}</b>: {_e(v)}</li>" for k, v in out["skipped"].items()]
         parts.append("</ul>")
+    if not views:
+        parts.append("<p>No reducer produced results; nothing to plot.</p></body></html>")
+        return "\n".join(parts)
     parts.append("<h2>Figures</h2>")
     parts.append(
         _img(

@@ -292,6 +292,10 @@ def retrieval_metrics(
     (1.0, 200.0)
     """
     ks = _check_ks(ks)
+    if not hasattr(image_emb, "shape"):
+        image_emb = np.asarray(image_emb, dtype=np.float32)
+    if not hasattr(text_emb, "shape"):
+        text_emb = np.asarray(text_emb, dtype=np.float32)
     n_i = int(image_emb.shape[0])
     n_t = int(text_emb.shape[0])
     t2i = _pairing(text_to_image, n_i, n_t)
