@@ -140,3 +140,22 @@ def test_report_when_every_reducer_fails(tmp_path):
     assert out["results"] == {} and "procrustes" in out["skipped"]
     html = (tmp_path / "report.html").read_text()
     assert "No reducer produced results" in html and "procrustes" in html
+
+
+def test_cli_eval_builds_class_prompts_with_an_encoder(tmp_path, monkeypatch, capsys):
+    import modgap.encoders
+    from test_zeroshot import FakeEncoder
+
+    enc = FakeEncoder(d=16)
+    monkeypatch.setattr(modgap.encoders, "load_encoder", lambda spec, device=None: enc)
+    emb = _labelled_set(seed=6)
+    path = tmp_path / "no_prompts.npz"
+    write_embeddings(emb.replace(class_text_emb=None), path)
+    js = tmp_path / "eval.json"
+    assert main(["eval", str(path), "--json", str(js), "--tasks", "zeroshot", "--no-progress"]) == 2
+    assert "needs class prompt embeddings" in capsys.readouterr().err
+    code = main(["eval", str(path), "--json", str(js), "--tasks", "zeroshot", "--encoder", "fake"])
+    assert code == 0
+    assert enc.seen == [f"a photo of a c{k}." for k in range(4)]
+    doc = json.loads(js.read_text())
+    assert set(doc["tasks"]) == {"acc1", "acc5", "mean_per_class_recall"}
