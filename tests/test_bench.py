@@ -159,3 +159,24 @@ def test_cli_eval_builds_class_prompts_with_an_encoder(tmp_path, monkeypatch, ca
     assert enc.seen == [f"a photo of a c{k}." for k in range(4)]
     doc = json.loads(js.read_text())
     assert set(doc["tasks"]) == {"acc1", "acc5", "mean_per_class_recall"}
+
+
+def test_reducer_without_out_of_sample_extension_falls_back_to_transductive(monkeypatch):
+    from modgap import reducers
+    from modgap.reducers import MeanCentering
+
+    class CentreSeenOnly(MeanCentering):
+        name = "center-seen-only"
+        supports_out_of_sample = False
+
+    monkeypatch.setitem(reducers.REDUCERS, CentreSeenOnly.name, CentreSeenOnly)
+    emb = _labelled_set(seed=7)
+    out = run_bench(emb, reducers=["center", "center-seen-only"], measures=["centroid"])
+    assert out["setting"]["protocol"] == "held-out"
+    assert out["results"]["center"]["protocol"] == "held-out"
+    fallback = out["results"]["center-seen-only"]
+    assert fallback["protocol"] == "transductive (no out-of-sample extension)"
+    # fitted on the evaluated split itself: its centroid gap is closed exactly
+    assert (
+        fallback["measures"]["centroid_gap"] < out["results"]["center"]["measures"]["centroid_gap"]
+    )
