@@ -77,7 +77,7 @@ class GaussianMap(Reducer):
     Parameters
     ----------
     direction : {"images->texts", "texts->images", "barycenter"}, default "images->texts"
-    ridge : float, default 1e-2
+    ridge : float, default 0.1
         Relative ridge :math:`\rho`.
     normalize : bool, default True
         L2-normalise the outputs.
@@ -98,7 +98,7 @@ class GaussianMap(Reducer):
     def __init__(
         self,
         direction: str = "images->texts",
-        ridge: float = 1e-2,
+        ridge: float = 0.1,
         normalize: bool = True,
         batch_size: int = 65536,
     ):

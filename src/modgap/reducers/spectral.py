@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -119,6 +121,8 @@ class SpectralEmbedding(Reducer):
         The fitted embeddings (needed by the extension).
     image_kth_, text_kth_ : ndarray
         Per-row / per-column kNN similarity thresholds.
+    graph_seconds_, svd_seconds_ : float
+        Time spent building the graph and in the truncated SVD.
     """
 
     name = "spectral"
@@ -178,6 +182,7 @@ class SpectralEmbedding(Reducer):
                 f"spectral: n_components={k} needs more than {k} images and texts "
                 f"(got {n} images, {m} texts); lower n_components"
             )
+        t0 = time.perf_counter()
         if self.n_neighbors is None:
             W = self._dense_graph(X, Y)
             self.image_kth_ = np.full(n, -np.inf)
@@ -186,6 +191,7 @@ class SpectralEmbedding(Reducer):
             W, self.image_kth_, self.text_kth_ = bipartite_knn_graph(
                 X, Y, self.n_neighbors, self.kernel, self.temperature, self.device
             )
+        self.graph_seconds_ = time.perf_counter() - t0
         d1 = np.asarray(W.sum(axis=1)).ravel()
         d2 = np.asarray(W.sum(axis=0)).ravel()
         if (d1 <= 0).any() or (d2 <= 0).any():
@@ -203,7 +209,9 @@ class SpectralEmbedding(Reducer):
         solver = self.solver
         if solver == "auto":
             solver = "dense" if min(n, m) <= 1500 else "arpack"
+        t0 = time.perf_counter()
         U, s, V = truncated_svd(W_hat, k + 1, solver, self.tol, self.random_state)
+        self.svd_seconds_ = time.perf_counter() - t0
         if s[k] <= 1e-12:
             raise ModgapError(
                 f"spectral: the graph has only {int((s > 1e-12).sum())} non-zero singular "
