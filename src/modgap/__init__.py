@@ -28,8 +28,11 @@ _EXPORTS: dict[str, str] = {
     "read_pairs": "io",
     "FORMATS": "io",
     "provenance": "provenance",
+    "jsonable": "provenance",
     # measures
     "measure_all": "measures",
+    "resolve_measures": "measures",
+    "Moments": "measures",
     "MEASURES": "measures",
     "centroid_gap": "measures",
     "per_dimension_gap": "measures",
@@ -61,6 +64,16 @@ _EXPORTS: dict[str, str] = {
     # tasks
     "retrieval_metrics": "tasks",
     "retrieval_ranks": "tasks",
+    "zero_shot_metrics": "tasks",
+    "zero_shot_from_encoder": "tasks",
+    "class_embeddings": "tasks",
+    "clustering_metrics": "tasks",
+    "modality_purity": "tasks",
+    "mixed_search_metrics": "tasks",
+    "evaluate": "tasks.suite",
+    "run_bench": "bench",
+    "render_report": "report",
+    "write_report": "report",
     # encoders
     "load_encoder": "encoders",
     "Encoder": "encoders",
