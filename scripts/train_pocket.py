@@ -46,7 +46,7 @@ def parse_args(argv=None):
     p.add_argument("--embed-dim", type=int, default=256)
     p.add_argument("--image-hidden", type=int, default=512, help="0 = linear head")
     p.add_argument("--text-hidden", type=int, default=0, help="0 = linear head")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.05)
@@ -128,10 +128,10 @@ def main(argv=None) -> dict:
             sched.step()
             with torch.no_grad():
                 heads.logit_scale.clamp_(0.0, max_scale)
-            total += float(loss) * len(rows)
+            total += loss.item() * len(rows)
         print(
             f"epoch {epoch + 1:3d}  loss {total / len(fi):.4f}  "
-            f"temperature {float(heads.logit_scale.exp()) ** -1:.4f}",
+            f"temperature {heads.logit_scale.exp().item() ** -1:.4f}",
             flush=True,
         )
     heads.eval()
@@ -145,7 +145,7 @@ def main(argv=None) -> dict:
     metrics = {
         "zero_shot_acc1_test": zero_shot_acc1(zi_test, y_test, class_emb),
         "centroid_gap_test_captions": centroid_gap(zi_test, zv[test_caps]),
-        "temperature": float(heads.logit_scale.exp()) ** -1,
+        "temperature": heads.logit_scale.exp().item() ** -1,
     }
     config = {
         "model": "pocket",

@@ -315,3 +315,88 @@ def test_open_clip_spec_parsing(tmp_path):
     assert parse_open_clip_spec("ViT-B-32") == ("ViT-B-32", None)
     assert parse_open_clip_spec("hf-hub:org/repo") == ("hf-hub:org/repo", None)
     assert parse_open_clip_spec(str(tmp_path)) == (f"local-dir:{tmp_path}", None)
+
+
+# ------------------------------------------------------------------------------------ pocket --
+def _fashion(n: int):
+    from modgap.datasets.fashion_mnist import DEFAULT_ROOT, load_fashion_mnist
+
+    if not (DEFAULT_ROOT / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip("Debian package dataset-fashion-mnist not installed")
+    return load_fashion_mnist("test", limit=n)
+
+
+@pytest.fixture(scope="module")
+def pocket():
+    from modgap.encoders.pocket import PocketEncoder
+
+    return PocketEncoder(device="cpu")
+
+
+def test_shipped_heads_load():
+    from modgap.encoders.pocket import load_heads
+
+    heads, config = load_heads()
+    assert config["embed_dim"] == heads.image.net[-1].out_features
+    assert heads.image.net[0].in_features == config["image_dim"] == 1280
+    assert heads.text.net[0].in_features == config["text_dim"] == 384
+    assert 0 < float(heads.logit_scale) <= np.log(100) + 1e-6
+    assert config["metrics"]["zero_shot_acc1_test"] > 0.5
+
+
+def test_pocket_small_sample(pocket, tmp_path, monkeypatch):
+    """16 real images: shapes, unit norms, batch path == cached-features path, cache reuse."""
+    from modgap.encoders.pocket import fashion_to_pil
+
+    monkeypatch.setenv("MODGAP_CACHE", str(tmp_path / "cache"))
+    images, _ = _fashion(16)
+    direct = pocket.encode_images(fashion_to_pil(images), batch_size=5)
+    assert direct.shape == (16, pocket.dim) and direct.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(direct, axis=1), 1, atol=1e-5)
+
+    feats = pocket.towers.image_features(images, batch_size=7, cache_key="sixteen")
+    assert feats.shape == (16, 1280)
+    np.testing.assert_allclose(pocket.project_images(feats), direct, atol=1e-4)
+    cached = list((tmp_path / "cache").glob("pocket-image-*.npy"))
+    assert len(cached) == 1
+    np.testing.assert_array_equal(np.load(cached[0]), feats)
+    # a damaged cache file is recomputed, not trusted
+    cached[0].write_bytes(b"garbage")
+    again = pocket.towers.image_features(images, cache_key="sixteen")
+    np.testing.assert_allclose(again, feats, atol=1e-5)
+
+    texts = ["a photo of a sneaker.", "a pair of dark trousers for sale."]
+    t = pocket.encode_texts(texts)
+    assert t.shape == (2, pocket.dim)
+    np.testing.assert_allclose(np.linalg.norm(t, axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(
+        pocket.project_texts(pocket.towers.text_features(texts)), t, atol=1e-5
+    )
+
+
+def test_pocket_zero_shot_beats_chance(pocket):
+    """The shipped heads classify 100 held-out test images far above chance (10%)."""
+    from modgap.datasets.captions import class_prompts
+
+    images, labels = _fashion(100)
+    x = pocket.project_images(pocket.towers.image_features(images, progress=False))
+    prompts = class_prompts()
+    t = pocket.encode_texts([p for ps in prompts for p in ps]).reshape(len(prompts), -1, pocket.dim)
+    proto = t.mean(1)
+    acc = float(((x @ proto.T).argmax(1) == labels).mean())
+    assert acc > 0.5
+
+
+def test_pocket_heads_missing_or_corrupt(tmp_path):
+    from modgap.encoders.pocket import CONFIG_FILE, HEADS_FILE, load_heads
+
+    with pytest.raises(ModgapError, match="pocket model heads not found"):
+        load_heads(tmp_path)
+    (tmp_path / HEADS_FILE).write_bytes(b"\x00" * 32)
+    (tmp_path / CONFIG_FILE).write_text(
+        json.dumps({"image_dim": 1280, "text_dim": 384, "embed_dim": 8})
+    )
+    with pytest.raises(ModgapError, match="cannot load pocket model heads"):
+        load_heads(tmp_path)
+    with pytest.raises(ModgapError, match="pocket model heads not found"):
+        load_encoder(f"pocket:{tmp_path / 'elsewhere'}")

@@ -20,7 +20,13 @@ import typer
 DEFAULT_OUT = "modgap-demo"
 
 
-def embed_fashion_mnist(encoder, limit: int | None = None, seed: int = 0, progress: bool = True):
+def embed_fashion_mnist(
+    encoder,
+    limit: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    root: str | None = None,
+):
     """The Fashion-MNIST test split embedded with the pocket model, as an EmbeddingSet.
 
     Every image gets one caption drawn (with ``seed``) from the generated vocabulary; the
@@ -32,7 +38,7 @@ def embed_fashion_mnist(encoder, limit: int | None = None, seed: int = 0, progre
     from ..embeddings import EmbeddingSet
     from ..encoders.cache import digest
 
-    images, labels = load_fashion_mnist("test", limit=limit)
+    images, labels = load_fashion_mnist("test", root=root, limit=limit)
     vocab = caption_vocabulary()
     caption_ids = sample_captions(labels, image_tones(images), vocab, seed)
     used, inverse = np.unique(caption_ids, return_inverse=True)
@@ -64,14 +70,21 @@ def embed_fashion_mnist(encoder, limit: int | None = None, seed: int = 0, progre
 
 
 def embed_photos(encoder, progress: bool = False):
-    """The captioned scikit-image photos, two captions each, as an EmbeddingSet."""
+    """The captioned scikit-image photos, two captions each, as an EmbeddingSet.
+
+    Tower features are cached like the Fashion-MNIST ones, so a second run loads no tower.
+    """
     from ..datasets.photos import load_photos
     from ..embeddings import EmbeddingSet
+    from ..encoders.cache import digest
 
     images, captions, text_to_image, names = load_photos()
+    key = digest("skimage-photos", names, [list(im.size) for im in images])
+    image_feats = encoder.towers.image_features(images, progress=progress, cache_key=key)
+    text_feats = encoder.towers.text_features(captions, progress=progress, cache=True)
     return EmbeddingSet(
-        encoder.encode_images(images, progress=progress),
-        encoder.encode_texts(captions, progress=progress),
+        encoder.project_images(image_feats),
+        encoder.project_texts(text_feats),
         text_to_image=text_to_image,
         image_ids=[f"skimage.data.{n}" for n in names],
         texts=captions,
@@ -80,15 +93,16 @@ def embed_photos(encoder, progress: bool = False):
     )
 
 
-def _benchmark(npz: Path, out_dir: Path, seed: int) -> Path | None:
-    """Run ``modgap bench`` on ``npz``; returns the report path (None if bench is missing)."""
+def _benchmark(
+    npz: Path, out_dir: Path, seed: int, progress: bool, reducers: str | None = None
+) -> Path | None:
+    """Run ``modgap bench`` on ``npz`` (prints its table); the report path, None without bench."""
     try:
-        from ..bench import run_bench  # noqa: F401  (the tasks helper's module)
+        from .bench_cmd import run_bench_cli
     except ImportError:
         return None
-    from . import bench_cmd
-
-    return bench_cmd.run_bench_cli(str(npz), out=str(out_dir), seed=seed)
+    run_bench_cli(str(npz), out=str(out_dir), reducers=reducers, seed=seed, progress=progress)
+    return out_dir / "report.html"
 
 
 def _fallback_table(emb, console) -> None:
@@ -120,6 +134,8 @@ def run_demo(
     seed: int = 0,
     bench: bool = True,
     progress: bool = True,
+    fashion_mnist: str | None = None,
+    reducers: str | None = None,
 ) -> dict:
     """What ``modgap demo`` does; returns the paths it wrote and the timings."""
     from rich.console import Console
@@ -131,10 +147,13 @@ def run_demo(
     if limit is not None and limit < 10:
         raise ModgapError(f"--limit must be at least 10 (one image per class), got {limit}")
     console, err = Console(), Console(stderr=True)
+    from ..datasets.fashion_mnist import find_fashion_mnist
+
+    find_fashion_mnist(fashion_mnist)  # missing data fails before any model loads
     out_dir = Path(out)
     t0 = time.perf_counter()
     encoder = PocketEncoder(device=device)
-    fashion = embed_fashion_mnist(encoder, limit=limit, seed=seed, progress=progress)
+    fashion = embed_fashion_mnist(encoder, limit, seed, progress, root=fashion_mnist)
     photos = embed_photos(encoder)
     fashion_path = write_embeddings(fashion, out_dir / "fashion_mnist_pocket.npz")
     photos_path = write_embeddings(photos, out_dir / "photos_pocket.npz")
@@ -143,15 +162,15 @@ def run_demo(
         f"embedded {fashion.n_images} Fashion-MNIST test images and {photos.n_images} photos "
         f"with the pocket model in {t_embed:.1f}s"
     )
-    console.print(f"wrote {fashion_path}\nwrote {photos_path}")
+    console.print(f"wrote {fashion_path}\nwrote {photos_path}", soft_wrap=True, highlight=False)
     report = None
     if bench:
-        report = _benchmark(fashion_path, out_dir / "bench", seed)
+        report = _benchmark(fashion_path, out_dir / "bench", seed, progress, reducers)
         if report is None:
             _fallback_table(fashion, console)
             err.print("the benchmark module is not installed: no report.html written")
         else:
-            console.print(f"report: {Path(report).resolve()}")
+            console.print(f"report: {Path(report).resolve()}", soft_wrap=True, highlight=False)
     return {
         "fashion_mnist": fashion_path,
         "photos": photos_path,
@@ -171,8 +190,26 @@ def register(app: typer.Typer) -> None:
         device: str | None = typer.Option(None, "--device", help="cpu, cuda, ..."),
         seed: int = typer.Option(0, "--seed", help="Seed of the captions and the benchmark."),
         no_bench: bool = typer.Option(False, "--no-bench", help="Only embed, do not benchmark."),
+        reducers: str | None = typer.Option(
+            None, "--reducers", help="Reducers to benchmark, comma-separated (default: all)."
+        ),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
+        fashion_mnist: str | None = typer.Option(
+            None,
+            "--fashion-mnist",
+            help="Folder with the Fashion-MNIST *-ubyte.gz files (default: the Debian "
+            "package's /usr/share/datasets/fashion-mnist).",
+        ),
     ) -> None:
         """Embed real demo data (Fashion-MNIST test split, captioned photos) with the bundled
         pocket model and benchmark it: gap measures, reducers, retrieval, zero-shot, report."""
-        run_demo(out, limit, device, seed, bench=not no_bench, progress=not no_progress)
+        run_demo(
+            out,
+            limit,
+            device,
+            seed,
+            bench=not no_bench,
+            progress=not no_progress,
+            fashion_mnist=fashion_mnist,
+            reducers=reducers,
+        )

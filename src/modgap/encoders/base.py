@@ -27,6 +27,7 @@ __all__ = [
     "pick_device",
     "preprocess_images",
     "progress_bar",
+    "quiet_hf_loading",
 ]
 
 ImageLike = Image.Image | str | os.PathLike
@@ -118,6 +119,23 @@ def progress_bar(total: int, description: str, enabled: bool = True) -> Iterator
     ) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n=1: bar.advance(task, n)
+
+
+@contextmanager
+def quiet_hf_loading() -> Iterator[None]:
+    """Hide transformers' "Loading weights" bar while a model loads (restored afterwards)."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        yield
+        return
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _normalise(x: torch.Tensor) -> np.ndarray:

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from ..errors import ModgapError
-from .base import Encoder, pick_device, preprocess_images
+from .base import Encoder, pick_device, preprocess_images, quiet_hf_loading
 
 __all__ = ["HFClipEncoder"]
 
@@ -66,7 +66,10 @@ class HFClipEncoder(Encoder):
                 f"cannot load Hugging Face CLIP model {name_or_path!r}: no model folder there"
             )
         try:
-            self.model = CLIPModel.from_pretrained(name_or_path, local_files_only=local_files_only)
+            with quiet_hf_loading():
+                self.model = CLIPModel.from_pretrained(
+                    name_or_path, local_files_only=local_files_only
+                )
             self.tokenizer = AutoTokenizer.from_pretrained(
                 name_or_path, local_files_only=local_files_only
             )

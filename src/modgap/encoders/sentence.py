@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from ..errors import ModgapError
-from .base import Encoder, pick_device
+from .base import Encoder, pick_device, quiet_hf_loading
 
 __all__ = ["SentenceTransformerEncoder"]
 
@@ -35,7 +35,8 @@ class SentenceTransformerEncoder(Encoder):
                 f"cannot load sentence-transformers model {name_or_path!r}: no model folder there"
             )
         try:
-            self.model = SentenceTransformer(name_or_path, device=str(self.device))
+            with quiet_hf_loading():
+                self.model = SentenceTransformer(name_or_path, device=str(self.device))
         except Exception as e:  # missing files, bad JSON, damaged weights: many exception types
             raise ModgapError(
                 f"cannot load sentence-transformers model {name_or_path!r}: {type(e).__name__}: {e}"

@@ -1,0 +1,83 @@
+"""``modgap demo`` on a small subset of the real demo data (pocket model, Fashion-MNIST)."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+
+import numpy as np
+import pytest
+
+from modgap.cli import main
+from modgap.datasets.fashion_mnist import CLASS_NAMES, DEFAULT_ROOT
+from modgap.datasets.photos import PHOTO_CAPTIONS
+from modgap.io import read_embeddings
+
+LIMIT = 60
+
+
+@pytest.fixture
+def fashion_available():
+    if not (DEFAULT_ROOT / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip("Debian package dataset-fashion-mnist not installed")
+
+
+def test_demo_small_subset(fashion_available, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MODGAP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "demo"
+    # two reducers keep the benchmark quick; `make demo` runs them all
+    args = ["demo", "--out", str(out), "--limit", str(LIMIT), "--no-progress"]
+    bench_args = ["--reducers", "none,center"]
+
+    t0 = time.perf_counter()
+    assert main([*args, *bench_args]) == 0, capsys.readouterr().err
+    first = time.perf_counter() - t0
+    printed = capsys.readouterr().out
+    assert str(out / "fashion_mnist_pocket.npz") in printed
+
+    emb = read_embeddings(out / "fashion_mnist_pocket.npz")
+    assert emb.image_emb.shape == (LIMIT, 256) and emb.text_emb.shape == (LIMIT, 256)
+    assert list(emb.class_names) == list(CLASS_NAMES)
+    assert emb.class_text_emb.shape[0] == 10 and emb.class_text_emb.shape[-1] == 256
+    assert emb.labels.shape == (LIMIT,) and emb.has_pairs
+    np.testing.assert_allclose(np.linalg.norm(emb.image_emb, axis=1), 1, atol=1e-5)
+    # the pocket model separates the classes: nearest class prompt is right far above chance
+    proto = emb.class_text_emb.mean(1)
+    acc = float(((emb.image_emb @ proto.T).argmax(1) == emb.labels).mean())
+    assert acc > 0.5
+    # and it has a modality gap
+    gap = np.linalg.norm(emb.image_emb.mean(0) - emb.text_emb.mean(0))
+    assert gap > 0.1
+
+    photos = read_embeddings(out / "photos_pocket.npz")
+    assert photos.n_images == len(PHOTO_CAPTIONS) and photos.n_texts == 2 * len(PHOTO_CAPTIONS)
+
+    if importlib.util.find_spec("modgap.bench") is not None:
+        report = out / "bench" / "report.html"
+        assert report.is_file()
+        assert "report.html" in printed
+    else:
+        assert "zero-shot acc1" in printed
+
+    # second run: tower features come from the cache; same vectors
+    before = emb.image_emb.copy()
+    t0 = time.perf_counter()
+    assert main([*args, "--no-bench"]) == 0
+    second = time.perf_counter() - t0
+    np.testing.assert_allclose(read_embeddings(out / "fashion_mnist_pocket.npz").image_emb, before)
+    assert list((tmp_path / "cache").glob("pocket-image-*.npy"))
+    assert second < first
+
+
+def test_demo_without_data_says_how_to_install(tmp_path, capsys):
+    code = main(["demo", "--out", str(tmp_path / "d"), "--fashion-mnist", str(tmp_path / "none")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "apt-get install dataset-fashion-mnist" in err
+    assert not (tmp_path / "d").exists()
+
+
+def test_demo_limit_too_small(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "d"), "--limit", "3"]) == 2
+    assert "--limit must be at least 10" in capsys.readouterr().err
