@@ -272,7 +272,7 @@ def test_dias_combines_weighted_terms_and_skips_zero_weights():
     )
     assert total.item() == pytest.approx(expected.item(), rel=1e-10)
     assert set(terms) == {"match", "dim", "inter", "intra", "total"}
-    base_total, base_terms = DIASLoss("triplet")(v, t)
+    base_total, base_terms = DIASLoss("triplet", alpha=0, beta=0, gamma=0)(v, t)
     assert set(base_terms) == {"match", "total"}
     assert base_total.item() == pytest.approx(TripletLoss()(v, t).item())
 
@@ -314,3 +314,12 @@ def test_dim_loss_gram_and_direct_paths_agree(b, d):
     v, t = _pair(b=b, d=d, seed=5)
     got = DimensionAlignmentLoss(lambda_off=0.7)(v, t)
     assert got.item() == pytest.approx(ref_dim(v, t, 0.7), rel=1e-8)
+
+
+def test_dias_default_weights_come_from_the_ablation_table():
+    from modgap.train.losses import DEFAULT_WEIGHTS
+
+    for matching, (a, b, g) in DEFAULT_WEIGHTS.items():
+        loss = DIASLoss(matching)
+        assert loss.weights == {"dim": a, "inter": b, "intra": g}
+    assert DIASLoss("triplet", alpha=0.0).weights["dim"] == 0.0  # explicit 0 switches off

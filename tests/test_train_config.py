@@ -48,7 +48,7 @@ def with_(cfg: dict, section: str, **kw) -> dict:
         ("loss", {"mask_rule": "median"}, "loss.mask_rule: unknown value 'median'"),
         ("loss", {"temperature": 0}, "loss.temperature: must be > 0"),
         ("loss", {"alpah": 1.0}, r"loss.alpah: unknown option \(did you mean 'alpha'\?\)"),
-        ("loss", {"alpha": "big"}, "loss.alpha: expected a number, got 'big'"),
+        ("loss", {"alpha": "big"}, "loss.alpha: expected float, got 'big'"),
         ("loss", {"max_violation": "yes"}, "loss.max_violation: expected true or false"),
         ("optim", {"batch_size": 1}, "optim.batch_size: must be >= 2"),
         ("optim", {"lr": 0}, "optim.lr: must be > 0"),

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from ..errors import ModgapError
-from .losses import MASK_RULES, MATCHING_LOSSES
+from .losses import DEFAULT_WEIGHTS, MASK_RULES, MATCHING_LOSSES
 from .model import POOLINGS
 
 __all__ = [
@@ -95,12 +95,16 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    """The objective: ``L_match + alpha L_dim + beta L_inter + gamma L_intra``."""
+    """The objective: ``L_match + alpha L_dim + beta L_inter + gamma L_intra``.
+
+    A weight left out (``None``) takes the ablation's default for the matching loss
+    (:data:`modgap.train.losses.DEFAULT_WEIGHTS`); 0 switches its term off.
+    """
 
     matching: str = "triplet"
-    alpha: float = 0.0
-    beta: float = 0.0
-    gamma: float = 0.0
+    alpha: float | None = None
+    beta: float | None = None
+    gamma: float | None = None
     lambda_off: float = 0.005
     mask_rule: str = "mean_std"
     mask_k: int = 5
@@ -299,6 +303,9 @@ def _validate(cfg: TrainConfig) -> None:
     _choice("loss.matching", lo.matching, MATCHING_LOSSES)
     _choice("loss.mask_rule", lo.mask_rule, MASK_RULES)
     _choice("loss.reduction", lo.reduction, ("sum", "mean"))
+    for name, default in zip(("alpha", "beta", "gamma"), DEFAULT_WEIGHTS[lo.matching], strict=True):
+        if getattr(lo, name) is None:
+            setattr(lo, name, default)
     for name in ("alpha", "beta", "gamma", "lambda_off", "margin", "mask_std_scale"):
         if getattr(lo, name) < 0:
             _fail(f"loss.{name}", f"weights must be >= 0, got {getattr(lo, name)}")

@@ -27,6 +27,7 @@ from torch import nn
 from ..errors import ModgapError
 
 __all__ = [
+    "DEFAULT_WEIGHTS",
     "MASK_RULES",
     "MATCHING_LOSSES",
     "DIASLoss",
@@ -41,6 +42,15 @@ __all__ = [
 
 MASK_RULES = ("mean_std", "topk", "none")
 MATCHING_LOSSES = ("triplet", "infonce")
+
+#: default (alpha, beta, gamma) per matching loss, chosen on validation rSum by
+#: scripts/dias_ablation.py (docs/dias.md, "Ablation"): triplet from the COCO-500 from-scratch
+#: heads (summed over a batch of 64; where DIAS helped); InfoNCE from the Fashion-MNIST pocket
+#: heads, where no DIAS term helped, so the default there is the matching loss alone.
+DEFAULT_WEIGHTS: dict[str, tuple[float, float, float]] = {
+    "triplet": (0.1, 100.0, 100.0),
+    "infonce": (0.0, 0.0, 0.0),
+}
 
 
 def _full(x: torch.Tensor) -> torch.Tensor:
@@ -355,8 +365,9 @@ class DIASLoss(nn.Module):
     ----------
     matching : {"triplet", "infonce"}
         Matching loss.
-    alpha, beta, gamma : float
-        Weights of ``L_dim``, ``L_inter``, ``L_intra`` (``>= 0``).
+    alpha, beta, gamma : float, optional
+        Weights of ``L_dim``, ``L_inter``, ``L_intra`` (``>= 0``; 0 switches a term off).
+        ``None`` takes the ablation's choice for ``matching`` (:data:`DEFAULT_WEIGHTS`).
     lambda_off : float
         Off-diagonal weight inside ``L_dim``.
     mask_rule : {"mean_std", "topk", "none"}
@@ -372,9 +383,9 @@ class DIASLoss(nn.Module):
     def __init__(
         self,
         matching: str = "triplet",
-        alpha: float = 0.0,
-        beta: float = 0.0,
-        gamma: float = 0.0,
+        alpha: float | None = None,
+        beta: float | None = None,
+        gamma: float | None = None,
         lambda_off: float = 0.005,
         mask_rule: str = "mean_std",
         mask_k: int = 5,
@@ -387,17 +398,21 @@ class DIASLoss(nn.Module):
         learnable_temperature: bool = True,
     ):
         super().__init__()
+        if matching not in MATCHING_LOSSES:
+            raise ModgapError(
+                f"unknown matching loss {matching!r} (choose from {', '.join(MATCHING_LOSSES)})"
+            )
+        d_alpha, d_beta, d_gamma = DEFAULT_WEIGHTS[matching]
+        alpha = d_alpha if alpha is None else alpha
+        beta = d_beta if beta is None else beta
+        gamma = d_gamma if gamma is None else gamma
         for name, w in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
             if not (w >= 0 and math.isfinite(w)):
                 raise ModgapError(f"loss weight {name} must be a finite number >= 0, got {w}")
         if matching == "triplet":
             self.matching = TripletLoss(margin, max_violation, warmup_epochs, reduction)
-        elif matching == "infonce":
-            self.matching = InfoNCELoss(temperature, learnable_temperature)
         else:
-            raise ModgapError(
-                f"unknown matching loss {matching!r} (choose from {', '.join(MATCHING_LOSSES)})"
-            )
+            self.matching = InfoNCELoss(temperature, learnable_temperature)
         self.weights = {"dim": float(alpha), "inter": float(beta), "intra": float(gamma)}
         self.dim = DimensionAlignmentLoss(lambda_off)
         self.inter = InterModalityLoss(mask_rule, mask_k, mask_std_scale)
