@@ -189,3 +189,19 @@ def test_class_retrieval_matches_loop_reference():
     assert got["rsum"] == pytest.approx(
         100 * sum(np.mean(r <= k) for r in (r_i2t, r_t2i) for k in (1, 5, 10))
     )
+
+
+def test_frozen_side_is_not_trained():
+    from modgap.train.model import MatchingModel
+
+    torch.manual_seed(0)
+    model = MatchingModel(FeatureEncoder(6, 4), FeatureEncoder(5, 4), freeze_image=True)
+    before = {k: v.clone() for k, v in model.image_encoder.state_dict().items()}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    v, t = model(torch.randn(8, 6), torch.randn(8, 5))
+    (v @ t.T).diagonal().sum().neg().backward()
+    opt.step()
+    after = model.image_encoder.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.requires_grad for p in model.text_encoder.parameters())
+    assert not any(p.requires_grad for p in model.image_encoder.parameters())
