@@ -51,10 +51,12 @@ def _merge_column_topk(col_val, col_idx, s, start, k):
     """
     import torch
 
-    rows, cols = (s > col_val[-1][None, :]).nonzero(as_tuple=True)
-    if rows.numel() == 0:
+    # until every column holds k values its threshold is -inf and all entries qualify
+    mask = s > col_val[-1][None, :] if bool(torch.isfinite(col_val[-1]).all()) else None
+    n_cand = s.numel() if mask is None else int(torch.count_nonzero(mask))
+    if n_cand == 0:
         return
-    if rows.numel() > s.numel() // 16:  # early blocks: most entries qualify, topk is cheaper
+    if n_cand > s.numel() // 16:  # early blocks: most entries qualify, topk is cheaper
         kb = min(k, s.shape[0])
         cv, ci = torch.topk(s, kb, dim=0)
         cv = torch.cat([col_val, cv])
@@ -63,25 +65,30 @@ def _merge_column_topk(col_val, col_idx, s, start, k):
         col_val.copy_(top)
         col_idx.copy_(torch.gather(ci, 0, pos))
         return
+    rows, cols = mask.nonzero(as_tuple=True)
     vals = s[rows, cols]
-    touched, group = torch.unique(cols, return_inverse=True)
-    u = touched.numel()
-    all_val = torch.cat([col_val[:, touched].T.reshape(-1), vals])
-    all_row = torch.cat([col_idx[:, touched].T.reshape(-1), rows + start])
-    all_grp = torch.cat([torch.arange(u, device=s.device).repeat_interleave(k), group])
-    order = torch.argsort(all_val, descending=True, stable=True)
-    order = order[torch.argsort(all_grp[order], stable=True)]
-    grp = all_grp[order]
-    counts = torch.bincount(grp, minlength=u)
-    first = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(grp.numel(), device=s.device) - first[grp]
+    m = s.shape[1]
+    touched = torch.zeros(m, dtype=torch.bool, device=s.device)
+    touched[cols] = True
+    tcols = touched.nonzero(as_tuple=True)[0]
+    # the touched columns' current top-k, followed by the new candidates
+    all_col = torch.cat([tcols.repeat(k), cols])
+    all_val = torch.cat([col_val[:, tcols].reshape(-1), vals])
+    all_row = torch.cat([col_idx[:, tcols].reshape(-1), rows + start])
+    # one sort by (column, descending value): cosines lie in [-1, 1], so col * 4 + (1 - v)
+    # orders by column first; float64 resolves float32 values at any column index < 2**40
+    key = all_col.double() * 4 + (1 - all_val.double())
+    order = torch.argsort(key)
+    col_s = all_col[order]
+    pos = torch.arange(col_s.numel(), device=s.device)
+    is_first = torch.ones_like(col_s, dtype=torch.bool)
+    is_first[1:] = col_s[1:] != col_s[:-1]
+    first = torch.cummax(torch.where(is_first, pos, torch.zeros_like(pos)), dim=0).values
+    rank = pos - first
     keep = rank < k
-    new_val = torch.empty((k, u), dtype=col_val.dtype, device=s.device)
-    new_idx = torch.empty((k, u), dtype=col_idx.dtype, device=s.device)
-    new_val[rank[keep], grp[keep]] = all_val[order][keep]
-    new_idx[rank[keep], grp[keep]] = all_row[order][keep]
-    col_val[:, touched] = new_val
-    col_idx[:, touched] = new_idx
+    kept = order[keep]
+    col_val[rank[keep], col_s[keep]] = all_val[kept]
+    col_idx[rank[keep], col_s[keep]] = all_row[kept]
 
 
 def bipartite_knn_graph(

@@ -22,7 +22,7 @@ _TIE_TOL = 3e-7
 
 
 def truncated_svd(
-    A, k: int, solver: str = "arpack", tol: float = 1e-10, random_state: int = 0
+    A, k: int, solver: str = "arpack", tol: float = 1e-6, random_state: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top ``k`` singular triplets of ``A`` (sparse or dense), singular values descending."""
     n, m = A.shape
@@ -102,7 +102,7 @@ class SpectralEmbedding(Reducer):
     solver : {"auto", "arpack", "lobpcg", "randomized", "dense"}, default "auto"
         Truncated SVD; ``auto`` is ``dense`` for small graphs and ``arpack`` otherwise
         (measured fastest at 2e4-1e5 points, see docs/reducers.md).
-    tol : float, default 1e-10
+    tol : float, default 1e-6
         ARPACK tolerance.
     normalize : bool, default True
         L2-normalise the output rows.
@@ -134,7 +134,7 @@ class SpectralEmbedding(Reducer):
         kernel: str = "exp",
         temperature: float = 0.05,
         solver: str = "auto",
-        tol: float = 1e-10,
+        tol: float = 1e-6,
         normalize: bool = True,
         device: str | None = None,
         random_state: int = 0,
