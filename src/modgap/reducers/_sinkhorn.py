@@ -38,7 +38,9 @@ class _Cost:
         self.full = self._block(0, X.shape[0]) if cache else None
 
     def _block(self, start, stop):
-        c = self.xx[start:stop, None] + self.yy[None, :] - 2 * (self.X[start:stop] @ self.Y.T)
+        # in place: the cached n x m cost must not have n x m temporaries beside it
+        c = self.X[start:stop] @ self.Y.T
+        c.mul_(-2).add_(self.xx[start:stop, None]).add_(self.yy[None, :])
         return c.clamp_min_(0)
 
     def rows(self, start, stop):
@@ -47,7 +49,8 @@ class _Cost:
     def cols(self, start, stop):
         if self.full is not None:
             return self.full[:, start:stop].T
-        c = self.yy[start:stop, None] + self.xx[None, :] - 2 * (self.Y[start:stop] @ self.X.T)
+        c = self.Y[start:stop] @ self.X.T
+        c.mul_(-2).add_(self.yy[start:stop, None]).add_(self.xx[None, :])
         return c.clamp_min_(0)
 
 
