@@ -204,6 +204,47 @@ def run_case(case: str, n: int, d: int) -> dict:
     return rec
 
 
+def markdown(doc: dict) -> str:
+    """The results of one run as a markdown table (for docs/reducers.md)."""
+
+    def num(v, fmt="{:.1f}"):
+        return "–" if v is None else fmt.format(v)
+
+    lines = [
+        "| pairs | case | fit s | transform s | peak RSS fit MB | peak RSS transform MB | "
+        "CPU s | note |",
+        "|---:|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in doc["results"]:
+        n = f"{r['n_pairs']:,}"
+        if "skipped" in r:
+            lines.append(f"| {n} | {r['case']} | – | – | – | – | – | skipped: {r['skipped']} |")
+            continue
+        if "error" in r:
+            lines.append(f"| {n} | {r['case']} | – | – | – | – | – | {r['error']} |")
+            continue
+        note = r.get("note", "")
+        if "graph_s" in r:
+            note = f"graph {r['graph_s']:.0f} s, SVD {r['svd_s']:.0f} s"
+        if "n_iter" in r:
+            note = f"{r['n_iter']} Sinkhorn iterations"
+        lines.append(
+            f"| {n} | {r['case']} | {num(r['fit_s'])} | {num(r.get('transform_s'))} | "
+            f"{num(r.get('peak_rss_fit_mb'), '{:.0f}')} | "
+            f"{num(r.get('peak_rss_transform_mb'), '{:.0f}')} | "
+            f"{num(r.get('cpu_s_total'))} | {note} |"
+        )
+    m = doc["machine"]
+    n_new = doc["n_new_transformed_per_modality"]
+    lines.append("")
+    lines.append(
+        f"{m['cpus']} CPUs; load average {m['loadavg_start'][0]:.1f} at the start, "
+        f"{m['loadavg_end'][0]:.1f} at the end; transform = {n_new:,}"
+        " unseen images + as many texts (or n when smaller)."
+    )
+    return "\n".join(lines)
+
+
 # -- driver ---------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -211,12 +252,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--only", default=None, help="comma-separated case names")
     ap.add_argument("--out", default=None, help="also write the JSON here")
+    ap.add_argument("--markdown", default=None, help="print a JSON result file as markdown")
     ap.add_argument("--case", default=None, help=argparse.SUPPRESS)  # child mode
     ap.add_argument("--n", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args.case:
         print(json.dumps(run_case(args.case, args.n, args.dim)))
+        return 0
+    if args.markdown:
+        with open(args.markdown) as fh:
+            print(markdown(json.load(fh)))
         return 0
 
     sizes = [int(s) for s in args.sizes.split(",") if s]

@@ -194,7 +194,8 @@ def register(app: typer.Typer) -> None:
         direction: str | None = typer.Option(
             None,
             "--direction",
-            help="gaussian/procrustes/ot-*: images->texts, texts->images or barycenter.",
+            help="gaussian/procrustes/ot-*: images->texts, texts->images or barycenter "
+            "(quote it in the shell).",
         ),
         n_components: int | None = typer.Option(
             None, "--n-components", help="spectral: output dimensions."
