@@ -241,16 +241,29 @@ class SpectralEmbedding(Reducer):
         kth = to_torch(support_kth, dev, torch.float32) - _TIE_TOL
         inv_sigma = to_torch(1 / self.singular_values_, dev, torch.float32)
         out = np.empty((Q.shape[0], E.shape[1]), dtype=np.float32)
-        b = row_block_size(S.shape[0])
+        b = row_block_size(S.shape[0], 64 * 2**20)
         for start in range(0, Q.shape[0], b):
             s = to_torch(Q[start : start + b], dev, torch.float32) @ S.T
-            w = kernel_weights(s, self.kernel, self.temperature)
-            if self.n_neighbors is not None:
+            if self.n_neighbors is None:
+                w = kernel_weights(s, self.kernel, self.temperature)
+                emb = (w @ E) / w.sum(dim=1, keepdim=True).clamp_min(1e-30)
+            else:
+                # the fit's rule, kept sparse: the row's own top-k, plus the support points
+                # whose stored k-th best similarity this query reaches (the column rule)
                 k = min(self.n_neighbors, S.shape[0])
-                row_kth = torch.topk(s, k, dim=1).values[:, -1:]
-                w = w * ((s >= row_kth) | (s >= kth[None, :]))
-            deg = w.sum(dim=1, keepdim=True).clamp_min(1e-30)
-            out[start : start + b] = ((w @ E) / deg * inv_sigma).cpu().numpy()
+                v, j = torch.topk(s, k, dim=1)
+                extra = (s >= kth[None, :]) & (s < v[:, -1:])
+                r2, c2 = extra.nonzero(as_tuple=True)
+                rows = torch.cat([torch.arange(s.shape[0], device=dev).repeat_interleave(k), r2])
+                cols = torch.cat([j.reshape(-1), c2])
+                w = kernel_weights(
+                    torch.cat([v.reshape(-1), s[r2, c2]]), self.kernel, self.temperature
+                )
+                deg = torch.zeros(s.shape[0], device=dev).index_add_(0, rows, w)
+                emb = torch.zeros((s.shape[0], E.shape[1]), device=dev)
+                emb.index_add_(0, rows, w[:, None] * E[cols])
+                emb /= deg.clamp_min(1e-30)[:, None]
+            out[start : start + b] = (emb * inv_sigma).cpu().numpy()
         return self._maybe_normalize(out)
 
     def _transform_images(self, X):
