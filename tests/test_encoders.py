@@ -340,7 +340,7 @@ def test_shipped_heads_load():
     assert config["embed_dim"] == heads.image.net[-1].out_features
     assert heads.image.net[0].in_features == config["image_dim"] == 1280
     assert heads.text.net[0].in_features == config["text_dim"] == 384
-    assert 0 < float(heads.logit_scale) <= np.log(100) + 1e-6
+    assert 0 < heads.logit_scale.item() <= np.log(100) + 1e-6
     assert config["metrics"]["zero_shot_acc1_test"] > 0.5
 
 

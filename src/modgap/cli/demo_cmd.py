@@ -160,7 +160,9 @@ def run_demo(
     t_embed = time.perf_counter() - t0
     err.print(
         f"embedded {fashion.n_images} Fashion-MNIST test images and {photos.n_images} photos "
-        f"with the pocket model in {t_embed:.1f}s"
+        f"with the pocket model in {t_embed:.1f}s",
+        soft_wrap=True,
+        highlight=False,
     )
     console.print(f"wrote {fashion_path}\nwrote {photos_path}", soft_wrap=True, highlight=False)
     report = None
