@@ -29,9 +29,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path(
-    os.environ.get("MODGAP_SHARED_DATA", ROOT.parent / "shared/data/real")
-) / "coco500_clip_vitb16.npz"
+DEFAULT_DATA = (
+    Path(os.environ.get("MODGAP_SHARED_DATA", ROOT.parent / "shared/data/real"))
+    / "coco500_clip_vitb16.npz"
+)
 START, END = "<!-- reducers-table:start -->", "<!-- reducers-table:end -->"
 
 # (label, registry name, parameters); defaults first, then variants the docs discuss
@@ -110,7 +111,6 @@ def table(results: list[tuple[str, dict, float]]) -> str:
 
 def build(data: Path) -> str:
     import torch
-
     from threadpoolctl import threadpool_limits
 
     from modgap.embeddings import EmbeddingSet
