@@ -217,7 +217,7 @@ def summarise(rows: list[dict], keys: list[str]) -> dict:
     return out
 
 
-def markdown(dataset: str, table: dict, keys: list[str], n_runs: int) -> str:
+def markdown(dataset: str, table: dict, keys: list[str], n_runs: int, second: str) -> str:
     names = {
         "rsum": "rSum",
         "zeroshot_acc1": "zero-shot acc1",
@@ -225,6 +225,7 @@ def markdown(dataset: str, table: dict, keys: list[str], n_runs: int) -> str:
         "gap_centroid_gap": "centroid gap",
         "gap_rmg": "RMG",
         "delta_rsum": "ΔrSum vs baseline (paired)",
+        "delta_second": f"Δ{ {'class_map_t2i': 'mAP t→i'}.get(second, 't→i R@1') } (paired)",
         "image_retrieval_recall@1": "t→i R@1",
         "text_retrieval_recall@1": "i→t R@1",
     }
@@ -237,15 +238,17 @@ def markdown(dataset: str, table: dict, keys: list[str], n_runs: int) -> str:
         for k in keys:
             if k in stats:
                 m, s = stats[k]
-                scale = 100.0 if ("recall" in k or "acc" in k or "map" in k) else 1.0
+                pct = "recall" in k or "acc" in k or "map" in k
+                scale = 100.0 if pct or (k == "delta_second") else 1.0
                 digits = 1 if k in ("rsum", "delta_rsum") or scale == 100.0 else 3
                 cells.append(f"{m * scale:.{digits}f} ± {s * scale:.{digits}f}")
             else:
                 cells.append("–")
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     lines.append(
-        f"\nmean ± std over {n_runs} runs ({dataset}); test split. ΔrSum: mean ± std of the "
-        "per-run difference to the baseline run with the same seed and split."
+        f"\nmean ± std over {n_runs} runs ({dataset}); test split; recalls, mAP and accuracy in "
+        "%. Δ columns: mean ± std of the per-run difference to the baseline run with the same "
+        "seed and split."
     )
     wins = {v: s["wins"] for v, s in table.items() if "wins" in s}
     if wins:
@@ -257,27 +260,58 @@ def markdown(dataset: str, table: dict, keys: list[str], n_runs: int) -> str:
     return "\n".join(lines)
 
 
+def table_keys(dataset: str) -> tuple[list[str], str]:
+    """Columns of the table, and the second metric given as a paired difference."""
+    if dataset == "fmnist":
+        return ["rsum", "class_map_t2i", "zeroshot_acc1", "gap_centroid_gap", "gap_rmg"], (
+            "class_map_t2i"
+        )
+    keys = ["rsum", "image_retrieval_recall@1", "text_retrieval_recall@1"]
+    return [*keys, "gap_centroid_gap", "gap_rmg"], "image_retrieval_recall@1"
+
+
+def render(report: dict) -> str:
+    """The markdown table of a report (from its runs: re-rendering needs no training)."""
+    dataset, runs, weights = report["dataset"], report["runs"], report["weights"]
+    keys, second = table_keys(dataset)
+    table = {name: summarise(rows, keys) for name, rows in runs.items()}
+    # paired differences to the baseline (same seed and fold): removes the split-to-split spread
+    baseline = {(r["seed"], r["fold"]): r for r in runs[VARIANTS[0][0]]}
+    for name, *_ in VARIANTS[1:]:
+        for key, label in (("rsum", "delta_rsum"), (second, "delta_second")):
+            diffs = np.array([r[key] - baseline[(r["seed"], r["fold"])][key] for r in runs[name]])
+            table[name][label] = (float(diffs.mean()), float(diffs.std(ddof=1)))
+            if key == "rsum":
+                table[name]["wins"] = (float((diffs > 0).sum()), float((diffs < 0).sum()))
+    cols = [keys[0], "delta_rsum", keys[1], "delta_second", *keys[2:]]
+    n_runs = report["seeds"] * report["folds"]
+    md = markdown(dataset, table, cols, n_runs, second)
+    g = weights["val_rsum"]
+    md += (
+        f"\nWeight grid (validation rSum, seed 0): baseline {g['baseline']:.1f}; "
+        + ", ".join(f"α={float(a):g}: {v:.1f}" for a, v in g["alpha"].items())
+        + "; "
+        + ", ".join(f"β=γ={float(b):g}: {v:.1f}" for b, v in g["beta"].items())
+        + f". Chosen: α={weights['alpha']:g}, β=γ={weights['beta']:g}."
+    )
+    return md
+
+
 def ablation(dataset: str, seeds: int, epochs: int | None, out: Path) -> dict:
     t0 = time.time()
     weights = grid(dataset, epochs)
     print(f"chosen weights {dataset}: {weights}", flush=True)
     folds = range(5) if dataset.startswith("coco500") else range(1)
-    keys = ["rsum", "image_retrieval_recall@1", "text_retrieval_recall@1"]
-    if dataset == "fmnist":
-        keys = ["rsum", "class_map_t2i", "zeroshot_acc1"]
-    keys += ["gap_centroid_gap", "gap_rmg"]
     runs: dict = {}
-    table: dict = {}
     if dataset == "coco500":
         # reference row: the frozen CLIP space itself (identity heads, no training)
         frozen = []
         for fold in folds:
             cfg = config_from_dict(base_config(dataset, 0, fold, epochs))
             tr = Trainer(cfg, out_dir=Path(tempfile.mkdtemp(prefix="dias-frozen-")), progress=False)
-            frozen.append(tr.evaluate(tr.test_data))
+            frozen.append({**tr.evaluate(tr.test_data), "seed": 0, "fold": fold})
             shutil.rmtree(tr.out, ignore_errors=True)
         runs["frozen CLIP (no training)"] = frozen
-        table["frozen CLIP (no training)"] = summarise(frozen, keys)
     for name, dim, spatial, rule in VARIANTS:
         a = weights["alpha"] if dim else 0.0
         b = weights["beta"] if spatial else 0.0
@@ -291,33 +325,11 @@ def ablation(dataset: str, seeds: int, epochs: int | None, out: Path) -> dict:
                 flush=True,
             )
         runs[name] = results
-        table[name] = summarise(results, keys)
-    # paired differences to the baseline (same seed and fold): removes the split-to-split spread
-    base_runs = {(r["seed"], r["fold"]): r["rsum"] for r in runs[VARIANTS[0][0]]}
-    for name, *_ in VARIANTS[1:]:
-        diffs = [r["rsum"] - base_runs[(r["seed"], r["fold"])] for r in runs[name]]
-        table[name]["delta_rsum"] = (float(np.mean(diffs)), float(np.std(diffs, ddof=1)))
-        table[name]["wins"] = (
-            float(np.sum(np.array(diffs) > 0)),
-            float(np.sum(np.array(diffs) < 0)),
-        )
-    keys = [keys[0], "delta_rsum", *keys[1:]]
-    n_runs = seeds * len(folds)
-    md = markdown(dataset, table, keys, n_runs)
-    g = weights["val_rsum"]
-    md += (
-        f"\nWeight grid (validation rSum, seed 0): baseline {g['baseline']:.1f}; "
-        + ", ".join(f"α={a:g}: {v:.1f}" for a, v in g["alpha"].items())
-        + "; "
-        + ", ".join(f"β=γ={b:g}: {v:.1f}" for b, v in g["beta"].items())
-        + f". Chosen: α={weights['alpha']:g}, β=γ={weights['beta']:g}."
-    )
     report = {
         "dataset": dataset,
         "weights": weights,
         "seeds": seeds,
         "folds": len(folds),
-        "table": table,
         "runs": runs,
         "seconds": time.time() - t0,
         "torch": torch.__version__,
@@ -326,9 +338,14 @@ def ablation(dataset: str, seeds: int, epochs: int | None, out: Path) -> dict:
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{dataset}.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    (out / f"{dataset}.md").write_text(md + "\n", encoding="utf-8")
-    print(md, flush=True)
+    write_table(report, out)
     return report
+
+
+def write_table(report: dict, out: Path) -> None:
+    md = render(report)
+    (out / f"{report['dataset']}.md").write_text(md + "\n", encoding="utf-8")
+    print(md, flush=True)
 
 
 def main(argv=None) -> None:
@@ -340,9 +357,16 @@ def main(argv=None) -> None:
     p.add_argument("--epochs", type=int, default=None, help="override the epochs")
     p.add_argument("--out", type=Path, default=ROOT / "out/dias_ablation")
     p.add_argument("--features-only", action="store_true", help="only write the fmnist features")
+    p.add_argument(
+        "--render-only", action="store_true", help="rebuild the tables from the saved JSON"
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     datasets = ["coco500", "coco500-scratch", "fmnist"] if args.dataset == "all" else [args.dataset]
+    if args.render_only:
+        for d in datasets:
+            write_table(json.loads((args.out / f"{d}.json").read_text(encoding="utf-8")), args.out)
+        return
     if "fmnist" in datasets and (
         args.features_only or not (FEATURES / "fmnist_pocket_test.npz").exists()
     ):
