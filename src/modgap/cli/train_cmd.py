@@ -35,21 +35,12 @@ def register(app: typer.Typer) -> None:
         trainer = Trainer(cfg, out, resume=resume, progress=not no_progress)
         results = trainer.fit()
         console = Console()
+        splits = [split for split in ("val", "test") if results.get(split)]
         table = Table(title=f"{cfg.name}: {results['selected_model']}")
         table.add_column("metric")
-        for split in ("val", "test"):
-            if results.get(split):
-                table.add_column(split, justify="right")
-        keys = (
-            next(results[s] for s in ("test", "val") if results.get(s))
-            if (results.get("test") or results.get("val"))
-            else {}
-        )
-        for k in keys:
-            row = [k]
-            for split in ("val", "test"):
-                if results.get(split):
-                    row.append(f"{results[split].get(k, float('nan')):.4g}")
-            table.add_row(*row)
+        for split in splits:
+            table.add_column(split, justify="right")
+        for key in results[splits[-1]] if splits else ():
+            table.add_row(key, *(f"{results[s].get(key, float('nan')):.4g}" for s in splits))
         console.print(table)
         console.print(f"results: {trainer.out / 'results.json'}")
