@@ -190,7 +190,12 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
 def _precomp_files(root: Path, split: str) -> tuple[Path, Path]:
     ims, caps = root / f"{split}_ims.npy", root / f"{split}_caps.txt"
     if not root.is_dir():
-        raise InputError("precomputed-feature folder not found", str(root))
+        raise InputError(
+            "precomputed-feature folder not found (a small synthetic one for trying things: "
+            f'python -c "from modgap.train import write_toy_precomp; '
+            f"write_toy_precomp('{root}')\")",
+            str(root),
+        )
     for p in (ims, caps):
         if not p.exists():
             raise InputError(
