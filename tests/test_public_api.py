@@ -28,3 +28,10 @@ def test_import_does_not_load_torch():
     code = "import sys, modgap; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_train_subpackage_is_not_shadowed():
+    import modgap.train
+
+    assert modgap.train_matching_model is modgap.train.train
+    assert modgap.load_train_config is modgap.train.load_config

@@ -86,16 +86,23 @@ _EXPORTS: dict[str, str] = {
     "IntraModalityLoss": "train",
     "MatchingModel": "train",
     "Trainer": "train",
-    "load_config": "train",
-    "train": "train",
+    "sparse_mask": "train",
 }
 
-__all__ = ["__version__", "measure", *sorted(_EXPORTS)]
+
+# public aliases: public name -> (module, name there). ``modgap.train`` stays the subpackage.
+_ALIASES: dict[str, tuple[str, str]] = {
+    "measure": ("measures", "measure_all"),
+    "load_train_config": ("train", "load_config"),
+    "train_matching_model": ("train", "train"),
+}
+
+__all__ = ["__version__", *sorted([*_EXPORTS, *_ALIASES])]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "measure":
-        name_in_module, module = "measure_all", "measures"
+    if name in _ALIASES:
+        module, name_in_module = _ALIASES[name]
     elif name in _EXPORTS:
         name_in_module, module = name, _EXPORTS[name]
     else:
