@@ -81,3 +81,16 @@ def test_demo_without_data_says_how_to_install(tmp_path, capsys):
 def test_demo_limit_too_small(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "d"), "--limit", "3"]) == 2
     assert "--limit must be at least 10" in capsys.readouterr().err
+
+
+def test_demo_reducers_default_leaves_out_exact_ot():
+    from modgap.cli.demo_cmd import SLOW_REDUCERS, demo_reducers
+    from modgap.reducers import REDUCERS
+
+    names, left_out = demo_reducers(None)
+    chosen = names.split(",")
+    assert chosen[0] == "none"
+    assert set(chosen[1:]) == set(REDUCERS) - set(SLOW_REDUCERS)
+    assert left_out == [r for r in SLOW_REDUCERS if r in REDUCERS]
+    assert demo_reducers("all") == (None, [])
+    assert demo_reducers("none,center") == ("none,center", [])
