@@ -23,6 +23,10 @@ DEFAULT_OUT = "modgap-demo"
 #: would take longer than the rest of the demo on 5,000 points (``--reducers all`` includes it)
 SLOW_REDUCERS = ("ot-laplace",)
 
+#: images benchmarked by default: every reducer is fitted, and every measure and task computed,
+#: once per reducer, and several of them are quadratic in the number of points
+BENCH_IMAGES = 2000
+
 
 def demo_reducers(reducers: str | None) -> tuple[str | None, list[str]]:
     """The ``--reducers`` value for the benchmark, and the reducers left out by default."""
@@ -150,10 +154,12 @@ def run_demo(
     progress: bool = True,
     fashion_mnist: str | None = None,
     reducers: str | None = None,
+    bench_limit: int | None = BENCH_IMAGES,
 ) -> dict:
     """What ``modgap demo`` does; returns the paths it wrote and the timings."""
     from rich.console import Console
 
+    from ..datasets.fashion_mnist import find_fashion_mnist
     from ..encoders.pocket import PocketEncoder
     from ..errors import ModgapError
     from ..io import write_embeddings
@@ -161,8 +167,6 @@ def run_demo(
     if limit is not None and limit < 10:
         raise ModgapError(f"--limit must be at least 10 (one image per class), got {limit}")
     console, err = Console(), Console(stderr=True)
-    from ..datasets.fashion_mnist import find_fashion_mnist
-
     find_fashion_mnist(fashion_mnist)  # missing data fails before any model loads
     out_dir = Path(out)
     t0 = time.perf_counter()
@@ -182,7 +186,18 @@ def run_demo(
     report = None
     if bench:
         names, left_out = demo_reducers(reducers)
-        report = _benchmark(fashion_path, out_dir / "bench", seed, progress, names)
+        bench_path = fashion_path
+        if bench_limit and bench_limit < fashion.n_images:
+            # the first N test images (the split is shuffled, so every class is there)
+            bench_set = fashion.subset(np.arange(bench_limit))
+            bench_path = write_embeddings(bench_set, out_dir / "fashion_mnist_pocket_bench.npz")
+            err.print(
+                f"benchmarking the first {bench_limit} of {fashion.n_images} images "
+                "(--bench-limit 0 for all)",
+                soft_wrap=True,
+                highlight=False,
+            )
+        report = _benchmark(bench_path, out_dir / "bench", seed, progress, names)
         if left_out:
             err.print(
                 f"note: {', '.join(left_out)} left out for speed; include it with "
@@ -220,6 +235,12 @@ def register(app: typer.Typer) -> None:
             help="Reducers to benchmark, comma-separated, or 'all' (default: all but the slow "
             "exact-OT 'ot-laplace').",
         ),
+        bench_limit: int = typer.Option(
+            BENCH_IMAGES,
+            "--bench-limit",
+            help="Benchmark only the first N embedded images (0 = all); every reducer is fitted "
+            "and every task run on them.",
+        ),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
         fashion_mnist: str | None = typer.Option(
             None,
@@ -239,4 +260,5 @@ def register(app: typer.Typer) -> None:
             progress=not no_progress,
             fashion_mnist=fashion_mnist,
             reducers=reducers,
+            bench_limit=bench_limit,
         )
