@@ -218,7 +218,9 @@ def markdown(doc: dict) -> str:
     for r in doc["results"]:
         n = f"{r['n_pairs']:,}"
         if "skipped" in r:
-            lines.append(f"| {n} | {r['case']} | – | – | – | – | – | skipped: {r['skipped']} |")
+            # the reason as the current script states it (skips are decided, not measured)
+            why = skip_reason(r["case"], r["n_pairs"], r.get("dim", 512)) or r["skipped"]
+            lines.append(f"| {n} | {r['case']} | – | – | – | – | – | skipped: {why} |")
             continue
         if "error" in r:
             lines.append(f"| {n} | {r['case']} | – | – | – | – | – | {r['error']} |")
@@ -234,15 +236,39 @@ def markdown(doc: dict) -> str:
             f"{num(r.get('peak_rss_transform_mb'), '{:.0f}')} | "
             f"{num(r.get('cpu_s_total'))} | {note} |"
         )
-    m = doc["machine"]
     n_new = doc["n_new_transformed_per_modality"]
     lines.append("")
-    lines.append(
-        f"{m['cpus']} CPUs; load average {m['loadavg_start'][0]:.1f} at the start, "
-        f"{m['loadavg_end'][0]:.1f} at the end; transform = {n_new:,}"
-        " unseen images + as many texts (or n when smaller)."
-    )
+    for m in doc["machines"]:
+        lines.append(
+            f"- {m['what']}: {m['cpus']} CPUs, load average {m['loadavg_start'][0]:.1f} at the "
+            f"start and {m['loadavg_end'][0]:.1f} at the end."
+        )
+    lines.append(f"- transform = {n_new:,} unseen images + as many texts (n when smaller).")
     return "\n".join(lines)
+
+
+def merge_runs(paths: list[str]) -> dict:
+    """Records of several runs; a later run's record replaces an earlier one of the same case
+    and size (used when a case is re-measured after a change)."""
+    merged: dict = {}
+    machines = []
+    doc = {}
+    for path in paths:
+        with open(path) as fh:
+            doc = json.load(fh)
+        cases = sorted({r["case"] for r in doc["results"]})
+        sizes = sorted({r["n_pairs"] for r in doc["results"]})
+        name = os.path.basename(path)
+        machines.append({**doc["machine"], "what": f"{name}: {', '.join(cases)} at {sizes}"})
+        for r in doc["results"]:
+            merged[(r["n_pairs"], r["case"])] = r
+    order = {c[0]: i for i, c in enumerate(CASES)}
+    results = sorted(merged.values(), key=lambda r: (r["n_pairs"], order[r["case"]]))
+    return {
+        "results": results,
+        "machines": machines,
+        "n_new_transformed_per_modality": doc["n_new_transformed_per_modality"],
+    }
 
 
 # -- driver ---------------------------------------------------------------------------------
@@ -252,7 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--only", default=None, help="comma-separated case names")
     ap.add_argument("--out", default=None, help="also write the JSON here")
-    ap.add_argument("--markdown", default=None, help="print a JSON result file as markdown")
+    ap.add_argument(
+        "--markdown", nargs="+", default=None, help="print JSON result file(s) as markdown"
+    )
     ap.add_argument("--case", default=None, help=argparse.SUPPRESS)  # child mode
     ap.add_argument("--n", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -261,8 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_case(args.case, args.n, args.dim)))
         return 0
     if args.markdown:
-        with open(args.markdown) as fh:
-            print(markdown(json.load(fh)))
+        print(markdown(merge_runs(args.markdown)))
         return 0
 
     sizes = [int(s) for s in args.sizes.split(",") if s]
