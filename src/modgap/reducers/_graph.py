@@ -3,17 +3,33 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 
-from .._array import to_torch
+from .._array import to_torch as _to_torch
 
-__all__ = ["bipartite_knn_graph", "default_device", "kernel_weights", "row_block_size"]
+__all__ = [
+    "bipartite_knn_graph",
+    "default_device",
+    "kernel_weights",
+    "row_block_size",
+    "to_torch",
+]
 
 KERNELS = ("clip", "exp")
 
 # bytes of one (rows x columns) float32 similarity block; keeps the working set small
 _BLOCK_BYTES = 256 * 2**20
+
+
+def to_torch(x, device=None, dtype=None):
+    """:func:`modgap._array.to_torch` for read-only inputs (memory-mapped or parquet arrays):
+    the reducers never write to these tensors, so torch's warning about it is noise."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return _to_torch(x, device, dtype)
 
 
 def default_device(device: str | None) -> str:

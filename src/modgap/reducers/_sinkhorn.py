@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._array import to_torch
+from ._graph import to_torch
 
 __all__ = ["SinkhornResult", "entropic_map", "sinkhorn_log"]
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._array import to_torch
 from ..errors import ModgapError, notice
-from ._graph import default_device
+from ._graph import default_device, to_torch
 from ._sinkhorn import entropic_map, sinkhorn_log
 from .base import Reducer
 

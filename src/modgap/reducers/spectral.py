@@ -7,9 +7,15 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from .._array import to_torch
 from ..errors import ModgapError, notice
-from ._graph import KERNELS, bipartite_knn_graph, default_device, kernel_weights, row_block_size
+from ._graph import (
+    KERNELS,
+    bipartite_knn_graph,
+    default_device,
+    kernel_weights,
+    row_block_size,
+    to_torch,
+)
 from .base import Reducer
 
 __all__ = ["SpectralEmbedding", "truncated_svd"]
