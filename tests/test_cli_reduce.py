@@ -119,3 +119,18 @@ def test_parse_params():
         "n_neighbors": 15, "kernel": "exp", "normalize": False, "device": None,
         "temperature": 0.1, "direction": "images->texts",
     }  # fmt: skip
+
+
+def test_class_prompts_are_transformed_as_texts(tmp_path):
+    X, Y = gapped_pairs(n=40, d=12, seed=24)
+    prompts = Y[:3] + 0.01
+    prompts /= np.linalg.norm(prompts, axis=1, keepdims=True)
+    src = tmp_path / "cls.npz"
+    np.savez(src, image_emb=X, text_emb=Y, class_text_emb=prompts, class_names=["a", "b", "c"])
+    out = tmp_path / "o"
+    argv = ["reduce", "spectral", str(src), "--out", str(out), "--n-components", "4"]
+    assert main([*argv, "--no-progress"]) == 0
+    got = read_embeddings(out / "cls.npz", normalize=False)
+    r = load_reducer(out / "reducer.safetensors")
+    np.testing.assert_allclose(got.class_text_emb, r.transform_texts(prompts), atol=1e-6)
+    assert got.class_names == ["a", "b", "c"]
