@@ -19,7 +19,6 @@ Output: a dict (and, with ``out_dir``, ``results.json`` and ``report.html``):
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,9 +28,9 @@ import numpy as np
 
 from .embeddings import EmbeddingSet
 from .errors import ModgapError
-from .io import atomic_path
+from .io import write_json
 
-__all__ = ["SUMMARY_COLUMNS", "reduce_set", "run_bench", "summary_table"]
+__all__ = ["SUMMARY_COLUMNS", "run_bench", "summary_table"]
 
 #: (result key, short header, better = "high" | "low" | None) for the terminal table and report
 SUMMARY_COLUMNS: tuple[tuple[str, str, str | None], ...] = (
@@ -67,18 +66,6 @@ def _reducer_names(reducers: Sequence[str] | str | None) -> list[str]:
     return names
 
 
-def reduce_set(reducer: Any, emb: EmbeddingSet) -> EmbeddingSet:
-    """Apply a fitted reducer to a set; class prompts go through ``transform_texts``."""
-    X = reducer.transform_images(emb.image_emb)
-    Y = reducer.transform_texts(emb.text_emb)
-    cte = None
-    if emb.class_text_emb is not None:
-        c = emb.class_text_emb
-        flat = reducer.transform_texts(c.reshape(-1, c.shape[-1]))
-        cte = flat.reshape(*c.shape[:-1], flat.shape[-1])
-    return emb.with_embeddings(X, Y, class_text_emb=cte)
-
-
 def _fit_reducer(
     name: str, params: dict, fit_set: EmbeddingSet, eval_set: EmbeddingSet, transductive: bool
 ) -> tuple[EmbeddingSet, str, dict]:
@@ -90,7 +77,7 @@ def _fit_reducer(
         protocol = "transductive (no out-of-sample extension)"
         transductive = True
     reducer.fit(eval_set if transductive else fit_set)
-    return reduce_set(reducer, eval_set), protocol, reducer.get_params()
+    return reducer.transform_set(eval_set), protocol, reducer.get_params()
 
 
 def run_bench(
@@ -229,13 +216,11 @@ def run_bench(
 
 def write_results(out: dict, out_dir: str | Path, views: dict | None = None) -> dict[str, Path]:
     """Write ``results.json`` (strict JSON) and, given the reduced sets, ``report.html``."""
-    from .provenance import jsonable
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "results.json"}
-    with atomic_path(paths["json"], ".json") as tmp:
-        tmp.write_text(json.dumps(jsonable(out), indent=2, allow_nan=False))
+    write_json(paths["json"], out)
     if views is not None:
         from .report.html import write_report
 

@@ -47,6 +47,7 @@ __all__ = [
     "read_embeddings",
     "read_pairs",
     "write_embeddings",
+    "write_json",
 ]
 
 #: Format names accepted by ``format=``, with what each one is.
@@ -182,6 +183,16 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as strict, indented JSON, atomically (non-finite floats become strings,
+    numpy/torch values plain numbers; see :func:`modgap.provenance.jsonable`)."""
+    from .provenance import jsonable
+
+    with atomic_path(path, ".json") as tmp:
+        tmp.write_text(json.dumps(jsonable(obj), indent=2, allow_nan=False) + "\n", "utf-8")
+    return Path(path)
 
 
 @contextmanager

@@ -4,9 +4,6 @@ search), as a table and (optionally) a JSON file."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import typer
 
 from ..errors import ModgapError
@@ -68,7 +65,7 @@ def run_eval(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from ..io import atomic_path, read_embeddings
+    from ..io import read_embeddings, write_json
     from ..provenance import jsonable, provenance
     from ..tasks.suite import evaluate
 
@@ -130,8 +127,7 @@ def run_eval(
         table.add_row(name, "skipped", reason)
     out.print(table)
     if json_out is not None:
-        with atomic_path(json_out, ".json") as tmp:
-            Path(tmp).write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
+        write_json(json_out, document)
         out.print(f"wrote {json_out}", soft_wrap=True, highlight=False)
     return document
 

@@ -3,9 +3,7 @@ every gap measure of one embedding set, as a table and (optionally) a JSON file.
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from typing import Any
 
 import typer
@@ -94,7 +92,7 @@ def run_measure(
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..io import atomic_path, read_embeddings
+    from ..io import read_embeddings, write_json
     from ..measures import MEASURES, measure_all, resolve_measures
     from ..provenance import jsonable, provenance
 
@@ -144,8 +142,7 @@ def run_measure(
         out = Console(width=120)
     out.print(results_table(results, title=title))
     if json_out is not None:
-        with atomic_path(json_out, ".json") as tmp:
-            Path(tmp).write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
+        write_json(json_out, document)
         out.print(f"wrote {json_out}", soft_wrap=True, highlight=False)
     return document
 

@@ -5,7 +5,6 @@ saved reducer."""
 
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -68,18 +67,6 @@ def _output_paths(images: str, texts: str | None, out: Path) -> tuple[Path, Path
     return img, txt
 
 
-def _transform_set(reducer, emb):
-    """Transform both modalities (and class prompts, which are texts) of ``emb``."""
-    X = reducer.transform_images(emb.image_emb)
-    Y = reducer.transform_texts(emb.text_emb)
-    cte = None
-    if emb.class_text_emb is not None:
-        c = emb.class_text_emb
-        flat = reducer.transform_texts(c.reshape(-1, c.shape[-1]))
-        cte = flat.reshape(*c.shape[:-1], flat.shape[-1])
-    return emb.with_embeddings(X, Y, class_text_emb=cte)
-
-
 def run_reduce(
     method: str | None,
     images: str,
@@ -95,8 +82,8 @@ def run_reduce(
     """What ``modgap reduce`` does; returns the summary written to ``FOLDER/reduce.json``."""
     from rich.console import Console
 
-    from ..io import atomic_path, detect_format, read_embeddings, write_embeddings
-    from ..provenance import jsonable, provenance
+    from ..io import detect_format, read_embeddings, write_embeddings, write_json
+    from ..provenance import provenance
     from ..reducers import get_reducer, load_reducer
 
     params = dict(params or {})
@@ -126,7 +113,7 @@ def run_reduce(
         ):
             reducer.fit(emb)
     with _spinner(f"transforming with {reducer.name}", progress):
-        reduced = _transform_set(reducer, emb)
+        reduced = reducer.transform_set(emb)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     pairs_out = out_dir / Path(pairs).name if pairs and fmt == "npy" else None
@@ -151,8 +138,7 @@ def run_reduce(
             },
         ),
     }
-    with atomic_path(out_dir / "reduce.json", ".json") as tmp:
-        Path(tmp).write_text(json.dumps(jsonable(summary), indent=2) + "\n")
+    write_json(out_dir / "reduce.json", summary)
     con = Console()
     con.print(
         f"{reducer.name}: {reduced.n_images} images, {reduced.n_texts} texts, "

@@ -188,6 +188,18 @@ class Reducer:
         self.n_texts_fit_ = int(Y.shape[0])
         return self._fitted_outputs(X, Y)
 
+    def transform_set(self, emb: Any) -> Any:
+        """Transform both modalities of an :class:`~modgap.embeddings.EmbeddingSet`; pairing
+        and labels are kept, and class prompts (texts) go through ``transform_texts``."""
+        X = self.transform_images(emb.image_emb)
+        Y = self.transform_texts(emb.text_emb)
+        cte = None
+        if emb.class_text_emb is not None:
+            c = emb.class_text_emb
+            flat = self.transform_texts(c.reshape(-1, c.shape[-1]))
+            cte = flat.reshape(*c.shape[:-1], flat.shape[-1])
+        return emb.with_embeddings(X, Y, class_text_emb=cte)
+
     def _fitted_outputs(self, X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self._transform_images(X), self._transform_texts(Y)
 
