@@ -77,6 +77,11 @@ _EXPORTS: dict[str, str] = {
     # encoders
     "load_encoder": "encoders",
     "Encoder": "encoders",
+    "PocketEncoder": "encoders.pocket",
+    # evaluation data
+    "load_fashion_mnist": "datasets",
+    "load_photos": "datasets",
+    "read_caption_file": "datasets.caption_file",
     # training
     "DIASLoss": "train",
     "InfoNCELoss": "train",
