@@ -138,7 +138,7 @@ def test_rmg_bad_pairing():
     X, Y = gapped_pairs(10, 4)
     with pytest.raises(InputError, match="10 images but 7 texts"):
         relative_modality_gap(X, Y[:7])
-    with pytest.raises(InputError, match=r"indices outside \[0, 10\)"):
+    with pytest.raises(InputError, match=r"outside the 10 images .*indices must be in \[0, 10\)"):
         relative_modality_gap(X, Y, np.full(10, 10))
     with pytest.raises(InputError, match=r"'text_to_image' must have shape \(10,\)"):
         relative_modality_gap(X, Y, np.zeros(3, int))

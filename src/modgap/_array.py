@@ -8,7 +8,14 @@ import numpy as np
 
 from .errors import InputError, notice
 
-__all__ = ["as_float_matrix", "l2_normalize", "to_numpy", "to_torch"]
+__all__ = [
+    "as_float_matrix",
+    "as_int_vector",
+    "check_pairing",
+    "l2_normalize",
+    "to_numpy",
+    "to_torch",
+]
 
 _NORM_TOL = 1e-3
 
@@ -100,3 +107,45 @@ def as_float_matrix(
         notice(f"{source + ': ' if source else ''}'{name}' rows were L2-normalised")
         arr = arr / norms[:, None].astype(np.float32)
     return arr
+
+
+def as_int_vector(x: Any, name: str, n: int, source: str | None = None) -> np.ndarray:
+    """Validate a ``(n,)`` vector of integers (floats holding whole numbers are accepted, as
+    parquet and JSON often store them) and return it as int64."""
+    arr = to_numpy(x)
+    if arr.dtype == object:
+        raise InputError(f"'{name}' is an object array; save plain integers", source)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise InputError(f"'{name}' must have shape ({n},), got {tuple(arr.shape)}", source)
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise InputError(f"'{name}' must hold integers", source)
+    return arr.astype(np.int64)
+
+
+def check_pairing(
+    text_to_image: Any, n_images: int, n_texts: int, source: str | None = None
+) -> np.ndarray:
+    """The image index of every text, validated: ``(n_texts,)`` int64 in ``[0, n_images)``.
+
+    ``None`` means row ``i`` of the texts describes row ``i`` of the images, which needs equal
+    counts. The one pairing check used by the data model, the measures and the tasks.
+    """
+    if text_to_image is None:
+        if n_images != n_texts:
+            raise InputError(
+                f"{n_images} images but {n_texts} texts: row-by-row pairing needs equal counts; "
+                "give 'text_to_image' (one image index per text)",
+                source,
+            )
+        return np.arange(n_texts, dtype=np.int64)
+    t2i = as_int_vector(text_to_image, "text_to_image", n_texts, source)
+    outside = (t2i < 0) | (t2i >= n_images)
+    if outside.any():
+        bad = int(np.flatnonzero(outside)[0])
+        raise InputError(
+            f"'text_to_image' points outside the {n_images} images "
+            f"(text {bad} -> {int(t2i[bad])}); indices must be in [0, {n_images})",
+            source,
+        )
+    return t2i

@@ -14,22 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from ._array import as_float_matrix, to_numpy
+from ._array import as_float_matrix, as_int_vector, check_pairing, to_numpy
 from .errors import InputError
 
 __all__ = ["EmbeddingSet"]
-
-
-def _int_vector(x: Any, name: str, n: int, source: str | None) -> np.ndarray:
-    arr = to_numpy(x)
-    if arr.dtype == object:
-        raise InputError(f"'{name}' is an object array; save plain integers", source)
-    if arr.ndim != 1 or arr.shape[0] != n:
-        raise InputError(f"'{name}' must have shape ({n},), got {tuple(arr.shape)}", source)
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            raise InputError(f"'{name}' must hold integers", source)
-    return arr.astype(np.int64)
 
 
 @dataclasses.dataclass(eq=False)
@@ -86,26 +74,12 @@ class EmbeddingSet:
         if self.text_to_image is not None:
             if self.paired is False:
                 raise InputError("paired=False contradicts the given 'text_to_image'", src)
-            t2i = _int_vector(self.text_to_image, "text_to_image", n_t, src)
-            if t2i.size and (t2i.min() < 0 or t2i.max() >= n_i):
-                bad = int(np.flatnonzero((t2i < 0) | (t2i >= n_i))[0])
-                raise InputError(
-                    f"'text_to_image' points outside the {n_i} images "
-                    f"(text {bad} -> {int(t2i[bad])}); indices must be in [0, {n_i})",
-                    src,
-                )
-            self.text_to_image = t2i
+            self.text_to_image = check_pairing(self.text_to_image, n_i, n_t, src)
         elif self.paired or (self.paired is None and n_i == n_t):
-            if n_i != n_t:
-                raise InputError(
-                    f"{n_i} images but {n_t} texts: row-by-row pairing needs equal counts; "
-                    "give 'text_to_image' (one image index per text)",
-                    src,
-                )
-            self.text_to_image = np.arange(n_t, dtype=np.int64)
+            self.text_to_image = check_pairing(None, n_i, n_t, src)
         self.paired = self.text_to_image is not None
         if self.labels is not None:
-            self.labels = _int_vector(self.labels, "labels", n_i, src)
+            self.labels = as_int_vector(self.labels, "labels", n_i, src)
             if self.labels.size and self.labels.min() < 0:
                 raise InputError("'labels' must be non-negative class indices", src)
         if self.class_names is not None:

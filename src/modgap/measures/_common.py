@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from .._array import check_pairing as pairing
 from .._array import to_numpy
 from ..errors import InputError
 
@@ -38,26 +39,6 @@ def unit_rows(x: Any, name: str, dim: int | None = None, min_rows: int = 1) -> n
     if (norms == 0).any():
         raise InputError(f"'{name}' has all-zero rows (first: row {int(np.argmin(norms))})")
     return arr / norms
-
-
-def pairing(text_to_image: Any, n_images: int, n_texts: int) -> np.ndarray:
-    """Return the ``(n_texts,)`` index of each text's image; ``None`` means row ``i`` <-> ``i``."""
-    if text_to_image is None:
-        if n_images != n_texts:
-            raise InputError(
-                f"{n_images} images but {n_texts} texts: give 'text_to_image' "
-                "(one image index per text) to pair them"
-            )
-        return np.arange(n_texts)
-    t2i = to_numpy(text_to_image)
-    if t2i.ndim != 1 or t2i.shape[0] != n_texts:
-        raise InputError(f"'text_to_image' must have shape ({n_texts},), got {t2i.shape}")
-    if t2i.size and not np.issubdtype(t2i.dtype, np.integer):
-        raise InputError("'text_to_image' must hold integer image indices")
-    t2i = t2i.astype(np.int64)
-    if t2i.size and (t2i.min() < 0 or t2i.max() >= n_images):
-        raise InputError(f"'text_to_image' has indices outside [0, {n_images})")
-    return t2i
 
 
 def as_pairs(

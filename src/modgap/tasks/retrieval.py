@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from .._array import as_float_matrix, to_numpy
+from .._array import as_float_matrix, check_pairing, to_numpy
 from ..errors import InputError, ModgapError
 
 __all__ = ["retrieval_metrics", "retrieval_ranks"]
@@ -104,25 +104,6 @@ def _as_tensor(x: Any, name: str, device: Any, dim: int | None, normalize: bool)
     return t.contiguous()
 
 
-def _pairing(text_to_image: Any, n_i: int, n_t: int) -> np.ndarray:
-    if text_to_image is None:
-        if n_i != n_t:
-            raise InputError(
-                f"{n_i} images but {n_t} texts: give 'text_to_image' (the image index of each "
-                "text) when the counts differ"
-            )
-        return np.arange(n_t, dtype=np.int64)
-    t2i = to_numpy(text_to_image)
-    if t2i.ndim != 1 or t2i.shape[0] != n_t:
-        raise InputError(f"'text_to_image' must have shape ({n_t},), got {tuple(t2i.shape)}")
-    if t2i.size and (not np.issubdtype(t2i.dtype, np.integer)) and not np.all(t2i == np.round(t2i)):
-        raise InputError("'text_to_image' must hold integers")
-    t2i = t2i.astype(np.int64)
-    if t2i.size and (t2i.min() < 0 or t2i.max() >= n_i):
-        raise InputError(f"'text_to_image' points outside the {n_i} images")
-    return t2i
-
-
 def retrieval_ranks(
     image_emb: Any,
     text_emb: Any,
@@ -161,7 +142,7 @@ def retrieval_ranks(
     X = _as_tensor(image_emb, "image_emb", dev, None, normalize)
     Y = _as_tensor(text_emb, "text_emb", dev, X.shape[1], normalize)
     n_i, n_t = X.shape[0], Y.shape[0]
-    t2i_np = _pairing(text_to_image, n_i, n_t)
+    t2i_np = check_pairing(text_to_image, n_i, n_t)
     if block_size is None:
         block_size = max(1, min(n_i, _BLOCK_ENTRIES // max(n_t, 1)))
     if block_size < 1:
@@ -298,7 +279,7 @@ def retrieval_metrics(
         text_emb = np.asarray(text_emb, dtype=np.float32)
     n_i = int(image_emb.shape[0])
     n_t = int(text_emb.shape[0])
-    t2i = _pairing(text_to_image, n_i, n_t)
+    t2i = check_pairing(text_to_image, n_i, n_t)
     if folds is None or folds == 1:
         parts = [np.arange(n_i)]
     else:
