@@ -168,25 +168,28 @@ class Reducer:
         -------
         self
         """
-        self._check_params()
-        X, Y, t2i = self._validate_fit(image_emb, text_emb, text_to_image)
-        self._fit(X, Y, t2i)
-        self.n_features_in_ = int(X.shape[1])
-        self.n_images_fit_ = int(X.shape[0])
-        self.n_texts_fit_ = int(Y.shape[0])
+        self._fit_checked(image_emb, text_emb, text_to_image)
         return self
 
     def fit_transform(
         self, image_emb: Any, text_emb: Any = None, text_to_image: Any = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Fit, then return ``(transformed images, transformed texts)`` of the fitted data."""
+        X, Y = self._fit_checked(image_emb, text_emb, text_to_image)
+        return self._fitted_outputs(X, Y)
+
+    def _fit_checked(
+        self, image_emb: Any, text_emb: Any, text_to_image: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Validate parameters and data, fit, record the fitted shapes; return the validated
+        ``(X, Y)`` so ``fit_transform`` can reuse them."""
         self._check_params()
         X, Y, t2i = self._validate_fit(image_emb, text_emb, text_to_image)
         self._fit(X, Y, t2i)
         self.n_features_in_ = int(X.shape[1])
         self.n_images_fit_ = int(X.shape[0])
         self.n_texts_fit_ = int(Y.shape[0])
-        return self._fitted_outputs(X, Y)
+        return X, Y
 
     def transform_set(self, emb: Any) -> Any:
         """Transform both modalities of an :class:`~modgap.embeddings.EmbeddingSet`; pairing
