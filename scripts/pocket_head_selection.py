@@ -13,21 +13,18 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from train_pocket import info_nce, zero_shot_acc1  # noqa: E402
+from train_pocket import fit_heads, score_heads  # noqa: E402
 
 from modgap.datasets.captions import (  # noqa: E402
     caption_vocabulary,
     class_prompts,
     image_tones,
-    sample_captions,
 )
 from modgap.datasets.fashion_mnist import load_fashion_mnist  # noqa: E402
 from modgap.encoders.cache import digest  # noqa: E402
@@ -51,39 +48,24 @@ def main() -> None:
         t0 = time.time()
         torch.manual_seed(0)
         heads = PocketHeads(image_hidden=image_hidden, text_hidden=text_hidden)
-        fi = torch.from_numpy(f[tr])
-        heads.image.set_standardisation(fi)
-        heads.text.set_standardisation(f_vocab)
-        opt = torch.optim.AdamW(heads.parameters(), lr=1e-3, weight_decay=0.05)
-        steps = int(np.ceil(len(fi) / 1024))
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=1e-3, total_steps=epochs * steps, pct_start=0.1
+        fit_heads(
+            heads,
+            torch.from_numpy(f[tr]),
+            f_vocab,
+            y[tr],
+            tones[tr],
+            vocab,
+            epochs=epochs,
+            batch_size=1024,
+            lr=1e-3,
+            weight_decay=0.05,
+            seed=0,
         )
-        rng = np.random.default_rng(0)
-        for _ in range(epochs):
-            order = rng.permutation(len(fi))
-            caps = sample_captions(y[tr], tones[tr], vocab, rng)
-            for s in range(0, len(order), 1024):
-                rows = order[s : s + 1024]
-                zi = F.normalize(heads.image(fi[rows]), dim=-1)
-                zt = F.normalize(heads.text(f_vocab[caps[rows]]), dim=-1)
-                loss = info_nce(zi, zt, heads.logit_scale)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-                with torch.no_grad():
-                    heads.logit_scale.clamp_(0, float(np.log(100)))
-        with torch.no_grad():
-            zi = F.normalize(heads.image(torch.from_numpy(f[va])), dim=-1).numpy()
-            zp = F.normalize(heads.text(torch.from_numpy(f_prompts)), dim=-1).numpy()
-            zv = F.normalize(heads.text(f_vocab), dim=-1).numpy()
-        caps = sample_captions(y[va], tones[va], vocab, 0)
-        gap = float(np.linalg.norm(zi.mean(0) - zv[caps].mean(0)))
-        acc = zero_shot_acc1(zi, y[va], zp.reshape(len(prompts), -1, zp.shape[1]))
+        scores = score_heads(heads, f[va], y[va], tones[va], f_vocab, f_prompts, vocab, 0)
         print(
             f"image_hidden={image_hidden} text_hidden={text_hidden} epochs={epochs}: "
-            f"val acc1 {acc:.4f}  centroid gap {gap:.3f}  ({time.time() - t0:.0f}s)",
+            f"val acc1 {scores['zero_shot_acc1']:.4f}  "
+            f"centroid gap {scores['centroid_gap']:.3f}  ({time.time() - t0:.0f}s)",
             flush=True,
         )
 

@@ -36,6 +36,8 @@ from modgap.datasets.captions import (  # noqa: E402
 from modgap.datasets.fashion_mnist import CLASS_NAMES, load_fashion_mnist  # noqa: E402
 from modgap.encoders.cache import digest  # noqa: E402
 from modgap.encoders.pocket import PocketHeads, PocketTowers, save_heads  # noqa: E402
+from modgap.measures import centroid_gap  # noqa: E402
+from modgap.tasks import zero_shot_metrics  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -62,20 +64,80 @@ def info_nce(zi: torch.Tensor, zt: torch.Tensor, logit_scale: torch.Tensor) -> t
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
-def zero_shot_acc1(image_emb: np.ndarray, labels: np.ndarray, class_emb: np.ndarray) -> float:
-    """Top-1 accuracy of the nearest class-prompt centroid (class_emb: (c, templates, d))."""
-    proto = class_emb.mean(1)
-    proto /= np.linalg.norm(proto, axis=1, keepdims=True)
-    return float(((image_emb @ proto.T).argmax(1) == labels).mean())
+def fit_heads(
+    heads: PocketHeads,
+    image_feats: torch.Tensor,
+    vocab_feats: torch.Tensor,
+    labels: np.ndarray,
+    tones: np.ndarray,
+    vocab,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    seed: int,
+    log=None,
+) -> PocketHeads:
+    """Train ``heads`` in place with InfoNCE (AdamW, one-cycle schedule); every epoch each image
+    draws a fresh caption of its class and tone. Deterministic for a given ``seed``."""
+    heads.image.set_standardisation(image_feats)
+    heads.text.set_standardisation(vocab_feats)
+    opt = torch.optim.AdamW(heads.parameters(), lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = int(np.ceil(len(image_feats) / batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.1
+    )
+    rng = np.random.default_rng(seed)
+    max_scale = float(np.log(100.0))
+    heads.train()
+    for epoch in range(epochs):
+        order = rng.permutation(len(image_feats))
+        captions = sample_captions(labels, tones, vocab, rng)
+        total = 0.0
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            zi = F.normalize(heads.image(image_feats[rows]), dim=-1)
+            zt = F.normalize(heads.text(vocab_feats[captions[rows]]), dim=-1)
+            loss = info_nce(zi, zt, heads.logit_scale)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            with torch.no_grad():
+                heads.logit_scale.clamp_(0.0, max_scale)
+            total += loss.item() * len(rows)
+        if log is not None:
+            log(
+                f"epoch {epoch + 1:3d}  loss {total / len(image_feats):.4f}  "
+                f"temperature {heads.logit_scale.exp().item() ** -1:.4f}"
+            )
+    heads.eval()
+    return heads
 
 
-def centroid_gap(x: np.ndarray, y: np.ndarray) -> float:
-    try:
-        from modgap.measures import centroid_gap as measure
-
-        return float(measure(x, y)["centroid_gap"])
-    except ImportError:  # measures package not there yet: the same formula, ||mean X - mean Y||
-        return float(np.linalg.norm(x.mean(0) - y.mean(0)))
+def score_heads(
+    heads: PocketHeads,
+    image_feats: np.ndarray,
+    labels: np.ndarray,
+    tones: np.ndarray,
+    vocab_feats: torch.Tensor,
+    prompt_feats: np.ndarray,
+    vocab,
+    seed: int,
+) -> dict:
+    """Zero-shot top-1 with the class prompts, and the centroid gap between the images and one
+    sampled caption each (modgap's own task and measure)."""
+    with torch.no_grad():
+        zi = F.normalize(heads.image(torch.from_numpy(image_feats)), dim=-1).numpy()
+        zp = F.normalize(heads.text(torch.from_numpy(prompt_feats)), dim=-1).numpy()
+        zv = F.normalize(heads.text(vocab_feats), dim=-1).numpy()
+    class_emb = zp.reshape(len(CLASS_NAMES), -1, zp.shape[1])
+    captions = sample_captions(labels, tones, vocab, seed)
+    return {
+        "zero_shot_acc1": zero_shot_metrics(zi, labels, class_emb)["acc1"],
+        "centroid_gap": centroid_gap(zi, zv[captions])["centroid_gap"],
+    }
 
 
 def main(argv=None) -> dict:
@@ -96,55 +158,32 @@ def main(argv=None) -> dict:
     f_prompts = towers.text_features([p for ps in prompts for p in ps], cache=True)
     t_features = time.time() - t0
 
-    tones = image_tones(x_train)
     heads = PocketHeads(
         embed_dim=args.embed_dim,
         image_hidden=args.image_hidden or None,
         text_hidden=args.text_hidden or None,
     )
     fi, ft = torch.from_numpy(f_train), torch.from_numpy(f_vocab)
-    heads.image.set_standardisation(fi)
-    heads.text.set_standardisation(ft)
-    opt = torch.optim.AdamW(heads.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    steps_per_epoch = int(np.ceil(len(fi) / args.batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch, pct_start=0.1
+    fit_heads(
+        heads,
+        fi,
+        ft,
+        y_train,
+        image_tones(x_train),
+        vocab,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+        log=lambda line: print(line, flush=True),
     )
-    rng = np.random.default_rng(args.seed)
-    max_scale = float(np.log(100.0))
-    heads.train()
-    for epoch in range(args.epochs):
-        order = rng.permutation(len(fi))
-        captions = sample_captions(y_train, tones, vocab, rng)
-        total = 0.0
-        for start in range(0, len(order), args.batch_size):
-            rows = order[start : start + args.batch_size]
-            zi = F.normalize(heads.image(fi[rows]), dim=-1)
-            zt = F.normalize(heads.text(ft[captions[rows]]), dim=-1)
-            loss = info_nce(zi, zt, heads.logit_scale)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            with torch.no_grad():
-                heads.logit_scale.clamp_(0.0, max_scale)
-            total += loss.item() * len(rows)
-        print(
-            f"epoch {epoch + 1:3d}  loss {total / len(fi):.4f}  "
-            f"temperature {heads.logit_scale.exp().item() ** -1:.4f}",
-            flush=True,
-        )
-    heads.eval()
-
-    with torch.no_grad():
-        zi_test = F.normalize(heads.image(torch.from_numpy(f_test)), dim=-1).numpy()
-        zp = F.normalize(heads.text(torch.from_numpy(f_prompts)), dim=-1).numpy()
-        zv = F.normalize(heads.text(ft), dim=-1).numpy()
-    class_emb = zp.reshape(len(CLASS_NAMES), -1, zp.shape[1])
-    test_caps = sample_captions(y_test, image_tones(x_test), vocab, args.seed)
+    scores = score_heads(
+        heads, f_test, y_test, image_tones(x_test), ft, f_prompts, vocab, args.seed
+    )
     metrics = {
-        "zero_shot_acc1_test": zero_shot_acc1(zi_test, y_test, class_emb),
-        "centroid_gap_test_captions": centroid_gap(zi_test, zv[test_caps]),
+        "zero_shot_acc1_test": scores["zero_shot_acc1"],
+        "centroid_gap_test_captions": scores["centroid_gap"],
         "temperature": heads.logit_scale.exp().item() ** -1,
     }
     config = {
