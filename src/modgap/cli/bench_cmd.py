@@ -24,6 +24,7 @@ def run_bench_cli(
 
     from ..bench import _reducer_names, run_bench, summary_table
     from ..io import read_embeddings
+    from ._output import table_console
     from .eval_cmd import parse_ks
 
     k_list = parse_ks(ks)
@@ -41,7 +42,7 @@ def run_bench_cli(
         progress=progress,
         console=err,
     )
-    con = Console() if Console().is_terminal else Console(width=160)
+    con = table_console(width=160)
     con.print(summary_table(result))
     for name, reason in result["skipped"].items():
         con.print(f"skipped {name}: {reason}", soft_wrap=True, highlight=False)

@@ -65,9 +65,10 @@ def run_eval(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from ..io import read_embeddings, write_json
+    from ..io import read_embeddings
     from ..provenance import jsonable, provenance
     from ..tasks.suite import evaluate
+    from ._output import print_and_save
 
     k_list = parse_ks(ks)
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
@@ -107,7 +108,6 @@ def run_eval(
             metadata=dict(emb.metadata),
         ),
     }
-    out = Console() if Console().is_terminal else Console(width=120)
     table = Table(
         title=f"tasks: {counts['n_images']} images, {counts['n_texts']} texts, d={counts['dim']}"
     )
@@ -125,10 +125,7 @@ def run_eval(
         table.add_row(key, shown, _meaning(key))
     for name, reason in results.get("skipped", {}).items():
         table.add_row(name, "skipped", reason)
-    out.print(table)
-    if json_out is not None:
-        write_json(json_out, document)
-        out.print(f"wrote {json_out}", soft_wrap=True, highlight=False)
+    print_and_save(table, document, json_out)
     return document
 
 

@@ -92,9 +92,10 @@ def run_measure(
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..io import read_embeddings, write_json
+    from ..io import read_embeddings
     from ..measures import MEASURES, measure_all, resolve_measures
     from ..provenance import jsonable, provenance
+    from ._output import print_and_save
 
     names = _split_names(only)
     selected = resolve_measures(names)  # unknown names fail before any data is read
@@ -137,13 +138,7 @@ def run_measure(
     title = (
         f"modality gap: {counts['n_images']} images, {counts['n_texts']} texts, d={counts['dim']}"
     )
-    out = Console()
-    if not out.is_terminal:  # files and pipes: wide enough that the meanings do not wrap
-        out = Console(width=120)
-    out.print(results_table(results, title=title))
-    if json_out is not None:
-        write_json(json_out, document)
-        out.print(f"wrote {json_out}", soft_wrap=True, highlight=False)
+    print_and_save(results_table(results, title=title), document, json_out)
     return document
 
 
