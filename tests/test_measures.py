@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from _references import neighbour_diagnostics
 from conftest import gapped_pairs
 from modgap.errors import InputError, ModgapError
 from modgap.measures import (
@@ -14,7 +15,6 @@ from modgap.measures import (
     per_dimension_gap,
     relative_modality_gap,
 )
-from modgap.measures.neighbours import _dense_reference
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -151,7 +151,7 @@ def test_neighbours_block_equals_dense(block_size, n, m, gap):
     X, _ = gapped_pairs(n, 6, gap=gap, seed=n)
     _, Y = gapped_pairs(m, 6, gap=gap, seed=n)  # same gap direction (same seed)
     got = mixed_neighbour_diagnostics(X, Y, block_size=block_size, dtype="float64")
-    assert got == pytest.approx(_dense_reference(X, Y))
+    assert got == pytest.approx(neighbour_diagnostics(X, Y))
 
 
 @pytest.mark.parametrize("block_size", [1, 2, 5, 13, 100])
@@ -163,7 +163,7 @@ def test_neighbours_block_equals_dense_with_ties(block_size):
     Y = rng.choice([-0.25, 0.25], size=(25, 16))
     Y[:5] = X[:5]  # some exact cross-modal duplicates
     X[10] = X[11]  # and a same-modality duplicate
-    dense = _dense_reference(X, Y)
+    dense = neighbour_diagnostics(X, Y)
     for dtype in ("float32", "float64"):
         got = mixed_neighbour_diagnostics(X, Y, block_size=block_size, dtype=dtype)
         assert got == pytest.approx(dense)
@@ -202,7 +202,7 @@ def test_neighbours_single_image():
     Y = np.array([[0.0, 1.0], [1.0, 1.0]])
     out = mixed_neighbour_diagnostics(X, Y)
     assert out["itr"] == 0.0 and out["tmr"] == 1.0
-    assert out == pytest.approx(_dense_reference(X, Y))
+    assert out == pytest.approx(neighbour_diagnostics(X, Y))
 
 
 def test_neighbours_bad_options():

@@ -7,8 +7,6 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
-
 from ._common import unit_rows
 
 __all__ = ["DEFAULT_BLOCK_SIZE", "mixed_neighbour_diagnostics", "ratio"]
@@ -33,6 +31,9 @@ def _torch_threads(n: int | None):
         torch.set_num_threads(old)
 
 
+# nearest-neighbour candidates kept beyond the first, to decide near-ties exactly
+_EXTRA = 8
+
 #: queries and keys per block: a 2048 x 2048 float32 similarity block is 16 MiB.
 DEFAULT_BLOCK_SIZE = 2048
 
@@ -47,20 +48,47 @@ def ratio(same: int, other: int) -> float:
 def _one_side(Q, O, block_size: int, tick=None) -> tuple[int, float]:
     """For every row of ``Q`` as a query against the mixed set ``[Q; O]`` minus itself: how many
     have a nearest neighbour in ``Q`` (same modality), and the sum of 1-based ranks of the first
-    row of ``O`` (other modality) in their ranked lists."""
+    row of ``O`` (other modality) in their ranked lists.
+
+    Exact comparisons (:mod:`modgap._ties`): the best other-modality score of each query is
+    the exact one, and a same-modality row ranks ahead of it only when its exact score is
+    larger (beyond the tie tolerance); ties go to the other modality.
+    """
     import torch
 
+    from .._ties import count_above, exact_scores, select_topk, topk_rows
+
     n, m = Q.shape[0], O.shape[0]
+    d = Q.shape[1]
+    L = min(m, 1 + _EXTRA)
     n_same = 0
     rank_sum = 0
     for a in range(0, n, block_size):
         b = min(a + block_size, n)
         q = Q[a:b]
-        best_other = torch.full((b - a,), -torch.inf, dtype=Q.dtype, device=Q.device)
+        scale = torch.ones(b - a, dtype=torch.float64, device=Q.device)  # unit rows
+        # float32 candidates for the nearest other-modality row, merged across blocks
+        vals = torch.full((b - a, 0), -torch.inf, dtype=Q.dtype, device=Q.device)
+        idx = torch.zeros((b - a, 0), dtype=torch.int64, device=Q.device)
         for c in range(0, m, block_size):
             s = q @ O[c : min(c + block_size, m)].T
-            best_other = torch.maximum(best_other, s.max(dim=1).values)
-        best_same = torch.full_like(best_other, -torch.inf)
+            v, i = torch.topk(s, min(L, s.shape[1]), dim=1)
+            vals, pick = torch.topk(
+                torch.cat([vals, v], dim=1), min(L, vals.shape[1] + v.shape[1]), dim=1
+            )
+            idx = torch.gather(torch.cat([idx, i + c], dim=1), 1, pick)
+
+        def exact_o(rows, cols, a=a):
+            return exact_scores(Q, O, rows + a, cols)
+
+        _, top, short = select_topk(vals, idx, 1, scale, d, exact_o, complete=L >= m)
+        best_other = top[:, 0]
+        if bool(short.any()):  # more near-ties than the lists hold: score those rows in full
+            rows = torch.nonzero(short).reshape(-1)
+            _, top = topk_rows(
+                q[rows] @ O.T, 1, scale[rows], d, lambda r, cc, rows=rows: exact_o(rows[r], cc)
+            )
+            best_other[rows] = top[:, 0]
         ahead = torch.zeros(b - a, dtype=torch.int64, device=Q.device)
         for c in range(0, n, block_size):
             e = min(c + block_size, n)
@@ -69,11 +97,14 @@ def _one_side(Q, O, block_size: int, tick=None) -> tuple[int, float]:
             if lo < hi:  # the query itself is not its own neighbour
                 idx = torch.arange(lo, hi, device=Q.device)
                 s[idx - a, idx - c] = -torch.inf
-            best_same = torch.maximum(best_same, s.max(dim=1).values)
+
+            def exact_q(rows, cols, a=a, c=c):
+                return exact_scores(Q, Q, rows + a, cols + c)
+
             # same-modality rows strictly more similar than the best other-modality row rank
             # ahead of it; ties go to the other modality
-            ahead += (s > best_other[:, None]).sum(dim=1)
-        n_same += int((best_same > best_other).sum())
+            ahead += count_above(s, best_other, scale, d, exact_q, axis=1)
+        n_same += int((ahead > 0).sum())
         rank_sum += int((ahead + 1).sum())
         if tick is not None:
             tick(b - a)
@@ -104,9 +135,11 @@ def mixed_neighbour_diagnostics(
       for text queries and the first image. 1 means the other modality comes first.
 
     Ties between the best same-modality and the best other-modality similarity go to the other
-    modality (a tie is not evidence of a gap). In particular when ``Y`` is an exact copy of
-    ``X`` every point's nearest other point is its copy, so ITR = TIR = 0 and TMR = IMR = 1;
-    ITR ≈ TIR ≈ 1 holds for two independent samples of one distribution, not for copies.
+    modality (a tie is not evidence of a gap). Comparisons are exact (:mod:`modgap._ties`): the
+    result does not depend on the BLAS kernel, the block size or the thread count. In particular
+    when ``Y`` is an exact copy of ``X`` every point's nearest other point is its copy, so
+    ITR = TIR = 0 and TMR = IMR = 1; ITR ≈ TIR ≈ 1 holds for two independent samples of one
+    distribution, not for copies.
 
     Computed in blocks of ``block_size`` queries × ``block_size`` keys with torch in one pass
     over the keys per query block (the other modality first, for the threshold), so memory is
@@ -175,30 +208,4 @@ def mixed_neighbour_diagnostics(
         "tir": ratio(txt_same, m - txt_same),
         "tmr": img_rank / n,
         "imr": txt_rank / m,
-    }
-
-
-def _dense_reference(X: Any, Y: Any) -> dict:  # pragma: no cover - used by tests only
-    """The (n+m)² route, for tests and benchmarks: full similarity matrix, sort each row."""
-    Xn = unit_rows(X, "image_emb")
-    Yn = unit_rows(Y, "text_emb", dim=Xn.shape[1])
-    Z = np.vstack([Xn, Yn])
-    n, m = Xn.shape[0], Yn.shape[0]
-    is_text = np.r_[np.zeros(n, bool), np.ones(m, bool)]
-    S = Z @ Z.T
-    np.fill_diagonal(S, -np.inf)
-    same = np.zeros(n + m, bool)
-    first_other = np.zeros(n + m)
-    for i in range(n + m):
-        other = is_text != is_text[i]
-        # sort by decreasing similarity; among equals the other modality first
-        order = np.lexsort((~other, -S[i]))
-        order = order[order != i]
-        same[i] = not other[order[0]]
-        first_other[i] = np.flatnonzero(other[order])[0] + 1
-    return {
-        "itr": ratio(int(same[:n].sum()), int((~same[:n]).sum())),
-        "tir": ratio(int(same[n:].sum()), int((~same[n:]).sum())),
-        "tmr": float(first_other[:n].mean()),
-        "imr": float(first_other[n:].mean()),
     }

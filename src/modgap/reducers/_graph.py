@@ -22,6 +22,8 @@ KERNELS = ("clip", "exp")
 
 # bytes of one (rows x columns) float32 similarity block; keeps the working set small
 _BLOCK_BYTES = 256 * 2**20
+# column candidates kept beyond k, so that near-ties at the k-th place can be decided exactly
+_EXTRA = 8
 
 
 def to_torch(x, device=None, dtype=None):
@@ -122,45 +124,82 @@ def bipartite_knn_graph(
     Edge :math:`(i, j)` is kept when text :math:`j` is among the ``n_neighbors`` most similar
     texts of image :math:`i` **or** image :math:`i` is among the ``n_neighbors`` most similar
     images of text :math:`j` (union of the row and column rules), with weight
-    ``kernel_weights(x_i . y_j)``. Similarities are computed in row blocks; the column top-k is
-    merged across blocks, so memory is :math:`O(b\,m + k(n + m))`.
+    ``kernel_weights(x_i . y_j)``. Similarities are computed in row blocks; the column
+    candidates are merged across blocks, so memory is :math:`O(b\,m + k(n + m))`.
+
+    The neighbours are the exact ones (:mod:`modgap._ties`): float32 blocks propose candidates,
+    the places near each row's and column's k-th score are decided by reproducible exact
+    scores, ties by the lower index, and the weights are computed from the exact scores. The
+    graph is therefore the same on every machine, at every block size and thread count.
 
     Returns
     -------
     W : scipy.sparse.csr_matrix (n, m), float64
     row_kth : ndarray (n,)
-        The ``n_neighbors``-th largest similarity of each image row (the row-rule threshold).
+        The exact ``n_neighbors``-th largest similarity of each image row (the row rule).
     col_kth : ndarray (m,)
-        The ``n_neighbors``-th largest similarity of each text column.
+        The exact ``n_neighbors``-th largest similarity of each text column.
     """
     import torch
+
+    from .._ties import exact_scores, row_scale, select_topk, topk_rows
 
     device = default_device(device)
     n, m = X.shape[0], Y.shape[0]
     k_row, k_col = min(n_neighbors, m), min(n_neighbors, n)
+    L_col = min(n, k_col + _EXTRA)
+    Xt = to_torch(X, device, torch.float32)
     Yt = to_torch(Y, device, torch.float32)
+    d = Xt.shape[1]
+    scale_x, scale_y = row_scale(Xt, Yt), row_scale(Yt, Xt)
     b = block_rows or row_block_size(m)
-    row_val, row_idx = [], []
-    col_val = torch.full((k_col, m), -torch.inf, device=device)
-    col_idx = torch.zeros((k_col, m), dtype=torch.long, device=device)
+    row_idx, row_sim = [], []
+    col_val = torch.full((L_col, m), -torch.inf, device=device)
+    col_idx = torch.zeros((L_col, m), dtype=torch.long, device=device)
     for start in range(0, n, b):
-        Xb = to_torch(X[start : start + b], device, torch.float32)
-        s = Xb @ Yt.T
-        v, j = torch.topk(s, k_row, dim=1)
-        row_val.append(v.cpu())
-        row_idx.append(j.cpu())
-        _merge_column_topk(col_val, col_idx, s, start, k_col)
+        stop = min(start + b, n)
+        s = Xt[start:stop] @ Yt.T
+
+        def exact(rows, cols, start=start):
+            return exact_scores(Xt, Yt, rows + start, cols)
+
+        ids, sims = topk_rows(s, k_row, scale_x[start:stop], d, exact)
+        row_idx.append(ids.cpu())
+        row_sim.append(sims.cpu())
+        _merge_column_topk(col_val, col_idx, s, start, L_col)
         del s
         if progress is not None:
-            progress(min(start + b, n))
-    rv, rj = torch.cat(row_val), torch.cat(row_idx)
-    cv, ci = col_val.cpu(), col_idx.cpu()
+            progress(stop)
+
+    def exact_col(rows, cols):
+        return exact_scores(Yt, Xt, rows, cols)
+
+    cids, csims, short = select_topk(
+        col_val.T.contiguous(),
+        col_idx.T.contiguous(),
+        k_col,
+        scale_y,
+        d,
+        exact_col,
+        complete=L_col >= n,
+    )
+    if bool(short.any()):
+        # more near-ties in these columns than the merged lists hold: score them in full
+        cols = torch.nonzero(short).reshape(-1)
+        for c0 in range(0, cols.numel(), b):
+            cc = cols[c0 : c0 + b]
+            ids, sims = topk_rows(
+                Yt[cc] @ Xt.T, k_col, scale_y[cc], d, lambda r, c, cc=cc: exact_col(cc[r], c)
+            )
+            cids[cc], csims[cc] = ids, sims
+    rj, rv = torch.cat(row_idx), torch.cat(row_sim)
+    ci, cv = cids.cpu(), csims.cpu()
     rows = np.concatenate([np.repeat(np.arange(n, dtype=np.int64), k_row), ci.numpy().reshape(-1)])
-    cols = np.concatenate([rj.numpy().reshape(-1), np.tile(np.arange(m, dtype=np.int64), k_col)])
+    cols = np.concatenate([rj.numpy().reshape(-1), np.repeat(np.arange(m, dtype=np.int64), k_col)])
     sims = torch.cat([rv.reshape(-1), cv.reshape(-1)])
-    vals = kernel_weights(sims.double(), kernel, temperature).numpy()
-    # union of the two rules: an edge found by both is kept once
+    vals = kernel_weights(sims, kernel, temperature).numpy()
+    # union of the two rules: an edge found by both (same exact score) is kept once
     _, first = np.unique(rows * m + cols, return_index=True)
     W = sp.csr_matrix((vals[first], (rows[first], cols[first])), shape=(n, m))
     W.eliminate_zeros()
-    return W, rv[:, -1].double().numpy(), cv[-1].double().numpy()
+    return W, rv[:, -1].numpy(), cv[:, -1].numpy()

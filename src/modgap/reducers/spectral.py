@@ -22,10 +22,6 @@ __all__ = ["SpectralEmbedding", "truncated_svd"]
 
 SOLVERS = ("auto", "arpack", "lobpcg", "randomized", "dense")
 
-# a fitted point's similarity to text j may differ from the one seen in fit by float32
-# round-off (other block boundaries); the column-rule threshold allows for it
-_TIE_TOL = 3e-7
-
 
 def truncated_svd(
     A, k: int, solver: str = "arpack", tol: float = 1e-6, random_state: int = 0
@@ -241,30 +237,44 @@ class SpectralEmbedding(Reducer):
     def _extend(self, Q, support, support_kth, support_embedding):
         import torch
 
+        from .._ties import TIE_TOL, exact_scores, row_scale, score_window, topk_rows
+
         dev = default_device(self.device)
         S = to_torch(support, dev, torch.float32)
         E = to_torch(support_embedding, dev, torch.float32)
-        kth = to_torch(support_kth, dev, torch.float32) - _TIE_TOL
+        kth = to_torch(support_kth, dev, torch.float64)
         inv_sigma = to_torch(1 / self.singular_values_, dev, torch.float32)
+        d = S.shape[1]
         out = np.empty((Q.shape[0], E.shape[1]), dtype=np.float32)
         b = row_block_size(S.shape[0], 64 * 2**20)
         for start in range(0, Q.shape[0], b):
-            s = to_torch(Q[start : start + b], dev, torch.float32) @ S.T
+            q = to_torch(Q[start : start + b], dev, torch.float32)
+            s = q @ S.T
             if self.n_neighbors is None:
                 w = kernel_weights(s, self.kernel, self.temperature)
                 emb = (w @ E) / w.sum(dim=1, keepdim=True).clamp_min(1e-30)
             else:
-                # the fit's rule, kept sparse: the row's own top-k, plus the support points
-                # whose stored k-th best similarity this query reaches (the column rule)
+                # the fit's rule with the fit's exact scores: the row's own exact top-k, plus
+                # the support points whose stored exact k-th best similarity this query
+                # reaches (the column rule), ties included
+                scale = row_scale(q, S)
+
+                def exact(rows, cols, q=q):
+                    return exact_scores(q, S, rows, cols)
+
                 k = min(self.n_neighbors, S.shape[0])
-                v, j = torch.topk(s, k, dim=1)
-                extra = (s >= kth[None, :]) & (s < v[:, -1:])
-                r2, c2 = extra.nonzero(as_tuple=True)
+                j, v = topk_rows(s, k, scale, d, exact)
+                s.scatter_(1, j, -torch.inf)  # row-rule edges are not counted twice
+                win = float(score_window(d) * scale.max())
+                r2, c2 = (s >= (kth - win).float()[None, :]).nonzero(as_tuple=True)
+                s2 = exact(r2, c2)
+                keep = s2 >= kth[c2] - TIE_TOL * scale[r2]
+                r2, c2, s2 = r2[keep], c2[keep], s2[keep]
                 rows = torch.cat([torch.arange(s.shape[0], device=dev).repeat_interleave(k), r2])
                 cols = torch.cat([j.reshape(-1), c2])
                 w = kernel_weights(
-                    torch.cat([v.reshape(-1), s[r2, c2]]), self.kernel, self.temperature
-                )
+                    torch.cat([v.reshape(-1), s2]), self.kernel, self.temperature
+                ).float()
                 deg = torch.zeros(s.shape[0], device=dev).index_add_(0, rows, w)
                 emb = torch.zeros((s.shape[0], E.shape[1]), device=dev)
                 emb.index_add_(0, rows, w[:, None] * E[cols])

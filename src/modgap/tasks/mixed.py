@@ -11,10 +11,13 @@ query returns images before any caption.
   ``1 + #{non-partner candidates scoring strictly above the best partner}``. Queries without a
   partner (images with no caption) are left out of the recalls.
 * ``mixed_same_modality@K``: mean over all queries of the share of their top K that has the
-  query's own modality (top-K by ``torch.topk``; ties broken by the sort). Modality-blind
-  retrieval on one caption per image gives about 0.5; a gap pushes it to 1.
+  query's own modality. The top K is the exact one (:mod:`modgap._ties`); items with tied exact
+  scores put the other modality first (a tie is no evidence of a gap), then the lower index.
+  Modality-blind retrieval on one caption per image gives about 0.5; a gap pushes it to 1.
 
-Blocked like retrieval: one ``(block, n_i + n_t)`` score block at a time.
+Blocked like retrieval: one ``(block, n_i + n_t)`` score block at a time; the comparisons that
+float32 rounding could decide either way are recomputed exactly, so no result depends on the
+BLAS kernel, the block size or the thread count.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .._ties import count_above, exact_scores, row_scale, topk_rows
 from ..errors import InputError, ModgapError
 from .retrieval import _as_tensor, _check_ks, _resolve_device
 
@@ -96,28 +100,46 @@ def mixed_search_metrics(
     if block_size is None:
         block_size = max(1, min(N, _BLOCK_ENTRIES // N))
     kmax = ks[-1]
+    d = Z.shape[1]
+    scale = row_scale(Z, Z)
     rank = torch.zeros(N, dtype=torch.int64, device=dev)
-    same = torch.zeros(len(ks), dtype=torch.float64, device=dev)
+    same = [0] * len(ks)
+    if paired:
+        # exact score of each query's best partner: the threshold of its rank
+        txt_ids = torch.arange(n_t, device=dev)
+        pos = exact_scores(X, Y, torch.from_numpy(t2i_np).to(dev), txt_ids)
+        best = torch.full((N,), float("-inf"), dtype=torch.float64, device=dev)
+        best[:n_i].scatter_reduce_(0, torch.from_numpy(t2i_np).to(dev), pos, reduce="amax")
+        best[n_i:] = pos
+
     with torch.no_grad():
         for start in range(0, N, block_size):
             stop = min(start + block_size, N)
             S = Z[start:stop] @ Z.T
             local = torch.arange(stop - start, device=dev)
             S[local, local + start] = float("-inf")  # a query never retrieves itself
-            top = S.topk(kmax, dim=1).indices
-            own = is_text[top] == is_text[start:stop, None]
-            for j, k in enumerate(ks):
-                same[j] += own[:, :k].double().mean(dim=1).sum()
+
+            def exact(rows, cols, start=start):
+                return exact_scores(Z, Z, rows + start, cols)
+
+            q_text = is_text[start:stop]
+
+            def own_last(rows, cols, q_text=q_text):
+                # ties in the top K put the other modality first: a tie is no evidence of a gap
+                return (is_text[cols] == q_text[rows]).long()
+
+            top, _ = topk_rows(S, kmax, scale[start:stop], d, exact, own_last)
+            own = is_text[top] == q_text[:, None]
+            for j, k in enumerate(ks):  # integer counts: the sum does not depend on the blocks
+                same[j] += int(own[:, :k].sum())
             if paired:
                 lo, hi = np.searchsorted(pq_np, [start, stop])
                 q, it = pq[lo:hi] - start, pi[lo:hi]
-                best = torch.full((stop - start,), float("-inf"), device=dev)
-                if hi > lo:
-                    best.scatter_reduce_(0, q, S[q, it], reduce="amax")
-                    # partners other than the best cannot outrank it, so counting all
-                    # scores above the best positive counts non-partners only
-                rank[start:stop] = (S > best[:, None]).sum(1) + 1
-                rank[start:stop][torch.isinf(best)] = 0  # no partner: no recall query
+                # partners never count against the query (the best one is the threshold)
+                S[q, it] = float("-inf")
+                r = count_above(S, best[start:stop], scale[start:stop], d, exact, axis=1) + 1
+                r[torch.isinf(best[start:stop])] = 0  # no partner: no recall query
+                rank[start:stop] = r
     out: dict[str, float] = {}
     if paired:
         r = rank.cpu().numpy()
@@ -128,5 +150,5 @@ def mixed_search_metrics(
             out[f"mixed_image_query_recall@{k}"] = float(np.mean(img <= k))
             out[f"mixed_text_query_recall@{k}"] = float(np.mean(txt_r <= k))
     for j, k in enumerate(ks):
-        out[f"mixed_same_modality@{k}"] = float(same[j].item() / N)
+        out[f"mixed_same_modality@{k}"] = same[j] / (N * k)
     return out

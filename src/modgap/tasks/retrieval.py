@@ -20,19 +20,22 @@ positive for an image query),
 i.e. ties with the positive are resolved in the query's favour (optimistic ranking), and other
 positives never push the best one down. Recall@K = mean over queries of [rank ≤ K].
 
+The comparison ``s(q, c) > s⁺`` is the exact one, not whatever a float32 kernel happens to round
+(:mod:`modgap._ties`): float32 blocks decide every comparison they can decide with margin, and
+the few inside the float32 error window are recomputed with reproducible float64 scores; exact
+scores within ``TIE_TOL`` (2⁻⁴⁰) are ties. Duplicated images therefore tie with the true image
+on every machine, at every block size and thread count.
+
 Memory and time. The score matrix is never formed as a whole: images are processed in blocks
 ``S_b = X_b Yᵀ`` of at most ``block_size`` rows, and one pass over those blocks gives both
 directions (image → text counts along rows, text → image counts along columns), so the cost is
-one matrix product plus two comparisons per score. Peak extra memory is one block of
-``block_size × n_texts`` floats. The positive scores of texts are gathered from the same kind of
-matrix product before the pass, and the positive itself is excluded by index, so a positive is
-never counted against itself whatever the float rounding.
+one matrix product plus four comparisons per score. Peak extra memory is two blocks of
+``block_size × n_texts`` floats.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -67,23 +70,6 @@ def _resolve_device(device: Any, *arrays: Any) -> Any:
         if isinstance(a, torch.Tensor):
             return a.device
     return torch.device("cpu")
-
-
-@contextmanager
-def _single_thread(device: Any):
-    """Run many tiny torch ops on one CPU thread (on a busy machine each parallel region of
-    a tiny op waits for a scheduler slice); no-op on GPU."""
-    import torch
-
-    if torch.device(device).type != "cpu":
-        yield
-        return
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 def _as_tensor(x: Any, name: str, device: Any, dim: int | None, normalize: bool):
@@ -138,10 +124,13 @@ def retrieval_ranks(
     """
     import torch
 
+    from .._ties import count_above, exact_scores, row_scale
+
     dev = _resolve_device(device, image_emb, text_emb)
     X = _as_tensor(image_emb, "image_emb", dev, None, normalize)
     Y = _as_tensor(text_emb, "text_emb", dev, X.shape[1], normalize)
     n_i, n_t = X.shape[0], Y.shape[0]
+    d = X.shape[1]
     t2i_np = check_pairing(text_to_image, n_i, n_t)
     if block_size is None:
         block_size = max(1, min(n_i, _BLOCK_ENTRIES // max(n_t, 1)))
@@ -153,46 +142,33 @@ def retrieval_ranks(
     bounds = np.searchsorted(t2i_np[order_np], np.arange(0, n_i + block_size, block_size))
     order = torch.from_numpy(order_np).to(dev)
     t2i = torch.from_numpy(t2i_np).to(dev)
+    text_ids = torch.arange(n_t, device=dev)
 
     with torch.no_grad():
-        # positive score of every text, from small products X_c Y_cᵀ over chunks of 64 images
-        # and their captions: the same kernel as the blocks below gives the same bits (checked
-        # by a test with duplicated images), at ~1% of the cost of the main pass. On CPU these
-        # small ops run on one thread: thread start-up would cost more than the work.
-        chunk = 64
-        cb = np.searchsorted(t2i_np[order_np], np.arange(0, n_i + chunk, chunk))
-        pos = torch.empty(n_t, device=dev, dtype=torch.float32)
-        with _single_thread(dev):
-            for c, start in enumerate(range(0, n_i, chunk)):
-                idx = order[cb[c] : cb[c + 1]]
-                if idx.numel():
-                    sub = X[start : start + chunk] @ Y[idx].T
-                    pos[idx] = sub[t2i[idx] - start, torch.arange(idx.numel(), device=dev)]
-
+        # exact positive scores (modgap._ties): the thresholds every comparison is made against
+        pos = exact_scores(X, Y, t2i, text_ids)
+        best = torch.full((n_i,), float("-inf"), dtype=torch.float64, device=dev)
+        best.scatter_reduce_(0, t2i, pos, reduce="amax")
+        scale_t, scale_i = row_scale(Y, X), row_scale(X, Y)
         t2i_greater = torch.zeros(n_t, dtype=torch.int64, device=dev)
         i2t_rank = torch.zeros(n_i, dtype=torch.int64, device=dev)
-        # reusable buffers; comparisons are written as 0/1 floats because summing floats is
-        # several times faster than summing booleans in torch, and exact up to 2**24
         S_buf = torch.empty(block_size, n_t, device=dev, dtype=torch.float32)
         G_buf = torch.empty_like(S_buf)
-        row_sum_dtype = torch.float32 if n_t < 2**24 else torch.float64
         for b, start in enumerate(range(0, n_i, block_size)):
             stop = min(start + block_size, n_i)
             S = torch.mm(X[start:stop], Y.T, out=S_buf[: stop - start])  # (B, n_t)
-            G = G_buf[: stop - start]
             idx = order[bounds[b] : bounds[b + 1]]  # texts whose image is in this block
-            rows = t2i[idx] - start
-            # image -> text: best positive per image, then count strictly better negatives
-            best = torch.full((stop - start,), float("-inf"), device=dev)
-            if idx.numel():
-                best.scatter_reduce_(0, rows, S[rows, idx], reduce="amax")
-            torch.gt(S, best[:, None], out=G)
-            i2t_rank[start:stop] = G.sum(1, dtype=row_sum_dtype).long() + 1
-            # text -> image: images of this block scoring strictly above each text's positive
-            torch.gt(S, pos[None, :], out=G)
-            if idx.numel():
-                G[rows, idx] = 0.0  # the positive never outranks itself
-            t2i_greater += G.sum(0).long()
+            # positives never count against a query: not the image's own captions (i2t),
+            # not the text's own image (t2i)
+            S[t2i[idx] - start, idx] = float("-inf")
+
+            def exact(rows, cols, start=start):
+                return exact_scores(X, Y, rows + start, cols)
+
+            i2t_rank[start:stop] = 1 + count_above(
+                S, best[start:stop], scale_i[start:stop], d, exact, axis=1, buffer=G_buf
+            )
+            t2i_greater += count_above(S, pos, scale_t, d, exact, axis=0, buffer=G_buf)
         del S_buf, G_buf
         has_caption = torch.zeros(n_i, dtype=torch.bool, device=dev)
         has_caption[t2i] = True

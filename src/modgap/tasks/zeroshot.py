@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .._array import as_float_matrix, to_numpy
+from .._ties import exact_scores, row_scale, topk_rows
 from ..errors import InputError, ModgapError
 
 __all__ = [
@@ -203,9 +204,14 @@ def zero_shot_metrics(
     step = max(1, (1 << 22) // max(c, 1))
     with torch.no_grad():
         for s in range(0, len(y), step):
-            xb = torch.from_numpy(X[s : s + step]).to(dev)
-            logits = torch.nn.functional.normalize(xb, dim=1) @ Wt.T
-            top = logits.topk(k5, dim=1).indices
+            xb = torch.nn.functional.normalize(torch.from_numpy(X[s : s + step]).to(dev), dim=1)
+            logits = xb @ Wt.T
+
+            def exact(rows, cols, xb=xb):
+                return exact_scores(xb, Wt, rows, cols)
+
+            # the exact top classes (modgap._ties): ties go to the lower class index
+            top, _ = topk_rows(logits, k5, row_scale(xb, Wt), Wt.shape[1], exact)
             top1[s : s + step] = top[:, 0]
             hit5[s : s + step] = (top == yt[s : s + step, None]).any(dim=1)
     pred = top1.cpu().numpy()

@@ -1,0 +1,276 @@
+r"""Score comparisons that do not depend on the BLAS kernel, the block shape or the thread count.
+
+Every rank, top-k and nearest neighbour in modgap compares inner products :math:`s(q, c) =
+q \cdot c` of float32 rows. A float32 matrix product rounds each of them with an error that
+depends on the summation order, which differs between kernels (AVX2 or AVX-512, MKL or
+OpenBLAS, CPU or GPU), block shapes and thread counts; two candidates with equal exact scores
+(duplicated rows, a text copied from another) then come out in either order, and a rank moves
+from 1 to 2 on another machine. The rule used everywhere is:
+
+1. **Float32 decides what it can.** For any summation order
+   :math:`|\mathrm{fl}_{32}(q\cdot c) - q\cdot c| \le \gamma_d \lVert q\rVert\lVert c\rVert`,
+   :math:`\gamma_d = d u / (1 - d u)`, :math:`u = 2^{-24}` (Higham, *Accuracy and Stability of
+   Numerical Algorithms*, 2002, §3.1). Comparisons whose float32 scores differ by more than
+   :func:`score_window` (twice that bound, plus the rounding of the threshold) are taken from the
+   fast float32 blocks.
+2. **The rest are decided by exact scores.** :func:`exact_scores` forms the products of the
+   float32 inputs in float64 (exact: 24 + 24 significant bits fit in 53) and sums them by a
+   fixed pairwise tree of IEEE additions. The value depends only on the two vectors, not on
+   where they sit in a block, so duplicated rows score identically, on every machine.
+3. **Ties.** Two exact scores closer than :data:`TIE_TOL` times the scale
+   :math:`\lVert q\rVert \max\lVert c\rVert` are equal; callers say how equals are ordered (in
+   retrieval, in the query's favour).
+
+The callers work on float32 score blocks; only the few comparisons inside the window (about
+:math:`2\cdot 10^{-4}` of the candidates on CLIP data, and the duplicates) are recomputed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "TIE_TOL",
+    "count_above",
+    "exact_scores",
+    "row_scale",
+    "score_window",
+    "select_topk",
+    "topk_rows",
+]
+
+#: exact scores closer than this (relative to the product of the norms) are a tie
+TIE_TOL = 2.0**-40
+
+# chunk of pairs scored at once by exact_scores (float64 products, padded width)
+_EXACT_BYTES = 2 * 2**20
+
+
+def score_window(d: int) -> float:
+    """Half-width, for unit rows of ``d`` dimensions, inside which float32 scores cannot be
+    trusted to order two candidates: ``2 γ_d`` for the two scores plus the rounding of a
+    float32 threshold, with room to spare (``(d + 4) 2⁻²³``; 6.2e-5 at d = 512)."""
+    return (int(d) + 4) * 2.0**-23
+
+
+def exact_scores(A: Any, B: Any, ia: Any, ib: Any) -> Any:
+    """``A[ia[p]] · B[ib[p]]`` for every pair ``p``, as a reproducible float64 tensor.
+
+    Products of the float32 entries are exact in float64; they are summed by a fixed pairwise
+    tree (the width padded with zeros to a power of two), each step one IEEE addition of two
+    slices, so the result is a function of the two vectors alone: the same bits on every CPU
+    and GPU, whatever the batch. ``A`` and ``B`` are float32 torch tensors on one device,
+    ``ia`` / ``ib`` index tensors of one length.
+    """
+    import torch
+
+    n = int(ia.numel())
+    d = int(A.shape[1])
+    out = torch.empty(n, dtype=torch.float64, device=A.device)
+    if n == 0:
+        return out
+    width = 1 << max(0, (d - 1).bit_length())
+    step = max(1, _EXACT_BYTES // (8 * width))
+    for s in range(0, n, step):
+        P = A[ia[s : s + step]].double() * B[ib[s : s + step]].double()
+        if width != d:
+            P = torch.nn.functional.pad(P, (0, width - d))
+        while P.shape[1] > 1:
+            h = P.shape[1] // 2
+            P = P[:, :h] + P[:, h:]
+        out[s : s + step] = P[:, 0]
+    return out
+
+
+def count_above(
+    S: Any,
+    threshold: Any,
+    scale: Any,
+    d: int,
+    exact: Any,
+    axis: int = 1,
+    buffer: Any = None,
+) -> Any:
+    """For each query of a float32 score block, the number of candidates whose exact score
+    exceeds the query's exact ``threshold`` by more than the tie tolerance.
+
+    Parameters
+    ----------
+    S : float32 tensor (rows, cols)
+        Scores; entries that must not count (the query itself, its positives) set to ``-inf``.
+    threshold : float64 tensor
+        One exact threshold per query: per row when ``axis=1``, per column when ``axis=0``.
+    scale : float64 tensor
+        Per query, ``‖q‖ · max‖c‖`` (1 for unit rows): scales the window and the tolerance.
+    d : int
+        Width of the vectors.
+    exact : callable
+        ``exact(rows, cols) -> float64 tensor``: exact scores of the block entries
+        ``S[rows, cols]`` (:func:`exact_scores` on the right rows of the inputs).
+    axis : {1, 0}
+        1: queries are rows (count along each row); 0: queries are columns.
+    buffer : float32 tensor, optional
+        Scratch space of ``S``'s shape (reused across blocks: a fresh one costs page faults).
+
+    Returns
+    -------
+    int64 tensor
+        Counts, one per query. Ties (``s <= threshold + TIE_TOL * scale``) do not count.
+    """
+    import torch
+
+    shape = (-1, 1) if axis == 1 else (1, -1)
+    window = score_window(d) * scale
+    hi = (threshold + window).float().reshape(shape)
+    lo = (threshold - window).float().reshape(shape)
+    buf = torch.empty_like(S) if buffer is None else buffer[: S.shape[0], : S.shape[1]]
+    # comparisons summed as 0/1 floats: several times faster than summing booleans in torch,
+    # and exact below 2**24 per sum
+    sum_dtype = torch.float32 if S.shape[axis] < 2**24 else torch.float64
+    torch.gt(S, hi, out=buf)
+    sure = buf.sum(axis, dtype=sum_dtype).long()
+    torch.gt(S, lo, out=buf)
+    near = buf.sum(axis, dtype=sum_dtype).long() - sure
+    queries = torch.nonzero(near > 0).reshape(-1)
+    if queries.numel():
+        sub = S[queries] if axis == 1 else S[:, queries]
+        t_hi = hi.reshape(-1)[queries].reshape(shape)
+        t_lo = lo.reshape(-1)[queries].reshape(shape)
+        inside = (sub > t_lo) & ~(sub > t_hi)
+        r, c = inside.nonzero(as_tuple=True)
+        if axis == 1:
+            q, rows, cols = queries[r], queries[r], c
+        else:
+            q, rows, cols = queries[c], r, queries[c]
+        ahead = exact(rows, cols) > threshold[q] + TIE_TOL * scale[q]
+        sure.index_add_(0, q, ahead.long())
+    return sure
+
+
+def select_topk(
+    values: Any,
+    index: Any,
+    k: int,
+    scale: Any,
+    d: int,
+    exact: Any,
+    tie_key: Any = None,
+    complete: bool = False,
+) -> tuple[Any, Any, Any]:
+    """The exact top-``k`` of each row from float32 candidate lists.
+
+    Parameters
+    ----------
+    values : float32 tensor (rows, L), sorted descending
+        Float32 scores of each row's ``L >= k`` best candidates (``torch.topk``).
+    index : int64 tensor (rows, L)
+        Their candidate ids.
+    k : int
+    scale : float64 tensor (rows,)
+        Per row, ``‖q‖ · max‖c‖`` (1 for unit rows).
+    d : int
+        Width of the vectors.
+    exact : callable
+        ``exact(row_positions, candidate_ids) -> float64`` exact scores.
+    tie_key : callable, optional
+        ``tie_key(row_positions, candidate_ids) -> int64`` ordering candidates with tied exact
+        scores (smaller first) before their id; default: the id alone.
+    complete : bool
+        The lists hold every candidate of their rows (nothing lies beyond ``L``).
+
+    Returns
+    -------
+    ids : int64 tensor (rows, k)
+        The selected candidates, best first; exact scores on one ``TIE_TOL · scale`` grid cell
+        tie and are ordered by ``(tie_key, id)``.
+    scores : float64 tensor (rows, k)
+        Their exact scores.
+    short : bool tensor (rows,)
+        Rows whose ``L`` candidates were not enough to decide (more near-ties than the list
+        holds): the caller must call again with longer lists for them.
+    """
+    import numpy as np
+    import torch
+
+    rows, L = values.shape
+    dev = values.device
+    window = score_window(d) * scale
+    # every candidate that can be in the exact top-k scores at least kth - window in float32
+    reach = values >= (values[:, k - 1].double() - window).float()[:, None]
+    reach &= torch.isfinite(values)  # masked entries (-inf) are never candidates
+    if complete or L == k:
+        short = torch.zeros(rows, dtype=torch.bool, device=dev)
+    else:
+        short = reach[:, -1].clone()
+    r, c = reach.nonzero(as_tuple=True)
+    cand = index[r, c]
+    s64 = exact(r, cand)
+    key = tie_key(r, cand) if tie_key is not None else torch.zeros_like(cand)
+    grid = torch.round(s64 / (TIE_TOL * scale[r])).to(torch.int64)
+    # one sort by (row, -score cell, tie key, id)
+    order = np.lexsort(
+        (cand.cpu().numpy(), key.cpu().numpy(), -grid.cpu().numpy(), r.cpu().numpy())
+    )
+    order_t = torch.from_numpy(order).to(dev)
+    r_s = r[order_t]
+    pos = torch.arange(r_s.numel(), device=dev)
+    first = torch.ones_like(r_s, dtype=torch.bool)
+    first[1:] = r_s[1:] != r_s[:-1]
+    start = torch.cummax(torch.where(first, pos, torch.zeros_like(pos)), dim=0).values
+    rank = pos - start
+    keep = rank < k
+    ids = torch.full((rows, k), -1, dtype=torch.int64, device=dev)
+    scores = torch.full((rows, k), float("-inf"), dtype=torch.float64, device=dev)
+    ids[r_s[keep], rank[keep]] = cand[order_t][keep]
+    scores[r_s[keep], rank[keep]] = s64[order_t][keep]
+    return ids, scores, short
+
+
+def topk_rows(
+    S: Any, k: int, scale: Any, d: int, exact: Any, tie_key: Any = None, extra: int = 8
+) -> tuple[Any, Any]:
+    """The exact top-``k`` of every row of a float32 score block (:func:`select_topk` on
+    ``torch.topk`` lists of ``k + extra`` entries, longer for the rare rows with more near-ties).
+
+    ``exact(rows, cols)`` scores block entries exactly; ``tie_key(rows, cols)`` as in
+    :func:`select_topk`. Masked entries (``-inf``) are never selected; a row with fewer than
+    ``k`` others gets id -1 in the missing places. Returns ``(ids, exact scores)``.
+    """
+    import torch
+
+    R, n = S.shape
+    ids = torch.empty((R, k), dtype=torch.int64, device=S.device)
+    scores = torch.empty((R, k), dtype=torch.float64, device=S.device)
+    todo = None  # None: every row, without copying the block
+    L = min(n, k + extra)
+    while True:
+        block = S if todo is None else S[todo]
+        v, i = torch.topk(block, L, dim=1)
+        where = (lambda r: r) if todo is None else (lambda r, t=todo: t[r])
+        sel, sc, short = select_topk(
+            v,
+            i,
+            k,
+            scale if todo is None else scale[todo],
+            d,
+            lambda r, c, w=where: exact(w(r), c),
+            None if tie_key is None else (lambda r, c, w=where: tie_key(w(r), c)),
+            complete=L >= n,
+        )
+        if todo is None:
+            ids, scores = sel, sc
+        else:
+            ids[todo], scores[todo] = sel, sc
+        if not bool(short.any()):
+            return ids, scores
+        todo = torch.nonzero(short).reshape(-1) if todo is None else todo[short]
+        L = min(n, 2 * L)
+
+
+def row_scale(Q: Any, C: Any) -> Any:
+    """``‖q‖ · max‖c‖`` per row of ``Q`` (float64), the scale of :func:`score_window`."""
+    import torch
+
+    # an upper bound is all the window needs: float32 norms, rounded up
+    cmax = float(torch.linalg.vector_norm(C, dim=1).max()) if C.shape[0] else 1.0
+    return torch.linalg.vector_norm(Q, dim=1).double() * (cmax * (1 + 1e-6))

@@ -1,0 +1,196 @@
+"""Results that must not depend on the BLAS kernel, the block shape or the thread count.
+
+Duplicated rows give equal exact scores; a float32 product rounds them differently by position,
+block and kernel, so every rank, top-k and nearest neighbour is checked here against the dense
+float64 reference at several block sizes and thread counts (modgap._ties)."""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+import torch
+
+import _references as ref
+from modgap._ties import TIE_TOL, exact_scores, score_window
+from modgap.measures.neighbours import mixed_neighbour_diagnostics
+from modgap.reducers._graph import bipartite_knn_graph
+from modgap.tasks.mixed import mixed_search_metrics
+from modgap.tasks.retrieval import retrieval_ranks
+from modgap.tasks.zeroshot import zero_shot_metrics
+
+BLOCKS = [1, 7, 97, 4096]
+THREADS = [1, 2]
+
+
+@contextmanager
+def torch_threads(n: int):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _unit(a):
+    return (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _duplicated(n_i=300, captions=2, d=512, seed=5, noise=3.0):
+    """Images whose second half copies the first, noisy captions, texts shuffled; a few texts
+    copied too, so both directions see exact ties."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_i, d))
+    t2i = rng.permutation(np.repeat(np.arange(n_i), captions))
+    Y = X[t2i] + noise * rng.standard_normal((t2i.size, d))
+    X, Y = _unit(X), _unit(Y)
+    X[n_i // 2 :] = X[: n_i - n_i // 2]
+    Y[-20:] = Y[:20]
+    return X, Y, t2i
+
+
+def test_exact_scores_depend_on_the_two_vectors_only():
+    rng = np.random.default_rng(0)
+    A = torch.from_numpy(_unit(rng.standard_normal((50, 300))))
+    B = torch.from_numpy(_unit(rng.standard_normal((40, 300))))
+    A[30] = A[3]
+    ia = torch.tensor([3, 30, 3, 7])
+    ib = torch.tensor([5, 5, 5, 9])
+    s = exact_scores(A, B, ia, ib)
+    assert s[0].item() == s[1].item() == s[2].item()  # same vectors, same bits, any position
+    alone = exact_scores(A, B, ia[1:2], ib[1:2])  # another batch shape
+    assert alone.item() == s[0].item()
+    # symmetric, and within float64 round-off of the exactly rounded sum
+    assert exact_scores(B, A, ib, ia).tolist() == s.tolist()
+    for p in range(4):
+        a, b = A[ia[p]].double().tolist(), B[ib[p]].double().tolist()
+        assert abs(s[p].item() - math.fsum(x * y for x, y in zip(a, b, strict=True))) < 1e-15
+
+
+def test_window_covers_float32_rounding():
+    rng = np.random.default_rng(1)
+    d = 512
+    A, B = _unit(rng.standard_normal((200, d))), _unit(rng.standard_normal((300, d)))
+    S32 = torch.from_numpy(A) @ torch.from_numpy(B).T
+    S64 = A.astype(np.float64) @ B.T.astype(np.float64)
+    assert np.abs(S32.numpy() - S64).max() < score_window(d) / 2
+    assert TIE_TOL < 1e-11
+
+
+@pytest.mark.parametrize("threads", THREADS)
+@pytest.mark.parametrize("block_size", BLOCKS)
+def test_retrieval_ranks_with_duplicates(block_size, threads):
+    X, Y, t2i = _duplicated()
+    want_i2t, want_t2i = ref.retrieval_ranks(X, Y, t2i)
+    with torch_threads(threads):
+        got_i2t, got_t2i = retrieval_ranks(X, Y, t2i, block_size=block_size)
+    np.testing.assert_array_equal(got_t2i, want_t2i)
+    np.testing.assert_array_equal(got_i2t, want_i2t)
+    assert (want_t2i == 1).mean() > 0.3  # the duplicated images tie with the true one
+
+
+def _mixed_reference(X, Y, t2i, ks):
+    n_i, n_t = len(X), len(Y)
+    Z = ref.unit(np.concatenate([X, Y]))
+    S = Z @ Z.T
+    N = len(Z)
+    np.fill_diagonal(S, -np.inf)
+    is_text = np.r_[np.zeros(n_i, bool), np.ones(n_t, bool)]
+    top = ref.exact_topk_rows(
+        S, max(ks), tie_key=lambda r, c: (is_text[c] == is_text[r]).astype(float)
+    )
+    out = {}
+    partners = [set() for _ in range(N)]
+    for j, i in enumerate(t2i):
+        partners[i].add(n_i + j)
+        partners[n_i + j].add(i)
+    ranks = np.zeros(N, dtype=np.int64)
+    for q in range(N):
+        if partners[q]:
+            best = max(S[q, p] for p in partners[q])
+            others = [c for c in range(N) if c != q and c not in partners[q]]
+            ranks[q] = 1 + int(np.sum(S[q, others] > best + ref.TIE))
+    for k in ks:
+        r = ranks[ranks > 0]
+        out[f"mixed_recall@{k}"] = float(np.mean(r <= k))
+        own = int((is_text[top[:, :k]] == is_text[:, None]).sum())
+        out[f"mixed_same_modality@{k}"] = own / (N * k)
+    return out
+
+
+@pytest.mark.parametrize("threads", THREADS)
+@pytest.mark.parametrize("block_size", BLOCKS)
+def test_mixed_search_with_duplicates(block_size, threads):
+    X, Y, t2i = _duplicated(n_i=120, captions=2, d=64, noise=1.0)
+    Y[:30] = X[t2i[:30]]  # texts identical to their image: exact cross-modal ties
+    ks = (1, 5, 10)
+    want = _mixed_reference(X, Y, t2i, ks)
+    with torch_threads(threads):
+        got = mixed_search_metrics(X, Y, t2i, ks=ks, block_size=block_size)
+    for key, value in want.items():
+        assert got[key] == value, key
+
+
+@pytest.mark.parametrize("threads", THREADS)
+@pytest.mark.parametrize("block_size", BLOCKS)
+def test_neighbour_diagnostics_with_duplicates(block_size, threads):
+    X, Y, _ = _duplicated(n_i=150, captions=1, d=256, noise=0.8)
+    Y[:40] = X[:40]  # cross-modal copies: the nearest other point ties with a same duplicate
+    want = ref.neighbour_diagnostics(X, Y)
+    with torch_threads(threads):
+        got = mixed_neighbour_diagnostics(X, Y, block_size=block_size)
+    assert got == want
+
+
+@pytest.mark.parametrize("threads", THREADS)
+@pytest.mark.parametrize("block_rows", BLOCKS)
+def test_spectral_graph_with_duplicates(block_rows, threads):
+    X, Y, _ = _duplicated(n_i=200, captions=1, d=128, noise=0.7)
+    k = 6
+    with torch_threads(threads):
+        W, row_kth, col_kth = bipartite_knn_graph(X, Y, k, "exp", 0.1, block_rows=block_rows)
+    S = X.astype(np.float64) @ Y.T.astype(np.float64)  # the graph takes unit rows as they are
+    keep = np.zeros(S.shape, bool)
+    rows = ref.exact_topk_rows(S, k)
+    keep[np.arange(S.shape[0])[:, None], rows] = True
+    cols = ref.exact_topk_rows(S.T, k)
+    keep[cols, np.arange(S.shape[1])[:, None]] = True
+    np.testing.assert_array_equal(W.toarray() > 0, keep)  # the same edges, ties by index
+    np.testing.assert_allclose(W.toarray(), np.exp((S - 1) / 0.1) * keep, rtol=1e-12)
+    np.testing.assert_allclose(row_kth, np.sort(S, axis=1)[:, -k], atol=1e-12)
+    np.testing.assert_allclose(col_kth, np.sort(S, axis=0)[-k], atol=1e-12)
+
+
+def test_spectral_graph_bits_do_not_depend_on_blocks_or_threads():
+    X, Y, _ = _duplicated(n_i=200, captions=1, d=128, noise=0.7)
+    graphs = []
+    for threads in THREADS:
+        for block_rows in BLOCKS:
+            with torch_threads(threads):
+                W, row_kth, col_kth = bipartite_knn_graph(
+                    X, Y, 5, "exp", 0.05, block_rows=block_rows
+                )
+            graphs.append((W, row_kth, col_kth))
+    W0, r0, c0 = graphs[0]
+    for W, r, c in graphs[1:]:
+        assert (W != W0).nnz == 0
+        assert r.tobytes() == r0.tobytes() and c.tobytes() == c0.tobytes()
+
+
+@pytest.mark.parametrize("threads", THREADS)
+def test_zero_shot_ties_go_to_the_lower_class(threads):
+    rng = np.random.default_rng(3)
+    W = _unit(rng.standard_normal((6, 64)))
+    W[4] = W[1]  # two classes with the same prompt embedding
+    X = _unit(W[rng.integers(0, 6, 400)] + 0.6 * rng.standard_normal((400, 64)))
+    y = rng.integers(0, 6, 400)
+    S = ref.unit(X) @ ref.unit(W).T
+    top = ref.exact_topk_rows(S, 5)
+    with torch_threads(threads):
+        got = zero_shot_metrics(X, y, W, return_predictions=True)
+    np.testing.assert_array_equal(got["predictions"], top[:, 0])
+    assert got["acc5"] == float(np.mean((top == y[:, None]).any(axis=1)))
+    assert 4 not in set(got["predictions"])  # class 4 always loses its tie to class 1
