@@ -185,7 +185,7 @@ def main() -> None:
     text = json.dumps(doc, indent=2)
     print(text)
     if args.out:
-        from modgap.io import atomic_path
+        from modgap.files import atomic_path
 
         with atomic_path(args.out, ".json") as tmp:
             tmp.write_text(text + "\n")

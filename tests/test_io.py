@@ -21,7 +21,8 @@ from safetensors.numpy import save_file
 from conftest import gapped_pairs
 from modgap.embeddings import EmbeddingSet
 from modgap.errors import InputError, ModgapError, ModgapNotice
-from modgap.io import FORMATS, atomic_path, read_embeddings, read_pairs, write_embeddings
+from modgap.files import atomic_path
+from modgap.io import FORMATS, read_embeddings, read_pairs, write_embeddings
 
 
 def _multi_caption_set(n_images: int = 12, n_texts: int = 30, d: int = 8, seed: int = 0):

@@ -27,6 +27,7 @@ _EXPORTS: dict[str, str] = {
     "write_embeddings": "io",
     "read_pairs": "io",
     "FORMATS": "io",
+    "Format": "io",
     "provenance": "provenance",
     "jsonable": "provenance",
     # measures

@@ -28,7 +28,7 @@ import numpy as np
 
 from .embeddings import EmbeddingSet
 from .errors import ModgapError
-from .io import write_json
+from .files import write_json
 
 __all__ = ["SUMMARY_COLUMNS", "run_bench", "summary_table"]
 

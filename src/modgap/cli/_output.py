@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..io import write_json
+from ..files import write_json
 
 
 def table_console(width: int = 120) -> Console:

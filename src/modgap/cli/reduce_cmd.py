@@ -82,7 +82,8 @@ def run_reduce(
     """What ``modgap reduce`` does; returns the summary written to ``FOLDER/reduce.json``."""
     from rich.console import Console
 
-    from ..io import detect_format, read_embeddings, write_embeddings, write_json
+    from ..files import write_json
+    from ..io import detect_format, read_embeddings, write_embeddings
     from ..provenance import provenance
     from ..reducers import get_reducer, load_reducer
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_path
+from ..files import atomic_path
 
 __all__ = ["cache_dir", "cached_array", "digest"]
 

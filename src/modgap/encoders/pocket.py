@@ -103,7 +103,7 @@ def save_heads(heads: PocketHeads, config: dict, folder: str | os.PathLike) -> P
     """Write the heads as float16 safetensors plus a JSON config, atomically."""
     from safetensors.torch import save_file
 
-    from ..io import atomic_path
+    from ..files import atomic_path
 
     folder = Path(folder)
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in heads.state_dict().items()}

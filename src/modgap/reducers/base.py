@@ -278,7 +278,7 @@ class Reducer:
         from safetensors.numpy import save_file
 
         from .. import __version__
-        from ..io import atomic_path
+        from ..files import atomic_path
 
         self._check_fitted()
         arrays, scalars = self._fitted_state()

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_path
+from ..files import atomic_path
 
 __all__ = ["render_report", "write_report"]
 

@@ -280,7 +280,7 @@ def write_toy_precomp(
     captions name those concepts (in shuffled order, with filler words). Retrieval is learnable
     but not trivial.
     """
-    from ..io import atomic_path
+    from ..files import atomic_path
 
     n_images = n_images or {"train": 200, "dev": 40, "test": 40}
     rng = np.random.default_rng(seed)
@@ -368,7 +368,7 @@ def load_features(path: str | os.PathLike) -> MatchingData:
 
 def write_features(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
     """Write a features ``.npz`` (keys as in :func:`load_features`) atomically."""
-    from ..io import atomic_path
+    from ..files import atomic_path
 
     unknown = set(arrays) - {
         *FEATURE_KEYS,

@@ -31,7 +31,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from ..errors import InputError, ModgapError, notice
-from ..io import atomic_path
+from ..files import atomic_path
 from .config import PROTOCOLS, ConfigError, TrainConfig, load_config
 from .data import (
     MatchingData,

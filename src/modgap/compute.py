@@ -1,0 +1,224 @@
+"""The compute context: device, memory budget, threads and seed, built once and passed down.
+
+A :class:`Compute` is a small frozen record. The command line builds one from ``--device``,
+``--memory-budget``, ``--threads`` and ``--seed``; a library caller builds one (or uses the
+default) and passes it as ``compute=`` to measures, tasks, reducers, training and the bench, or
+makes it current for a block of code with :func:`use`. Every blocked kernel sizes its blocks from
+:meth:`Compute.rows_per_block`, and every device name goes through :func:`resolve_device`, so
+one run uses one device and one clear error names an unavailable one.
+
+Results never depend on the block sizes this chooses (see :mod:`modgap._ties`), only speed and
+memory do.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from .errors import ModgapError
+
+__all__ = [
+    "DEFAULT_MEMORY_BUDGET",
+    "Compute",
+    "current",
+    "parse_bytes",
+    "resolve",
+    "resolve_device",
+    "use",
+]
+
+#: working memory a kernel may allocate beside the data it is given (score blocks, buffers)
+DEFAULT_MEMORY_BUDGET = 1 << 30
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "m": 10**6,
+    "mb": 10**6,
+    "g": 10**9,
+    "gb": 10**9,
+    "t": 10**12,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+
+
+def parse_bytes(value: Any) -> int:
+    """``"2GB"``, ``"512MiB"``, ``"1e9"`` or an int -> bytes (decimal and binary units)."""
+    if isinstance(value, bool):
+        raise ModgapError(f"memory budget must be a size such as 2GB, got {value!r}")
+    if isinstance(value, int | float):
+        n = float(value)
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-zA-Z]*)\s*", str(value))
+        if not m or m.group(2).lower() not in _UNITS:
+            raise ModgapError(f"memory budget {value!r} is not a size (examples: 2GB, 512MiB, 1e9)")
+        n = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    if not n >= 2**20:
+        raise ModgapError(f"memory budget must be at least 1 MiB, got {value!r}")
+    return int(n)
+
+
+def resolve_device(device: Any = None) -> Any:
+    """The one device resolver: ``None``/``"auto"`` -> CUDA when available, else CPU;
+    ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` checked against this machine.
+
+    Raises :class:`~modgap.errors.ModgapError` with one line for an unknown or unavailable
+    device. Returns a :class:`torch.device`.
+    """
+    import torch
+
+    if isinstance(device, torch.device):
+        name = str(device)
+    else:
+        name = "auto" if device is None else str(device).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    m = re.fullmatch(r"(cpu|cuda|mps)(?::(\d+))?", name)
+    if not m:
+        raise ModgapError(f"unknown device {device!r} (choose auto, cpu, cuda, cuda:N or mps)")
+    kind, index = m.group(1), m.group(2)
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise ModgapError(
+                f"device {device!r} asked for, but CUDA is not available on this machine "
+                "(use --device cpu or auto)"
+            )
+        if index is not None and int(index) >= torch.cuda.device_count():
+            raise ModgapError(
+                f"device {device!r} asked for, but this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s)"
+            )
+    if kind == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise ModgapError(f"device {device!r} asked for, but MPS is not available here")
+    if kind == "cpu" and index is not None:
+        raise ModgapError(f"unknown device {device!r} (the CPU has no index; use cpu)")
+    return torch.device(name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Compute:
+    """Where and how heavy kernels run.
+
+    Parameters
+    ----------
+    device : str
+        ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+    memory_budget : int or str
+        Working memory, in bytes (or a size such as ``"2GB"``), that one blocked kernel may
+        allocate beside its inputs; block sizes follow from it.
+    threads : int or None
+        CPU threads for torch and BLAS inside :meth:`threads_limit` (None: the libraries'
+        defaults).
+    seed : int
+        Seed of every sample, split and initialisation.
+    """
+
+    device: str = "auto"
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
+    threads: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "memory_budget", parse_bytes(self.memory_budget))
+        if self.threads is not None:
+            if isinstance(self.threads, bool) or not isinstance(self.threads, int):
+                raise ModgapError(f"threads must be a positive integer, got {self.threads!r}")
+            if self.threads < 1:
+                raise ModgapError(f"threads must be a positive integer, got {self.threads}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ModgapError(f"seed must be an integer, got {self.seed!r}")
+        dev = str(self.device).strip().lower() if self.device is not None else "auto"
+        object.__setattr__(self, "device", dev)
+
+    @property
+    def torch_device(self) -> Any:
+        """The resolved :class:`torch.device` (a clear error when it is not available)."""
+        return resolve_device(self.device)
+
+    def check(self) -> Compute:
+        """Resolve the device now (so a bad ``--device`` fails before any work); returns self."""
+        resolve_device(self.device)
+        return self
+
+    def replace(self, **changes: Any) -> Compute:
+        return dataclasses.replace(self, **changes)
+
+    def rows_per_block(
+        self, row_bytes: int, *, buffers: int = 1, share: float = 1.0, cap: int = 1 << 16
+    ) -> int:
+        """How many rows of ``row_bytes`` each fit ``buffers`` times in ``share`` of the budget
+        (at least 1, at most ``cap``)."""
+        room = int(self.memory_budget * share) // max(1, buffers * max(1, int(row_bytes)))
+        return max(1, min(int(cap), room))
+
+    @contextmanager
+    def threads_limit(self) -> Iterator[None]:
+        """Limit torch and BLAS/OpenMP threads to ``threads`` inside the block (no-op if None)."""
+        if self.threads is None:
+            yield
+            return
+        import torch
+        from threadpoolctl import threadpool_limits
+
+        old = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            with threadpool_limits(self.threads):
+                yield
+        finally:
+            torch.set_num_threads(old)
+
+    def describe(self) -> dict:
+        """For provenance records."""
+        return {
+            "device": str(self.torch_device),
+            "memory_budget": self.memory_budget,
+            "threads": self.threads,
+            "seed": self.seed,
+        }
+
+
+_CURRENT: contextvars.ContextVar[Compute] = contextvars.ContextVar(
+    "modgap_compute", default=Compute()
+)
+
+
+def current() -> Compute:
+    """The compute context in effect (the default one unless inside :func:`use`)."""
+    return _CURRENT.get()
+
+
+@contextmanager
+def use(compute: Compute) -> Iterator[Compute]:
+    """Make ``compute`` the current context inside the block (and limit threads)."""
+    if not isinstance(compute, Compute):
+        raise ModgapError(f"use() needs a Compute, got {type(compute).__name__}")
+    token = _CURRENT.set(compute)
+    try:
+        with compute.threads_limit():
+            yield compute
+    finally:
+        _CURRENT.reset(token)
+
+
+def resolve(compute: Compute | None = None, **overrides: Any) -> Compute:
+    """``compute`` (or the current context) with the non-None ``overrides`` applied: the one way
+    a function turns its ``compute=`` / ``device=`` arguments into a context."""
+    base = current() if compute is None else compute
+    if not isinstance(base, Compute):
+        raise ModgapError(f"compute must be a modgap.Compute, got {type(base).__name__}")
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return base.replace(**changes) if changes else base
