@@ -152,7 +152,7 @@ def fmnist_features(train_limit: int = 20000, image_size: int = 64) -> None:
     from modgap.datasets.fashion_mnist import CLASS_NAMES, load_fashion_mnist
     from modgap.encoders.cache import digest
     from modgap.encoders.pocket import PocketTowers
-    from modgap.train.data import write_features
+    from modgap.io.features import write_features
 
     towers = PocketTowers(image_size, torch.device("cpu"))
     vocab = caption_vocabulary()

@@ -214,7 +214,7 @@ def test_lr_schedule():
 
 def test_build_model_is_seeded(toy):
     cfg = config_from_dict(tiny(toy))
-    from modgap.train.data import load_precomp
+    from modgap.io.precomp import load_precomp
 
     data = load_precomp(toy, "train")
     torch.manual_seed(0)
@@ -227,7 +227,7 @@ def test_build_model_is_seeded(toy):
 def test_features_format_class_relevance_and_zero_shot(tmp_path):
     """Tower features of unequal widths (the pocket heads' setting), class-level retrieval and
     zero-shot through the text head."""
-    from modgap.train.data import write_features
+    from modgap.io.features import write_features
 
     rng = np.random.default_rng(0)
     c, n = 6, 120

@@ -12,7 +12,7 @@ import yaml
 from modgap.cli import main
 from modgap.errors import InputError
 from modgap.train import ConfigError, config_from_dict, load_config, write_toy_precomp
-from modgap.train.data import write_features
+from modgap.io.features import write_features
 from modgap.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,14 +156,14 @@ def test_mismatched_feature_dims(toy, tmp_path):
 
 
 def test_features_file_errors(tmp_path):
-    from modgap.train.data import load_features
+    from modgap.io.features import load_features
 
     p = tmp_path / "f.npz"
     np.savez(p, image_features=np.ones((3, 2), np.float32))
     with pytest.raises(InputError, match=r"missing key.*text_features"):
         load_features(p)
     write_features(p, image_features=np.ones((3, 2)), text_features=np.ones((4, 2)))
-    with pytest.raises(InputError, match=r"3 images but 4 texts and no 'text_to_image'"):
+    with pytest.raises(InputError, match=r"3 images but 4 texts: row-by-row pairing needs equal"):
         load_features(p)
 
 

@@ -8,15 +8,9 @@ import pytest
 import torch
 
 from modgap.errors import InputError, ModgapError
-from modgap.train.data import (
-    MatchingData,
-    Vocabulary,
-    epoch_order,
-    load_precomp,
-    split_images,
-    tokenize,
-    write_toy_precomp,
-)
+from modgap.embeddings import FeatureSet
+from modgap.io.precomp import Vocabulary, load_precomp, tokenize, write_toy_precomp
+from modgap.train.data import epoch_order, split_images
 from modgap.train.evaluate import class_retrieval_metrics
 from modgap.train.model import GPO, FeatureEncoder, WordGRUEncoder, pool_features
 
@@ -124,7 +118,7 @@ def test_load_precomp_layout(tmp_path):
 
 
 def test_subset_keeps_captions_with_their_images():
-    d = MatchingData(
+    d = FeatureSet(
         images=np.arange(4, dtype=np.float32)[:, None],
         texts=np.arange(8, dtype=np.float32)[:, None],
         text_to_image=np.array([0, 0, 1, 1, 2, 2, 3, 3]),

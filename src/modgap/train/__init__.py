@@ -4,7 +4,9 @@ See ``docs/dias.md`` for the objective, the configs and the ablation that chose 
 """
 
 from .config import ConfigError, TrainConfig, config_from_dict, load_config
-from .data import MatchingData, Vocabulary, from_embedding_set, load_precomp, write_toy_precomp
+from ..embeddings import FeatureSet
+from ..io.features import load_features, write_features
+from ..io.precomp import Vocabulary, load_precomp, write_toy_precomp
 from .evaluate import class_retrieval_metrics, evaluate
 from .losses import (
     DIASLoss,
@@ -27,7 +29,7 @@ __all__ = [
     "InfoNCELoss",
     "InterModalityLoss",
     "IntraModalityLoss",
-    "MatchingData",
+    "FeatureSet",
     "MatchingModel",
     "TrainConfig",
     "Trainer",
@@ -37,10 +39,11 @@ __all__ = [
     "class_retrieval_metrics",
     "config_from_dict",
     "evaluate",
-    "from_embedding_set",
     "load_config",
+    "load_features",
     "load_precomp",
     "sparse_mask",
     "train",
+    "write_features",
     "write_toy_precomp",
 ]

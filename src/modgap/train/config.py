@@ -52,7 +52,7 @@ class DataConfig:
     ``format: embeddings`` reads any file :func:`modgap.io.read_embeddings` reads (global
     features both sides, e.g. frozen CLIP embeddings: the heads-only mode); ``features`` reads
     a ``.npz`` of frozen-tower features of unequal widths
-    (:func:`modgap.train.data.load_features`). Both are split by image (``val``/``test``
+    (:func:`modgap.io.features.load_features`). Both are split by image (``val``/``test``
     counts or fractions, or k-fold with ``folds``/``fold``), unless ``val_path``/``test_path``
     give separate files. ``format: precomp`` reads the VSE/SCAN
     folder layout at ``path`` (splits ``train_split``/``val_split``/``test_split``).

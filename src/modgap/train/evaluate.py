@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import ModgapError, notice
-from .data import MatchingData
+from ..embeddings import FeatureSet
 
 __all__ = ["class_retrieval_metrics", "encode_data", "evaluate"]
 
@@ -45,7 +45,7 @@ def _encode(encoder, x: np.ndarray, lengths: np.ndarray | None, device, batch_si
 
 
 @torch.no_grad()
-def encode_data(model, data: MatchingData, device=None, batch_size: int = 1024):
+def encode_data(model, data: FeatureSet, device=None, batch_size: int = 1024):
     """Joint embeddings ``(images, texts, class_texts or None)`` as float32 numpy."""
     was_training = model.training
     model.eval()
@@ -145,7 +145,7 @@ def _zero_shot(img: np.ndarray, labels: np.ndarray, cls: np.ndarray) -> dict:
 
 def evaluate(
     model,
-    data: MatchingData,
+    data: FeatureSet,
     relevance: str = "instance",
     folds: int | None = None,
     measures: list[str] | None = None,

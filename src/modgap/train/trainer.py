@@ -33,15 +33,10 @@ from safetensors.torch import load_file, save_file
 from ..errors import InputError, ModgapError, notice
 from ..files import atomic_path
 from .config import PROTOCOLS, ConfigError, TrainConfig, load_config
-from .data import (
-    MatchingData,
-    Vocabulary,
-    epoch_order,
-    from_embedding_set,
-    load_features,
-    load_precomp,
-    split_images,
-)
+from ..embeddings import FeatureSet
+from ..io.features import load_features
+from ..io.precomp import Vocabulary, load_precomp
+from .data import epoch_order, image_batch, split_images, text_batch
 from .evaluate import evaluate
 from .losses import DIASLoss
 from .model import FeatureEncoder, MatchingModel, WordGRUEncoder
@@ -78,15 +73,15 @@ def lr_factor(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
     return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _read_set(path: str, fmt: str = "embeddings") -> MatchingData:
+def _read_set(path: str, fmt: str = "embeddings") -> FeatureSet:
     if fmt == "features":
         return load_features(path)
     from ..io import read_embeddings
 
-    return from_embedding_set(read_embeddings(path))
+    return FeatureSet.from_embeddings(read_embeddings(path))
 
 
-def build_data(cfg: TrainConfig) -> tuple[MatchingData, MatchingData | None, MatchingData | None]:
+def build_data(cfg: TrainConfig) -> tuple[FeatureSet, FeatureSet | None, FeatureSet | None]:
     """``(train, val, test)`` from the config (val/test None when not configured)."""
     d = cfg.data
     if d.format == "precomp":
@@ -200,7 +195,7 @@ def _eval_folds(cfg: TrainConfig) -> int | None:
     return cfg.eval.folds if cfg.eval.folds is not None else PROTOCOLS[cfg.eval.protocol]
 
 
-def build_model(cfg: TrainConfig, data: MatchingData) -> MatchingModel:
+def build_model(cfg: TrainConfig, data: FeatureSet) -> MatchingModel:
     """The matching model for ``data``'s input shapes (initialised from the torch RNG)."""
     m = cfg.model
     image = FeatureEncoder(
@@ -441,8 +436,8 @@ class Trainer:
     def train_step(self, index: np.ndarray) -> dict[str, float]:
         data, dev = self.train_data, self.device
         img_idx = data.text_to_image[index]
-        images = data.image_batch(img_idx, dev)
-        texts, lengths = data.text_batch(index, dev)
+        images = image_batch(data, img_idx, dev)
+        texts, lengths = text_batch(data, index, dev)
         ids = torch.from_numpy(img_idx).to(dev)
         for g in self.optimizer.param_groups:
             g["lr"] = self.cfg.optim.lr * lr_factor(
@@ -475,7 +470,7 @@ class Trainer:
             self.optimizer.step()
         return terms
 
-    def evaluate(self, data: MatchingData) -> dict:
+    def evaluate(self, data: FeatureSet) -> dict:
         e = self.cfg.eval
         return evaluate(
             self.model,
