@@ -14,7 +14,7 @@ from modgap.embeddings import EmbeddingSet
 from modgap.errors import ModgapError
 from modgap.io import write_embeddings
 from modgap.tasks.retrieval import retrieval_metrics
-from modgap.tasks.suite import evaluate
+from modgap.tasks.suite import run_tasks
 
 
 def _labelled_set(n=60, d=16, c=4, seed=0):
@@ -92,9 +92,9 @@ def test_bad_reducer_name_and_task_requests():
         run_bench(emb, reducers=["nope"])
     unlabelled = EmbeddingSet(emb.image_emb, emb.text_emb)
     with pytest.raises(ModgapError, match="task 'zeroshot' does not apply: needs image labels"):
-        evaluate(unlabelled, ["zeroshot"])
+        run_tasks(unlabelled, ["zeroshot"])
     with pytest.raises(ModgapError, match="unknown task"):
-        evaluate(unlabelled, ["foo"])
+        run_tasks(unlabelled, ["foo"])
 
 
 def test_cli_bench_and_eval(tmp_path, capsys):

@@ -11,8 +11,8 @@ import yaml
 
 from modgap.cli import main
 from modgap.errors import InputError
-from modgap.train import ConfigError, config_from_dict, load_config, write_toy_precomp
 from modgap.io.features import write_features
+from modgap.train import ConfigError, config_from_dict, load_config, write_toy_precomp
 from modgap.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]

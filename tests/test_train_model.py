@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from modgap.errors import InputError, ModgapError
 from modgap.embeddings import FeatureSet
+from modgap.errors import InputError, ModgapError
 from modgap.io.precomp import Vocabulary, load_precomp, tokenize, write_toy_precomp
 from modgap.train.data import epoch_order, split_images
 from modgap.train.evaluate import class_retrieval_metrics

@@ -71,7 +71,8 @@ _EXPORTS: dict[str, str] = {
     "clustering_metrics": "tasks",
     "modality_purity": "tasks",
     "mixed_search_metrics": "tasks",
-    "evaluate": "tasks.suite",
+    "run_tasks": "tasks.suite",
+    "Compute": "compute",
     "run_bench": "bench",
     "render_report": "report",
     "write_report": "report",
@@ -99,6 +100,7 @@ _EXPORTS: dict[str, str] = {
 # public aliases: public name -> (module, name there). ``modgap.train`` stays the subpackage.
 _ALIASES: dict[str, tuple[str, str]] = {
     "measure": ("measures", "measure_all"),
+    "use_compute": ("compute", "use"),
     "load_train_config": ("train", "load_config"),
     "train_matching_model": ("train", "train"),
 }

@@ -131,7 +131,7 @@ def run_bench(
         See the module docstring.
     """
     from .measures import measure_all
-    from .tasks.suite import evaluate
+    from .tasks.suite import run_tasks
 
     names = _reducer_names(reducers)
     reducer_params = reducer_params or {}
@@ -173,7 +173,7 @@ def run_bench(
                 bar.advance()
                 t1 = time.perf_counter()
                 bar.describe(f"{name}: tasks")
-                tasks = evaluate(
+                tasks = run_tasks(
                     reduced, ks=ks, seed=seed, progress=lambda t, n=name: bar.describe(f"{n}: {t}")
                 )
                 bar.advance()

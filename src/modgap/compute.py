@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_MEMORY_BUDGET",
     "Compute",
     "current",
+    "device_for",
     "parse_bytes",
     "resolve",
     "resolve_device",
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 #: working memory a kernel may allocate beside the data it is given (score blocks, buffers)
-DEFAULT_MEMORY_BUDGET = 1 << 30
+DEFAULT_MEMORY_BUDGET = 512 << 20
 
 _UNITS = {
     "": 1,
@@ -191,14 +192,15 @@ class Compute:
         }
 
 
-_CURRENT: contextvars.ContextVar[Compute] = contextvars.ContextVar(
-    "modgap_compute", default=Compute()
+_DEFAULT = Compute()
+_CURRENT: contextvars.ContextVar[Compute | None] = contextvars.ContextVar(
+    "modgap_compute", default=None
 )
 
 
 def current() -> Compute:
     """The compute context in effect (the default one unless inside :func:`use`)."""
-    return _CURRENT.get()
+    return _CURRENT.get() or _DEFAULT
 
 
 @contextmanager
@@ -212,6 +214,17 @@ def use(compute: Compute) -> Iterator[Compute]:
             yield compute
     finally:
         _CURRENT.reset(token)
+
+
+def device_for(compute: Compute | None = None, device: Any = None, *arrays: Any) -> Any:
+    """The torch device a kernel runs on: ``device`` when given, else that of a torch input
+    among ``arrays``, else the compute context's."""
+    if device is not None:
+        return resolve_device(device)
+    for a in arrays:
+        if hasattr(a, "device") and hasattr(a, "detach"):
+            return a.device
+    return resolve(compute).torch_device
 
 
 def resolve(compute: Compute | None = None, **overrides: Any) -> Compute:

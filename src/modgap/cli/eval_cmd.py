@@ -67,7 +67,7 @@ def run_eval(
 
     from ..io import read_embeddings
     from ..provenance import jsonable, provenance
-    from ..tasks.suite import evaluate
+    from ..tasks.suite import run_tasks
     from ._output import print_and_save
 
     k_list = parse_ks(ks)
@@ -88,7 +88,7 @@ def run_eval(
         disable=not progress,
     ) as bar:
         t = bar.add_task("evaluating")
-        results = evaluate(
+        results = run_tasks(
             emb,
             task_list,
             ks=k_list,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ..compute import Compute, resolve
 from ..errors import ModgapError
 from .accumulators import (
     AlignmentAccumulator,
@@ -49,51 +50,54 @@ __all__ = [
 ]
 
 
-def _centroid(emb, seed, report):
+def _centroid(emb, seed, report, compute):
     out = centroid_gap(emb.image_emb, emb.text_emb)
     return {"centroid_gap": out["centroid_gap"], "centroid_cosine": out["centroid_cosine"]}
 
 
-def _per_dimension(emb, seed, report):
+def _per_dimension(emb, seed, report, compute):
     out = per_dimension_gap(emb.image_emb, emb.text_emb)
     out.pop("gap_sq")
     return {"gap_dims_50": out["dims_50"], "gap_dims_90": out["dims_90"], "per_dimension": out}
 
 
-def _separability(emb, seed, report):
+def _separability(emb, seed, report, compute):
     return {"linear_separability": linear_separability(emb.image_emb, emb.text_emb, seed=seed)}
 
 
-def _rmg(emb, seed, report):
+def _rmg(emb, seed, report, compute):
     return {"rmg": relative_modality_gap(emb.image_emb, emb.text_emb, emb.text_to_image)}
 
 
-def _neighbours(emb, seed, report):
+def _neighbours(emb, seed, report, compute):
     return mixed_neighbour_diagnostics(
-        emb.image_emb, emb.text_emb, progress=lambda done, total: report(done / total)
+        emb.image_emb,
+        emb.text_emb,
+        progress=lambda done, total: report(done / total),
+        compute=compute,
     )
 
 
-def _frechet(emb, seed, report):
+def _frechet(emb, seed, report, compute):
     return {"frechet_distance": frechet_distance(emb.image_emb, emb.text_emb)}
 
 
-def _alignment(emb, seed, report):
+def _alignment(emb, seed, report, compute):
     return {"alignment": alignment(emb.image_emb, emb.text_emb, emb.text_to_image)}
 
 
-def _uniformity(emb, seed, report):
+def _uniformity(emb, seed, report, compute):
     X, Y = emb.image_emb, emb.text_emb
     nan = float("nan")
     return {
-        "uniformity_image": uniformity(X, seed=seed) if X.shape[0] > 1 else nan,
-        "uniformity_text": uniformity(Y, seed=seed) if Y.shape[0] > 1 else nan,
-        "uniformity_cross": cross_uniformity(X, Y, seed=seed),
+        "uniformity_image": uniformity(X, seed=seed, compute=compute) if X.shape[0] > 1 else nan,
+        "uniformity_text": uniformity(Y, seed=seed, compute=compute) if Y.shape[0] > 1 else nan,
+        "uniformity_cross": cross_uniformity(X, Y, seed=seed, compute=compute),
     }
 
 
-def _cosine(emb, seed, report):
-    out = cosine_stats(emb.image_emb, emb.text_emb, emb.text_to_image, seed=seed)
+def _cosine(emb, seed, report, compute):
+    out = cosine_stats(emb.image_emb, emb.text_emb, emb.text_to_image, seed=seed, compute=compute)
     return {
         "matched_cosine_mean": out["matched"]["mean"],
         "matched_cosine_std": out["matched"]["std"],
@@ -157,9 +161,10 @@ def resolve_measures(only: Iterable[str] | str | None) -> list[str]:
 def measure_all(
     emb: Any,
     only: Iterable[str] | str | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     progress: Callable[[str], None] | None = None,
     progress_fraction: Callable[[str, float], None] | None = None,
+    compute: Compute | None = None,
 ) -> dict:
     """Run every gap measure on an :class:`~modgap.embeddings.EmbeddingSet`.
 
@@ -174,13 +179,16 @@ def measure_all(
         rmg, neighbours, frechet_distance, alignment, uniformity, cosine) or result keys (e.g.
         ``itr`` selects ``neighbours``). Unknown names raise :class:`ModgapError` listing the
         valid ones; asking explicitly for a pair measure on an unpaired set is an error too.
-    seed : int
-        Seed of every subsample and split (separability, uniformity caps, unmatched sample).
+    seed : int, optional
+        Seed of every subsample and split (separability, uniformity caps, unmatched sample);
+        default: the compute context's.
     progress : callable, optional
         Called with each measure's name before it runs (for progress bars).
     progress_fraction : callable, optional
         Called as ``progress_fraction(name, fraction)`` during the long measures (the neighbour
         diagnostics, after every block of queries), for a finer bar.
+    compute : Compute, optional
+        Device, memory budget and seed (default: :func:`modgap.compute.current`).
 
     Returns
     -------
@@ -193,6 +201,8 @@ def measure_all(
         ``matched_cosine``, ``unmatched_cosine`` and, when something was left out, ``skipped``
         (name -> reason). Write it with :func:`modgap.provenance.jsonable` for strict JSON.
     """
+    compute = resolve(compute, seed=seed)
+    seed = compute.seed
     names = resolve_measures(only)
     if only is not None and not emb.has_pairs:
         paired = [n for n in names if MEASURES[n][0]]
@@ -215,7 +225,7 @@ def measure_all(
 
         if progress is not None:
             progress(name)
-        results.update(run(emb, seed, report))
+        results.update(run(emb, seed, report, compute))
     if skipped:
         results["skipped"] = skipped
     return results

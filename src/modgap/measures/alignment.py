@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..compute import Compute, device_for, resolve
 from ._common import as_pairs, seeded_subset, unit_rows
 
 __all__ = [
@@ -19,7 +20,13 @@ __all__ = [
 #: rows per modality entering the uniformity sums: 10k rows are 5e7 distinct pairs, enough for
 #: a stable estimate in a few seconds on CPU.
 DEFAULT_UNIFORMITY_SAMPLES = 10_000
-DEFAULT_BLOCK_SIZE = 2048
+MAX_BLOCK = 2048
+
+
+def _block(block_size: int | None, compute: Compute | None) -> int:
+    if block_size is not None:
+        return int(block_size)
+    return min(MAX_BLOCK, math.isqrt(resolve(compute).memory_budget // 16))
 
 
 def alignment(X: Any, Y: Any, text_to_image: Any = None) -> float:
@@ -53,8 +60,8 @@ def _log_mean_exp_sim(A, B, same: bool, block: int) -> float:
                 s = q @ B[c : c + block].T
                 e = -4.0 + 4.0 * s  # -2 ||u - v||² for unit rows
                 if same:
-                    rows = torch.arange(a, a + q.shape[0])[:, None]
-                    cols = torch.arange(c, c + s.shape[1])[None, :]
+                    rows = torch.arange(a, a + q.shape[0], device=s.device)[:, None]
+                    cols = torch.arange(c, c + s.shape[1], device=s.device)[None, :]
                     e = e.masked_fill(cols <= rows, -math.inf)
                 part = float(torch.logsumexp(e.ravel().double(), 0))
                 total = float(np.logaddexp(total, part))
@@ -66,7 +73,8 @@ def uniformity(
     X: Any,
     max_samples: int | None = DEFAULT_UNIFORMITY_SAMPLES,
     seed: int = 0,
-    block_size: int = DEFAULT_BLOCK_SIZE,
+    block_size: int | None = None,
+    compute: Compute | None = None,
 ) -> float:
     r"""Uniformity of one modality on the hypersphere.
 
@@ -90,15 +98,18 @@ def uniformity(
         Row cap (default 10,000); ``None`` = all rows.
     seed : int
         Seed of the subsample.
-    block_size : int
-        Rows per similarity block (memory ``block_size²`` floats).
+    block_size : int, optional
+        Rows per similarity block (memory ``block_size²`` floats; default from the compute
+        context's memory budget).
+    compute : Compute, optional
+        Device and memory budget (default: :func:`modgap.compute.current`).
     """
     import torch
 
     X = unit_rows(X, "embeddings", min_rows=2)
     X = X[seeded_subset(X, X, max_samples, seed)]
-    T = torch.from_numpy(X.astype(np.float32))
-    return _log_mean_exp_sim(T, T, same=True, block=int(block_size))
+    T = torch.from_numpy(X.astype(np.float32)).to(device_for(compute))
+    return _log_mean_exp_sim(T, T, same=True, block=_block(block_size, compute))
 
 
 def cross_uniformity(
@@ -106,7 +117,8 @@ def cross_uniformity(
     Y: Any,
     max_samples: int | None = DEFAULT_UNIFORMITY_SAMPLES,
     seed: int = 0,
-    block_size: int = DEFAULT_BLOCK_SIZE,
+    block_size: int | None = None,
+    compute: Compute | None = None,
 ) -> float:
     r"""Cross-modal uniformity: the uniformity kernel over all image-text pairs.
 
@@ -121,7 +133,7 @@ def cross_uniformity(
     Y = unit_rows(Y, "text_emb", dim=X.shape[1])
     X = X[seeded_subset(X, Y, max_samples, seed)]
     Y = Y[seeded_subset(Y, X, max_samples, seed + 1)]
-    X32, Y32 = X.astype(np.float32), Y.astype(np.float32)
-    return _log_mean_exp_sim(
-        torch.from_numpy(X32), torch.from_numpy(Y32), same=False, block=int(block_size)
-    )
+    dev = device_for(compute)
+    X32 = torch.from_numpy(X.astype(np.float32)).to(dev)
+    Y32 = torch.from_numpy(Y.astype(np.float32)).to(dev)
+    return _log_mean_exp_sim(X32, Y32, same=False, block=_block(block_size, compute))

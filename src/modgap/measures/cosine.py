@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from ..compute import Compute, resolve
 from ._common import as_pairs, canonical_order
 
 __all__ = ["DEFAULT_QUANTILES", "MAX_UNMATCHED", "cosine_stats"]
@@ -31,6 +32,7 @@ def cosine_stats(
     quantiles: tuple[float, ...] = DEFAULT_QUANTILES,
     max_unmatched: int = MAX_UNMATCHED,
     seed: int = 0,
+    compute: Compute | None = None,
 ) -> dict:
     r"""Cosine similarity of matched pairs vs unmatched image-text pairs.
 
@@ -59,6 +61,8 @@ def cosine_stats(
         Cap on unmatched cosines materialised for the quantiles.
     seed : int
         Seed of the unmatched sample.
+    compute : Compute, optional
+        Memory budget of the blocks (default: :func:`modgap.compute.current`).
 
     Returns
     -------
@@ -82,8 +86,9 @@ def cosine_stats(
     std = float(np.sqrt(max(total_sq / count - mean**2, 0.0)))
     if count <= max_unmatched:
         values = []
-        for a in range(0, m, max(1, 2**20 // n)):  # blocks of texts, ~1M cosines each
-            b = min(a + max(1, 2**20 // n), m)
+        step = resolve(compute).rows_per_block(8 * n, buffers=2)
+        for a in range(0, m, step):  # blocks of texts: (step, n) float64 cosines
+            b = min(a + step, m)
             s = Y[a:b] @ X.T
             s[np.arange(b - a), t2i[a:b]] = np.nan
             values.append(s[~np.isnan(s)])

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any
 
+from ..compute import Compute, device_for, resolve
 from ._common import unit_rows
 
-__all__ = ["DEFAULT_BLOCK_SIZE", "mixed_neighbour_diagnostics", "ratio"]
+__all__ = ["mixed_neighbour_diagnostics", "ratio"]
 
 #: below this many multiply-adds per block, torch's thread pool costs more than it gives (on a
 #: busy machine a 2x2 block loop ran 100x slower with all threads than with one).
@@ -34,8 +36,9 @@ def _torch_threads(n: int | None):
 # nearest-neighbour candidates kept beyond the first, to decide near-ties exactly
 _EXTRA = 8
 
-#: queries and keys per block: a 2048 x 2048 float32 similarity block is 16 MiB.
-DEFAULT_BLOCK_SIZE = 2048
+#: most queries and keys per block (2048 x 2048 float32 = 16 MiB): larger blocks were not
+#: faster on CPU; a smaller memory budget gives smaller blocks
+MAX_BLOCK = 2048
 
 
 def ratio(same: int, other: int) -> float:
@@ -118,6 +121,7 @@ def mixed_neighbour_diagnostics(
     device: Any = None,
     dtype: str = "float32",
     progress: Callable[[int, int], None] | None = None,
+    compute: Compute | None = None,
 ) -> dict:
     r"""Nearest-neighbour mixing of images and texts in the mixed set :math:`Z = [X; Y]`.
 
@@ -156,13 +160,16 @@ def mixed_neighbour_diagnostics(
     Y : array (m, d)
         Text embeddings. No pairing is used.
     block_size : int, optional
-        Rows per block (default :data:`DEFAULT_BLOCK_SIZE`).
+        Rows per block (default: at most :data:`MAX_BLOCK`, within the compute context's
+        memory budget).
     device : str or torch.device, optional
-        Where to compute (default CPU).
+        Where to compute (default: the compute context's device).
     dtype : {"float32", "float64"}
         Precision of the similarity blocks.
     progress : callable, optional
         Called as ``progress(done, total)`` after each block of queries (``total = n + m``).
+    compute : Compute, optional
+        Device and memory budget (default: :func:`modgap.compute.current`).
 
     Returns
     -------
@@ -172,7 +179,8 @@ def mixed_neighbour_diagnostics(
     import torch
 
     if block_size is None:
-        block_size = DEFAULT_BLOCK_SIZE
+        # two (block x block) similarity blocks and their comparison buffers
+        block_size = min(MAX_BLOCK, math.isqrt(resolve(compute).memory_budget // 16))
     if int(block_size) < 1:
         from ..errors import ModgapError
 
@@ -185,8 +193,9 @@ def mixed_neighbour_diagnostics(
         raise ModgapError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     Xn = unit_rows(X, "image_emb")
     Yn = unit_rows(Y, "text_emb", dim=Xn.shape[1])
-    Xt = torch.from_numpy(Xn).to(device=device or "cpu", dtype=tdtype)
-    Yt = torch.from_numpy(Yn).to(device=device or "cpu", dtype=tdtype)
+    dev = device_for(compute, device)
+    Xt = torch.from_numpy(Xn).to(device=dev, dtype=tdtype)
+    Yt = torch.from_numpy(Yn).to(device=dev, dtype=tdtype)
     del Xn, Yn
     eff = min(block_size, max(Xt.shape[0], Yt.shape[0]))
     small = eff * eff * Xt.shape[1] < _SERIAL_BLOCK_WORK

@@ -9,19 +9,12 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._array import to_torch as _to_torch
+from ..compute import Compute, resolve
 
-__all__ = [
-    "bipartite_knn_graph",
-    "default_device",
-    "kernel_weights",
-    "row_block_size",
-    "to_torch",
-]
+__all__ = ["bipartite_knn_graph", "kernel_weights", "to_torch"]
 
 KERNELS = ("clip", "exp")
 
-# bytes of one (rows x columns) float32 similarity block; keeps the working set small
-_BLOCK_BYTES = 256 * 2**20
 # column candidates kept beyond k, so that near-ties at the k-th place can be decided exactly
 _EXTRA = 8
 
@@ -32,18 +25,6 @@ def to_torch(x, device=None, dtype=None):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         return _to_torch(x, device, dtype)
-
-
-def default_device(device: str | None) -> str:
-    import torch
-
-    if device:
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def row_block_size(n_cols: int, block_bytes: int = _BLOCK_BYTES) -> int:
-    return max(1, min(65536, block_bytes // (4 * max(n_cols, 1))))
 
 
 def kernel_weights(s, kernel: str, temperature: float):
@@ -118,6 +99,7 @@ def bipartite_knn_graph(
     device: str | None = None,
     block_rows: int | None = None,
     progress=None,
+    compute: Compute | None = None,
 ) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
     r"""Symmetric k-nearest-neighbour bipartite graph between images ``X`` and texts ``Y``.
 
@@ -144,7 +126,8 @@ def bipartite_knn_graph(
 
     from .._ties import exact_scores, row_scale, select_topk, topk_rows
 
-    device = default_device(device)
+    compute = resolve(compute, device=device)
+    device = compute.torch_device
     n, m = X.shape[0], Y.shape[0]
     k_row, k_col = min(n_neighbors, m), min(n_neighbors, n)
     L_col = min(n, k_col + _EXTRA)
@@ -152,7 +135,7 @@ def bipartite_knn_graph(
     Yt = to_torch(Y, device, torch.float32)
     d = Xt.shape[1]
     scale_x, scale_y = row_scale(Xt, Yt), row_scale(Yt, Xt)
-    b = block_rows or row_block_size(m)
+    b = block_rows or compute.rows_per_block(4 * m, buffers=2)
     row_idx, row_sim = [], []
     col_val = torch.full((L_col, m), -torch.inf, device=device)
     col_idx = torch.zeros((L_col, m), dtype=torch.long, device=device)

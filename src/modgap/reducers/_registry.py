@@ -1,4 +1,5 @@
-"""Registry of reducers by name, used by the CLI, the benchmark and ``load``."""
+"""Reducers by name (:data:`~modgap.reducers.base.REDUCERS`, filled as each reducer module is
+imported by the package), for the CLI, the benchmark and ``load``."""
 
 from __future__ import annotations
 
@@ -6,27 +7,9 @@ import os
 from typing import Any
 
 from ..errors import ModgapError
-from .base import Reducer
-from .centering import GapShift, MeanCentering
-from .gaussian import GaussianMap
-from .optimal_transport import LaplaceOT, SinkhornOT
-from .procrustes import ProcrustesAlignment
-from .spectral import SpectralEmbedding
+from .base import REDUCERS, Reducer
 
 __all__ = ["REDUCERS", "get_reducer", "load_reducer"]
-
-REDUCERS: dict[str, type[Reducer]] = {
-    cls.name: cls
-    for cls in (
-        MeanCentering,
-        GapShift,
-        GaussianMap,
-        ProcrustesAlignment,
-        SpectralEmbedding,
-        LaplaceOT,
-        SinkhornOT,
-    )
-}
 
 
 def get_reducer(name: str, **params: Any) -> Reducer:

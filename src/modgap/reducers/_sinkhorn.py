@@ -12,11 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..compute import Compute, resolve
 from ._graph import to_torch
 
 __all__ = ["SinkhornResult", "entropic_map", "sinkhorn_log"]
-
-_BLOCK_BYTES = 128 * 2**20
 
 
 @dataclass
@@ -80,10 +79,10 @@ def sinkhorn_log(
     b=None,
     max_iter: int = 1000,
     tol: float = 1e-6,
-    device: str = "cpu",
     dtype=None,
-    max_cache_bytes: int = 2 * 2**30,
+    max_cache_bytes: int | None = None,
     callback=None,
+    compute: Compute | None = None,
 ) -> SinkhornResult:
     r"""Entropic OT between the empirical measures of ``X`` (weights ``a``) and ``Y`` (``b``).
 
@@ -96,10 +95,16 @@ def sinkhorn_log(
     so that :math:`P_{ij} = a_i b_j e^{(f_i + g_j - C_{ij})/\varepsilon}` (Peyré & Cuturi,
     "Computational Optimal Transport", 2019, §4.4). Stops when the row-marginal L1 error
     :math:`\sum_i |P\mathbf 1 - a|_i` (free to read off each ``f`` update) is below ``tol``.
-    Uniform weights by default.
+    Uniform weights by default. The cost is cached when it fits in ``max_cache_bytes``
+    (default: the compute context's memory budget), else recomputed in blocks that fit a
+    quarter of the budget.
     """
     import torch
 
+    compute = resolve(compute)
+    device = compute.torch_device
+    if max_cache_bytes is None:
+        max_cache_bytes = compute.memory_budget
     dtype = dtype or torch.float32
     Xt = to_torch(X, device, dtype)
     Yt = to_torch(Y, device, dtype)
@@ -118,8 +123,8 @@ def sinkhorn_log(
     cost = _Cost(Xt, Yt, cache=n * m * itemsize <= max_cache_bytes)
     rows = _Side(n, cost.rows)
     cols = _Side(m, cost.cols)
-    block_r = max(1, _BLOCK_BYTES // (itemsize * m))
-    block_c = max(1, _BLOCK_BYTES // (itemsize * n))
+    block_r = compute.rows_per_block(itemsize * m, share=0.25)
+    block_c = compute.rows_per_block(itemsize * n, share=0.25)
     f = torch.zeros(n, dtype=dtype, device=device)
     g = torch.zeros(m, dtype=dtype, device=device)
     err, it, converged = math.inf, 0, False
@@ -143,8 +148,8 @@ def entropic_map(
     potential,
     reg: float,
     log_weights=None,
-    device: str = "cpu",
     dtype=None,
+    compute: Compute | None = None,
 ) -> np.ndarray:
     r"""Entropic (barycentric) map of query points ``Q`` onto ``support``, in batches.
 
@@ -157,6 +162,8 @@ def entropic_map(
     """
     import torch
 
+    compute = resolve(compute)
+    device = compute.torch_device
     dtype = dtype or torch.float32
     S = to_torch(support, device, dtype)
     h = to_torch(potential, device, dtype)
@@ -168,7 +175,7 @@ def entropic_map(
     )
     ss = (S * S).sum(1)
     itemsize = torch.finfo(dtype).bits // 8
-    block = max(1, _BLOCK_BYTES // (itemsize * m))
+    block = compute.rows_per_block(itemsize * m, buffers=3)
     out = np.empty((Q.shape[0], S.shape[1]), dtype=np.float32)
     for start in range(0, Q.shape[0], block):
         q = to_torch(Q[start : start + block], device, dtype)

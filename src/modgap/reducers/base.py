@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
 from .._array import as_float_matrix, l2_normalize
+from ..compute import Compute, resolve
 from ..embeddings import EmbeddingSet
 from ..errors import InputError, ModgapError, NotFittedError
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "Reducer"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "REDUCERS", "Reducer", "register"]
 
 FORMAT = "modgap.reducer"
 FORMAT_VERSION = 1
@@ -52,10 +54,24 @@ def _checksum(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-class Reducer:
+#: every registered reducer class by name (see :func:`register`)
+REDUCERS: dict[str, type[Reducer]] = {}
+
+
+def register(cls: type[Reducer]) -> type[Reducer]:
+    """Class decorator: add a reducer to :data:`REDUCERS` under its ``name``."""
+    if cls.name in REDUCERS and REDUCERS[cls.name] is not cls:
+        raise TypeError(f"reducer name {cls.name!r} is taken by {REDUCERS[cls.name]}")
+    REDUCERS[cls.name] = cls
+    return cls
+
+
+class Reducer(BaseEstimator):
     """Base class of the post-hoc modality-gap reducers.
 
-    Subclasses set ``name`` (the registry name), the class flags below, and implement
+    A scikit-learn estimator (``get_params``, ``set_params``, ``clone``, ``check_is_fitted``).
+    Subclasses set ``name`` (the registry name, under which :func:`register` files them),
+    the class flags below, and implement
     ``_fit(X, Y, text_to_image)``, ``_transform_images(X)`` and ``_transform_texts(Y)`` on
     validated float32 arrays. Parameters are the arguments of ``__init__``; each is stored
     unchanged on an attribute of the same name (scikit-learn's rule), and checked in
@@ -74,6 +90,15 @@ class Reducer:
     name: ClassVar[str] = "reducer"
     supports_out_of_sample: ClassVar[bool] = True
     requires_pairs: ClassVar[bool] = False
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return self.is_fitted()
+
+    @property
+    def compute(self) -> Compute:
+        """The compute context of this reducer's kernels: the one given to ``fit`` (or the
+        current one), with this reducer's ``device`` parameter when it has one."""
+        return resolve(getattr(self, "_compute", None), device=getattr(self, "device", None))
 
     # -- parameters (scikit-learn style) ----------------------------------------------------
     @classmethod
@@ -151,7 +176,14 @@ class Reducer:
             )
         return emb.image_emb, emb.text_emb, t2i
 
-    def fit(self, image_emb: Any, text_emb: Any = None, text_to_image: Any = None) -> Reducer:
+    def fit(
+        self,
+        image_emb: Any,
+        text_emb: Any = None,
+        text_to_image: Any = None,
+        *,
+        compute: Compute | None = None,
+    ) -> Reducer:
         """Fit the reducer.
 
         Parameters
@@ -163,26 +195,35 @@ class Reducer:
             Text embeddings of the same width.
         text_to_image : array (n_t,) of int, optional
             Image index of each text; row ``i`` <-> row ``i`` when absent and counts are equal.
+        compute : Compute, optional
+            Device and memory budget of the fit and of later transforms (default: the current
+            context when they run; the ``device`` parameter, where a reducer has one, wins).
 
         Returns
         -------
         self
         """
-        self._fit_checked(image_emb, text_emb, text_to_image)
+        self._fit_checked(image_emb, text_emb, text_to_image, compute)
         return self
 
     def fit_transform(
-        self, image_emb: Any, text_emb: Any = None, text_to_image: Any = None
+        self,
+        image_emb: Any,
+        text_emb: Any = None,
+        text_to_image: Any = None,
+        *,
+        compute: Compute | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Fit, then return ``(transformed images, transformed texts)`` of the fitted data."""
-        X, Y = self._fit_checked(image_emb, text_emb, text_to_image)
+        X, Y = self._fit_checked(image_emb, text_emb, text_to_image, compute)
         return self._fitted_outputs(X, Y)
 
     def _fit_checked(
-        self, image_emb: Any, text_emb: Any, text_to_image: Any
+        self, image_emb: Any, text_emb: Any, text_to_image: Any, compute: Compute | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Validate parameters and data, fit, record the fitted shapes; return the validated
         ``(X, Y)`` so ``fit_transform`` can reuse them."""
+        self._compute = compute
         self._check_params()
         X, Y, t2i = self._validate_fit(image_emb, text_emb, text_to_image)
         self._fit(X, Y, t2i)
@@ -235,12 +276,6 @@ class Reducer:
         """Map text embeddings (n, d) into the reduced space; returns float32 numpy."""
         Y = self._validate_transform(text_emb, "text_emb")
         return np.ascontiguousarray(self._transform_texts(Y), dtype=np.float32)
-
-    def transform(self, emb: EmbeddingSet) -> EmbeddingSet:
-        """Transform both modalities of an :class:`EmbeddingSet`; pairing and labels are kept."""
-        return emb.with_embeddings(
-            self.transform_images(emb.image_emb), self.transform_texts(emb.text_emb)
-        )
 
     def _maybe_normalize(self, z: np.ndarray) -> np.ndarray:
         return l2_normalize(z) if getattr(self, "normalize", False) else z
@@ -306,8 +341,6 @@ class Reducer:
         different class than ``cls``, or fails its checksum (corrupted).
         """
         from safetensors import safe_open
-
-        from ._registry import REDUCERS
 
         path = Path(path)
         src = str(path)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Reducer
+from .base import Reducer, register
 
 __all__ = ["GapShift", "MeanCentering"]
 
 
+@register
 class MeanCentering(Reducer):
     r"""Subtract each modality's mean, then re-normalise (I0T-post style).
 
@@ -46,6 +47,7 @@ class MeanCentering(Reducer):
         return self._maybe_normalize(Y - self.text_mean_.astype(np.float32))
 
 
+@register
 class GapShift(Reducer):
     r"""Shift both modalities towards each other along the centroid gap (Liang et al. 2022).
 

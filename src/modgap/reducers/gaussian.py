@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import ModgapError
 from ..measures.accumulators import Moments
-from .base import Reducer
+from .base import Reducer, register
 
 __all__ = ["GaussianMap", "bures_map", "sym_sqrt"]
 
@@ -55,6 +55,7 @@ def _as_moments(m: Any, what: str) -> dict:
     raise ModgapError(f"{what} must be a Moments accumulator or a dict with 'mean' and 'cov'")
 
 
+@register
 class GaussianMap(Reducer):
     r"""Bures-Wasserstein map between Gaussians fitted to each modality.
 

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..compute import Compute, resolve
 from ..errors import ModgapError, notice
-from ._graph import default_device, to_torch
+from ._graph import to_torch
 from ._sinkhorn import entropic_map, sinkhorn_log
-from .base import Reducer
+from .base import Reducer, register
 
 __all__ = ["LaplaceOT", "SinkhornOT", "nearest_displacement"]
 
 DIRECTIONS = ("images->texts", "texts->images", "barycenter")
 
 
-def nearest_displacement(Q, support, support_mapped, device: str = "cpu") -> np.ndarray:
+def nearest_displacement(Q, support, support_mapped, compute: Compute | None = None) -> np.ndarray:
     r"""POT's out-of-sample rule for a discrete transport: move each query by the displacement
     of its nearest fitted source point, :math:`T(x) = T(x_{i^*}) + x - x_{i^*}` with
     :math:`i^* = \arg\min_i \lVert x - x_i\rVert` (Ferradans et al., SIAM J. Imaging Sci. 2014).
@@ -23,11 +24,13 @@ def nearest_displacement(Q, support, support_mapped, device: str = "cpu") -> np.
     """
     import torch
 
+    compute = resolve(compute)
+    device = compute.torch_device
     S = to_torch(support, device, torch.float32)
     ss = (S * S).sum(1)
     mapped = np.asarray(support_mapped, dtype=np.float64)
     out = np.empty(Q.shape, dtype=np.float64)
-    b = max(1, (64 * 2**20) // (4 * S.shape[0]))
+    b = compute.rows_per_block(4 * S.shape[0], buffers=2)
     for start in range(0, Q.shape[0], b):
         q = to_torch(Q[start : start + b], device, torch.float32)
         d = ss[None, :] - 2 * (q @ S.T)  # |q|^2 is constant per row
@@ -47,6 +50,7 @@ def _combine(direction: str, side: str, Z: np.ndarray, mapped) -> np.ndarray:
     return Z
 
 
+@register
 class LaplaceOT(Reducer):
     r"""Exact optimal transport with Laplacian regularisation (POT ``EMDLaplaceTransport``).
 
@@ -139,28 +143,31 @@ class LaplaceOT(Reducer):
         self.target_mapped_ = (P.T / np.where(cs > 0, cs, 1)[:, None]) @ Xs
 
     def _transform_images(self, X):
-        dev = default_device(None)
         return self._maybe_normalize(
             _combine(
                 self.direction,
                 "images",
                 X.astype(np.float64),
-                lambda: nearest_displacement(X, self.source_fit_, self.source_mapped_, dev),
+                lambda: nearest_displacement(
+                    X, self.source_fit_, self.source_mapped_, self.compute
+                ),
             ).astype(np.float32)
         )
 
     def _transform_texts(self, Y):
-        dev = default_device(None)
         return self._maybe_normalize(
             _combine(
                 self.direction,
                 "texts",
                 Y.astype(np.float64),
-                lambda: nearest_displacement(Y, self.target_fit_, self.target_mapped_, dev),
+                lambda: nearest_displacement(
+                    Y, self.target_fit_, self.target_mapped_, self.compute
+                ),
             ).astype(np.float32)
         )
 
 
+@register
 class SinkhornOT(Reducer):
     r"""Entropic optimal transport between the modalities, with an out-of-sample entropic map.
 
@@ -192,10 +199,10 @@ class SinkhornOT(Reducer):
     normalize : bool, default True
         L2-normalise the outputs.
     device : str or None
-        Torch device (default: cuda when available, else cpu).
-    max_cache_gb : float, default 2.0
-        Cache the cost matrix when it fits in this much memory; otherwise recompute it in blocks
-        each iteration.
+        Torch device (default: the compute context's).
+    max_cache_gb : float or None, default None
+        Cache the cost matrix when it fits in this many GiB (default: the compute context's
+        memory budget); otherwise recompute it in blocks each iteration.
 
     Attributes
     ----------
@@ -216,7 +223,7 @@ class SinkhornOT(Reducer):
         tol: float = 1e-4,
         normalize: bool = True,
         device: str | None = None,
-        max_cache_gb: float = 2.0,
+        max_cache_gb: float | None = None,
     ):
         self.direction = direction
         self.reg = reg
@@ -231,7 +238,8 @@ class SinkhornOT(Reducer):
         self._check_number("reg", 1e-6, None)
         self._check_number("max_iter", 1, None, integer=True)
         self._check_number("tol", 0.0, None)
-        self._check_number("max_cache_gb", 0.0, None)
+        if self.max_cache_gb is not None:
+            self._check_number("max_cache_gb", 0.0, None)
 
     def _fit(self, X, Y, text_to_image):
         res = sinkhorn_log(
@@ -240,8 +248,8 @@ class SinkhornOT(Reducer):
             self.reg,
             max_iter=self.max_iter,
             tol=self.tol,
-            device=default_device(self.device),
-            max_cache_bytes=int(self.max_cache_gb * 2**30),
+            compute=self.compute,
+            max_cache_bytes=None if self.max_cache_gb is None else int(self.max_cache_gb * 2**30),
         )
         if not res.converged:
             notice(
@@ -254,25 +262,25 @@ class SinkhornOT(Reducer):
         self.marginal_error_ = float(res.marginal_error)
 
     def _transform_images(self, X):
-        dev = default_device(self.device)
         return self._maybe_normalize(
             _combine(
                 self.direction,
                 "images",
                 X,
-                lambda: entropic_map(X, self.text_fit_, self.text_potential_, self.reg, device=dev),
+                lambda: entropic_map(
+                    X, self.text_fit_, self.text_potential_, self.reg, compute=self.compute
+                ),
             )
         )
 
     def _transform_texts(self, Y):
-        dev = default_device(self.device)
         return self._maybe_normalize(
             _combine(
                 self.direction,
                 "texts",
                 Y,
                 lambda: entropic_map(
-                    Y, self.image_fit_, self.image_potential_, self.reg, device=dev
+                    Y, self.image_fit_, self.image_potential_, self.reg, compute=self.compute
                 ),
             )
         )

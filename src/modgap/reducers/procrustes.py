@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Reducer
+from .base import Reducer, register
 
 __all__ = ["ProcrustesAlignment", "orthogonal_procrustes"]
 
@@ -22,6 +22,7 @@ def orthogonal_procrustes(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return U @ Vt
 
 
+@register
 class ProcrustesAlignment(Reducer):
     r"""Rotate one modality onto the other using matched pairs (orthogonal Procrustes).
 

@@ -8,15 +8,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import ModgapError, notice
-from ._graph import (
-    KERNELS,
-    bipartite_knn_graph,
-    default_device,
-    kernel_weights,
-    row_block_size,
-    to_torch,
-)
-from .base import Reducer
+from ._graph import KERNELS, bipartite_knn_graph, kernel_weights, to_torch
+from .base import Reducer, register
 
 __all__ = ["SpectralEmbedding", "truncated_svd"]
 
@@ -57,6 +50,7 @@ def truncated_svd(
     return U[:, order], s[order], Vt[order].T
 
 
+@register
 class SpectralEmbedding(Reducer):
     r"""Shared spectral embedding of images and texts from their bipartite similarity graph.
 
@@ -109,7 +103,7 @@ class SpectralEmbedding(Reducer):
     normalize : bool, default True
         L2-normalise the output rows.
     device : str or None
-        Torch device of the similarity blocks (default: cuda when available, else cpu).
+        Torch device of the similarity blocks (default: the compute context's).
     random_state : int, default 0
     dense_limit : int, default 25_000_000
         Most edges the dense route (``n_neighbors=None``) accepts.
@@ -172,7 +166,7 @@ class SpectralEmbedding(Reducer):
                 f"spectral: the dense route (n_neighbors=None) needs {n} x {m} edges, more than "
                 f"dense_limit={self.dense_limit}; set n_neighbors (e.g. 15) for a sparse kNN graph"
             )
-        dev = default_device(self.device)
+        dev = self.compute.torch_device
         s = to_torch(X, dev, torch.float64) @ to_torch(Y, dev, torch.float64).T
         return kernel_weights(s, self.kernel, self.temperature).cpu().numpy()
 
@@ -191,7 +185,7 @@ class SpectralEmbedding(Reducer):
             self.text_kth_ = np.full(m, -np.inf)
         else:
             W, self.image_kth_, self.text_kth_ = bipartite_knn_graph(
-                X, Y, self.n_neighbors, self.kernel, self.temperature, self.device
+                X, Y, self.n_neighbors, self.kernel, self.temperature, compute=self.compute
             )
         self.graph_seconds_ = time.perf_counter() - t0
         d1 = np.asarray(W.sum(axis=1)).ravel()
@@ -239,14 +233,14 @@ class SpectralEmbedding(Reducer):
 
         from .._ties import TIE_TOL, exact_scores, row_scale, score_window, topk_rows
 
-        dev = default_device(self.device)
+        dev = self.compute.torch_device
         S = to_torch(support, dev, torch.float32)
         E = to_torch(support_embedding, dev, torch.float32)
         kth = to_torch(support_kth, dev, torch.float64)
         inv_sigma = to_torch(1 / self.singular_values_, dev, torch.float32)
         d = S.shape[1]
         out = np.empty((Q.shape[0], E.shape[1]), dtype=np.float32)
-        b = row_block_size(S.shape[0], 64 * 2**20)
+        b = self.compute.rows_per_block(4 * S.shape[0], buffers=3)
         for start in range(0, Q.shape[0], b):
             q = to_torch(Q[start : start + b], dev, torch.float32)
             s = q @ S.T

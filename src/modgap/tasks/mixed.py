@@ -27,13 +27,13 @@ from typing import Any
 
 import numpy as np
 
+from .._array import check_pairing
 from .._ties import count_above, exact_scores, row_scale, topk_rows
-from ..errors import InputError, ModgapError
-from .retrieval import _as_tensor, _check_ks, _resolve_device
+from ..compute import Compute, device_for, resolve
+from ..errors import ModgapError
+from .retrieval import _as_tensor, _check_ks
 
 __all__ = ["mixed_search_metrics"]
-
-_BLOCK_ENTRIES = 1 << 24
 
 
 def mixed_search_metrics(
@@ -44,6 +44,7 @@ def mixed_search_metrics(
     device: Any = None,
     *,
     block_size: int | None = None,
+    compute: Compute | None = None,
 ) -> dict:
     """Recall@K of the true partner and own-modality share in a mixed image+text corpus.
 
@@ -57,9 +58,11 @@ def mixed_search_metrics(
     ks : sequence of int
         K values; each must be below the corpus size ``n_i + n_t`` (the query is excluded).
     device : str, optional
-        Torch device (default: that of a torch input, else CPU).
+        Torch device (default: that of a torch input, else the compute context's).
     block_size : int, optional
-        Queries per score block.
+        Queries per score block (default from the compute context's memory budget).
+    compute : Compute, optional
+        Device and memory budget (default: :func:`modgap.compute.current`).
 
     Returns
     -------
@@ -70,7 +73,7 @@ def mixed_search_metrics(
     import torch
 
     ks = _check_ks(ks)
-    dev = _resolve_device(device, image_emb, text_emb)
+    dev = device_for(compute, device, image_emb, text_emb)
     X = _as_tensor(image_emb, "image_emb", dev, None, True)
     Y = _as_tensor(text_emb, "text_emb", dev, X.shape[1], True)
     n_i, n_t = X.shape[0], Y.shape[0]
@@ -87,9 +90,7 @@ def mixed_search_metrics(
     is_text = torch.zeros(N, dtype=torch.bool, device=dev)
     is_text[n_i:] = True
     if paired:
-        t2i_np = np.asarray(text_to_image, dtype=np.int64)
-        if t2i_np.shape != (n_t,) or t2i_np.min() < 0 or t2i_np.max() >= n_i:
-            raise InputError(f"'text_to_image' must be ({n_t},) indices into the {n_i} images")
+        t2i_np = check_pairing(text_to_image, n_i, n_t)
         # partners as (query, item) index pairs in Z coordinates, both directions
         txt = np.arange(n_t) + n_i
         pq = torch.from_numpy(np.r_[t2i_np, txt]).to(dev)
@@ -98,7 +99,7 @@ def mixed_search_metrics(
         pq, pi = pq[order], pi[order]
         pq_np = pq.cpu().numpy()
     if block_size is None:
-        block_size = max(1, min(N, _BLOCK_ENTRIES // N))
+        block_size = min(N, resolve(compute).rows_per_block(4 * N, buffers=2))
     kmax = ks[-1]
     d = Z.shape[1]
     scale = row_scale(Z, Z)

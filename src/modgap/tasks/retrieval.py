@@ -41,12 +41,10 @@ from typing import Any
 import numpy as np
 
 from .._array import as_float_matrix, check_pairing, to_numpy
+from ..compute import Compute, device_for, resolve
 from ..errors import InputError, ModgapError
 
 __all__ = ["retrieval_metrics", "retrieval_ranks"]
-
-# block sizing: one score block holds about this many float32 entries (64 MB)
-_BLOCK_ENTRIES = 1 << 24
 
 
 def _check_ks(ks: Sequence[int] | int) -> tuple[int, ...]:
@@ -59,17 +57,6 @@ def _check_ks(ks: Sequence[int] | int) -> tuple[int, ...]:
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise ModgapError(f"every K in ks must be a positive integer, got {k!r}")
     return tuple(sorted({int(k) for k in ks}))
-
-
-def _resolve_device(device: Any, *arrays: Any) -> Any:
-    import torch
-
-    if device is not None:
-        return torch.device(device)
-    for a in arrays:
-        if isinstance(a, torch.Tensor):
-            return a.device
-    return torch.device("cpu")
 
 
 def _as_tensor(x: Any, name: str, device: Any, dim: int | None, normalize: bool):
@@ -98,6 +85,7 @@ def retrieval_ranks(
     device: Any = None,
     block_size: int | None = None,
     normalize: bool = True,
+    compute: Compute | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """1-based ranks of the positives, both ways, in one blocked pass.
 
@@ -108,11 +96,14 @@ def retrieval_ranks(
     text_to_image : array (n_t,) of int, optional
         Image index of each text; row ``i`` ↔ row ``i`` when absent (needs ``n_i == n_t``).
     device : str or torch.device, optional
-        Where to compute; default: the device of a torch input, else CPU.
+        Where to compute; default: the device of a torch input, else the compute context's.
     block_size : int, optional
-        Images per score block; default keeps one block near 16M scores (64 MB).
+        Images per score block; default: two ``block × n_t`` float32 blocks within the compute
+        context's memory budget.
     normalize : bool
         Cosine similarity (default) or, when false, the raw inner product.
+    compute : Compute, optional
+        Device and memory budget (default: :func:`modgap.compute.current`).
 
     Returns
     -------
@@ -126,14 +117,14 @@ def retrieval_ranks(
 
     from .._ties import count_above, exact_scores, row_scale
 
-    dev = _resolve_device(device, image_emb, text_emb)
+    dev = device_for(compute, device, image_emb, text_emb)
     X = _as_tensor(image_emb, "image_emb", dev, None, normalize)
     Y = _as_tensor(text_emb, "text_emb", dev, X.shape[1], normalize)
     n_i, n_t = X.shape[0], Y.shape[0]
     d = X.shape[1]
     t2i_np = check_pairing(text_to_image, n_i, n_t)
     if block_size is None:
-        block_size = max(1, min(n_i, _BLOCK_ENTRIES // max(n_t, 1)))
+        block_size = min(n_i, resolve(compute).rows_per_block(4 * n_t, buffers=2))
     if block_size < 1:
         raise ModgapError(f"block_size must be positive, got {block_size}")
 
@@ -205,6 +196,7 @@ def retrieval_metrics(
     folds: int | None = None,
     block_size: int | None = None,
     normalize: bool = True,
+    compute: Compute | None = None,
 ) -> dict:
     """Image → text and text → image Recall@K, rSum and ranks (VSE++ protocol).
 
@@ -221,16 +213,18 @@ def retrieval_metrics(
         The K of Recall@K (default 1, 5, 10). A K larger than the number of candidates (images
         for text → image, texts for image → text; per fold when ``folds`` is set) is an error.
     device : str or torch.device, optional
-        Where to compute; default: the device of a torch input, else CPU.
+        Where to compute; default: the device of a torch input, else the compute context's.
     folds : int, optional
         COCO "5-fold 1K" style: split the images into ``folds`` consecutive folds (sizes as
         ``numpy.array_split``), evaluate each fold against its own captions only, and average
         every metric over folds (``rsum`` is the sum of the averaged recalls). ``None`` or 1:
         one evaluation on everything (the "5K" protocol for COCO test).
     block_size : int, optional
-        Images per score block (memory knob); default about 64 MB of scores per block.
+        Images per score block; default from the compute context's memory budget.
     normalize : bool
         Cosine similarity (default) or raw inner product.
+    compute : Compute, optional
+        Device and memory budget (default: :func:`modgap.compute.current`).
 
     Returns
     -------
@@ -288,7 +282,13 @@ def retrieval_metrics(
         else:
             xi, yt, pair = image_emb[lo:hi], text_emb[tsel], t2i[tsel] - lo
         r_i2t, r_t2i = retrieval_ranks(
-            xi, yt, pair, device=device, block_size=block_size, normalize=normalize
+            xi,
+            yt,
+            pair,
+            device=device,
+            block_size=block_size,
+            normalize=normalize,
+            compute=compute,
         )
         results.append(_metrics_from_ranks(r_i2t, r_t2i, ks))
     if len(results) == 1:

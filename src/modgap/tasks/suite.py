@@ -15,13 +15,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..compute import Compute, resolve
 from ..errors import ModgapError, notice
 from .clustering import clustering_metrics
 from .mixed import mixed_search_metrics
 from .retrieval import retrieval_metrics
 from .zeroshot import DEFAULT_TEMPLATES, class_embeddings, zero_shot_metrics
 
-__all__ = ["TASKS", "applicable_tasks", "evaluate"]
+__all__ = ["TASKS", "applicable_tasks", "run_tasks"]
 
 TASKS = ("retrieval", "zeroshot", "clustering", "mixed")
 
@@ -52,16 +53,17 @@ def _valid_ks(ks: Sequence[int], limit: int, what: str) -> tuple[int, ...]:
     return kept
 
 
-def evaluate(
+def run_tasks(
     emb: Any,
     tasks: Sequence[str] | None = None,
     *,
     ks: Sequence[int] = (1, 5, 10),
-    seed: int = 0,
+    seed: int | None = None,
     encoder: Any = None,
     templates: Sequence[Any] = DEFAULT_TEMPLATES,
     device: Any = None,
     progress: Callable[[str], None] | None = None,
+    compute: Compute | None = None,
 ) -> dict:
     """Run the applicable tasks on ``emb``; returns one flat dict of metrics plus ``skipped``.
 
@@ -73,8 +75,8 @@ def evaluate(
         apply). Asking for one that does not apply is an error.
     ks : sequence of int
         Recall@K cut-offs; a K above the number of candidates is dropped with a notice.
-    seed : int
-        k-means seed.
+    seed : int, optional
+        k-means seed (default: the compute context's).
     encoder : object, optional
         With ``encode_texts``; builds class prompts from ``emb.class_names`` when the set has
         no ``class_text_emb``.
@@ -82,7 +84,12 @@ def evaluate(
         Prompt templates for the encoder route.
     progress : callable, optional
         Called with each task name before it runs.
+    compute : Compute, optional
+        Device, memory budget and seed (default: :func:`modgap.compute.current`); ``device``
+        and ``seed`` given here override it.
     """
+    compute = resolve(compute, device=device, seed=seed)
+    seed = compute.seed
     run, skipped = applicable_tasks(emb, encoder)
     if tasks is not None:
         unknown = [t for t in tasks if t not in TASKS]
@@ -104,13 +111,15 @@ def evaluate(
         if task == "retrieval":
             k_ok = _valid_ks(ks, min(emb.n_images, emb.n_texts), "retrieval")
             out.update(
-                retrieval_metrics(emb.image_emb, emb.text_emb, emb.text_to_image, k_ok, device)
+                retrieval_metrics(
+                    emb.image_emb, emb.text_emb, emb.text_to_image, k_ok, compute=compute
+                )
             )
         elif task == "zeroshot":
             cte = emb.class_text_emb
             if cte is None:
                 cte = class_embeddings(encoder, emb.class_names, templates)
-            out.update(zero_shot_metrics(emb.image_emb, emb.labels, cte, device=device))
+            out.update(zero_shot_metrics(emb.image_emb, emb.labels, cte, compute=compute))
         elif task == "clustering":
             out.update(
                 clustering_metrics(
@@ -120,7 +129,9 @@ def evaluate(
         elif task == "mixed":
             k_ok = _valid_ks(ks, emb.n_images + emb.n_texts - 1, "mixed search")
             out.update(
-                mixed_search_metrics(emb.image_emb, emb.text_emb, emb.text_to_image, k_ok, device)
+                mixed_search_metrics(
+                    emb.image_emb, emb.text_emb, emb.text_to_image, k_ok, compute=compute
+                )
             )
     if skipped:
         out["skipped"] = skipped

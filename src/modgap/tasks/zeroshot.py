@@ -20,6 +20,7 @@ import numpy as np
 
 from .._array import as_float_matrix, to_numpy
 from .._ties import exact_scores, row_scale, topk_rows
+from ..compute import Compute, device_for, resolve
 from ..errors import InputError, ModgapError
 
 __all__ = [
@@ -146,6 +147,7 @@ def zero_shot_metrics(
     *,
     device: Any = None,
     return_predictions: bool = False,
+    compute: Compute | None = None,
 ) -> dict:
     """Zero-shot ``acc1``, ``acc5`` and ``mean_per_class_recall`` from class embeddings.
 
@@ -159,9 +161,11 @@ def zero_shot_metrics(
         Class prompt embeddings; several templates per class are ensembled
         (:func:`ensemble_class_embeddings`).
     device : str, optional
-        Torch device for the logits (default CPU).
+        Torch device for the logits (default: the compute context's).
     return_predictions : bool
         Also return ``"predictions"`` (top-1 class per image, a list).
+    compute : Compute, optional
+        Device and memory budget (default: :func:`modgap.compute.current`).
 
     Returns
     -------
@@ -195,13 +199,13 @@ def zero_shot_metrics(
             f"labels must be in [0, {c})"
         )
     k5 = min(5, c)
-    dev = torch.device(device or "cpu")
+    dev = device_for(compute, device)
     Wt = torch.from_numpy(W).to(dev)
     Wt = Wt / Wt.norm(dim=1, keepdim=True)
     yt = torch.from_numpy(y).to(dev)
     top1 = torch.empty(len(y), dtype=torch.int64, device=dev)
     hit5 = torch.empty(len(y), dtype=torch.bool, device=dev)
-    step = max(1, (1 << 22) // max(c, 1))
+    step = resolve(compute).rows_per_block(4 * max(c, 1) + 4 * W.shape[1], buffers=2)
     with torch.no_grad():
         for s in range(0, len(y), step):
             xb = torch.nn.functional.normalize(torch.from_numpy(X[s : s + step]).to(dev), dim=1)

@@ -3,10 +3,10 @@
 See ``docs/dias.md`` for the objective, the configs and the ablation that chose the defaults.
 """
 
-from .config import ConfigError, TrainConfig, config_from_dict, load_config
 from ..embeddings import FeatureSet
 from ..io.features import load_features, write_features
 from ..io.precomp import Vocabulary, load_precomp, write_toy_precomp
+from .config import ConfigError, TrainConfig, config_from_dict, load_config
 from .evaluate import class_retrieval_metrics, evaluate
 from .losses import (
     DIASLoss,
@@ -26,10 +26,10 @@ __all__ = [
     "DIASLoss",
     "DimensionAlignmentLoss",
     "FeatureEncoder",
+    "FeatureSet",
     "InfoNCELoss",
     "InterModalityLoss",
     "IntraModalityLoss",
-    "FeatureSet",
     "MatchingModel",
     "TrainConfig",
     "Trainer",

@@ -22,8 +22,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..errors import ModgapError, notice
 from ..embeddings import FeatureSet
+from ..errors import ModgapError, notice
 
 __all__ = ["class_retrieval_metrics", "encode_data", "evaluate"]
 

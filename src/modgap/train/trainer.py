@@ -30,12 +30,12 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from ..embeddings import FeatureSet
 from ..errors import InputError, ModgapError, notice
 from ..files import atomic_path
-from .config import PROTOCOLS, ConfigError, TrainConfig, load_config
-from ..embeddings import FeatureSet
 from ..io.features import load_features
 from ..io.precomp import Vocabulary, load_precomp
+from .config import PROTOCOLS, ConfigError, TrainConfig, load_config
 from .data import epoch_order, image_batch, split_images, text_batch
 from .evaluate import evaluate
 from .losses import DIASLoss
