@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from conftest import gapped_pairs
-from modgap.bench import run_bench, summary_markdown
+from modgap.bench import run_bench
 from modgap.cli import main
 from modgap.embeddings import EmbeddingSet
 from modgap.errors import ModgapError
 from modgap.io import write_embeddings
+from modgap.report import summary_markdown, write_bench
 from modgap.tasks.retrieval import retrieval_metrics
 from modgap.tasks.suite import run_tasks
 
@@ -34,9 +35,8 @@ def _labelled_set(n=60, d=16, c=4, seed=0):
 
 def test_run_bench_held_out(tmp_path):
     emb = _labelled_set()
-    out = run_bench(
-        emb, reducers=["none", "center", "shift"], out_dir=tmp_path, seed=1, report=False
-    )
+    out, _ = run_bench(emb, reducers=["none", "center", "shift"], seed=1)
+    write_bench(out, None, tmp_path / "b", report=False)
     assert out["setting"]["protocol"] == "held-out"
     assert out["setting"]["eval_split"]["n_images"] == 30
     assert set(out["results"]) == {"none", "center", "shift"}
@@ -54,10 +54,10 @@ def test_run_bench_held_out(tmp_path):
         < 0.5 * none["measures"]["centroid_gap"]
     )
     assert out["results"]["center"]["protocol"] == "held-out"
-    doc = json.loads((tmp_path / "results.json").read_text())
+    doc = json.loads((tmp_path / "b" / "results.json").read_text())
     assert doc["results"]["shift"]["params"]
     assert "versions" in doc["provenance"]
-    assert not (tmp_path / "report.html").exists()
+    assert not (tmp_path / "b" / "report.html").exists()
     md = summary_markdown(out)
     assert md.splitlines()[0].startswith("| reducer | rSum")
 
@@ -65,7 +65,7 @@ def test_run_bench_held_out(tmp_path):
 def test_transductive_and_failing_reducer_is_skipped(tmp_path):
     X, Y = gapped_pairs(n=40, d=8, seed=2)
     emb = EmbeddingSet(X, Y[:30], paired=False)  # unpaired: procrustes cannot fit
-    out = run_bench(emb, reducers="none,procrustes,center", transductive=True, out_dir=None)
+    out, _ = run_bench(emb, reducers="none,procrustes,center", transductive=True)
     assert out["setting"]["protocol"] == "transductive"
     assert "procrustes" in out["skipped"]
     assert "pairs" in out["skipped"]["procrustes"]
@@ -75,7 +75,7 @@ def test_transductive_and_failing_reducer_is_skipped(tmp_path):
 
 def test_zero_shot_after_reducer_uses_transformed_prompts():
     emb = _labelled_set(seed=3)
-    out = run_bench(emb, reducers=["center"], transductive=True)
+    out, _ = run_bench(emb, reducers=["center"], transductive=True)
     from modgap.reducers import get_reducer
     from modgap.tasks.zeroshot import zero_shot_metrics
 
@@ -134,11 +134,10 @@ def test_cli_bench_and_eval(tmp_path, capsys):
 
 def test_report_when_every_reducer_fails(tmp_path):
     X, Y = gapped_pairs(n=20, d=8, seed=5)
-    out = run_bench(
-        EmbeddingSet(X, Y[:15], paired=False), reducers=["procrustes"], out_dir=tmp_path
-    )
+    out, views = run_bench(EmbeddingSet(X, Y[:15], paired=False), reducers=["procrustes"])
     assert out["results"] == {} and "procrustes" in out["skipped"]
-    html = (tmp_path / "report.html").read_text()
+    write_bench(out, views, tmp_path / "b")
+    html = (tmp_path / "b" / "report.html").read_text()
     assert "No reducer produced results" in html and "procrustes" in html
 
 
@@ -171,7 +170,7 @@ def test_reducer_without_out_of_sample_extension_falls_back_to_transductive(monk
 
     monkeypatch.setitem(reducers.REDUCERS, CentreSeenOnly.name, CentreSeenOnly)
     emb = _labelled_set(seed=7)
-    out = run_bench(emb, reducers=["center", "center-seen-only"], measures=["centroid"])
+    out, _ = run_bench(emb, reducers=["center", "center-seen-only"], measures=["centroid"])
     assert out["setting"]["protocol"] == "held-out"
     assert out["results"]["center"]["protocol"] == "held-out"
     fallback = out["results"]["center-seen-only"]

@@ -83,16 +83,20 @@ def test_npy_pair_in_npy_pair_out(tmp_path):
         (["reduce", "pca", "{npz}", "--out", "{out}"], "unknown reducer 'pca'"),
         (["reduce", "center", "{npz}", "--out", "{out}", "--lam", "1"], "has no parameter 'lam'"),
         (["reduce", "shift", "{npz}", "--out", "{out}", "-p", "lam"], "--param wants key=value"),
-        (["reduce", "--apply", "{out}/none.safetensors", "{npz}", "--out", "{out}"],
+        (["reduce", "--apply", "{dir}/none.safetensors", "{npz}", "--out", "{out}"],
          "no such reducer file"),
+        (["reduce", "--apply", "{out}/none.safetensors", "{npz}", "--out", "{out}"],
+         "--out {out} would write inside or replace --apply {out}/none.safetensors"),
         (["reduce", "--apply", "{npz}", "{npz}", "--out", "{out}"], "not a readable reducer"),
         (["reduce", "spectral", "{npz}", "--out", "{out}", "--direction", "up"],
          "direction"),
-        (["reduce", "center", "{npz}", "--out", "{dir}"], "would overwrite the input"),
+        (["reduce", "center", "{npz}", "--out", "{dir}"],
+         "--out {dir} would write inside or replace the input {npz}"),
     ],
 )  # fmt: skip
 def test_errors(argv, message, npz, tmp_path, capsys):
     argv = [a.format(npz=npz, out=tmp_path / "out", dir=npz.parent) for a in argv]
+    message = message.format(npz=npz, out=tmp_path / "out", dir=npz.parent)
     assert main(argv) == 2
     assert message in capsys.readouterr().err
 

@@ -80,7 +80,7 @@ def test_demo_without_data_says_how_to_install(tmp_path, capsys):
 
 def test_demo_limit_too_small(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "d"), "--limit", "3"]) == 2
-    assert "--limit must be at least 10" in capsys.readouterr().err
+    assert "Invalid value for '--limit': 3 is not in the range x>=10" in capsys.readouterr().err
 
 
 def test_demo_reducers_default_leaves_out_exact_ot():

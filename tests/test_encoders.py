@@ -81,10 +81,10 @@ def test_unknown_spec_and_device():
         load_encoder("foo")
     with pytest.raises(ModgapError, match="unknown model family 'xyz'"):
         load_encoder("xyz:model")
-    from modgap.encoders import pick_device
+    from modgap.compute import resolve_device
 
     with pytest.raises(ModgapError, match="unknown device"):
-        pick_device("not-a-device")
+        resolve_device("not-a-device")
 
 
 # ------------------------------------------------------------------------ Hugging Face CLIP --

@@ -20,6 +20,7 @@ import pytest
 from conftest import gapped_pairs
 from modgap.bench import run_bench
 from modgap.embeddings import EmbeddingSet
+from modgap.report import write_bench
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -74,10 +75,11 @@ def _loaded(dom: str) -> tuple[int, int]:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> Path:
     X, Y = gapped_pairs(n=60, d=16, seed=0)
-    out = tmp_path_factory.mktemp("report")
-    run_bench(
-        EmbeddingSet(X, Y), reducers=["none", "center"], out_dir=out, measures=["centroid", "rmg"]
+    out = tmp_path_factory.mktemp("report") / "bench"
+    result, views = run_bench(
+        EmbeddingSet(X, Y), reducers=["none", "center"], measures=["centroid", "rmg"]
     )
+    write_bench(result, views, out)
     return out / "report.html"
 
 

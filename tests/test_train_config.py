@@ -201,7 +201,7 @@ def test_cuda_requested_without_cuda(toy, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
     cfg = config_from_dict({**base(toy), "device": "cuda"})
-    with pytest.raises(ConfigError, match=r"device: 'cuda' requested but CUDA is not available"):
+    with pytest.raises(ConfigError, match=r"device: device 'cuda' asked for, but CUDA is not"):
         Trainer(cfg, tmp_path / "o", progress=False)
     with pytest.raises(ConfigError, match=r"device: unknown value 'tpu'"):
         config_from_dict({**base(toy), "device": "tpu"})

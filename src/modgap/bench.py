@@ -11,7 +11,8 @@ reason recorded; the benchmark goes on.
 Zero-shot after a reducer: the class prompt embeddings are texts, so they are mapped with
 ``transform_texts``.
 
-Output: a dict (and, with ``out_dir``, ``results.json`` and ``report.html``):
+Output: a dict (written as ``results.json``, with ``report.html``, by
+:func:`modgap.report.write_bench`):
 
 ``{"provenance": ..., "setting": {...}, "results": {name: {"protocol", "params",
 "fit_seconds", "eval_seconds", "tasks": {...}, "measures": {...}}}, "skipped": {name: why}}``
@@ -21,34 +22,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from ._progress import progress as progress_bar
+from .compute import Compute, resolve
 from .embeddings import EmbeddingSet
 from .errors import ModgapError
-from .files import write_json
+from .provenance import provenance
 
-__all__ = ["SUMMARY_COLUMNS", "run_bench", "summary_table"]
-
-#: (result key, short header, better = "high" | "low" | None) for the terminal table and report
-SUMMARY_COLUMNS: tuple[tuple[str, str, str | None], ...] = (
-    ("rsum", "rSum", "high"),
-    ("text_retrieval_recall@1", "i→t R@1", "high"),
-    ("image_retrieval_recall@1", "t→i R@1", "high"),
-    ("acc1", "ZS acc1", "high"),
-    ("cluster_nmi", "NMI", "high"),
-    ("modality_purity", "mod. purity", "low"),
-    ("mixed_recall@10", "mixed R@10", "high"),
-    ("mixed_same_modality@10", "same-mod@10", "low"),
-    ("centroid_gap", "‖Δ‖", "low"),
-    ("rmg", "RMG", None),
-    ("linear_separability", "lin. sep.", "low"),
-)
+__all__ = ["reducer_names", "run_bench"]
 
 
-def _reducer_names(reducers: Sequence[str] | str | None) -> list[str]:
+def reducer_names(reducers: Sequence[str] | str | None) -> list[str]:
     from .reducers import REDUCERS
 
     if reducers is None:
@@ -67,7 +52,12 @@ def _reducer_names(reducers: Sequence[str] | str | None) -> list[str]:
 
 
 def _fit_reducer(
-    name: str, params: dict, fit_set: EmbeddingSet, eval_set: EmbeddingSet, transductive: bool
+    name: str,
+    params: dict,
+    fit_set: EmbeddingSet,
+    eval_set: EmbeddingSet,
+    transductive: bool,
+    compute: Compute,
 ) -> tuple[EmbeddingSet, str, dict]:
     from .reducers import get_reducer
 
@@ -76,16 +66,15 @@ def _fit_reducer(
     if not transductive and not reducer.supports_out_of_sample:
         protocol = "transductive (no out-of-sample extension)"
         transductive = True
-    reducer.fit(eval_set if transductive else fit_set)
+    reducer.fit(eval_set if transductive else fit_set, compute=compute)
     return reducer.transform_set(eval_set), protocol, reducer.get_params()
 
 
 def run_bench(
     emb: EmbeddingSet,
     reducers: Sequence[str] | str | None = None,
-    out_dir: str | Path | None = None,
     transductive: bool = False,
-    seed: int = 0,
+    seed: int | None = None,
     *,
     test_fraction: float = 0.5,
     reducer_params: dict[str, dict] | None = None,
@@ -93,8 +82,8 @@ def run_bench(
     measures: Sequence[str] | None = None,
     progress: bool = False,
     console: Any = None,
-    report: bool = True,
-) -> dict:
+    compute: Compute | None = None,
+) -> tuple[dict, dict]:
     """Benchmark gap reducers on one embedding set.
 
     Parameters
@@ -104,12 +93,10 @@ def run_bench(
     reducers : list of str or comma-separated str, optional
         Registry names (see :data:`modgap.reducers.REDUCERS`) and/or ``"none"``; default all
         of them and ``"none"``.
-    out_dir : path, optional
-        Write ``results.json`` and ``report.html`` there (atomically).
     transductive : bool
         Fit reducers on the evaluated set instead of a separate fit split.
-    seed : int
-        Split, k-means and measure seed.
+    seed : int, optional
+        Split, k-means and measure seed (default: the compute context's).
     test_fraction : float
         Share of images in the evaluated split (held-out protocol).
     reducer_params : dict, optional
@@ -122,18 +109,23 @@ def run_bench(
         Show rich progress bars.
     console : rich.console.Console, optional
         Where progress goes.
-    report : bool
-        Also write ``report.html`` when ``out_dir`` is given.
+    compute : Compute, optional
+        Device, memory budget and seed of every fit, task and measure.
 
     Returns
     -------
-    dict
+    results : dict
         See the module docstring.
+    views : dict
+        Reducer name -> the evaluated :class:`EmbeddingSet` after it (for the report's
+        figures: :func:`modgap.report.write_bench`).
     """
     from .measures import measure_all
     from .tasks.suite import run_tasks
 
-    names = _reducer_names(reducers)
+    compute = resolve(compute, seed=seed)
+    seed = compute.seed
+    names = reducer_names(reducers)
     reducer_params = reducer_params or {}
     if transductive:
         fit_set = eval_set = emb
@@ -157,8 +149,7 @@ def run_bench(
     skipped: dict[str, str] = {}
     views: dict[str, EmbeddingSet] = {}
 
-    bar = _Bar(progress, console, total=len(names) * 3)
-    with bar:
+    with progress_bar("bench", total=len(names) * 3, enabled=progress, console=console) as bar:
         for name in names:
             start = bar.completed
             t0 = time.perf_counter()
@@ -168,26 +159,34 @@ def run_bench(
                     reduced, protocol, params = eval_set, "identity", {}
                 else:
                     reduced, protocol, params = _fit_reducer(
-                        name, reducer_params.get(name, {}), fit_set, eval_set, transductive
+                        name,
+                        reducer_params.get(name, {}),
+                        fit_set,
+                        eval_set,
+                        transductive,
+                        compute,
                     )
                 bar.advance()
                 t1 = time.perf_counter()
                 bar.describe(f"{name}: tasks")
                 tasks = run_tasks(
-                    reduced, ks=ks, seed=seed, progress=lambda t, n=name: bar.describe(f"{n}: {t}")
+                    reduced,
+                    ks=ks,
+                    progress=lambda t, n=name: bar.describe(f"{n}: {t}"),
+                    compute=compute,
                 )
                 bar.advance()
                 gap = measure_all(
                     reduced,
                     only=measures,
-                    seed=seed,
                     progress=lambda m, n=name: bar.describe(f"{n}: measure {m}"),
+                    compute=compute,
                 )
                 bar.advance()
             except Exception as e:
                 stage = "fit" if bar.completed == start else "evaluation"
                 skipped[name] = f"{stage} failed: {type(e).__name__}: {e}"
-                bar.advance(start + 3 - bar.completed)
+                bar.update(completed=start + 3)
                 continue
             results[name] = {
                 "protocol": protocol,
@@ -200,112 +199,12 @@ def run_bench(
             }
             views[name] = reduced
 
-    try:
-        from .provenance import provenance
-
-        prov = provenance(
-            data=emb.describe(), seed=seed, reducers=names, metadata=dict(emb.metadata)
-        )
-    except ImportError:  # pragma: no cover - provenance is part of the package
-        prov = {"data": emb.describe(), "seed": seed}
+    prov = provenance(
+        data=emb.describe(),
+        seed=seed,
+        compute=compute.describe(),
+        reducers=names,
+        metadata=dict(emb.metadata),
+    )
     out = {"provenance": prov, "setting": setting, "results": results, "skipped": skipped}
-    if out_dir is not None:
-        write_results(out, out_dir, views if report else None)
-    return out
-
-
-def write_results(out: dict, out_dir: str | Path, views: dict | None = None) -> dict[str, Path]:
-    """Write ``results.json`` (strict JSON) and, given the reduced sets, ``report.html``."""
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out_dir / "results.json"}
-    write_json(paths["json"], out)
-    if views is not None:
-        from .report.html import write_report
-
-        paths["html"] = write_report(out, views, out_dir / "report.html")
-    return paths
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        if not np.isfinite(v):
-            return str(v)
-        return f"{v:.1f}" if abs(v) >= 100 else f"{v:.3f}"
-    return str(v)
-
-
-def summary_rows(out: dict) -> tuple[list[str], list[list[str]]]:
-    """Header and rows (one per reducer) of the summary table: the columns present in any
-    result, from :data:`SUMMARY_COLUMNS`."""
-    flat = {n: {**r["tasks"], **r["measures"]} for n, r in out["results"].items()}
-    cols = [(k, h) for k, h, _ in SUMMARY_COLUMNS if any(k in f for f in flat.values())]
-    header = ["reducer", *(h for _, h in cols)]
-    rows = [[n, *(_fmt(f.get(k)) for k, _ in cols)] for n, f in flat.items()]
-    return header, rows
-
-
-def summary_table(out: dict) -> Any:
-    """A :class:`rich.table.Table` of the main metrics per reducer."""
-    from rich.table import Table
-
-    setting = out["setting"]
-    table = Table(title=f"modgap bench — {setting['protocol']}: {setting['protocol_note']}")
-    header, rows = summary_rows(out)
-    for i, h in enumerate(header):
-        table.add_column(h, justify="left" if i == 0 else "right")
-    for row in rows:
-        table.add_row(*row)
-    return table
-
-
-def summary_markdown(out: dict) -> str:
-    """The summary table as Markdown (for docs)."""
-    header, rows = summary_rows(out)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-class _Bar:
-    """A rich progress bar over the benchmark steps (counts only when ``enabled`` is false)."""
-
-    def __init__(self, enabled: bool, console: Any, total: int):
-        self.enabled = enabled
-        self.total = total
-        self.completed = 0
-        self._progress = None
-        self._task = None
-        self._console = console
-
-    def __enter__(self):
-        if self.enabled:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total}"),
-                TimeElapsedColumn(),
-                console=self._console,
-                transient=True,
-            )
-            self._progress.__enter__()
-            self._task = self._progress.add_task("bench", total=self.total)
-        return self
-
-    def __exit__(self, *exc):
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
-
-    def describe(self, text: str) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, description=text)
-
-    def advance(self, n: int = 1) -> None:
-        self.completed += n
-        if self._progress is not None:
-            self._progress.advance(self._task, n)
+    return out, views

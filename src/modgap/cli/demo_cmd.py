@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
+import click
 import numpy as np
-import typer
+
+from . import cli
+from ._options import compute_options, make_compute, output_options, run_with
 
 DEFAULT_OUT = "modgap-demo"
 
@@ -111,46 +115,48 @@ def embed_photos(encoder, progress: bool = False):
     )
 
 
-def _benchmark(
-    npz: Path, out_dir: Path, seed: int, progress: bool, reducers: str | None = None
-) -> Path:
-    """Run ``modgap bench`` on ``npz`` (prints its table); returns the report path."""
-    from .bench_cmd import run_bench_cli
-
-    run_bench_cli(str(npz), out=str(out_dir), reducers=reducers, seed=seed, progress=progress)
-    return out_dir / "report.html"
-
-
 def run_demo(
     out: str = DEFAULT_OUT,
     limit: int | None = None,
-    device: str | None = None,
-    seed: int = 0,
+    compute: Any = None,
     bench: bool = True,
     progress: bool = True,
     fashion_mnist: str | None = None,
     reducers: str | None = None,
     bench_limit: int | None = BENCH_IMAGES,
+    quiet: bool = False,
 ) -> dict:
-    """What ``modgap demo`` does; returns the paths it wrote and the timings."""
+    """What ``modgap demo`` does; returns the paths it wrote and the timings.
+
+    Everything (the embedded sets, the benchmark's results and report) is written into one
+    output folder that replaces an earlier demo's in a single rename.
+    """
     from rich.console import Console
 
+    from ..bench import reducer_names, run_bench
+    from ..compute import resolve
     from ..datasets.fashion_mnist import find_fashion_mnist
     from ..encoders.pocket import PocketEncoder
     from ..errors import ModgapError
+    from ..files import check_paths, output_folder
     from ..io import write_embeddings
+    from ..report import summary_table, write_bench
+    from ._output import table_console
 
+    compute = resolve(compute)
     if limit is not None and limit < 10:
         raise ModgapError(f"--limit must be at least 10 (one image per class), got {limit}")
-    console, err = Console(), Console(stderr=True)
-    find_fashion_mnist(fashion_mnist)  # missing data fails before any model loads
+    names, left_out = demo_reducers(reducers)
+    names = reducer_names(names)  # unknown names fail before any model loads
+    err = Console(stderr=True, quiet=quiet)
+    console = Console(quiet=quiet)
+    fm_root = find_fashion_mnist(fashion_mnist)  # missing data fails before any model loads
     out_dir = Path(out)
+    check_paths(reads=[("--fashion-mnist", fm_root)], writes=[("--out", out_dir)])
     t0 = time.perf_counter()
-    encoder = PocketEncoder(device=device)
-    fashion = embed_fashion_mnist(encoder, limit, seed, progress, root=fashion_mnist)
+    encoder = PocketEncoder(device=compute.device)
+    fashion = embed_fashion_mnist(encoder, limit, compute.seed, progress, root=fashion_mnist)
     photos = embed_photos(encoder)
-    fashion_path = write_embeddings(fashion, out_dir / "fashion_mnist_pocket.npz")
-    photos_path = write_embeddings(photos, out_dir / "photos_pocket.npz")
     t_embed = time.perf_counter() - t0
     err.print(
         f"embedded {fashion.n_images} Fashion-MNIST test images and {photos.n_images} photos "
@@ -158,26 +164,38 @@ def run_demo(
         soft_wrap=True,
         highlight=False,
     )
-    console.print(f"wrote {fashion_path}\nwrote {photos_path}", soft_wrap=True, highlight=False)
-    report = None
-    if bench:
-        names, left_out = demo_reducers(reducers)
-        bench_path = fashion_path
-        if bench_limit and bench_limit < fashion.n_images:
-            # the first N test images (the split is shuffled, so every class is there)
-            bench_set = fashion.subset(np.arange(bench_limit))
-            bench_path = write_embeddings(bench_set, out_dir / "fashion_mnist_pocket_bench.npz")
-            err.print(
-                f"benchmarking the first {bench_limit} of {fashion.n_images} images "
-                "(--bench-limit 0 for all)",
-                soft_wrap=True,
-                highlight=False,
+    files = {"fashion_mnist": "fashion_mnist_pocket.npz", "photos": "photos_pocket.npz"}
+    result = None
+    with output_folder(out_dir, marker=files["fashion_mnist"], what="--out") as tmp:
+        write_embeddings(fashion, tmp / files["fashion_mnist"])
+        write_embeddings(photos, tmp / files["photos"])
+        if bench:
+            bench_set = fashion
+            if bench_limit and bench_limit < fashion.n_images:
+                # the first N test images (the split is shuffled, so every class is there)
+                bench_set = fashion.subset(np.arange(bench_limit))
+                files["bench_input"] = "fashion_mnist_pocket_bench.npz"
+                write_embeddings(bench_set, tmp / files["bench_input"])
+                err.print(
+                    f"benchmarking the first {bench_limit} of {fashion.n_images} images "
+                    "(--bench-limit 0 for all)",
+                    soft_wrap=True,
+                    highlight=False,
+                )
+            result, views = run_bench(
+                bench_set, reducers=names, progress=progress, console=err, compute=compute
             )
-        report = _benchmark(bench_path, out_dir / "bench", seed, progress, names)
+            write_bench(result, views, tmp / "bench")
+            files["report"] = "bench/report.html"
+    for key in ("fashion_mnist", "photos"):
+        console.print(f"wrote {out_dir / files[key]}", soft_wrap=True, highlight=False)
+    report = None
+    if result is not None:
+        table_console(width=160).print(summary_table(result)) if not quiet else None
         if left_out:
             err.print(
                 f"note: {', '.join(left_out)} left out for speed; include it with "
-                f"--reducers all, or: modgap bench {fashion_path} --out DIR",
+                f"--reducers all, or: modgap bench {out_dir / files['fashion_mnist']} --out DIR",
                 soft_wrap=True,
                 highlight=False,
             )
@@ -188,56 +206,74 @@ def run_demo(
             soft_wrap=True,
             highlight=False,
         )
-        console.print(f"report: {Path(report).resolve()}", soft_wrap=True, highlight=False)
+        report = out_dir / files["report"]
+        console.print(f"report: {report.resolve()}", soft_wrap=True, highlight=False)
     return {
-        "fashion_mnist": fashion_path,
-        "photos": photos_path,
+        "fashion_mnist": out_dir / files["fashion_mnist"],
+        "photos": out_dir / files["photos"],
         "report": report,
+        "bench": result,
         "embed_seconds": t_embed,
         "total_seconds": time.perf_counter() - t0,
     }
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("demo")
-    def demo_command(
-        out: str = typer.Option(DEFAULT_OUT, "--out", "-o", help="Output folder."),
-        limit: int | None = typer.Option(
-            None, "--limit", help="Use only the first N Fashion-MNIST test images (quick runs)."
-        ),
-        device: str | None = typer.Option(None, "--device", help="cpu, cuda, ..."),
-        seed: int = typer.Option(0, "--seed", help="Seed of the captions and the benchmark."),
-        no_bench: bool = typer.Option(False, "--no-bench", help="Only embed, do not benchmark."),
-        reducers: str | None = typer.Option(
-            None,
-            "--reducers",
-            help="Reducers to benchmark, comma-separated, or 'all' (default: all but the slow "
-            "exact-OT 'ot-laplace').",
-        ),
-        bench_limit: int = typer.Option(
-            BENCH_IMAGES,
-            "--bench-limit",
-            help="Benchmark only the first N embedded images (0 = all); every reducer is fitted "
-            "and every task run on them.",
-        ),
-        no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
-        fashion_mnist: str | None = typer.Option(
-            None,
-            "--fashion-mnist",
-            help="Folder with the Fashion-MNIST *-ubyte.gz files (default: the Debian "
-            "package's /usr/share/datasets/fashion-mnist).",
-        ),
-    ) -> None:
-        """Embed real demo data (Fashion-MNIST test split, captioned photos) with the bundled
-        pocket model and benchmark it: gap measures, reducers, retrieval, zero-shot, report."""
-        run_demo(
-            out,
-            limit,
-            device,
-            seed,
-            bench=not no_bench,
-            progress=not no_progress,
-            fashion_mnist=fashion_mnist,
-            reducers=reducers,
-            bench_limit=bench_limit,
-        )
+@cli.command("demo")
+@click.option("--out", "-o", default=DEFAULT_OUT, show_default=True, help="Output folder.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=10),
+    default=None,
+    help="Use only the first N Fashion-MNIST test images (quick runs).",
+)
+@click.option("--no-bench", is_flag=True, help="Only embed, do not benchmark.")
+@click.option(
+    "--reducers",
+    default=None,
+    help="Reducers to benchmark, comma-separated, or 'all' (default: all but the slow "
+    "exact-OT 'ot-laplace').",
+)
+@click.option(
+    "--bench-limit",
+    type=click.IntRange(min=0),
+    default=BENCH_IMAGES,
+    show_default=True,
+    help="Benchmark only the first N embedded images (0 = all).",
+)
+@click.option(
+    "--fashion-mnist",
+    default=None,
+    metavar="DIR",
+    help="Folder with the Fashion-MNIST *-ubyte.gz files (default: the Debian package's "
+    "/usr/share/datasets/fashion-mnist).",
+)
+@compute_options
+@output_options
+def demo_command(
+    out,
+    limit,
+    no_bench,
+    reducers,
+    bench_limit,
+    fashion_mnist,
+    device,
+    memory_budget,
+    threads,
+    seed,
+    no_progress,
+    quiet,
+) -> None:
+    """Embed real demo data (Fashion-MNIST test split, captioned photos) with the bundled
+    pocket model and benchmark it: gap measures, reducers, retrieval, zero-shot, report."""
+    compute = make_compute(device, memory_budget, threads, seed)
+    run_with(compute, quiet)(run_demo)(
+        out,
+        limit,
+        compute,
+        bench=not no_bench,
+        progress=not (no_progress or quiet),
+        fashion_mnist=fashion_mnist,
+        reducers=reducers,
+        bench_limit=bench_limit,
+        quiet=quiet,
+    )

@@ -4,9 +4,22 @@ search), as a table and (optionally) a JSON file."""
 
 from __future__ import annotations
 
-import typer
+from typing import Any
 
-from ..errors import ModgapError
+import click
+
+from . import cli
+from ._options import (
+    compute_options,
+    folds_option,
+    json_option,
+    k_option,
+    make_compute,
+    output_options,
+    pairs_option,
+    parse_ks,
+    run_with,
+)
 
 #: row label -> meaning, in table order
 DESCRIPTIONS: dict[str, str] = {
@@ -39,16 +52,6 @@ def _meaning(key: str) -> str:
     return ""
 
 
-def parse_ks(text: str) -> tuple[int, ...]:
-    try:
-        ks = tuple(int(k) for k in text.split(",") if k.strip())
-    except ValueError:
-        raise ModgapError(f"--k must be comma-separated integers, got {text!r}") from None
-    if not ks:
-        raise ModgapError("--k is empty")
-    return ks
-
-
 def run_eval(
     inputs: str,
     texts: str | None = None,
@@ -57,44 +60,46 @@ def run_eval(
     tasks: str | None = None,
     ks: str = "1,5,10",
     encoder: str | None = None,
-    seed: int = 0,
+    *,
+    folds: int | None = None,
     progress: bool = True,
+    quiet: bool = False,
+    compute: Any = None,
 ) -> dict:
     """What ``modgap eval`` does; returns the document written to ``--json``."""
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
+    from .._progress import progress as progress_bar
+    from ..compute import resolve
+    from ..files import check_paths
     from ..io import read_embeddings
     from ..provenance import jsonable, provenance
     from ..tasks.suite import run_tasks
-    from ._output import print_and_save
+    from ._output import announce_replace, print_and_save
 
+    compute = resolve(compute)
     k_list = parse_ks(ks)
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    check_paths(
+        reads=[("the input", inputs), ("the texts file", texts), ("--pairs", pairs)],
+        writes=[("--json", json_out)],
+    )
+    announce_replace(json_out)
     emb = read_embeddings(inputs, texts, pairs=pairs)
     enc = None
     if encoder is not None:
         from ..encoders import load_encoder
 
-        enc = load_encoder(encoder)
-    err = Console(stderr=True)
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=not progress,
-    ) as bar:
-        t = bar.add_task("evaluating")
+        enc = load_encoder(encoder, device=compute.device)
+    with progress_bar("evaluating", enabled=progress and not quiet) as bar:
         results = run_tasks(
             emb,
             task_list,
             ks=k_list,
-            seed=seed,
             encoder=enc,
-            progress=lambda name: bar.update(t, description=f"task: {name}"),
+            folds=folds,
+            progress=lambda name: bar.describe(f"task: {name}"),
+            compute=compute,
         )
     counts = emb.describe()
     document = {
@@ -102,8 +107,10 @@ def run_eval(
         "provenance": provenance(
             inputs={"input": inputs, "texts": texts, "pairs": pairs},
             counts=counts,
-            seed=seed,
+            seed=compute.seed,
+            compute=compute.describe(),
             ks=list(k_list),
+            folds=folds,
             encoder=encoder,
             metadata=dict(emb.metadata),
         ),
@@ -125,34 +132,62 @@ def run_eval(
         table.add_row(key, shown, _meaning(key))
     for name, reason in results.get("skipped", {}).items():
         table.add_row(name, "skipped", reason)
-    print_and_save(table, document, json_out)
+    print_and_save(table, document, json_out, quiet=quiet)
     return document
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("eval")
-    def eval_command(
-        inputs: str = typer.Argument(
-            ..., help="Embeddings: .npz (image_emb, text_emb, ...), folder, or image .npy file."
-        ),
-        texts: str | None = typer.Argument(None, help="Text embeddings when in a second file."),
-        pairs: str | None = typer.Option(
-            None, "--pairs", help="text_to_image: one image index per text."
-        ),
-        json_out: str | None = typer.Option(None, "--json", help="Write results to this JSON."),
-        tasks: str | None = typer.Option(
-            None, "--tasks", help="Comma-separated subset of retrieval,zeroshot,clustering,mixed."
-        ),
-        ks: str = typer.Option("1,5,10", "--k", help="Recall@K cut-offs, comma-separated."),
-        encoder: str | None = typer.Option(
-            None,
-            "--encoder",
-            help="Encoder spec to build class prompts from class_names when the input has no "
-            "class_text_emb (e.g. pocket, open_clip:ViT-B-32/openai).",
-        ),
-        seed: int = typer.Option(0, "--seed", help="k-means seed."),
-        no_progress: bool = typer.Option(False, "--no-progress", help="No progress display."),
-    ) -> None:
-        """Evaluate the downstream tasks an embedding set supports: cross-modal retrieval
-        (Recall@K, rSum, ranks), zero-shot classification, clustering, mixed-modality search."""
-        run_eval(inputs, texts, pairs, json_out, tasks, ks, encoder, seed, not no_progress)
+@cli.command("eval")
+@click.argument("inputs", metavar="INPUT")
+@click.argument("texts", required=False, metavar="[TEXTS]")
+@pairs_option
+@json_option
+@click.option(
+    "--tasks",
+    default=None,
+    metavar="NAMES",
+    help="Comma-separated subset of retrieval, zeroshot, clustering, mixed (default: all that "
+    "apply).",
+)
+@k_option
+@folds_option
+@click.option(
+    "--encoder",
+    default=None,
+    metavar="SPEC",
+    help="Encoder to build class prompts from class_names when the input has no "
+    "class_text_emb (e.g. pocket, open_clip:ViT-B-32/openai).",
+)
+@compute_options
+@output_options
+def eval_command(
+    inputs,
+    texts,
+    pairs,
+    json_out,
+    tasks,
+    ks,
+    folds,
+    encoder,
+    device,
+    memory_budget,
+    threads,
+    seed,
+    no_progress,
+    quiet,
+) -> None:
+    """The downstream tasks an embedding set supports: cross-modal retrieval (Recall@K, rSum,
+    ranks), zero-shot classification, clustering, mixed-modality search."""
+    compute = make_compute(device, memory_budget, threads, seed)
+    run_with(compute, quiet)(run_eval)(
+        inputs,
+        texts,
+        pairs,
+        json_out,
+        tasks,
+        ks,
+        encoder,
+        folds=folds,
+        progress=not no_progress,
+        quiet=quiet,
+        compute=compute,
+    )

@@ -1,12 +1,22 @@
-"""``modgap measure IMAGES [TEXTS] [--pairs FILE] [--json OUT] [--only NAMES] [--seed N]``:
-every gap measure of one embedding set, as a table and (optionally) a JSON file."""
+"""``modgap measure INPUT [TEXTS] [--pairs FILE] [--json OUT] [--only NAMES]``: every gap
+measure of one embedding set, as a table and (optionally) a JSON file."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
-import typer
+import click
+
+from . import cli
+from ._options import (
+    compute_options,
+    json_option,
+    make_compute,
+    output_options,
+    pairs_option,
+    run_with,
+)
 
 #: row label and one-line meaning of each flat result key, in report order
 DESCRIPTIONS: dict[str, str] = {
@@ -85,45 +95,44 @@ def run_measure(
     pairs: str | None = None,
     json_out: str | None = None,
     only: str | None = None,
-    seed: int = 0,
+    *,
     progress: bool = True,
+    quiet: bool = False,
+    compute: Any = None,
 ) -> dict:
     """What ``modgap measure`` does; returns the document written to ``--json``."""
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
+    from .._progress import progress as progress_bar
+    from ..compute import resolve
+    from ..files import check_paths
     from ..io import read_embeddings
     from ..measures import MEASURES, measure_all, resolve_measures
     from ..provenance import jsonable, provenance
-    from ._output import print_and_save
+    from ._output import announce_replace, print_and_save
 
+    compute = resolve(compute)
     names = _split_names(only)
     selected = resolve_measures(names)  # unknown names fail before any data is read
+    check_paths(
+        reads=[("the input", images), ("the texts file", texts), ("--pairs", pairs)],
+        writes=[("--json", json_out)],
+    )
+    announce_replace(json_out)
     emb = read_embeddings(images, texts, pairs=pairs)
     todo = [n for n in selected if emb.has_pairs or not MEASURES[n][0]]
-
-    err = Console(stderr=True)
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=not progress,
-    ) as bar:
-        task = bar.add_task("measuring", total=len(todo))
+    with progress_bar("measuring", total=len(todo), enabled=progress and not quiet) as bar:
         started: list[str] = []
 
         def step(name: str) -> None:
             started.append(name)
-            bar.update(task, completed=len(started) - 1, description=f"measuring {name}")
+            bar.update(completed=len(started) - 1, description=f"measuring {name}")
 
         def partial(name: str, fraction: float) -> None:
-            bar.update(task, completed=len(started) - 1 + fraction)
+            bar.update(completed=len(started) - 1 + fraction)
 
-        results = measure_all(emb, only=names, seed=seed, progress=step, progress_fraction=partial)
-        bar.update(task, completed=len(todo))
+        results = measure_all(
+            emb, only=names, progress=step, progress_fraction=partial, compute=compute
+        )
+        bar.update(completed=len(todo))
 
     counts = emb.describe()
     document = {
@@ -131,41 +140,49 @@ def run_measure(
         "provenance": provenance(
             inputs={"images": images, "texts": texts, "pairs": pairs},
             counts={k: counts[k] for k in ("n_images", "n_texts", "dim", "paired")},
-            seed=seed,
+            seed=compute.seed,
+            compute=compute.describe(),
             only=names,
         ),
     }
     title = (
         f"modality gap: {counts['n_images']} images, {counts['n_texts']} texts, d={counts['dim']}"
     )
-    print_and_save(results_table(results, title=title), document, json_out)
+    print_and_save(results_table(results, title=title), document, json_out, quiet=quiet)
     return document
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("measure")
-    def measure_command(
-        images: str = typer.Argument(
-            ...,
-            help="Image embeddings (.npy), or one file/folder holding both "
-            "(.npz, clip-retrieval folder, parquet, safetensors, .pt).",
-        ),
-        texts: str | None = typer.Argument(None, help="Text embeddings when in a second file."),
-        pairs: str | None = typer.Option(
-            None, "--pairs", help="text_to_image: one image index per text (.npy or text/CSV)."
-        ),
-        json_out: str | None = typer.Option(
-            None, "--json", help="Write the results and their provenance to this JSON file."
-        ),
-        only: str | None = typer.Option(
-            None,
-            "--only",
-            help="Comma-separated measures (centroid, per_dimension, linear_separability, rmg, "
-            "neighbours, frechet_distance, alignment, uniformity, cosine) or result keys.",
-        ),
-        seed: int = typer.Option(0, "--seed", help="Seed of every subsample and split."),
-        no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
-    ) -> None:
-        """Measure the modality gap of an embedding set: centroid gap, separability, RMG,
-        mixed-neighbour ratios, Fréchet distance, alignment/uniformity, cosine statistics."""
-        run_measure(images, texts, pairs, json_out, only, seed, progress=not no_progress)
+@cli.command("measure")
+@click.argument("images", metavar="INPUT")
+@click.argument("texts", required=False, metavar="[TEXTS]")
+@pairs_option
+@json_option
+@click.option(
+    "--only",
+    default=None,
+    metavar="NAMES",
+    help="Comma-separated measures (centroid, per_dimension, linear_separability, rmg, "
+    "neighbours, frechet_distance, alignment, uniformity, cosine) or result keys.",
+)
+@compute_options
+@output_options
+def measure_command(
+    images, texts, pairs, json_out, only, device, memory_budget, threads, seed, no_progress, quiet
+) -> None:
+    """Every gap measure of one embedding set: centroid gap, separability, RMG,
+    mixed-neighbour ratios, Fréchet distance, alignment/uniformity, cosine statistics.
+
+    INPUT is one file or folder holding both modalities (.npz, clip-retrieval folder, parquet,
+    safetensors, .pt), or the image .npy / .parquet file with TEXTS the text one.
+    """
+    compute = make_compute(device, memory_budget, threads, seed)
+    run_with(compute, quiet)(run_measure)(
+        images,
+        texts,
+        pairs,
+        json_out,
+        only,
+        progress=not no_progress,
+        quiet=quiet,
+        compute=compute,
+    )

@@ -11,14 +11,13 @@ from __future__ import annotations
 import torch
 
 from ..errors import ModgapError
-from .base import Encoder, load_image, pick_device, preprocess_images
+from .base import Encoder, load_image, preprocess_images
 
 __all__ = [
     "ENCODER_FAMILIES",
     "Encoder",
     "load_encoder",
     "load_image",
-    "pick_device",
     "preprocess_images",
 ]
 

@@ -24,7 +24,6 @@ __all__ = [
     "Encoder",
     "ImageLike",
     "load_image",
-    "pick_device",
     "preprocess_images",
     "progress_bar",
     "quiet_hf_loading",
@@ -34,19 +33,6 @@ ImageLike = Image.Image | str | os.PathLike
 
 # a progress bar only for work that is long enough to be worth one
 _MIN_ITEMS_FOR_BAR = 256
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` as given, else CUDA when available, else CPU; a clear error for a bad name."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ModgapError(f"unknown device {device!r} ({e})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModgapError(f"device {device!r} asked for, but CUDA is not available here")
-    return dev
 
 
 def load_image(image: ImageLike) -> Image.Image:

@@ -9,8 +9,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from ..compute import resolve_device
 from ..errors import ModgapError
-from .base import Encoder, pick_device, preprocess_images, quiet_hf_loading
+from .base import Encoder, preprocess_images, quiet_hf_loading
 
 __all__ = ["HFClipEncoder"]
 
@@ -57,7 +58,7 @@ class HFClipEncoder(Encoder):
                 "hf: encoders need transformers: pip install 'modgap[encoders]'"
             ) from None
         self.name = f"hf:{name_or_path}"
-        self.device = pick_device(device)
+        self.device = resolve_device(device)
         if local_files_only is None:
             local_files_only = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
         local = Path(name_or_path).is_dir()

@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from ..compute import resolve_device
 from ..errors import ModgapError
-from .base import Encoder, pick_device, preprocess_images
+from .base import Encoder, preprocess_images
 
 __all__ = ["OpenClipEncoder", "parse_open_clip_spec"]
 
@@ -69,7 +70,7 @@ class OpenClipEncoder(Encoder):
     def __init__(self, spec: str, device: str | torch.device | None = None):
         open_clip = _import_open_clip()
         self.name = f"open_clip:{spec}"
-        self.device = pick_device(device)
+        self.device = resolve_device(device)
         model_name, pretrained = parse_open_clip_spec(spec)
         if pretrained is not None and ("/" in pretrained or "." in Path(pretrained).name):
             if not Path(pretrained).is_file():

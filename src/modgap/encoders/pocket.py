@@ -28,12 +28,12 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ..compute import resolve_device
 from ..errors import ModgapError
 from .base import (
     Encoder,
     ImageLike,
     load_image,
-    pick_device,
     preprocess_images,
     progress_bar,
     quiet_hf_loading,
@@ -296,7 +296,7 @@ class PocketEncoder(Encoder):
         heads: str | os.PathLike | None = None,
         cache: bool = True,
     ):
-        self.device = pick_device(device)
+        self.device = resolve_device(device)
         self.heads, self.config = load_heads(heads)
         self.heads.to(self.device)
         self.towers = PocketTowers(self.config["image_size"], self.device, cache=cache)

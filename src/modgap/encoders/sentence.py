@@ -7,8 +7,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from ..compute import resolve_device
 from ..errors import ModgapError
-from .base import Encoder, pick_device, quiet_hf_loading
+from .base import Encoder, quiet_hf_loading
 
 __all__ = ["SentenceTransformerEncoder"]
 
@@ -28,7 +29,7 @@ class SentenceTransformerEncoder(Encoder):
                 "st: encoders need sentence-transformers: pip install 'modgap[encoders]'"
             ) from None
         self.name = f"st:{name_or_path}"
-        self.device = pick_device(device)
+        self.device = resolve_device(device)
         path = Path(name_or_path)
         if not path.is_dir() and (path.exists() or name_or_path.startswith((".", "/", "~"))):
             raise ModgapError(

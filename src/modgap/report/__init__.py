@@ -1,5 +1,14 @@
 """Benchmark reports: the self-contained HTML page and its matplotlib figures."""
 
-from .html import render_report, write_report
+from .html import render_report, write_bench, write_report
+from .tables import SUMMARY_COLUMNS, summary_markdown, summary_rows, summary_table
 
-__all__ = ["render_report", "write_report"]
+__all__ = [
+    "SUMMARY_COLUMNS",
+    "render_report",
+    "summary_markdown",
+    "summary_rows",
+    "summary_table",
+    "write_bench",
+    "write_report",
+]

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..files import atomic_path
 
-__all__ = ["render_report", "write_report"]
+__all__ = ["render_report", "write_bench", "write_report"]
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1400px; }
@@ -58,9 +58,9 @@ def render_report(out: dict, views: dict, title: str = "modgap benchmark") -> st
     views : dict
         Reducer name -> evaluated :class:`EmbeddingSet` after that reducer.
     """
-    from ..bench import SUMMARY_COLUMNS, summary_rows
     from ..provenance import jsonable
     from . import figures
+    from .tables import SUMMARY_COLUMNS, summary_rows
 
     setting = out["setting"]
     prov = out.get("provenance", {})
@@ -147,3 +147,16 @@ def write_report(out: dict, views: dict, path: str | Path, **kwargs: Any) -> Pat
     with atomic_path(path, ".html") as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path
+
+
+def write_bench(out: dict, views: dict | None, out_dir: str | Path, report: bool = True) -> Path:
+    """Write a benchmark run's ``results.json`` and ``report.html`` into ``out_dir`` as one
+    unit (:func:`modgap.files.output_folder`; an earlier run's folder is replaced whole)."""
+    from ..files import output_folder, write_json
+
+    out_dir = Path(out_dir)
+    with output_folder(out_dir, marker="results.json", what="--out") as tmp:
+        write_json(tmp / "results.json", out)
+        if report and views is not None:
+            write_report(out, views, tmp / "report.html")
+    return out_dir

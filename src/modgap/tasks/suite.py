@@ -63,6 +63,7 @@ def run_tasks(
     templates: Sequence[Any] = DEFAULT_TEMPLATES,
     device: Any = None,
     progress: Callable[[str], None] | None = None,
+    folds: int | None = None,
     compute: Compute | None = None,
 ) -> dict:
     """Run the applicable tasks on ``emb``; returns one flat dict of metrics plus ``skipped``.
@@ -84,6 +85,8 @@ def run_tasks(
         Prompt templates for the encoder route.
     progress : callable, optional
         Called with each task name before it runs.
+    folds : int, optional
+        Retrieval over this many consecutive folds of images, averaged (COCO 5-fold 1K).
     compute : Compute, optional
         Device, memory budget and seed (default: :func:`modgap.compute.current`); ``device``
         and ``seed`` given here override it.
@@ -109,10 +112,16 @@ def run_tasks(
         if progress is not None:
             progress(task)
         if task == "retrieval":
-            k_ok = _valid_ks(ks, min(emb.n_images, emb.n_texts), "retrieval")
+            per_fold = max(1, min(emb.n_images, emb.n_texts) // (folds or 1))
+            k_ok = _valid_ks(ks, per_fold, "retrieval")
             out.update(
                 retrieval_metrics(
-                    emb.image_emb, emb.text_emb, emb.text_to_image, k_ok, compute=compute
+                    emb.image_emb,
+                    emb.text_emb,
+                    emb.text_to_image,
+                    k_ok,
+                    folds=folds,
+                    compute=compute,
                 )
             )
         elif task == "zeroshot":

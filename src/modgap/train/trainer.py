@@ -30,6 +30,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from ..compute import resolve_device
 from ..embeddings import FeatureSet
 from ..errors import InputError, ModgapError, notice
 from ..files import atomic_path
@@ -45,14 +46,6 @@ __all__ = ["Trainer", "build_data", "build_loss", "build_model", "lr_factor", "t
 
 
 # -- building blocks ----------------------------------------------------------------------------
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device: '{name}' requested but CUDA is not available")
-    return torch.device(name)
 
 
 def lr_factor(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
@@ -303,7 +296,10 @@ class Trainer:
         if cfg.deterministic:
             # cuBLAS needs a fixed workspace for deterministic results; set before CUDA starts
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        self.device = resolve_device(cfg.device)
+        try:
+            self.device = resolve_device(cfg.device)
+        except ModgapError as e:
+            raise ConfigError(f"device: {e}") from None
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         # all inputs are read and checked before anything is trained

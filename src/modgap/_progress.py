@@ -1,0 +1,81 @@
+"""The one progress display: a rich bar (or spinner) on stderr, or nothing.
+
+``with progress("measuring", total=9, enabled=...) as bar: bar.advance(); bar.describe("...")``.
+A disabled bar, or one on a non-terminal stderr when ``transient``, costs nothing and prints
+nothing, so library code can always report progress and callers decide whether it shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+__all__ = ["Bar", "progress"]
+
+
+class Bar:
+    """What the body of :func:`progress` drives (a no-op when disabled)."""
+
+    def __init__(self, rich_progress: Any = None, task: Any = None):
+        self._p = rich_progress
+        self._task = task
+        self.completed = 0.0
+
+    def advance(self, n: float = 1) -> None:
+        self.completed += n
+        if self._p is not None:
+            self._p.advance(self._task, n)
+
+    def update(self, completed: float | None = None, description: str | None = None) -> None:
+        if completed is not None:
+            self.completed = completed
+        if self._p is not None:
+            kwargs: dict[str, Any] = {}
+            if completed is not None:
+                kwargs["completed"] = completed
+            if description is not None:
+                kwargs["description"] = description
+            self._p.update(self._task, **kwargs)
+
+    def describe(self, text: str) -> None:
+        self.update(description=text)
+
+    def print(self, text: str) -> None:
+        """A line above the bar (or plainly on stderr when there is no bar)."""
+        if self._p is not None:
+            self._p.console.print(text, highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def progress(
+    description: str,
+    total: float | None = None,
+    *,
+    enabled: bool = True,
+    transient: bool = True,
+    console: Any = None,
+) -> Iterator[Bar]:
+    """A progress bar over ``total`` steps (a spinner when ``total`` is None) on stderr."""
+    if not enabled:
+        yield Bar()
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns: list[Any] = [TextColumn("{task.description}")]
+    if total is None:
+        columns = [SpinnerColumn(), *columns, TimeElapsedColumn()]
+    else:
+        columns += [BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=console or Console(stderr=True), transient=transient) as p:
+        task = p.add_task(description, total=total)
+        yield Bar(p, task)

@@ -1,0 +1,178 @@
+"""Options several commands share, declared once, and the helpers that turn them into objects.
+
+``@compute_options`` (``--device``, ``--memory-budget``, ``--threads``, ``--seed``),
+``@output_options`` (``--no-progress``, ``--quiet``), ``@k_option``, ``@folds_option`` and
+``@json_option`` keep the flags, their help texts and their checks the same in every command.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ..errors import ModgapError
+
+
+def _chain(*decorators: Callable) -> Callable:
+    def apply(f: Callable) -> Callable:
+        for d in reversed(decorators):
+            f = d(f)
+        return f
+
+    return apply
+
+
+compute_options = _chain(
+    click.option(
+        "--device",
+        default="auto",
+        show_default=True,
+        help="Where heavy kernels run: auto (CUDA when available), cpu, cuda, cuda:N, mps.",
+    ),
+    click.option(
+        "--memory-budget",
+        default="512MiB",
+        show_default=True,
+        metavar="SIZE",
+        help="Working memory one kernel may take beside the data (e.g. 2GB, 512MiB); "
+        "block sizes follow from it, results do not.",
+    ),
+    click.option(
+        "--threads",
+        type=click.IntRange(min=1),
+        default=None,
+        help="CPU threads for torch and BLAS (default: the libraries' choice).",
+    ),
+    click.option(
+        "--seed", type=int, default=0, show_default=True, help="Seed of every sample and split."
+    ),
+)
+
+output_options = _chain(
+    click.option("--no-progress", is_flag=True, help="No progress bars."),
+    click.option(
+        "--quiet", "-q", is_flag=True, help="Print only errors (no table, notices or progress)."
+    ),
+)
+
+
+def k_option(f: Callable) -> Callable:
+    return click.option(
+        "--k",
+        "ks",
+        default="1,5,10",
+        show_default=True,
+        metavar="K,K,...",
+        help="Recall@K cut-offs, comma-separated.",
+    )(f)
+
+
+def folds_option(f: Callable) -> Callable:
+    return click.option(
+        "--folds",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Retrieval over this many consecutive folds of images, averaged (COCO 5-fold 1K: "
+        "--folds 5 on the 5K test images).",
+    )(f)
+
+
+def json_option(f: Callable) -> Callable:
+    return click.option(
+        "--json",
+        "json_out",
+        default=None,
+        metavar="PATH",
+        help="Write the results and their provenance as JSON to PATH ('-': stdout, the table "
+        "then goes to stderr).",
+    )(f)
+
+
+def pairs_option(f: Callable) -> Callable:
+    return click.option(
+        "--pairs",
+        default=None,
+        metavar="FILE",
+        help="text_to_image: one image index per text (.npy, or text/CSV).",
+    )(f)
+
+
+def make_compute(device: str, memory_budget: str, threads: int | None, seed: int) -> Any:
+    """The run's :class:`~modgap.compute.Compute`; a bad device fails here, before any work."""
+    from ..compute import Compute
+
+    return Compute(device=device, memory_budget=memory_budget, threads=threads, seed=seed).check()
+
+
+def parse_ks(text: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(int(k) for k in str(text).split(",") if k.strip())
+    except ValueError:
+        raise ModgapError(f"--k must be comma-separated integers, got {text!r}") from None
+    if not ks:
+        raise ModgapError("--k is empty")
+    if any(k < 1 for k in ks):
+        raise ModgapError(f"--k values must be positive, got {text!r}")
+    return ks
+
+
+def parse_params(items: list[str] | tuple[str, ...] | None) -> dict[str, Any]:
+    """``["key=value", ...]`` -> dict; values are read as YAML scalars (``15`` -> int,
+    ``0.5`` -> float, ``true`` -> bool, ``none``/``null`` -> None, anything else a string)."""
+    import math
+
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ModgapError(f"--param wants key=value, got '{item}'")
+        raw = raw.strip()
+        if raw.lower() in ("none", "null", "~"):
+            value: Any = None
+        else:
+            try:
+                value = yaml.safe_load(raw)
+            except yaml.YAMLError:
+                value = raw
+            if not isinstance(value, str | int | float | bool):
+                value = raw
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ModgapError(f"--param {key}={raw}: the value must be a finite number")
+        out[key] = value
+    return out
+
+
+def finite(option: str) -> Callable:
+    """A click callback refusing NaN/inf for a float option (blamed on the option)."""
+    import math
+
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is not None and not math.isfinite(value):
+            raise click.BadParameter(f"must be a finite number, got {value}", ctx, param)
+        return value
+
+    return check
+
+
+def run_with(compute: Any, quiet: bool) -> Callable:
+    """Decorator body helper: run a command's work with ``compute`` current and quiet set."""
+
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            from ..compute import use
+            from . import set_quiet
+
+            set_quiet(quiet)
+            with use(compute):
+                return fn(*args, **kwargs)
+
+        return inner
+
+    return wrap

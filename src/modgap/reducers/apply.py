@@ -1,0 +1,222 @@
+"""Reduce a whole embedding file or folder into an output folder, as one unit.
+
+:func:`reduce_to_folder` is what ``modgap reduce`` runs: read the input, fit a reducer (or load a
+saved one), transform both modalities (class prompts as texts) and write the transformed set
+in the input's format, the fitted reducer and ``reduce.json`` (what was done, with which
+parameters, and which rows the reducer was fitted on) into one output folder that replaces the
+previous one in a single rename (:func:`modgap.files.output_folder`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from ..compute import Compute, resolve
+from ..errors import ModgapError
+
+__all__ = ["SUMMARY", "fitted_rows_warning", "reduce_to_folder"]
+
+#: the summary file of a reduce output folder (also its marker)
+SUMMARY = "reduce.json"
+MODEL = "reducer.safetensors"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _output_names(
+    images: str, texts: str | None, folder_format: bool
+) -> tuple[str | None, str | None]:
+    """Names of the transformed files inside the output folder (None: the folder itself)."""
+    if folder_format:
+        return None, None
+    img = Path(images).name
+    if texts is None:
+        return img, None
+    txt = Path(texts).name
+    if txt == img:
+        txt = f"{Path(texts).stem}_texts{Path(texts).suffix}"
+    return img, txt
+
+
+def reduce_to_folder(
+    method: str | None,
+    images: str | os.PathLike,
+    texts: str | os.PathLike | None = None,
+    out: str | os.PathLike = "reduced",
+    *,
+    apply: str | os.PathLike | None = None,
+    save_model: str | os.PathLike | None = None,
+    pairs: str | os.PathLike | None = None,
+    params: dict[str, Any] | None = None,
+    progress: bool = False,
+    compute: Compute | None = None,
+) -> dict:
+    """Fit (or ``apply``) a reducer and write the reduced set, the model and the summary.
+
+    Parameters
+    ----------
+    method : str or None
+        Registry name of the reducer to fit; ``None`` with ``apply``.
+    images, texts : path
+        The input, as for :func:`modgap.io.read_embeddings`.
+    out : path
+        Output folder. It is created, or replaced as a whole when it holds an earlier
+        ``reduce.json``; a folder with other files is refused.
+    apply : path, optional
+        A saved reducer (:meth:`~modgap.reducers.Reducer.save`) to transform with instead of
+        fitting one.
+    save_model : path, optional
+        Also write the fitted reducer here (default: only ``OUT/reducer.safetensors``).
+    pairs : path, optional
+        ``text_to_image`` file.
+    params : dict, optional
+        Reducer parameters.
+    progress : bool
+        Show a spinner while fitting and transforming.
+    compute : Compute, optional
+
+    Returns
+    -------
+    dict
+        The summary written to ``OUT/reduce.json``.
+    """
+    from .._progress import progress as progress_bar
+    from ..files import check_paths, output_folder, write_json
+    from ..io import FORMATS, detect_format, read_embeddings, write_embeddings
+    from ..io.pairs import write_pairs
+    from ..provenance import provenance
+    from ._registry import get_reducer, load_reducer
+
+    compute = resolve(compute)
+    params = dict(params or {})
+    out_dir = Path(out)
+    images, texts = os.fspath(images), None if texts is None else os.fspath(texts)
+    inside = save_model is not None and _is_inside(Path(save_model), out_dir)
+    check_paths(
+        reads=[
+            ("the input", images),
+            ("the texts file", texts),
+            ("--pairs", pairs),
+            ("--apply", apply),
+        ],
+        writes=[("--out", out_dir), ("--save-model", None if inside else save_model)],
+    )
+    if apply is not None:
+        if params:
+            raise ModgapError(
+                f"--apply uses the saved reducer's parameters; drop {', '.join(sorted(params))}"
+            )
+        reducer = load_reducer(apply)  # a bad model fails before any data is read
+    else:
+        if not method:
+            raise ModgapError("give a METHOD to fit (or --apply MODEL to use a saved reducer)")
+        reducer = get_reducer(method, **params)
+        reducer._check_params()  # bad values fail before any data is read
+    fmt = FORMATS[detect_format(images)]
+    emb = read_embeddings(images, texts, pairs=pairs)
+    with progress_bar(f"{reducer.name}", enabled=progress) as bar:
+        if apply is None:
+            bar.describe(f"fitting {reducer.name} on {emb.n_images} images, {emb.n_texts} texts")
+            reducer.fit(emb, compute=compute)
+        bar.describe(f"transforming with {reducer.name}")
+        reduced = reducer.transform_set(emb)
+
+    img_name, txt_name = _output_names(images, texts, fmt.folder)
+    pairs_name = Path(pairs).name if pairs is not None and fmt.name == "npy" else None
+    model_rel = None
+    with output_folder(out_dir, marker=SUMMARY, what="--out") as tmp:
+        if fmt.folder:
+            write_embeddings(reduced, tmp, fmt.name)
+            outputs = [str(out_dir)]
+        else:
+            write_embeddings(
+                reduced,
+                tmp / img_name,
+                fmt.name,
+                texts=None if txt_name is None else tmp / txt_name,
+            )
+            outputs = [str(out_dir / n) for n in (img_name, txt_name) if n is not None]
+        if pairs_name is not None:
+            write_pairs(reduced.text_to_image, tmp / pairs_name)
+            outputs.append(str(out_dir / pairs_name))
+        if apply is None:
+            model_rel = MODEL if not inside else os.path.relpath(save_model, out_dir)
+            (tmp / model_rel).parent.mkdir(parents=True, exist_ok=True)
+            reducer.save(tmp / model_rel)
+            model_sha = _sha256(tmp / model_rel)
+        else:
+            model_sha = _sha256(Path(apply))
+        summary = {
+            "mode": "apply" if apply else "fit",
+            "reducer": reducer.name,
+            "params": reducer.get_params(),
+            "model": str(apply) if apply else str(out_dir / model_rel),
+            "model_sha256": model_sha,
+            "outputs": outputs,
+            # which rows the reducer saw: every row of these outputs when it was fitted here
+            "fitted_on": (
+                {
+                    "source": emb.source,
+                    "rows": "all",
+                    "n_images": emb.n_images,
+                    "n_texts": emb.n_texts,
+                }
+                if apply is None
+                else None
+            ),
+            "provenance": provenance(
+                inputs={"images": images, "texts": texts, "pairs": pairs, "apply": apply},
+                counts={
+                    "n_images": reduced.n_images,
+                    "n_texts": reduced.n_texts,
+                    "dim_in": emb.dim,
+                    "dim_out": reduced.dim,
+                },
+                compute=compute.describe(),
+            ),
+        }
+        write_json(tmp / SUMMARY, summary)
+    if save_model is not None and not inside:
+        reducer.save(save_model)
+        summary["saved_model"] = str(save_model)
+    return summary
+
+
+def _is_inside(path: Path, folder: Path) -> bool:
+    p, f = path.resolve(), folder.resolve()
+    return f in p.parents
+
+
+def fitted_rows_warning(input_path: str | os.PathLike) -> str | None:
+    """When ``input_path`` is an output of ``modgap reduce`` that fitted its reducer on these
+    very rows, the sentence to warn with (else None): scores on them are not held-out."""
+    import json
+
+    p = Path(input_path)
+    folder = p if p.is_dir() else p.parent
+    summary = folder / SUMMARY
+    if not summary.is_file():
+        return None
+    try:
+        doc = json.loads(summary.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("mode") != "fit" or not doc.get("fitted_on"):
+        return None
+    outputs = {str(Path(o).resolve()) for o in doc.get("outputs", []) if isinstance(o, str)}
+    if str(p.resolve()) not in outputs:
+        return None
+    return (
+        f"{input_path} was written by 'modgap reduce {doc.get('reducer')}', which was fitted on "
+        "these same rows: scores on them are transductive, not held-out (judge a reducer with "
+        "'modgap bench', which fits and scores on separate splits)"
+    )

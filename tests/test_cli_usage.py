@@ -1,0 +1,90 @@
+"""First contact through the real installed ``modgap`` script: every usage error is one line on
+stderr with exit code 2 and no traceback; ``--version``; ``--json -`` writes JSON to stdout."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import gapped_pairs
+
+
+def _script() -> str:
+    found = Path(sys.executable).with_name("modgap")
+    if found.exists():
+        return str(found)
+    which = shutil.which("modgap")
+    if which is None:
+        pytest.skip("the modgap console script is not installed in this environment")
+    return which
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "100"}
+    return subprocess.run(
+        [_script(), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120
+    )
+
+
+@pytest.fixture(scope="module")
+def npz(tmp_path_factory) -> Path:
+    X, Y = gapped_pairs(40, 8, seed=3)
+    p = tmp_path_factory.mktemp("usage") / "x.npz"
+    np.savez(p, image_emb=X, text_emb=Y)
+    return p
+
+
+def test_no_arguments_prints_help_and_exits_2():
+    proc = run()
+    assert proc.returncode == 2
+    assert "Usage: modgap" in proc.stderr and "measure" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["measure"], "Missing argument 'INPUT'"),
+        (["nosuchcmd"], "No such command 'nosuchcmd'"),
+        (["measure", "{npz}", "--bogus"], "No such option '--bogus'"),
+        (["measure", "{npz}", "--seed", "abc"], "'abc' is not a valid integer"),
+        (["measure", "{npz}", "--device", "tpu9"], "unknown device 'tpu9'"),
+        (["measure", "{npz}", "--memory-budget", "lots"], "memory budget 'lots' is not a size"),
+        (["reduce", "shift", "{npz}", "--out", "{tmp}/o", "--lam", "nan"], "'--lam': must be a"),
+        (["eval", "{npz}", "--k", "x"], "--k must be comma-separated integers"),
+        (["bench", "{npz}"], "Missing option '--out'"),
+        (["train"], "Missing argument 'CONFIG.yaml'"),
+        (["embed", "a"], "Missing argument 'CAPTIONS'"),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(args, message, npz, tmp_path):
+    proc = run(*(a.format(npz=npz, tmp=tmp_path) for a in args))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and message in lines[0]
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_version():
+    proc = run("--version")
+    assert proc.returncode == 0
+    from modgap import __version__
+
+    assert proc.stdout.strip() == f"modgap {__version__}"
+
+
+def test_json_to_stdout(npz, tmp_path):
+    proc = run("measure", str(npz), "--only", "centroid", "--json", "-", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["measures"]["centroid_gap"] > 0
+    assert "centroid_gap" in proc.stderr  # the table moves to stderr
+    assert not (tmp_path / "-").exists()
