@@ -83,7 +83,7 @@ def reference(toy, tmp_path_factory):
 
 def test_run_writes_results_checkpoints_and_best(reference):
     out, res = reference
-    for name in ("config.yaml", "vocab.json", "best.safetensors", "best.json", "results.json"):
+    for name in ("config.yaml", "vocab.json", "best.safetensors", "results.json"):
         assert (out / name).exists(), name
     assert len(list((out / "checkpoints").glob("state-*.safetensors"))) == 1  # old ones pruned
     meta = json.loads((out / "checkpoints/last.json").read_text())

@@ -90,6 +90,11 @@ class Reducer(BaseEstimator):
     name: ClassVar[str] = "reducer"
     supports_out_of_sample: ClassVar[bool] = True
     requires_pairs: ClassVar[bool] = False
+    #: fitted arrays and their shapes, in the letters ``d`` (width), ``ni`` / ``nt`` (fitted
+    #: images / texts) and ``k`` (the ``n_components`` parameter): what a saved file must hold
+    fitted_arrays: ClassVar[dict[str, str]] = {}
+    #: fitted scalars beyond ``n_features_in_``, ``n_images_fit_``, ``n_texts_fit_``
+    fitted_scalars: ClassVar[dict[str, type]] = {}
 
     def __sklearn_is_fitted__(self) -> bool:
         return self.is_fitted()
@@ -132,6 +137,45 @@ class Reducer(BaseEstimator):
 
     def _check_params(self) -> None:
         """Validate parameter values; subclasses extend it. Called at the start of ``fit``."""
+
+    def _check_param_types(self) -> None:
+        """Each parameter has the type its ``__init__`` annotation names (``bool`` is not a
+        number, a number not a ``bool``): so a value read back from a file means what it says."""
+        import typing
+
+        hints = typing.get_type_hints(type(self).__init__)
+        for name in self._param_names():
+            value = getattr(self, name)
+            allowed = typing.get_args(hints.get(name)) or (hints.get(name),)
+            if value is None and type(None) in allowed:
+                continue
+            ok = False
+            for tp in allowed:
+                if tp is bool:
+                    ok = ok or isinstance(value, bool | np.bool_)
+                elif tp is int:
+                    ok = ok or (isinstance(value, int | np.integer) and not isinstance(value, bool))
+                elif tp is float:
+                    ok = ok or (
+                        isinstance(value, int | float | np.integer | np.floating)
+                        and not isinstance(value, bool)
+                    )
+                elif tp is str:
+                    ok = ok or isinstance(value, str)
+                elif tp is not None and tp is not type(None):
+                    ok = True  # a type this check does not know: left to _check_params
+            if not ok:
+                words = {
+                    bool: "true or false",
+                    int: "an integer",
+                    float: "a number",
+                    str: "a string",
+                }
+                names = " or ".join(
+                    "None" if t is type(None) else words.get(t, getattr(t, "__name__", str(t)))
+                    for t in allowed
+                )
+                raise self._param_error(name, value, f"expected {names}")
 
     def _param_error(self, name: str, value: Any, expected: str) -> ModgapError:
         return ModgapError(f"reducer '{self.name}': parameter {name}={value!r} ({expected})")
@@ -224,6 +268,7 @@ class Reducer(BaseEstimator):
         """Validate parameters and data, fit, record the fitted shapes; return the validated
         ``(X, Y)`` so ``fit_transform`` can reuse them."""
         self._compute = compute
+        self._check_param_types()
         self._check_params()
         X, Y, t2i = self._validate_fit(image_emb, text_emb, text_to_image)
         self._fit(X, Y, t2i)
@@ -400,6 +445,8 @@ class Reducer(BaseEstimator):
                 "corrupted reducer file (checksum mismatch: the arrays were altered)", src
             )
         params = header.get("params", {})
+        if not isinstance(params, dict):
+            raise InputError("corrupted reducer file ('params' is not a mapping)", src)
         valid = klass._param_names()
         unknown = sorted(set(params) - set(valid))
         if unknown:
@@ -409,14 +456,72 @@ class Reducer(BaseEstimator):
                 src,
             )
         obj = klass(**params)
-        for key, value in header.get("fitted", {}).items():
+        try:
+            obj._check_param_types()
+            obj._check_params()
+        except ModgapError as e:
+            raise InputError(f"invalid reducer file: {e}", src) from None
+        fitted = header.get("fitted", {})
+        obj._check_saved_state(fitted, arrays, src)
+        for key, value in fitted.items():
             setattr(obj, key, value)
         for key, value in arrays.items():
             setattr(obj, key, value)
-        if not obj.is_fitted():
-            raise InputError("corrupted reducer file (no fitted state)", src)
         obj._after_load()
         return obj
+
+    def _check_saved_state(self, fitted: Any, arrays: dict[str, np.ndarray], src: str) -> None:
+        """The fitted scalars and arrays of a saved file against this reducer's schema
+        (:attr:`fitted_arrays`, :attr:`fitted_scalars`): names, types, ranges, shapes, dtypes."""
+        if not isinstance(fitted, dict):
+            raise InputError("corrupted reducer file ('fitted' is not a mapping)", src)
+        schema: dict[str, type] = {
+            "n_features_in_": int,
+            "n_images_fit_": int,
+            "n_texts_fit_": int,
+            **self.fitted_scalars,
+        }
+        if set(fitted) != set(schema):
+            raise InputError(
+                f"invalid reducer file: fitted values {sorted(fitted)} are not those of a "
+                f"'{self.name}' reducer ({sorted(schema)})",
+                src,
+            )
+        for key, tp in schema.items():
+            value = fitted[key]
+            ok = (
+                isinstance(value, int) and not isinstance(value, bool)
+                if tp is int
+                else isinstance(value, int | float) and not isinstance(value, bool)
+            )
+            if not ok or (tp is int and value < 0) or (tp is float and not np.isfinite(value)):
+                raise InputError(f"invalid reducer file: fitted {key}={value!r}", src)
+        if fitted["n_features_in_"] < 1:
+            raise InputError("invalid reducer file: fitted n_features_in_ must be >= 1", src)
+        if set(arrays) != set(self.fitted_arrays):
+            raise InputError(
+                f"invalid reducer file: arrays {sorted(arrays)} are not those of a "
+                f"'{self.name}' reducer ({sorted(self.fitted_arrays)})",
+                src,
+            )
+        dims = {
+            "d": fitted["n_features_in_"],
+            "ni": fitted["n_images_fit_"],
+            "nt": fitted["n_texts_fit_"],
+            "k": getattr(self, "n_components", None),
+        }
+        for key, spec in self.fitted_arrays.items():
+            a = arrays[key]
+            want = tuple(dims[s] for s in spec.split(",")) if spec else ()
+            if a.shape != want:
+                raise InputError(
+                    f"invalid reducer file: array '{key}' has shape {a.shape}, a '{self.name}' "
+                    f"reducer fitted on d={dims['d']} needs {want}",
+                    src,
+                )
+            # -inf marks "no threshold" (the spectral dense route); NaN is never meant
+            if a.dtype.kind not in "fb" or (a.dtype.kind == "f" and np.isnan(a).any()):
+                raise InputError(f"invalid reducer file: array '{key}' holds NaN", src)
 
     def _after_load(self) -> None:
         """Hook for reducers that rebuild derived (unsaved) state after ``load``."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from .base import Reducer, register
@@ -32,6 +34,7 @@ class MeanCentering(Reducer):
     """
 
     name = "center"
+    fitted_arrays: ClassVar[dict[str, str]] = {"image_mean_": "d", "text_mean_": "d"}
 
     def __init__(self, normalize: bool = True):
         self.normalize = normalize
@@ -75,6 +78,7 @@ class GapShift(Reducer):
     """
 
     name = "shift"
+    fitted_arrays: ClassVar[dict[str, str]] = {"gap_": "d"}
 
     def __init__(self, lam: float = 1.0, normalize: bool = True):
         self.lam = lam

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -95,6 +95,14 @@ class GaussianMap(Reducer):
     """
 
     name = "gaussian"
+    fitted_arrays: ClassVar[dict[str, str]] = {
+        "image_mean_": "d",
+        "text_mean_": "d",
+        "image_matrix_": "d,d",
+        "text_matrix_": "d,d",
+        "image_offset_": "d",
+        "text_offset_": "d",
+    }
 
     def __init__(
         self,

@@ -3,6 +3,8 @@ POT, and scalable entropic OT (log-domain Sinkhorn in torch) with an out-of-samp
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from ..compute import Compute, resolve
@@ -88,6 +90,12 @@ class LaplaceOT(Reducer):
     """
 
     name = "ot-laplace"
+    fitted_arrays: ClassVar[dict[str, str]] = {
+        "source_fit_": "ni,d",
+        "target_fit_": "nt,d",
+        "source_mapped_": "ni,d",
+        "target_mapped_": "nt,d",
+    }
 
     def __init__(
         self,
@@ -214,6 +222,13 @@ class SinkhornOT(Reducer):
     """
 
     name = "ot-sinkhorn"
+    fitted_arrays: ClassVar[dict[str, str]] = {
+        "image_fit_": "ni,d",
+        "text_fit_": "nt,d",
+        "image_potential_": "ni",
+        "text_potential_": "nt",
+    }
+    fitted_scalars: ClassVar[dict[str, type]] = {"n_iter_": int, "marginal_error_": float}
 
     def __init__(
         self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from .base import Reducer, register
@@ -47,6 +49,7 @@ class ProcrustesAlignment(Reducer):
     """
 
     name = "procrustes"
+    fitted_arrays: ClassVar[dict[str, str]] = {"rotation_": "d,d"}
     requires_pairs = True
 
     def __init__(self, direction: str = "images->texts", normalize: bool = True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -122,6 +123,18 @@ class SpectralEmbedding(Reducer):
     """
 
     name = "spectral"
+    fitted_arrays: ClassVar[dict[str, str]] = {
+        "image_embedding_": "ni,k",
+        "text_embedding_": "nt,k",
+        "singular_values_": "k",
+        "image_fit_": "ni,d",
+        "text_fit_": "nt,d",
+        "image_kth_": "ni",
+        "text_kth_": "nt",
+        "image_degree_": "ni",
+        "text_degree_": "nt",
+    }
+    fitted_scalars: ClassVar[dict[str, type]] = {"graph_seconds_": float, "svd_seconds_": float}
 
     def __init__(
         self,

@@ -11,13 +11,13 @@ commit point, so a run killed while writing resumes from the previous checkpoint
 pickled. On CPU a resumed run reproduces the uninterrupted one bit for bit.
 
 Files in the output folder: ``config.yaml`` (resolved), ``vocab.json`` (word-id text only),
-``checkpoints/``, ``best.safetensors`` + ``best.json`` (weights with the best validation rSum),
+``checkpoints/``, ``best.safetensors`` (weights with the best validation rSum, its epoch and
+metrics in the file's metadata; see :mod:`modgap.train.checkpoint`),
 ``results.json`` (history, test metrics of the selected model, provenance).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
@@ -28,14 +28,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from safetensors.torch import load_file, save_file
 
 from ..compute import resolve_device
 from ..embeddings import FeatureSet
 from ..errors import InputError, ModgapError, notice
-from ..files import atomic_path
+from ..files import atomic_path, write_json
 from ..io.features import load_features
 from ..io.precomp import Vocabulary, load_precomp
+from .checkpoint import load_best, read_checkpoint, save_best, write_checkpoint
 from .config import PROTOCOLS, ConfigError, TrainConfig, load_config
 from .data import epoch_order, image_batch, split_images, text_batch
 from .evaluate import evaluate
@@ -206,6 +206,37 @@ def build_model(cfg: TrainConfig, data: FeatureSet) -> MatchingModel:
     return MatchingModel(image, text, m.freeze_image, m.freeze_text)
 
 
+def check_model_size(cfg: TrainConfig, data: FeatureSet, device: torch.device) -> int:
+    """Refuse, before allocating anything, a model whose training state (float32 weights,
+    gradients and the two AdamW moments: 16 bytes a parameter) does not fit the device's
+    memory. The model is built on torch's ``meta`` device, which holds no data. Returns the
+    parameter count."""
+    from ..io._errors import machine_memory
+
+    try:
+        with torch.device("meta"):
+            n = sum(p.numel() for p in build_model(cfg, data).parameters())
+    except (RuntimeError, OverflowError):  # a tensor too large even to describe
+        n = 2**62
+    need = 16 * n
+    if device.type == "cuda":
+        have = torch.cuda.get_device_properties(device).total_memory
+    else:
+        have = machine_memory()
+    if have and need > 0.8 * have:
+        if n >= 2**62:
+            raise ConfigError(
+                f"model: joint_dim {cfg.model.joint_dim} makes tensors too large to allocate "
+                "at all; lower model.joint_dim"
+            )
+        raise ConfigError(
+            f"model: {n:,} parameters need about {need / 2**30:.3g} GiB to train (weights, "
+            f"gradients, AdamW moments), more than this {device.type}'s "
+            f"{have / 2**30:.1f} GiB; lower model.joint_dim (now {cfg.model.joint_dim})"
+        )
+    return n
+
+
 def build_loss(cfg: TrainConfig) -> DIASLoss:
     lo = cfg.loss
     return DIASLoss(
@@ -227,17 +258,6 @@ def build_loss(cfg: TrainConfig) -> DIASLoss:
 
 
 # -- checkpoint helpers ---------------------------------------------------------------------------
-
-
-def _save_tensors(tensors: dict, path: Path) -> None:
-    flat = {k: v.detach().contiguous().cpu().clone() for k, v in tensors.items()}
-    with atomic_path(path, ".safetensors") as tmp:
-        save_file(flat, str(tmp))
-
-
-def _save_json(obj, path: Path) -> None:
-    with atomic_path(path, ".json") as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=float), encoding="utf-8")
 
 
 def _provenance(cfg: TrainConfig, device: torch.device) -> dict:
@@ -309,6 +329,7 @@ class Trainer:
             if self.device.type == "cuda":
                 torch.backends.cudnn.deterministic = True
                 torch.backends.cudnn.benchmark = False
+        check_model_size(cfg, self.train_data, self.device)
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg, self.train_data).to(self.device)
         self.loss = build_loss(cfg).to(self.device)
@@ -348,48 +369,34 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         """Write the tensor file, then ``last.json`` (the commit point), then prune old files."""
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        tensors.update({f"loss.{k}": v for k, v in self.loss.state_dict().items()})
-        opt = self.optimizer.state_dict()
-        extra_state: dict = {}
-        for idx, st in opt["state"].items():
-            for k, v in st.items():
-                if torch.is_tensor(v):
-                    tensors[f"optim.{idx}.{k}"] = v
-                else:
-                    extra_state[f"{idx}.{k}"] = v
-        tensors["rng.torch"] = torch.get_rng_state()
-        if self.device.type == "cuda":
-            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
-        name = f"state-{self.global_step:09d}.safetensors"
-        _save_tensors(tensors, self.ckpt_dir / name)
-        meta = {
-            "tensors": name,
-            "epoch": self.epoch,
-            "step_in_epoch": self.step_in_epoch,
-            "global_step": self.global_step,
-            "steps_per_epoch": self.steps_per_epoch,
-            "best": self.best if math.isfinite(self.best["rsum"]) else None,
-            "history": self.history,
-            "param_groups": opt["param_groups"],
-            "optim_extra": extra_state,
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "config": self._config_dump(),
-        }
-        _save_json(meta, self.ckpt_dir / "last.json")
-        for old in self.ckpt_dir.glob("state-*.safetensors"):
-            if old.name != name:
-                old.unlink(missing_ok=True)
-        return self.ckpt_dir / name
+        return write_checkpoint(
+            self.ckpt_dir,
+            model=self.model,
+            loss=self.loss,
+            optimizer=self.optimizer,
+            device=self.device,
+            counters={
+                "epoch": self.epoch,
+                "step_in_epoch": self.step_in_epoch,
+                "global_step": self.global_step,
+                "steps_per_epoch": self.steps_per_epoch,
+            },
+            best=self.best if math.isfinite(self.best["rsum"]) else None,
+            history=self.history,
+            scaler=self.scaler,
+            config=self._config_dump(),
+        )
 
     def _load_checkpoint(self, last: Path) -> None:
-        try:
-            meta = json.loads(last.read_text(encoding="utf-8"))
-            tensors = load_file(str(self.ckpt_dir / meta["tensors"]), device="cpu")
-        except (OSError, ValueError, KeyError) as e:
-            raise InputError(f"cannot read checkpoint ({e})", str(last)) from None
-        old = meta.get("config", {})
+        state = read_checkpoint(
+            last,
+            model=self.model,
+            loss=self.loss,
+            optimizer=self.optimizer,
+            steps_per_epoch=self.steps_per_epoch,
+            epochs=self.cfg.optim.epochs,
+        )
+        old = state.get("config", {})
         new = self._config_dump()
         for section in ("data", "model", "loss"):
             if old.get(section) != new.get(section):
@@ -399,34 +406,27 @@ class Trainer:
                 )
         if old.get("seed") != new.get("seed"):
             raise ModgapError(f"{last}: seed changed since this run was started")
-        if meta.get("steps_per_epoch") != self.steps_per_epoch:
-            raise ModgapError(f"{last}: batch size or data size changed; cannot resume exactly")
+        tensors = state.tensors
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         self.loss.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("loss.")})
-        state: dict = {}
-        for k, v in tensors.items():
-            if k.startswith("optim."):
-                _, idx, key = k.split(".", 2)
-                state.setdefault(int(idx), {})[key] = v
-        for k, v in meta.get("optim_extra", {}).items():
-            idx, key = k.split(".", 1)
-            state.setdefault(int(idx), {})[key] = v
-        self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-        torch.set_rng_state(tensors["rng.torch"])
+        try:
+            self.optimizer.load_state_dict(state.optimizer_state)
+            if self.scaler is not None and state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(tensors["rng.torch"])
+        except (ValueError, KeyError, TypeError, RuntimeError) as e:
+            raise InputError(f"the checkpoint does not fit this run ({e})", str(last)) from None
         if "rng.cuda" in tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
-        if self.scaler is not None and meta.get("scaler"):
-            self.scaler.load_state_dict(meta["scaler"])
-        self.epoch = int(meta["epoch"])
-        self.step_in_epoch = int(meta["step_in_epoch"])
-        self.global_step = int(meta["global_step"])
-        self.history = list(meta.get("history", []))
-        if meta.get("best"):
-            self.best = meta["best"]
+        self.epoch = state["epoch"]
+        self.step_in_epoch = state["step_in_epoch"]
+        self.global_step = state["global_step"]
+        self.history = list(state["history"])
+        if state.get("best"):
+            self.best = state["best"]
 
     def _save_best(self, metrics: dict, epoch: int) -> None:
-        _save_tensors(self.model.state_dict(), self.out / "best.safetensors")
-        _save_json({"epoch": epoch, "metrics": metrics}, self.out / "best.json")
+        save_best(self.out / "best.safetensors", self.model, epoch, metrics)
 
     # -- one step ---------------------------------------------------------------------------
     def train_step(self, index: np.ndarray) -> dict[str, float]:
@@ -565,10 +565,10 @@ class Trainer:
         selected = "last"
         best_path = self.out / "best.safetensors"
         if cfg.checkpoint.keep_best and self.best.get("epoch") and best_path.exists():
-            self.model.load_state_dict(load_file(str(best_path), device=str(self.device)))
+            load_best(best_path, self.model)
             selected = f"best (epoch {self.best['epoch']})"
         else:
-            _save_tensors(self.model.state_dict(), best_path)
+            save_best(best_path, self.model, None, {"selected": "last"})
         results = {
             "name": cfg.name,
             "selected_model": selected,
@@ -588,7 +588,7 @@ class Trainer:
             "provenance": _provenance(cfg, self.device),
             "config": self._config_dump(),
         }
-        _save_json(results, self.out / "results.json")
+        write_json(self.out / "results.json", results)
         return results
 
 
