@@ -71,10 +71,13 @@ def clean_stale(target: str | os.PathLike) -> None:
     prefix = f".{target.name}."
     for entry in parent.iterdir():
         name = entry.name
-        if not name.startswith(prefix) or not name.endswith((".tmp", ".old")):
+        if not name.startswith(prefix):
             continue
+        # .NAME.<pid>.<random>.tmp[.suffix] or .NAME.<pid>.<random>.old
         parts = name[len(prefix) :].split(".")
-        if not parts or not parts[0].isdigit() or _pid_alive(int(parts[0])):
+        if len(parts) < 3 or not parts[0].isdigit() or parts[2] not in ("tmp", "old"):
+            continue
+        if _pid_alive(int(parts[0])):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
