@@ -309,7 +309,7 @@ def ablation(dataset: str, seeds: int, epochs: int | None, out: Path) -> dict:
         for fold in folds:
             cfg = config_from_dict(base_config(dataset, 0, fold, epochs))
             tr = Trainer(cfg, out_dir=Path(tempfile.mkdtemp(prefix="dias-frozen-")), progress=False)
-            frozen.append({**tr.evaluate(tr.test_data), "seed": 0, "fold": fold})
+            frozen.append({**tr.score(tr.test_data), "seed": 0, "fold": fold})
             shutil.rmtree(tr.out, ignore_errors=True)
         runs["frozen CLIP (no training)"] = frozen
     for name, dim, spatial, rule in VARIANTS:

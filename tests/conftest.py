@@ -16,6 +16,19 @@ COCO500 = REAL_DIR / "coco500_clip_vitb16.npz"
 COCO500_RANDOM = REAL_DIR / "coco500_clip_vitb16_random_init.npz"
 
 
+def needs(*modules: str, extra: str = "encoders"):
+    """Skip a test (or module, as ``pytestmark``) when an optional dependency is missing, with
+    the reason and the extra that brings it."""
+    from modgap._optional import available
+
+    missing = [m for m in modules if not available(m)]
+    return pytest.mark.skipif(
+        bool(missing),
+        reason=f"needs the '{extra}' extra (pip install 'modgap[{extra}]'): "
+        f"{', '.join(missing)} not installed",
+    )
+
+
 def _need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"shared real data not found at {path}")

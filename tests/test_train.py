@@ -102,7 +102,7 @@ def test_training_beats_the_untrained_model(toy, reference):
     _, res = reference
     cfg = config_from_dict(tiny(toy))
     tr = Trainer(cfg, Path(res["config"]["out"]) / "never-written", progress=False)
-    untrained = tr.evaluate(tr.test_data)["rsum"]
+    untrained = tr.score(tr.test_data)["rsum"]
     assert res["test"]["rsum"] > untrained + 20
 
 
@@ -194,7 +194,7 @@ def test_heads_only_identity_init_starts_at_the_frozen_space(coco500_path, tmp_p
 
     d = tr.test_data
     expected = retrieval_metrics(d.images, d.texts, d.text_to_image)
-    assert tr.evaluate(d)["rsum"] == pytest.approx(expected["rsum"])
+    assert tr.score(d)["rsum"] == pytest.approx(expected["rsum"])
     assert (tr.train_data.n_images, tr.val_data.n_images, d.n_images) == (350, 50, 100)
 
 

@@ -7,7 +7,7 @@ from ..embeddings import FeatureSet
 from ..io.features import load_features, write_features
 from ..io.precomp import Vocabulary, load_precomp, write_toy_precomp
 from .config import ConfigError, TrainConfig, config_from_dict, load_config
-from .evaluate import class_retrieval_metrics, evaluate
+from .evaluate import class_retrieval_metrics, evaluate_model
 from .losses import (
     DIASLoss,
     DimensionAlignmentLoss,
@@ -38,7 +38,7 @@ __all__ = [
     "WordGRUEncoder",
     "class_retrieval_metrics",
     "config_from_dict",
-    "evaluate",
+    "evaluate_model",
     "load_config",
     "load_features",
     "load_precomp",

@@ -22,10 +22,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..embeddings import FeatureSet
-from ..errors import ModgapError, notice
+from .._ties import count_above, exact_scores, row_scale, topk_rows
+from ..embeddings import EmbeddingSet, FeatureSet
+from ..errors import ModgapError
+from ..measures import measure_all
+from ..tasks.retrieval import retrieval_metrics
+from ..tasks.zeroshot import zero_shot_metrics
 
-__all__ = ["class_retrieval_metrics", "encode_data", "evaluate"]
+__all__ = ["class_retrieval_metrics", "encode_data", "evaluate_model"]
 
 
 @torch.no_grad()
@@ -63,9 +67,12 @@ def encode_data(model, data: FeatureSet, device=None, batch_size: int = 1024):
     return img, txt, cls
 
 
-def _first_relevant_ranks(s: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
-    best = s.masked_fill(~rel, float("-inf")).max(1, keepdim=True).values
-    return 1 + ((s > best) & ~rel).sum(1)
+def _first_relevant_ranks(s: torch.Tensor, rel: torch.Tensor, exact, scale) -> torch.Tensor:
+    """``1 + #{non-relevant c : s(q, c) > best relevant}``, compared exactly (modgap._ties):
+    class-level captions repeat, so ties between identical vectors are the rule here."""
+    d = exact.d
+    _, best = topk_rows(s.masked_fill(~rel, float("-inf")), 1, scale, d, exact)
+    return 1 + count_above(s.masked_fill(rel, float("-inf")), best[:, 0], scale, d, exact)
 
 
 def _average_precision(s: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
@@ -115,7 +122,12 @@ def class_retrieval_metrics(
             rel = lb[:, None] == lc[None, :]
             has = rel.any(1)
             s = qb @ c.T
-            ranks.append(_first_relevant_ranks(s, rel)[has])
+
+            def exact(rows, cols, qb=qb, c=c):
+                return exact_scores(qb, c, rows, cols)
+
+            exact.d = qb.shape[1]
+            ranks.append(_first_relevant_ranks(s, rel, exact, row_scale(qb, c))[has])
             aps.append(_average_precision(s, rel)[has])
         r = torch.cat(ranks).numpy()
         key = "text_retrieval_recall" if name == "i2t" else "image_retrieval_recall"
@@ -129,21 +141,7 @@ def class_retrieval_metrics(
     return out
 
 
-def _zero_shot(img: np.ndarray, labels: np.ndarray, cls: np.ndarray) -> dict:
-    try:
-        from ..tasks.zeroshot import zero_shot_metrics
-    except ImportError:  # tasks package without zero-shot: plain top-k accuracy
-        w = cls.mean(1) if cls.ndim == 3 else cls
-        w = w / np.linalg.norm(w, axis=1, keepdims=True)
-        top = np.argsort(-(img @ w.T), axis=1, kind="stable")
-        return {
-            "acc1": float(np.mean(top[:, 0] == labels)),
-            "acc5": float(np.mean((top[:, :5] == labels[:, None]).any(1))),
-        }
-    return zero_shot_metrics(img, labels, cls)
-
-
-def evaluate(
+def evaluate_model(
     model,
     data: FeatureSet,
     relevance: str = "instance",
@@ -156,8 +154,6 @@ def evaluate(
     """Retrieval metrics (+ zero-shot + gap measures) of ``model`` on ``data``; flat dict."""
     img, txt, cls = encode_data(model, data, device, batch_size)
     if relevance == "instance":
-        from ..tasks.retrieval import retrieval_metrics
-
         ks = tuple(k for k in (1, 5, 10) if k <= min(data.n_images, data.n_texts) // (folds or 1))
         out = retrieval_metrics(img, txt, data.text_to_image, ks=ks or (1,), folds=folds)
     elif relevance == "class":
@@ -168,19 +164,15 @@ def evaluate(
         raise ModgapError(f"unknown relevance {relevance!r} (choose from instance, class)")
     out = {k: float(v) for k, v in out.items()}
     if zero_shot and cls is not None and data.labels is not None:
-        out.update(
-            {f"zeroshot_{k}": float(v) for k, v in _zero_shot(img, data.labels, cls).items()}
-        )
+        zs = zero_shot_metrics(img, data.labels, cls)
+        out.update({f"zeroshot_{k}": float(v) for k, v in zs.items() if _is_number(v)})
     if measures:
-        from ..embeddings import EmbeddingSet
-
-        try:
-            from ..measures import measure_all
-        except ImportError:  # measures package not installed in this build
-            notice("gap measures unavailable (modgap.measures.measure_all not found)")
-        else:
-            emb = EmbeddingSet(img, txt, text_to_image=data.text_to_image, normalize=False)
-            for k, v in measure_all(emb, only=list(measures)).items():
-                if isinstance(v, int | float | np.floating | np.integer):
-                    out[f"gap_{k}"] = float(v)
+        emb = EmbeddingSet(img, txt, text_to_image=data.text_to_image, normalize=False)
+        for k, v in measure_all(emb, only=list(measures)).items():
+            if _is_number(v):
+                out[f"gap_{k}"] = float(v)
     return out
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, int | float | np.floating | np.integer) and not isinstance(v, bool)

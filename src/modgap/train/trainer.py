@@ -38,7 +38,7 @@ from ..io.precomp import Vocabulary, load_precomp
 from .checkpoint import load_best, read_checkpoint, save_best, write_checkpoint
 from .config import PROTOCOLS, ConfigError, TrainConfig, load_config
 from .data import epoch_order, image_batch, split_images, text_batch
-from .evaluate import evaluate
+from .evaluate import evaluate_model
 from .losses import DIASLoss
 from .model import FeatureEncoder, MatchingModel, WordGRUEncoder
 
@@ -164,22 +164,10 @@ def _check_data(cfg, train, val, test) -> None:
 
 
 def _check_measures(names: list[str]) -> None:
-    try:
-        from ..measures import measure_all
-    except ImportError:
-        return
-    import warnings
+    from ..measures import resolve_measures
 
-    from ..embeddings import EmbeddingSet
-
-    rng = np.random.default_rng(0)
-    x, y = rng.standard_normal((2, 24, 8))
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    y /= np.linalg.norm(y, axis=1, keepdims=True)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            measure_all(EmbeddingSet(x, y), only=list(names))
+        resolve_measures(list(names))
     except ModgapError as e:
         raise ConfigError(f"eval.measures: {e}") from None
 
@@ -466,9 +454,9 @@ class Trainer:
             self.optimizer.step()
         return terms
 
-    def evaluate(self, data: FeatureSet) -> dict:
+    def score(self, data: FeatureSet) -> dict:
         e = self.cfg.eval
-        return evaluate(
+        return evaluate_model(
             self.model,
             data,
             relevance=e.relevance,
@@ -543,7 +531,7 @@ class Trainer:
                         self.on_step(self, self.global_step)
                 record = {"epoch": self.epoch + 1, "step": self.global_step, **running}
                 if self.val_data is not None and (self.epoch + 1) % cfg.eval.every_epochs == 0:
-                    metrics = self.evaluate(self.val_data)
+                    metrics = self.score(self.val_data)
                     record.update({f"val_{k}": v for k, v in metrics.items()})
                     if metrics["rsum"] > self.best["rsum"]:
                         self.best = {"rsum": metrics["rsum"], "epoch": self.epoch + 1}
@@ -575,8 +563,8 @@ class Trainer:
             "best_val_rsum": self.best["rsum"] if math.isfinite(self.best["rsum"]) else None,
             "best_epoch": self.best.get("epoch"),
             "history": self.history,
-            "val": self.evaluate(self.val_data) if self.val_data is not None else None,
-            "test": self.evaluate(self.test_data) if self.test_data is not None else None,
+            "val": self.score(self.val_data) if self.val_data is not None else None,
+            "test": self.score(self.test_data) if self.test_data is not None else None,
             "train_seconds_this_session": elapsed,
             "data": {
                 "train_images": self.train_data.n_images,
