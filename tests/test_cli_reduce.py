@@ -109,7 +109,7 @@ def test_apply_wrong_dimension_and_corrupt_model(npz, tmp_path, capsys):
     other = tmp_path / "d6.npz"
     np.savez(other, image_emb=X, text_emb=Y)
     assert main(["reduce", "--apply", str(model), str(other), "--out", str(tmp_path / "b")]) == 2
-    assert "has 6 dimensions but reducer 'center' was fitted on 12" in capsys.readouterr().err
+    assert "have 6 dimensions but reducer 'center' was fitted on 12" in capsys.readouterr().err
     raw = bytearray(model.read_bytes())
     raw[-2] ^= 0x55
     model.write_bytes(bytes(raw))

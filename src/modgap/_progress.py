@@ -1,8 +1,8 @@
 """The one progress display: a rich bar (or spinner) on stderr, or nothing.
 
 ``with progress("measuring", total=9, enabled=...) as bar: bar.advance(); bar.describe("...")``.
-A disabled bar, or one on a non-terminal stderr when ``transient``, costs nothing and prints
-nothing, so library code can always report progress and callers decide whether it shows.
+A disabled bar, or one whose console is not a terminal, costs nothing and prints nothing, so
+library code can always report progress and callers decide whether it shows.
 """
 
 from __future__ import annotations
@@ -57,10 +57,13 @@ def progress(
     console: Any = None,
 ) -> Iterator[Bar]:
     """A progress bar over ``total`` steps (a spinner when ``total`` is None) on stderr."""
-    if not enabled:
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+    if not enabled or not console.is_terminal:
+        # a live display is for a terminal; in a log file or pipe it would only add lines
         yield Bar()
         return
-    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -76,6 +79,6 @@ def progress(
         columns = [SpinnerColumn(), *columns, TimeElapsedColumn()]
     else:
         columns += [BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
-    with Progress(*columns, console=console or Console(stderr=True), transient=transient) as p:
+    with Progress(*columns, console=console, transient=transient) as p:
         task = p.add_task(description, total=total)
         yield Bar(p, task)

@@ -33,6 +33,7 @@ from .errors import ModgapError, notice
 
 __all__ = [
     "atomic_path",
+    "check_output_folder",
     "check_paths",
     "clean_stale",
     "output_folder",
@@ -119,6 +120,24 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return Path(path)
 
 
+def check_output_folder(
+    path: str | os.PathLike, marker: str | None = None, what: str = "output"
+) -> bool:
+    """Whether :func:`output_folder` would replace an earlier output at ``path``; raises the
+    one-line error it would raise (not a folder, someone else's files) — call it before the
+    work starts."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ModgapError(f"{what} {path} exists and is not a folder; choose a folder path")
+    replacing = path.is_dir() and any(path.iterdir())
+    if replacing and marker is not None and not (path / marker).exists():
+        raise ModgapError(
+            f"{what} {path} is a folder with files modgap did not write (no {marker}); "
+            "choose a new or empty folder"
+        )
+    return replacing
+
+
 @contextmanager
 def output_folder(
     path: str | os.PathLike, marker: str | None = None, what: str = "output"
@@ -140,14 +159,7 @@ def output_folder(
     place; a failure or a kill at any point leaves the old folder or the new one, whole.
     """
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ModgapError(f"{what} {path} exists and is not a folder; choose a folder path")
-    replacing = path.is_dir() and any(path.iterdir())
-    if replacing and marker is not None and not (path / marker).exists():
-        raise ModgapError(
-            f"{what} {path} is a folder with files modgap did not write (no {marker}); "
-            "choose a new or empty folder"
-        )
+    replacing = check_output_folder(path, marker, what)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(path)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_name(path, ""), suffix=".tmp", dir=path.parent))

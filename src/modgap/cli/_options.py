@@ -133,6 +133,8 @@ def parse_params(items: list[str] | tuple[str, ...] | None) -> dict[str, Any]:
         if not sep or not key:
             raise ModgapError(f"--param wants key=value, got '{item}'")
         raw = raw.strip()
+        if raw.lower().lstrip("+-.") in ("nan", "inf", "infinity"):
+            raise ModgapError(f"--param {key}={raw}: the value must be a finite number")
         if raw.lower() in ("none", "null", "~"):
             value: Any = None
         else:

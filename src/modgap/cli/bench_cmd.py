@@ -42,7 +42,7 @@ def run_bench_cli(
     from ..bench import reducer_names, run_bench
     from ..compute import resolve
     from ..errors import ModgapError
-    from ..files import check_paths
+    from ..files import check_output_folder, check_paths
     from ..io import read_embeddings
     from ..report import summary_table, write_bench
     from ._output import table_console
@@ -56,6 +56,7 @@ def run_bench_cli(
         reads=[("the input", inputs), ("the texts file", texts), ("--pairs", pairs)],
         writes=[("--out", out)],
     )
+    check_output_folder(out, "results.json", "--out")
     emb = read_embeddings(inputs, texts, pairs=pairs)
     result, views = run_bench(
         emb,
@@ -68,9 +69,8 @@ def run_bench_cli(
         console=Console(stderr=True),
     )
     if not result["results"]:
-        write_bench(result, views, out)
         reasons = "; ".join(f"{n}: {why}" for n, why in result["skipped"].items())
-        raise ModgapError(f"every reducer failed, nothing to compare ({reasons})")
+        raise ModgapError(f"every reducer failed, nothing written ({reasons})")
     write_bench(result, views, out)
     if not quiet:
         con = table_console(width=160)

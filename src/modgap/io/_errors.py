@@ -8,6 +8,7 @@ import ast
 import os
 import re
 import stat
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -42,6 +43,7 @@ _READ_ERRORS: tuple[type[BaseException], ...] = (
     MemoryError,
     UnicodeDecodeError,
     SyntaxError,
+    tokenize.TokenError,  # numpy parses .npy headers with the tokenizer
     zipfile.BadZipFile,
     zipfile.LargeZipFile,
     zlib.error,

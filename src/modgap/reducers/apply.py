@@ -90,7 +90,7 @@ def reduce_to_folder(
         The summary written to ``OUT/reduce.json``.
     """
     from .._progress import progress as progress_bar
-    from ..files import check_paths, output_folder, write_json
+    from ..files import check_output_folder, check_paths, output_folder, write_json
     from ..io import FORMATS, detect_format, read_embeddings, write_embeddings
     from ..io.pairs import write_pairs
     from ..provenance import provenance
@@ -110,6 +110,7 @@ def reduce_to_folder(
         ],
         writes=[("--out", out_dir), ("--save-model", None if inside else save_model)],
     )
+    check_output_folder(out_dir, SUMMARY, "--out")
     if apply is not None:
         if params:
             raise ModgapError(

@@ -280,6 +280,13 @@ class Reducer(BaseEstimator):
     def transform_set(self, emb: Any) -> Any:
         """Transform both modalities of an :class:`~modgap.embeddings.EmbeddingSet`; pairing
         and labels are kept, and class prompts (texts) go through ``transform_texts``."""
+        self._check_fitted()
+        if emb.dim != self.n_features_in_:
+            raise InputError(
+                f"the embeddings have {emb.dim} dimensions but reducer '{self.name}' was "
+                f"fitted on {self.n_features_in_}-dimensional embeddings",
+                emb.source,
+            )
         X = self.transform_images(emb.image_emb)
         Y = self.transform_texts(emb.text_emb)
         cte = None
