@@ -50,7 +50,14 @@ def make_tiny_hf_clip(folder: Path) -> Path:
     CLIPModel(cfg).save_pretrained(folder)
     tok.save_pretrained(folder)
     (folder / "preprocessor_config.json").write_text(
-        json.dumps({"image_mean": [0.4, 0.4, 0.4], "image_std": [0.3, 0.3, 0.3], "crop_size": 32})
+        json.dumps(
+            {
+                "image_mean": [0.4, 0.4, 0.4],
+                "image_std": [0.3, 0.3, 0.3],
+                "size": {"shortest_edge": 32},
+                "crop_size": 32,
+            }
+        )
     )
     return folder
 

@@ -263,13 +263,13 @@ def open_clip_module(monkeypatch):
         del sys.modules[name]
 
 
-def _tiny_open_clip_dir(open_clip, folder):
+def _tiny_open_clip_dir(open_clip, folder, preprocess: dict | None = None):
     from safetensors.torch import save_file
 
     torch.manual_seed(0)
     model = open_clip.model.CLIP(**TINY_OPEN_CLIP)
     folder.mkdir(parents=True, exist_ok=True)
-    preprocess = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "size": 32}
+    preprocess = preprocess or {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "size": 32}
     (folder / "open_clip_config.json").write_text(
         json.dumps({"model_cfg": TINY_OPEN_CLIP, "preprocess_cfg": preprocess})
     )
@@ -292,6 +292,30 @@ def test_open_clip_local_folder_matches_direct_model(open_clip_module, tmp_path)
         ref_txt = model.encode_text(tokenizer(texts))
     np.testing.assert_allclose(img, _normalised(ref_img), atol=1e-5)
     np.testing.assert_allclose(txt, _normalised(ref_txt), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "preprocess",
+    [
+        {"size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+        {"size": 32, "resize_mode": "longest", "fill_color": 200, "interpolation": "bilinear"},
+        {"size": 32, "resize_mode": "squash", "mean": [0.4, 0.45, 0.5], "std": [0.3, 0.3, 0.3]},
+    ],
+    ids=["shortest", "longest-fill-bilinear", "squash"],
+)
+def test_open_clip_uses_the_model_preprocess_cfg(open_clip_module, tmp_path, preprocess):
+    """Real photos (any mode) through the folder's preprocess_cfg, against the plain reference
+    of open_clip's eval transform; the embeddings against the model on those pixels."""
+    from _preprocess_reference import open_clip_eval_reference, photos
+
+    model = _tiny_open_clip_dir(open_clip_module, tmp_path / "tiny", preprocess)
+    enc = load_encoder(f"open_clip:{tmp_path / 'tiny'}", device="cpu")
+    ims = list(photos().values())
+    ref = torch.stack([open_clip_eval_reference(im, **preprocess) for im in ims])
+    np.testing.assert_array_equal(enc.preprocess(ims).numpy(), ref.numpy())
+    with torch.no_grad():
+        expected = _normalised(model.encode_image(ref))
+    np.testing.assert_allclose(enc.encode_images(ims, batch_size=4), expected, atol=1e-5)
 
 
 def test_open_clip_corrupt_and_missing_checkpoint(open_clip_module, tmp_path):

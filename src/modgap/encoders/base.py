@@ -19,6 +19,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import InputError, ModgapError
+from ._preprocess import ImageTransform
 
 __all__ = [
     "Encoder",
@@ -35,16 +36,25 @@ ImageLike = Image.Image | str | os.PathLike
 _MIN_ITEMS_FOR_BAR = 256
 
 
-def load_image(image: ImageLike) -> Image.Image:
-    """An RGB PIL image from a PIL image or a file path (:class:`InputError` if unreadable)."""
+def load_image(image: ImageLike, mode: str | None = "RGB") -> Image.Image:
+    """A PIL image from a PIL image or a file path (:class:`InputError` if unreadable).
+
+    Parameters
+    ----------
+    image : PIL image or path
+    mode : str or None
+        PIL mode to convert to; ``None`` keeps the image as stored (palette, greyscale, RGBA),
+        for adapters whose own pipeline converts it at its own step.
+    """
     if isinstance(image, Image.Image):
-        return image if image.mode == "RGB" else image.convert("RGB")
+        return image if mode is None or image.mode == mode else image.convert(mode)
     if isinstance(image, np.ndarray):
         raise ModgapError("images must be PIL images or file paths, not numpy arrays")
     path = Path(image)
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")
+            # copy() reads the pixels now: the file is closed when this block ends
+            return im.copy() if mode is None else im.convert(mode)
     except FileNotFoundError:
         raise InputError("image file not found", str(path)) from None
     except (UnidentifiedImageError, OSError) as e:
@@ -60,22 +70,14 @@ def preprocess_images(
 ) -> torch.Tensor:
     """Resize the short side to ``size``, centre-crop a square, scale to [0, 1], normalise.
 
-    The same recipe as CLIP's evaluation transform (resize, centre crop, ``(x - mean) / std``),
-    done with PIL and numpy so no torchvision is needed. The default mean/std map [0, 1] to
-    [-1, 1]. Returns a float32 tensor of shape (n, 3, size, size).
+    CLIP's evaluation recipe exactly as torchvision runs it on PIL images
+    (``Resize(size)``, ``CenterCrop(size)``, ``ToTensor()``, ``Normalize(mean, std)``), done
+    with PIL and numpy (:class:`~modgap.encoders._preprocess.ImageTransform` in ``shortest``
+    mode). The default mean/std map [0, 1] to [-1, 1]. Returns a float32 tensor of shape
+    (n, 3, size, size).
     """
-    out = np.empty((len(images), size, size, 3), dtype=np.float32)
-    for i, im in enumerate(images):
-        w, h = im.size
-        scale = size / min(w, h)
-        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-        im = im.resize((nw, nh), resample=resample)
-        left, top = (nw - size) // 2, (nh - size) // 2
-        im = im.crop((left, top, left + size, top + size))
-        out[i] = np.asarray(im, dtype=np.float32) / 255.0
-    out -= np.asarray(mean, dtype=np.float32)
-    out /= np.asarray(std, dtype=np.float32)
-    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+    transform = ImageTransform(size=size, resample=resample, mean=tuple(mean), std=tuple(std))
+    return transform(images)
 
 
 @contextmanager
@@ -139,6 +141,10 @@ class Encoder(ABC):
 
     name: str = "encoder"
     device: torch.device = torch.device("cpu")
+    # the PIL mode images are converted to before ``_encode_image_batch``; None hands them over
+    # as stored, for adapters whose model pipeline converts them itself (and where the order
+    # matters: transformers composites transparency on white, open_clip resizes first)
+    image_mode: str | None = "RGB"
     default_image_batch: int = 64
     default_text_batch: int = 256
 
@@ -159,7 +165,9 @@ class Encoder(ABC):
         parts = []
         with progress_bar(len(images), f"{self.name}: images", progress) as advance:
             for start in range(0, len(images), batch_size):
-                batch = [load_image(im) for im in images[start : start + batch_size]]
+                batch = [
+                    load_image(im, self.image_mode) for im in images[start : start + batch_size]
+                ]
                 with torch.inference_mode():
                     parts.append(_normalise(self._encode_image_batch(batch)))
                 advance(len(batch))

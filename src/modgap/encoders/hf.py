@@ -1,23 +1,141 @@
-"""Hugging Face transformers CLIP models (``hf:openai/clip-vit-base-patch32`` or a local folder)."""
+"""Hugging Face transformers CLIP models (``hf:openai/clip-vit-base-patch32`` or a local folder).
+
+Images go through the model's own image processor (``preprocessor_config.json``, or the image
+part of ``processor_config.json``), loaded by ``AutoImageProcessor`` in its PIL/numpy variant
+(``CLIPImageProcessorPil`` in transformers 5, ``CLIPImageProcessor`` with ``use_fast=False``
+before): never the torchvision ("fast") one, whose resampling differs and which needs
+torchvision. A model without any processor config gets the ``CLIPImageProcessor`` defaults at
+its ``vision_config.image_size``.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from PIL import Image
 
 from ..compute import resolve_device
-from ..errors import ModgapError
-from .base import Encoder, preprocess_images, quiet_hf_loading
+from ..errors import ModgapError, notice
+from .base import Encoder, quiet_hf_loading
 
-__all__ = ["HFClipEncoder"]
+__all__ = ["HFClipEncoder", "load_image_processor"]
 
-# OpenAI CLIP's pixel statistics (the CLIPImageProcessor defaults)
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# the files transformers reads an image processor from (its IMAGE_PROCESSOR_NAME, PROCESSOR_NAME)
+_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+
+
+def _pil_backend_kwargs() -> dict:
+    """The ``from_pretrained`` argument that selects the PIL/numpy image processor."""
+    # transformers 5 has image processing backends ("pil" / "torchvision"); 4.x has use_fast
+    if importlib.util.find_spec("transformers.image_processing_backends") is not None:
+        return {"backend": "pil"}
+    return {"use_fast": False}
+
+
+def _default_clip_processor(image_size: int):
+    """``CLIPImageProcessor`` defaults (bicubic short side, centre crop) at ``image_size``."""
+    import transformers
+
+    # transformers 5 names the PIL variant CLIPImageProcessorPil; CLIPImageProcessor is then the
+    # torchvision one. In 4.x CLIPImageProcessor is the PIL/numpy processor.
+    cls = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
+    return cls(
+        size={"shortest_edge": int(image_size)},
+        crop_size={"height": int(image_size), "width": int(image_size)},
+    )
+
+
+def _has_processor_config(name_or_path: str, local_files_only: bool) -> bool:
+    from transformers.utils import cached_file
+
+    for filename in _PROCESSOR_FILES:
+        found = cached_file(
+            name_or_path,
+            filename,
+            local_files_only=local_files_only,
+            _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
+        )
+        if found is None:
+            continue
+        if filename != "processor_config.json":
+            return True
+        # a processor config holds the image processor's settings only in its nested form
+        try:
+            return "image_processor" in json.loads(Path(found).read_text())
+        except (OSError, ValueError):
+            return True  # damaged: let transformers report it
+    return False
+
+
+def _is_torchvision_processor(processor) -> bool:
+    if getattr(processor, "backend", None) == "torchvision":  # transformers 5
+        return True
+    try:  # transformers 4.x
+        from transformers.image_processing_utils_fast import BaseImageProcessorFast
+    except ImportError:
+        return False
+    return isinstance(processor, BaseImageProcessorFast)
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Errors only from transformers' logger for a while.
+
+    transformers 5 warns that ``CLIPImageProcessor`` "requires torchvision" while it resolves
+    the processor class, even when the PIL backend is asked for and used.
+    """
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def load_image_processor(name_or_path: str, image_size: int, local_files_only: bool = False):
+    """The model's own image processor, PIL/numpy variant; CLIP defaults when it has none.
+
+    Parameters
+    ----------
+    name_or_path : str
+        Hub model id or local folder.
+    image_size : int
+        The vision tower's input size (``vision_config.image_size``), for the defaults.
+    local_files_only : bool
+        Never reach the network.
+    """
+    from transformers import AutoImageProcessor
+
+    if not _has_processor_config(name_or_path, local_files_only):
+        notice(
+            f"{name_or_path} has no image processor config: using the CLIPImageProcessor "
+            f"defaults at {image_size} pixels"
+        )
+        return _default_clip_processor(image_size)
+    try:
+        with _quiet_transformers():
+            processor = AutoImageProcessor.from_pretrained(
+                name_or_path, local_files_only=local_files_only, **_pil_backend_kwargs()
+            )
+    except Exception as e:  # bad JSON, unknown processor type, ...: many exception types
+        raise ModgapError(
+            f"cannot load the image processor of {name_or_path!r}: {type(e).__name__}: {e}"
+        ) from None
+    if _is_torchvision_processor(processor):
+        raise ModgapError(
+            f"{name_or_path!r} has only a torchvision image processor "
+            f"({type(processor).__name__}); modgap needs its PIL/numpy variant"
+        )
+    return processor
 
 
 def _features(output) -> torch.Tensor:
@@ -34,7 +152,7 @@ def _features(output) -> torch.Tensor:
 
 
 class HFClipEncoder(Encoder):
-    """A ``transformers`` CLIP model with its tokenizer; images preprocessed with PIL/numpy.
+    """A ``transformers`` CLIP model with its tokenizer and its own image processor.
 
     Parameters
     ----------
@@ -44,6 +162,9 @@ class HFClipEncoder(Encoder):
     local_files_only : bool
         Never reach the network (also implied by ``HF_HUB_OFFLINE=1``).
     """
+
+    # the image processor converts to RGB itself (compositing transparency on white)
+    image_mode = None
 
     def __init__(
         self,
@@ -79,11 +200,9 @@ class HFClipEncoder(Encoder):
                 f"cannot load Hugging Face CLIP model {name_or_path!r}: {type(e).__name__}: {e}"
             ) from None
         self.model.eval().requires_grad_(False).to(self.device)
-        vision = self.model.config.vision_config
-        self.image_size = int(vision.image_size)
-        self.mean, self.std = CLIP_MEAN, CLIP_STD
-        if local:
-            self._read_preprocessor(Path(name_or_path) / "preprocessor_config.json")
+        self.image_processor = load_image_processor(
+            name_or_path, int(self.model.config.vision_config.image_size), local_files_only
+        )
         self.max_length = int(
             min(
                 self.model.config.text_config.max_position_embeddings,
@@ -91,24 +210,25 @@ class HFClipEncoder(Encoder):
             )
         )
 
-    def _read_preprocessor(self, path: Path) -> None:
-        if not path.is_file():
-            return
-        try:
-            cfg = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise ModgapError(f"cannot read {path}: {e}") from None
-        self.mean = tuple(cfg.get("image_mean", self.mean))
-        self.std = tuple(cfg.get("image_std", self.std))
-        crop = cfg.get("crop_size", self.image_size)
-        self.image_size = int(crop["height"] if isinstance(crop, dict) else crop)
-
     @property
     def dim(self) -> int:
         return int(self.model.config.projection_dim)
 
+    def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
+        """The model's ``pixel_values`` for PIL images (any mode), from its image processor."""
+        if not getattr(self.image_processor, "do_convert_rgb", None):
+            # a processor that does not convert would hand the model 1 or 4 channels
+            images = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
+        try:
+            out = self.image_processor(images=images, return_tensors="pt")
+        except Exception as e:  # the processor raises ValueError/TypeError for odd images
+            raise ModgapError(
+                f"{self.name}: image processor failed: {type(e).__name__}: {e}"
+            ) from None
+        return out["pixel_values"].to(torch.float32)
+
     def _encode_image_batch(self, images: list[Image.Image]) -> torch.Tensor:
-        pixels = preprocess_images(images, self.image_size, self.mean, self.std).to(self.device)
+        pixels = self.preprocess(images).to(self.device)
         return _features(self.model.get_image_features(pixel_values=pixels))
 
     def _encode_text_batch(self, texts: list[str]) -> torch.Tensor:
