@@ -61,7 +61,8 @@ def test_no_arguments_prints_help_and_exits_2():
         (["eval", "{npz}", "--k", "x"], "--k must be comma-separated integers"),
         (["bench", "{npz}"], "Missing option '--out'"),
         (["train"], "Missing argument 'CONFIG.yaml'"),
-        (["embed", "a"], "Missing argument 'CAPTIONS'"),
+        (["embed", "--out", "{tmp}/o"], "Missing argument 'IMAGES_DIR CAPTIONS | SHARDS...'"),
+        (["embed", "{tmp}/none", "--out", "{tmp}/o"], "none: not found (expected a .tar shard"),
     ],
 )
 def test_usage_errors_are_one_line_and_exit_2(args, message, npz, tmp_path):

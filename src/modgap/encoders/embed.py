@@ -1,14 +1,23 @@
-"""Embed a captioned image collection into a clip-retrieval style folder (``modgap embed``)."""
+"""Embed a captioned image collection into a clip-retrieval style folder (``modgap embed``).
+
+Two sources: a folder of image files with a captions file (:func:`embed_folder`), and
+webdataset tar shards (:func:`embed_webdataset`). Both check their input before a model loads
+and write the same folder.
+"""
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
 from pathlib import Path
+
+import numpy as np
 
 from ..compute import Compute, resolve
 
-__all__ = ["embed_folder"]
+__all__ = ["embed_folder", "embed_webdataset", "encode_image_stream"]
 
 
 def embed_folder(
@@ -28,9 +37,7 @@ def embed_folder(
     Returns ``{"path", "n_images", "n_texts", "dim", "seconds"}``.
     """
     from ..datasets.caption_file import read_caption_file
-    from ..embeddings import EmbeddingSet
     from ..files import check_paths
-    from ..io import write_embeddings
     from . import load_encoder
 
     compute = resolve(compute)
@@ -43,14 +50,139 @@ def embed_folder(
     encoder = load_encoder(model, device=compute.device)
     image_emb = encoder.encode_images(table.image_paths, batch_size=batch_size, progress=progress)
     text_emb = encoder.encode_texts(table.captions, batch_size=batch_size, progress=progress)
+    return _write(
+        out,
+        start,
+        image_emb,
+        text_emb,
+        table,
+        labels=None,
+        metadata={"model": model, "images_dir": str(images_dir), "captions": str(captions)},
+        source=str(captions),
+    )
+
+
+def embed_webdataset(
+    shards: str | os.PathLike | Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    model: str = "pocket",
+    *,
+    txt_captions: str = "lines",
+    batch_size: int | None = None,
+    progress: bool = True,
+    compute: Compute | None = None,
+) -> dict:
+    """Embed webdataset tar shards (img2dataset, CLIP_benchmark ``wds/``) with ``model`` and
+    write them as a clip-retrieval folder at ``out``, like :func:`embed_folder`.
+
+    Parameters
+    ----------
+    shards : path, pattern or sequence of them
+        Tar files, folders of tar files or brace patterns (``shards/{000000..000009}.tar``);
+        see :mod:`modgap.datasets.webdataset` for what a sample may hold.
+    out : path
+        The output folder.
+    model : str
+        Encoder spec (:func:`modgap.encoders.load_encoder`).
+    txt_captions : {"lines", "file"}
+        A ``.txt`` holds one caption per line (CLIP_benchmark) or is one caption.
+    batch_size : int, optional
+        Images (and texts) per batch; default the encoder's.
+    progress : bool
+        Progress bars on stderr.
+    compute : Compute, optional
+        Device and threads.
+
+    Returns
+    -------
+    dict
+        ``{"path", "n_images", "n_texts", "dim", "seconds"}``. Image ids are
+        ``SHARD/MEMBER`` (``000000.tar/000000012.jpg``); ``.cls`` labels are kept.
+
+    Notes
+    -----
+    The shards are read twice, never extracted: once for keys and captions (so bad input
+    fails before the model loads), once streaming the images batch by batch.
+    """
+    from ..datasets.webdataset import find_shards, read_webdataset
+    from ..files import check_paths
+    from . import load_encoder
+
+    compute = resolve(compute)
+    paths = find_shards(shards)
+    check_paths(reads=[("the shard", p) for p in paths], writes=[("--out", out)])
+    index = read_webdataset(paths, txt_captions=txt_captions, progress=progress)
+    start = time.perf_counter()
+    encoder = load_encoder(model, device=compute.device)
+    image_emb = encode_image_stream(
+        encoder, index.images(), index.n_images, batch_size=batch_size, progress=progress
+    )
+    text_emb = encoder.encode_texts(index.captions, batch_size=batch_size, progress=progress)
+    return _write(
+        out,
+        start,
+        image_emb,
+        text_emb,
+        index,
+        labels=index.labels,
+        metadata={"model": model, "shards": [str(p) for p in paths]},
+        source=str(paths[0]) if len(paths) == 1 else f"{paths[0]} and {len(paths) - 1} more",
+    )
+
+
+def encode_image_stream(
+    encoder,
+    images: Iterable,
+    n: int,
+    *,
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> np.ndarray:
+    """Embed ``n`` images from an iterator, holding one batch of them at a time.
+
+    The batches are the ones :meth:`~modgap.encoders.Encoder.encode_images` would cut from a
+    list, so the vectors are the same as for the images given at once.
+    """
+    from ..errors import ModgapError
+    from .base import progress_bar
+
+    if batch_size is None:
+        batch_size = getattr(encoder, "default_image_batch", 64)
+    if int(batch_size) < 1:
+        raise ModgapError(f"batch_size must be >= 1, got {batch_size}")
+    out: np.ndarray | None = None
+    done = 0
+    with progress_bar(n, f"{encoder.name}: images", progress) as advance:
+        for batch in _batches(iter(images), int(batch_size)):
+            emb = encoder.encode_images(batch, batch_size=len(batch), progress=False)
+            if out is None:
+                out = np.empty((n, emb.shape[1]), dtype=np.float32)
+            out[done : done + len(batch)] = emb
+            done += len(batch)
+            advance(len(batch))
+    if out is None or done != n:
+        raise ModgapError(f"expected {n} images, got {done}")
+    return out
+
+
+def _batches(items: Iterator, size: int) -> Iterator[list]:
+    while batch := list(islice(items, size)):
+        yield batch
+
+
+def _write(out, start, image_emb, text_emb, table, *, labels, metadata, source) -> dict:
+    from ..embeddings import EmbeddingSet
+    from ..io import write_embeddings
+
     emb = EmbeddingSet(
         image_emb,
         text_emb,
         text_to_image=table.text_to_image,
+        labels=labels,
         image_ids=table.image_ids,
         texts=table.captions,
-        metadata={"model": model, "images_dir": str(images_dir), "captions": str(captions)},
-        source=str(captions),
+        metadata=metadata,
+        source=source,
     )
     path = write_embeddings(emb, out, format="clip-retrieval")
     return {

@@ -1,0 +1,550 @@
+"""Webdataset tar shards: the layout img2dataset and CLIP_benchmark's ``wds/`` sets write.
+
+A shard is a plain (or gzip/bzip2/xz compressed) tar. Its files are grouped into samples by key,
+the file name up to the first dot of its last path component (``s0000012.jpg``,
+``s0000012.txt`` -> key ``s0000012``, fields ``jpg`` and ``txt``), exactly as the
+``webdataset`` package groups them; a sample's files are consecutive in the tar. modgap reads:
+
+* the image: the one field named ``jpg``, ``jpeg``, ``png``, ``webp``, ``bmp``, ``gif``,
+  ``tif``/``tiff`` or ``ppm``/``pgm``/``pbm``/``pnm`` (:data:`IMAGE_FIELDS`);
+* the captions: ``txt`` (by default each non-empty line is a caption: CLIP_benchmark's
+  retrieval sets join an image's captions with newlines; ``txt_captions="file"`` keeps the
+  whole file as one caption), or, without a usable ``txt``, the ``caption`` / ``captions`` /
+  ``text`` / ``title`` field of ``json`` (img2dataset writes its caption there too);
+* ``cls``: an integer class label (all samples or none).
+
+Every other file (``.npy``, ``.pyd``, ``.pickle``, masks such as ``seg.png``, ...) is skipped
+without being read: nothing in a shard is ever unpickled. Top-level ``__name__`` files and
+names without an extension are not samples (the webdataset package skips them too).
+
+Reading is two streaming passes, never extracting to disk: :func:`read_webdataset` walks each
+shard once for its keys and captions (image data is skipped over, not read), so bad input
+fails before any model loads; :meth:`WebDatasetIndex.images` then yields the decoded images
+one at a time in sample order, so an encoder holds one batch of images, not the data set.
+"""
+
+from __future__ import annotations
+
+import json
+import lzma
+import os
+import re
+import tarfile
+import zlib
+from collections.abc import Iterator, Sequence
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .._progress import progress as progress_bar
+from ..errors import InputError
+from .caption_file import CAPTION_KEYS
+
+__all__ = [
+    "IMAGE_FIELDS",
+    "SHARD_SUFFIXES",
+    "WebDatasetIndex",
+    "expand_braces",
+    "find_shards",
+    "read_webdataset",
+]
+
+IMAGE_FIELDS = (
+    "jpg",
+    "jpeg",
+    "png",
+    "webp",
+    "bmp",
+    "gif",
+    "tif",
+    "tiff",
+    "ppm",
+    "pgm",
+    "pbm",
+    "pnm",
+)
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+JSON_CAPTION_KEYS = ("caption", "captions", *(k for k in CAPTION_KEYS if k != "caption"))
+TXT_CAPTIONS = ("lines", "file")
+
+# the webdataset package's own split of a member name into (key, field)
+_KEY_FIELD = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
+_INT_RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)(?:\.\.-?(\d+))?$")
+_SMALL_FIELDS = ("txt", "json", "cls")
+# what a damaged or cut-off archive raises, from tarfile itself or its decompressors
+_TAR_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError)
+_IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+_COMPRESSION = ((b"\x1f\x8b", "gz"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"))
+
+
+# ------------------------------------------------------------------------------ shard lists --
+def expand_braces(pattern: str) -> list[str]:
+    """Expand a shard pattern the way webdataset and img2dataset write them (bash braces).
+
+    ``{000000..000009}`` is a range (zero-padded to the wider bound when a bound starts with
+    ``0``; ``{0..10..2}`` has a step), ``{a,b}`` a list; groups may repeat and nest. A brace
+    group that is neither stays literal, as in bash.
+
+    Raises
+    ------
+    InputError
+        Unbalanced braces.
+    """
+    start = pattern.find("{")
+    if start < 0:
+        if "}" in pattern:
+            raise InputError("unbalanced braces in shard pattern", pattern)
+        return [pattern]
+    end = _closing(pattern, start)
+    head, body, tail = pattern[:start], pattern[start + 1 : end], pattern[end + 1 :]
+    options = _brace_options(body)
+    if options is None:  # not a range or a list: literal braces around an expanded body
+        options = [f"{{{b}}}" for b in expand_braces(body)]
+    return [head + o + t for o in options for t in expand_braces(tail)]
+
+
+def _closing(pattern: str, start: int) -> int:
+    depth = 0
+    for i in range(start, len(pattern)):
+        depth += {"{": 1, "}": -1}.get(pattern[i], 0)
+        if depth == 0:
+            return i
+    raise InputError("unbalanced braces in shard pattern", pattern)
+
+
+def _brace_options(body: str) -> list[str] | None:
+    m = _INT_RANGE.match(body)
+    if m:
+        a, b, step = m.group(1), m.group(2), int(m.group(3) or 1) or 1
+        padded = any(s.lstrip("-").startswith("0") for s in (a, b) if s not in ("0", "-0"))
+        width = max(len(a), len(b)) if padded else 0
+        lo, hi = int(a), int(b)
+        values = range(lo, hi + 1, step) if lo <= hi else range(lo, hi - 1, -step)
+        return [f"{v:0{width}d}" for v in values]
+    parts, depth, last = [], 0, 0
+    for i, ch in enumerate(body):
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            parts.append(body[last:i])
+            last = i + 1
+    if not parts:
+        return None
+    parts.append(body[last:])
+    return [e for p in parts for e in expand_braces(p)]
+
+
+def _natural(name: str) -> list:
+    # 2.tar before 10.tar: CLIP_benchmark numbers its shards without padding
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def _is_shard_name(name: str) -> bool:
+    return not name.startswith(".") and name.lower().endswith(SHARD_SUFFIXES)
+
+
+def find_shards(sources: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """The shard files named by ``sources``, in order.
+
+    Each source is a tar file, a folder (its ``.tar`` / ``.tar.gz`` / ``.tgz`` files, in
+    natural order: ``2.tar`` before ``10.tar``; not its subfolders) or a brace pattern such as
+    ``shards/{000000..000009}.tar``.
+
+    Raises
+    ------
+    InputError
+        A missing shard (named), a folder without shards, a shard listed twice.
+    """
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    found: list[Path] = []
+    for source in sources:
+        text = os.fspath(source)
+        path = Path(text)
+        if "{" in text and not path.exists():
+            paths = [Path(p) for p in expand_braces(text)]
+            missing = [p for p in paths if not p.is_file()]
+            if missing:
+                raise InputError(
+                    f"shard not found ({len(missing)} of the {len(paths)} shards of {text} "
+                    "are missing)",
+                    os.fspath(missing[0]),
+                )
+            found += paths
+        elif path.is_dir():
+            shards = sorted(
+                (p for p in path.iterdir() if p.is_file() and _is_shard_name(p.name)),
+                key=lambda p: _natural(p.name),
+            )
+            if not shards:
+                raise InputError(_no_shards_message(path), text)
+            found += shards
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise InputError(
+                "not found (expected a .tar shard, a folder of shards or a pattern such as "
+                "shards/{000000..000009}.tar)",
+                text,
+            )
+    if not found:
+        raise InputError("no shards given")
+    seen: dict[str, Path] = {}
+    for p in found:
+        real = os.path.realpath(p)
+        if real in seen:
+            raise InputError("the same shard is given twice", os.fspath(p))
+        seen[real] = p
+    return found
+
+
+def _no_shards_message(folder: Path) -> str:
+    inner = sorted(
+        d.name
+        for d in folder.iterdir()
+        if d.is_dir() and any(_is_shard_name(p.name) for p in d.iterdir())
+    )
+    if inner:  # CLIP_benchmark's root folder: the shards live in test/ (and train/)
+        return f"no .tar shards in this folder, but its subfolder {inner[0]}/ has some: give that"
+    return (
+        "no .tar shards in this folder (a folder of image files needs its captions file: "
+        "modgap embed IMAGES_DIR CAPTIONS)"
+    )
+
+
+def _shard_names(shards: list[Path]) -> list[str]:
+    """Short, unique names for the ids: paths relative to the shards' common folder."""
+    absolute = [os.path.abspath(p) for p in shards]
+    root = os.path.commonpath([os.path.dirname(p) for p in absolute])
+    return [Path(os.path.relpath(p, root)).as_posix() for p in absolute]
+
+
+# ---------------------------------------------------------------------------------- the tar --
+def _open_tar(path: Path) -> tuple[tarfile.TarFile, bool]:
+    """Open a shard for reading members in order; compression is told by its first bytes.
+
+    Returns the open tar and whether it is compressed.
+    """
+    source = os.fspath(path)
+    try:
+        with path.open("rb") as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise InputError(f"cannot read shard ({e.strerror or e})", source) from None
+    if not magic:
+        raise InputError("empty file, not a tar shard", source)
+    kind = next((name for sig, name in _COMPRESSION if magic.startswith(sig)), "")
+    try:
+        return tarfile.open(source, f"r:{kind}"), bool(kind)
+    except _TAR_ERRORS as e:
+        raise InputError(f"not a readable tar file ({e})", source) from None
+
+
+def _check_end(tar: tarfile.TarFile, compressed: bool, source: str) -> None:
+    """Refuse a shard that stops before its end-of-archive block.
+
+    ``tarfile`` ends its iteration quietly at a cut-off or unreadable header, so a truncated
+    download would otherwise pass for a shorter shard. A compressed shard is read to its end,
+    so the decompressor checks its length and checksum too.
+    """
+    tar.fileobj.seek(tar.offset)
+    block = tar.fileobj.read(tarfile.BLOCKSIZE)
+    if len(block) != tarfile.BLOCKSIZE or block.count(0) != tarfile.BLOCKSIZE:
+        raise InputError(
+            "truncated or damaged tar: it ends without the end-of-archive block", source
+        )
+    while compressed and tar.fileobj.read(1 << 16):
+        pass  # only the padding after the end block is left
+
+
+def _members(tar: tarfile.TarFile, source: str) -> Iterator[tuple[str, str, tarfile.TarInfo]]:
+    """``(key, field, member)`` for the sample files of an open shard, in tar order."""
+    for info in tar:
+        name = info.name
+        if not info.isreg() or ("/" not in name and name.startswith("__") and name.endswith("__")):
+            continue
+        m = _KEY_FIELD.match(name)
+        if m is None:  # no extension: not part of a sample
+            continue
+        yield m.group(1), m.group(2).lower(), info
+
+
+class _Sample:
+    """One sample while a shard is scanned: its image member and its small fields' bytes."""
+
+    __slots__ = ("fields", "images", "key")
+
+    def __init__(self, key: str):
+        self.key = key
+        self.images: list[tuple[str, tarfile.TarInfo]] = []
+        self.fields: dict[str, bytes] = {}
+
+
+def _samples(path: Path) -> Iterator[_Sample]:
+    """The samples of one shard; small fields are read, image data skipped over."""
+    source = os.fspath(path)
+    tar, compressed = _open_tar(path)
+    try:
+        current: _Sample | None = None
+        seen: set[str] = set()
+        n_members = 0
+        for key, field, info in _members(tar, source):
+            n_members += 1
+            if current is None or key != current.key:
+                if current is not None:
+                    yield current
+                if key in seen:
+                    raise InputError(
+                        f"sample {key!r} appears twice (its files are not together in the tar)",
+                        source,
+                    )
+                seen.add(key)
+                current = _Sample(key)
+            if field in IMAGE_FIELDS:
+                current.images.append((field, info))
+            elif field in _SMALL_FIELDS:
+                if field in current.fields:
+                    raise InputError(f"sample {key!r} has two .{field} files", source)
+                # read now, in tar order: seeking back in a compressed shard restarts it
+                current.fields[field] = tar.extractfile(info).read()
+        _check_end(tar, compressed, source)
+        if current is None:
+            raise InputError("no samples in this shard (an empty tar)", source)
+        yield current
+    except _TAR_ERRORS as e:
+        raise InputError(f"truncated or damaged tar ({e})", source) from None
+    finally:
+        tar.close()
+
+
+def _text(data: bytes, key: str, field: str, source: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"sample {key!r}: its .{field} is not UTF-8 text", source) from None
+
+
+def _captions(sample: _Sample, txt_captions: str, source: str) -> list[str]:
+    key, fields = sample.key, sample.fields
+    if "txt" in fields:
+        text = _text(fields["txt"], key, "txt", source)
+        lines = text.splitlines() if txt_captions == "lines" else [text]
+        captions = [c.strip() for c in lines if c.strip()]
+        if captions:
+            return captions
+    if "json" in fields:
+        try:
+            obj = json.loads(_text(fields["json"], key, "json", source))
+        except json.JSONDecodeError as e:
+            raise InputError(f"sample {key!r}: its .json is not JSON ({e.msg})", source) from None
+        if isinstance(obj, dict):
+            for name in JSON_CAPTION_KEYS:
+                value = obj.get(name)
+                values = [value] if isinstance(value, str) else value
+                if isinstance(values, list):
+                    captions = [v.strip() for v in values if isinstance(v, str) and v.strip()]
+                    if captions:
+                        return captions
+    where = "its .txt is empty" if "txt" in fields else "no .txt"
+    if "json" in fields:
+        where += f" and its .json has no {'/'.join(JSON_CAPTION_KEYS)} text"
+    raise InputError(f"sample {key!r} has no caption ({where})", source)
+
+
+def _label(sample: _Sample, source: str) -> int | None:
+    if "cls" not in sample.fields:
+        return None
+    text = _text(sample.fields["cls"], sample.key, "cls", source).strip()
+    try:
+        label = int(text)
+    except ValueError:
+        raise InputError(
+            f"sample {sample.key!r}: its .cls is not an integer label ({text[:40]!r})", source
+        ) from None
+    if label < 0:
+        raise InputError(f"sample {sample.key!r}: negative class label {label}", source)
+    return label
+
+
+def _image_member(sample: _Sample, source: str) -> str:
+    if not sample.images:
+        raise InputError(f"sample {sample.key!r} has no image (.jpg, .png, .webp, ...)", source)
+    if len(sample.images) > 1:
+        fields = ", ".join(f".{f}" for f, _ in sample.images)
+        raise InputError(f"sample {sample.key!r} has several images ({fields})", source)
+    return sample.images[0][1].name
+
+
+# -------------------------------------------------------------------------------- the index --
+class WebDatasetIndex:
+    """What a set of shards holds, without the images: keys, captions, labels, pairing.
+
+    Built by :func:`read_webdataset`. Rows follow the shards in order and the samples in tar
+    order. :meth:`images` streams the images in the same order.
+
+    Attributes
+    ----------
+    shards : list of Path
+        The shard files.
+    shard_names : list of str
+        Their names in the ids (paths relative to the shards' common folder).
+    image_ids : list of str
+        ``SHARD/MEMBER`` per image, e.g. ``000000.tar/000000012.jpg``.
+    keys : list of str
+        The sample key of each image.
+    captions : list of str
+        Every caption, grouped by image.
+    text_to_image : ndarray (n_captions,) of int
+        The image each caption describes.
+    labels : ndarray (n_images,) of int, or None
+        The ``.cls`` labels, when the samples have them.
+    """
+
+    def __init__(self, shards, shard_names, shard_sizes, members, keys, captions,
+                 text_to_image, labels):  # fmt: skip
+        self.shards: list[Path] = shards
+        self.shard_names: list[str] = shard_names
+        self.shard_sizes: list[int] = shard_sizes
+        self.members: list[str] = members
+        self.keys: list[str] = keys
+        self.captions: list[str] = captions
+        self.text_to_image: np.ndarray = text_to_image
+        self.labels: np.ndarray | None = labels
+
+    @property
+    def n_images(self) -> int:
+        return len(self.members)
+
+    @property
+    def image_ids(self) -> list[str]:
+        out = []
+        start = 0
+        for name, size in zip(self.shard_names, self.shard_sizes, strict=True):
+            out += [f"{name}/{m}" for m in self.members[start : start + size]]
+            start += size
+        return out
+
+    def images(self) -> Iterator[Image.Image]:
+        """The images as RGB PIL images, one at a time, in row order (second pass).
+
+        Raises
+        ------
+        InputError
+            An image that cannot be decoded (naming the shard and the sample key), or a shard
+            that changed or broke since :func:`read_webdataset` read it.
+        """
+        start = 0
+        for path, size in zip(self.shards, self.shard_sizes, strict=True):
+            yield from self._shard_images(path, start, size)
+            start += size
+
+    def _shard_images(self, path: Path, start: int, size: int) -> Iterator[Image.Image]:
+        source = os.fspath(path)
+        wanted = self.members[start : start + size]
+        keys = self.keys[start : start + size]
+        done = 0
+        tar, _ = _open_tar(path)
+        try:
+            for _, _, info in _members(tar, source):
+                if done == size:
+                    break
+                if info.name != wanted[done]:
+                    continue
+                data = tar.extractfile(info).read()
+                yield _decode(data, keys[done], info.name, source)
+                done += 1
+        except _TAR_ERRORS as e:
+            raise InputError(f"truncated or damaged tar ({e})", source) from None
+        finally:
+            tar.close()
+        if done < size:
+            raise InputError(
+                f"image {wanted[done]} is gone: the shard changed while it was read", source
+            )
+
+
+def _decode(data: bytes, key: str, member: str, source: str) -> Image.Image:
+    try:
+        with Image.open(BytesIO(data)) as im:
+            return im.convert("RGB")
+    except _IMAGE_ERRORS as e:
+        raise InputError(f"sample {key!r}: cannot read image {member} ({e})", source) from None
+
+
+def read_webdataset(
+    sources: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    txt_captions: str = "lines",
+    progress: bool = False,
+) -> WebDatasetIndex:
+    """Index webdataset shards: one pass over each for its keys, captions and labels.
+
+    Parameters
+    ----------
+    sources : path, pattern or sequence of them
+        Tar shards, folders of shards or brace patterns (see :func:`find_shards`).
+    txt_captions : {"lines", "file"}
+        How a ``.txt`` holds captions: one per non-empty line (CLIP_benchmark's multi-caption
+        retrieval sets; the default) or the whole file as one caption.
+    progress : bool
+        A progress bar over the shards (on stderr, while they are read).
+
+    Returns
+    -------
+    WebDatasetIndex
+
+    Raises
+    ------
+    InputError
+        One line naming the shard (and the sample key): a missing shard, an empty or
+        truncated tar, a sample without an image or a caption, an unreadable label.
+    """
+    if txt_captions not in TXT_CAPTIONS:
+        raise InputError(f"txt_captions must be 'lines' or 'file', not {txt_captions!r}")
+    shards = find_shards(sources)
+    sizes: list[int] = []
+    members: list[str] = []
+    keys: list[str] = []
+    captions: list[str] = []
+    text_to_image: list[int] = []
+    labels: list[int | None] = []
+    reading = progress_bar("reading shards", len(shards), enabled=progress and len(shards) > 1)
+    with reading as bar:
+        for path in shards:
+            source = os.fspath(path)
+            before = len(members)
+            for sample in _samples(path):
+                member = _image_member(sample, source)
+                texts = _captions(sample, txt_captions, source)
+                labels.append(_label(sample, source))
+                text_to_image += [len(members)] * len(texts)
+                captions += texts
+                members.append(member)
+                keys.append(sample.key)
+            sizes.append(len(members) - before)
+            bar.advance()
+    return WebDatasetIndex(
+        shards,
+        _shard_names(shards),
+        sizes,
+        members,
+        keys,
+        captions,
+        np.asarray(text_to_image, dtype=np.int64),
+        _all_or_none(labels, keys, shards, sizes),
+    )
+
+
+def _all_or_none(labels, keys, shards, sizes) -> np.ndarray | None:
+    """The labels as one array when every sample has one; None when none has."""
+    missing = [i for i, label in enumerate(labels) if label is None]
+    if len(missing) == len(labels):
+        return None
+    if missing:
+        i = missing[0]
+        shard = shards[int(np.searchsorted(np.cumsum(sizes), i, side="right"))]
+        raise InputError(
+            f"sample {keys[i]!r} has no .cls label but other samples have one", os.fspath(shard)
+        )
+    return np.asarray(labels, dtype=np.int64)
