@@ -43,6 +43,7 @@ def test_separability_matches_sklearn_on_same_split():
     # the probe is a plain LogisticRegression: refitting it on the rows the function holds
     # out gives the same accuracy
     from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
 
     from modgap.measures._common import canonical_order
     from modgap.measures.separability import _stratified_split
@@ -53,10 +54,21 @@ def test_separability_matches_sklearn_on_same_split():
     parts = [Xu[canonical_order(Xu, Yu)], Yu[canonical_order(Yu, Xu)]]
     test = np.concatenate([_stratified_split(120, 0.3, rng) for _ in parts])
     Z, t = np.vstack(parts), np.r_[np.zeros(120), np.ones(120)]
-    clf = LogisticRegression(tol=1e-8, max_iter=5000).fit(Z[~test], t[~test])
-    expected = (clf.predict(Z[test]) == t[test]).mean()
+    clf = LogisticRegression(tol=1e-8, max_iter=5000, class_weight="balanced")
+    clf.fit(Z[~test], t[~test])
+    expected = balanced_accuracy_score(t[test], clf.predict(Z[test]))
     assert 0.55 < expected < 0.95  # a case where the value is informative
     assert linear_separability(X, Y, seed=5) == pytest.approx(expected)
+
+
+def test_separability_is_balanced_accuracy_on_unbalanced_sets():
+    # 848 images against 10 prompts of the same distribution: plain accuracy of a probe that
+    # always says "image" would be 0.988; balanced accuracy stays at chance
+    rng = np.random.default_rng(4)
+    X, Y = rng.standard_normal((848, 8)), rng.standard_normal((10, 8))
+    assert linear_separability(X, Y, seed=1) == pytest.approx(0.5, abs=0.25)
+    Xs, Ys = gapped_pairs(848, 8, gap=1.5, noise=0.3, seed=0)
+    assert linear_separability(Xs, Ys[:10], seed=1) > 0.9
 
 
 def test_separability_cap_and_seed():
@@ -78,7 +90,7 @@ def test_separability_bad_input():
 
 
 # -- Fréchet distance ---------------------------------------------------------------------------
-def _frechet_reference(X, Y, ridge=1e-6):
+def _frechet_reference(X, Y, ridge=0.0):
     X, Y = _unit(X), _unit(Y)
     A = np.cov(X, rowvar=False) + ridge * np.eye(X.shape[1])
     B = np.cov(Y, rowvar=False) + ridge * np.eye(X.shape[1])
@@ -98,6 +110,23 @@ def test_frechet_known_gaussian_value():
     cx, cy = np.diag([4.0, 1.0, 9.0]), np.diag([1.0, 1.0, 1.0])
     expected = 5.0 + (2 - 1) ** 2 + 0 + (3 - 1) ** 2
     assert frechet_from_moments(mu_x, cx, mu_y, cy, ridge=0) == pytest.approx(expected)
+
+
+def test_frechet_is_exact_for_rank_deficient_covariances():
+    # each modality spans a dimension the other does not: exact FD = 1 + 1 (sum of
+    # (sqrt a - sqrt b)^2); a ridge of 1e-6 would read 2 - 4e-3 (the bias removed)
+    cx, cy = np.diag([0.0, 1.0, 0.0]), np.diag([1.0, 0.0, 0.0])
+    zero = np.zeros(3)
+    assert frechet_from_moments(zero, cx, zero, cy) == pytest.approx(2.0, abs=1e-12)
+    assert frechet_from_moments(zero, cx, zero, cy, ridge=1e-6) == pytest.approx(2 - 4e-3, abs=1e-5)
+    # data: 10 texts in 512-d (rank 9) against images of full rank: the terms add up
+    rng = np.random.default_rng(0)
+    X, Y = _unit(rng.standard_normal((600, 24))), _unit(rng.standard_normal((10, 24)))
+    t = frechet_distance(X, Y, terms=True)
+    assert t["frechet_distance"] == pytest.approx(t["centroid"] + t["covariance"])
+    ref = float(np.sum((X.mean(0) - Y.mean(0)) ** 2))
+    assert t["centroid"] == pytest.approx(ref)
+    assert t["covariance"] > 0
 
 
 def test_frechet_same_set_is_zero():

@@ -79,7 +79,12 @@ def _neighbours(emb, seed, report, compute):
 
 
 def _frechet(emb, seed, report, compute):
-    return {"frechet_distance": frechet_distance(emb.image_emb, emb.text_emb)}
+    t = frechet_distance(emb.image_emb, emb.text_emb, terms=True)
+    return {
+        "frechet_distance": t["frechet_distance"],
+        "frechet_centroid_term": t["centroid"],
+        "frechet_covariance_term": t["covariance"],
+    }
 
 
 def _alignment(emb, seed, report, compute):
@@ -115,7 +120,11 @@ MEASURES: dict[str, tuple[bool, Callable, tuple[str, ...]]] = {
     "linear_separability": (False, _separability, ("linear_separability",)),
     "rmg": (True, _rmg, ("rmg",)),
     "neighbours": (False, _neighbours, ("itr", "tir", "tmr", "imr")),
-    "frechet_distance": (False, _frechet, ("frechet_distance",)),
+    "frechet_distance": (
+        False,
+        _frechet,
+        ("frechet_distance", "frechet_centroid_term", "frechet_covariance_term"),
+    ),
     "alignment": (True, _alignment, ("alignment",)),
     "uniformity": (False, _uniformity, ("uniformity_image", "uniformity_text", "uniformity_cross")),
     "cosine": (

@@ -15,7 +15,7 @@ import numpy as np
 
 from ._common import pairing, unit_rows
 from .centroid import gap_from_means, per_dimension_from_delta
-from .frechet import frechet_from_moments
+from .frechet import frechet_from_moments, frechet_terms
 from .rmg import rmg_from_sums
 
 __all__ = [
@@ -149,7 +149,7 @@ class FrechetAccumulator(_TwoModalities):
 
     _covariance = True
 
-    def __init__(self, ridge: float = 1e-6) -> None:
+    def __init__(self, ridge: float = 0.0) -> None:
         super().__init__()
         self.ridge = ridge
 
@@ -162,6 +162,11 @@ class FrechetAccumulator(_TwoModalities):
         return frechet_from_moments(
             self.x.mean, self.x.cov(), self.y.mean, self.y.cov(), self.ridge
         )
+
+    def terms(self) -> dict[str, float]:
+        """The centroid and covariance terms (:func:`~modgap.measures.frechet.frechet_terms`)."""
+        self.result()  # the same checks
+        return frechet_terms(self.x.mean, self.x.cov(), self.y.mean, self.y.cov())
 
 
 class AlignmentAccumulator:
