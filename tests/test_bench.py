@@ -45,7 +45,7 @@ def test_run_bench_held_out(tmp_path):
     _, test = emb.split(0.5, seed=1)
     ref = retrieval_metrics(test.image_emb, test.text_emb)
     assert none["tasks"]["rsum"] == pytest.approx(ref["rsum"])
-    for key in ("acc1", "cluster_nmi", "modality_purity", "mixed_recall@10"):
+    for key in ("acc1", "cluster_ami", "modality_purity", "mixed_recall@10"):
         assert key in none["tasks"]
     assert {"centroid_gap", "rmg", "linear_separability"} <= set(none["measures"])
     # centring closes the centroid gap on held-out data
@@ -123,7 +123,7 @@ def test_cli_bench_and_eval(tmp_path, capsys):
     js = tmp_path / "eval.json"
     assert main(["eval", str(path), "--json", str(js), "--no-progress", "--k", "1,5"]) == 0
     doc = json.loads(js.read_text())
-    assert {"acc1", "rsum", "cluster_nmi", "mixed_same_modality@5"} <= set(doc["tasks"])
+    assert {"acc1", "rsum", "cluster_ami", "mixed_same_modality@5"} <= set(doc["tasks"])
     assert "provenance" in doc
 
     assert main(["bench", str(path), "--out", str(out_dir), "--reducers", "bad"]) == 2

@@ -41,8 +41,10 @@ def test_identical_modalities_are_modality_blind_and_classes_are_found():
     out = clustering_metrics(X, X.copy(), labels=labels)
     assert out["n_clusters"] == 4
     assert out["modality_purity"] == 0.5 == out["modality_purity_blind"]
-    assert out["cluster_nmi"] == pytest.approx(1.0)
+    assert out["cluster_ami"] == pytest.approx(1.0)
     assert out["cluster_ari"] == pytest.approx(1.0)
+    assert out["pair_coclustering"] == 1.0  # identical modalities: every pair together
+    assert out["pair_coclustering_chance"] == pytest.approx(0.25)  # 4 equal clusters
 
 
 def test_a_large_gap_splits_clusters_by_modality():
@@ -51,7 +53,38 @@ def test_a_large_gap_splits_clusters_by_modality():
     assert out["modality_purity"] == 1.0
     closed = clustering_metrics(X, X.copy(), n_clusters=8)
     assert closed["modality_purity"] == 0.5
-    assert closed["cluster_nmi"] > out["cluster_nmi"]  # pair ids: images meet their captions
+    assert out["pair_coclustering"] == 0.0  # clusters split by modality: no pair together
+    assert closed["pair_coclustering"] == 1.0
+    assert "cluster_ami" not in out  # no labels: no semantic score
+
+
+def _coclustering_reference(assign_img, assign_txt, t2i):
+    together = np.mean([assign_img[i] == assign_txt[j] for j, i in enumerate(t2i)])
+    k = max(assign_img.max(), assign_txt.max()) + 1
+    chance = sum(np.mean(assign_img == c) * np.mean(assign_txt == c) for c in range(k))
+    return together, chance
+
+
+def test_pair_coclustering_matches_reference_and_random_clusterings_sit_at_chance():
+    from sklearn.cluster import KMeans
+
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((80, 6)).astype(np.float32)
+    t2i = rng.permutation(np.repeat(np.arange(80), 2))
+    Y = (X[t2i] + 0.8 * rng.standard_normal((160, 6))).astype(np.float32)
+    out = clustering_metrics(X, Y, t2i, n_clusters=6, seed=3)
+    Z = np.concatenate([X, Y])
+    Z /= np.linalg.norm(Z, axis=1, keepdims=True)
+    assign = KMeans(n_clusters=6, n_init=3, random_state=3).fit(Z).labels_
+    together, chance = _coclustering_reference(assign[:80], assign[80:], t2i)
+    assert out["pair_coclustering"] == pytest.approx(together)
+    assert out["pair_coclustering_chance"] == pytest.approx(chance)
+    assert out["pair_coclustering"] > 2 * chance  # the pairs are informative here
+    # unrelated texts (a random pairing) co-cluster at about the chance rate
+    shuffled = clustering_metrics(X, Y, rng.permutation(t2i), n_clusters=6, seed=3)
+    assert shuffled["pair_coclustering"] == pytest.approx(
+        shuffled["pair_coclustering_chance"], abs=0.08
+    )
 
 
 def test_several_captions_and_default_k():

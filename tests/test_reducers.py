@@ -354,3 +354,25 @@ def test_spectral_invariant_to_shared_rotation(seed):
     r2 = SpectralEmbedding(n_components=4, n_neighbors=None, normalize=False)
     ZQ = np.vstack(r2.fit_transform(X @ Q, Y @ Q)).astype(np.float64)
     np.testing.assert_allclose(ZQ @ ZQ.T, Z @ Z.T, atol=1e-4 * np.abs(Z @ Z.T).max())
+
+
+def test_procrustes_with_fewer_pairs_than_dimensions_does_not_depend_on_pair_order():
+    from modgap.reducers.procrustes import orthogonal_procrustes
+
+    X, Y = gapped_pairs(n=40, d=96, seed=12)  # 40 pairs in 96 dimensions
+    perm = np.random.default_rng(0).permutation(40)
+    R1 = orthogonal_procrustes(X, Y)
+    R2 = orthogonal_procrustes(X[perm], Y[perm])
+    np.testing.assert_allclose(R1, R2, atol=1e-9)
+    np.testing.assert_allclose(R1 @ R1.T, np.eye(96), atol=1e-9)
+    # optimal: no orthogonal map fits the pairs better than the plain SVD solution
+    U, _, Vt = np.linalg.svd(X.astype(np.float64).T @ Y)
+    assert np.linalg.norm(X @ R1 - Y) == pytest.approx(np.linalg.norm(X @ (U @ Vt) - Y))
+    # the identity on directions the data never reach
+    null = np.linalg.svd(np.vstack([X, Y]))[2][-10:].T  # orthogonal to every x and y
+    np.testing.assert_allclose(R1 @ null, null, atol=1e-8)
+    # so held-out transforms agree too
+    Xn, _ = gapped_pairs(n=20, d=96, seed=13)
+    a = ProcrustesAlignment().fit(X, Y).transform_images(Xn)
+    b = ProcrustesAlignment().fit(X[perm], Y[perm]).transform_images(Xn)
+    np.testing.assert_allclose(a, b, atol=1e-6)

@@ -202,7 +202,7 @@ def run_demo(
         err.print(
             "note: Fashion-MNIST captions describe the class, not the one image, so "
             "instance-level retrieval (rSum, R@1) is near chance by construction; zero-shot "
-            "accuracy, NMI and the gap measures are the numbers to read here.",
+            "accuracy, AMI and the gap measures are the numbers to read here.",
             soft_wrap=True,
             highlight=False,
         )

