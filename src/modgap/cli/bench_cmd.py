@@ -1,13 +1,16 @@
-"""``modgap bench INPUT --out DIR [--reducers a,b] [--transductive] [--test-fraction 0.5]``:
-every reducer × every applicable task × every gap measure; a table in the terminal, and
-``results.json`` with a self-contained ``report.html`` written into DIR as one unit."""
+"""``modgap bench INPUT... --out DIR``: every reducer (and score correction) × every applicable
+task × every gap measure, over repeated random splits; a table with intervals and one verdict
+line per task in the terminal, and ``results.json`` with a self-contained ``report.html``
+written into DIR as one unit. Several embedding sets are benchmarked side by side."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
 
+from ..errors import ModgapError
 from . import cli
 from ._options import (
     compute_options,
@@ -17,20 +20,67 @@ from ._options import (
     output_options,
     pairs_option,
     parse_ks,
+    parse_params,
     run_with,
 )
 
 
+def split_inputs(inputs: tuple[str, ...] | list[str]) -> list[tuple[str, str | None]]:
+    """Positional inputs as (path, texts) sets: a ``.npy`` file takes the following ``.npy``
+    as its texts; every other input (``.npz``, a folder, parquet, safetensors, ``.pt``) is a set
+    by itself."""
+    out: list[tuple[str, str | None]] = []
+    items = list(inputs)
+    i = 0
+    while i < len(items):
+        path = items[i]
+        if Path(path).suffix.lower() == ".npy":
+            if i + 1 >= len(items) or Path(items[i + 1]).suffix.lower() != ".npy":
+                raise ModgapError(
+                    f"{path}: a .npy input needs its texts .npy right after it "
+                    "(modgap bench IMAGES.npy TEXTS.npy --out DIR)"
+                )
+            out.append((path, items[i + 1]))
+            i += 2
+        else:
+            out.append((path, None))
+            i += 1
+    return out
+
+
+def _reducer_params(items: tuple[str, ...]) -> dict[str, dict]:
+    """``--param spectral.n_components=120`` -> ``{"spectral": {"n_components": 120}}``."""
+    out: dict[str, dict] = {}
+    for item in items:
+        head, sep, _ = item.partition("=")
+        name, dot, key = head.partition(".")
+        if not sep or not dot or not name or not key:
+            raise ModgapError(f"--param wants REDUCER.KEY=VALUE, got '{item}'")
+        out.setdefault(name.strip(), {}).update(parse_params([f"{key}={item.partition('=')[2]}"]))
+    return out
+
+
+def _names(sets: list[tuple[str, str | None]]) -> list[str]:
+    names, seen = [], {}
+    for path, _ in sets:
+        stem = Path(path).stem if Path(path).suffix else Path(path).name
+        seen[stem] = seen.get(stem, 0) + 1
+        names.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+    return names
+
+
 def run_bench_cli(
-    inputs: str,
+    inputs: list[str] | tuple[str, ...] | str,
     out: str,
-    texts: str | None = None,
     pairs: str | None = None,
     reducers: str | None = None,
     transductive: bool = False,
     test_fraction: float = 0.5,
     ks: str = "1,5,10",
     *,
+    repeats: int = 5,
+    params: tuple[str, ...] = (),
+    corrections: str | None = None,
     folds: int | None = None,
     progress: bool = True,
     quiet: bool = False,
@@ -41,54 +91,81 @@ def run_bench_cli(
 
     from ..bench import reducer_names, run_bench
     from ..compute import resolve
-    from ..errors import ModgapError
+    from ..errors import notice
     from ..files import check_output_folder, check_paths
     from ..io import read_embeddings
-    from ..report import summary_table, write_bench
+    from ..reducers.apply import fitted_rows_warning
+    from ..report import bench_document, summary_table, write_bench
     from ._output import table_console
 
     compute = resolve(compute)
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    sets = split_inputs(inputs)
+    if pairs is not None and len(sets) > 1:
+        raise ModgapError("--pairs goes with a single input; give each set its own pairing")
     k_list = parse_ks(ks)
     names = reducer_names(reducers)  # unknown names fail before any data is read
+    reducer_params = _reducer_params(params)
+    correction_list = (
+        [c.strip() for c in corrections.split(",") if c.strip()] if corrections else []
+    )
     if not 0 < test_fraction < 1:
         raise ModgapError(f"--test-fraction must be in (0, 1), got {test_fraction}")
-    check_paths(
-        reads=[("the input", inputs), ("the texts file", texts), ("--pairs", pairs)],
-        writes=[("--out", out)],
-    )
+    if repeats < 1:
+        raise ModgapError(f"--repeats must be at least 1, got {repeats}")
+    reads = [("the input", p) for p, _ in sets] + [("the texts file", t) for _, t in sets]
+    check_paths(reads=[*reads, ("--pairs", pairs)], writes=[("--out", out)])
     check_output_folder(out, "results.json", "--out")
-    emb = read_embeddings(inputs, texts, pairs=pairs)
-    result, views = run_bench(
-        emb,
-        reducers=names,
-        transductive=transductive,
-        seed=compute.seed,
-        test_fraction=test_fraction,
-        ks=k_list,
-        progress=progress and not quiet,
-        console=Console(stderr=True),
-    )
-    if not result["results"]:
-        reasons = "; ".join(f"{n}: {why}" for n, why in result["skipped"].items())
+    warnings = []
+    for path, _ in sets:
+        w = fitted_rows_warning(path)
+        if w is not None:
+            notice(w)
+            warnings.append(w)
+    embs = {
+        name: read_embeddings(p, t, pairs=pairs)
+        for name, (p, t) in zip(_names(sets), sets, strict=True)
+    }
+    runs, views = {}, {}
+    err = Console(stderr=True)
+    for name, emb in embs.items():
+        runs[name], views[name] = run_bench(
+            emb,
+            reducers=names,
+            transductive=transductive,
+            repeats=repeats,
+            test_fraction=test_fraction,
+            reducer_params=reducer_params,
+            corrections=correction_list,
+            ks=k_list,
+            folds=folds,
+            progress=progress and not quiet,
+            console=err,
+            compute=compute,
+        )
+    if not any(r["results"] for r in runs.values()):
+        reasons = "; ".join(f"{n}: {why}" for r in runs.values() for n, why in r["skipped"].items())
         raise ModgapError(f"every reducer failed, nothing written ({reasons})")
-    write_bench(result, views, out)
+    document = bench_document(runs, warnings)
+    write_bench(document, views, out)
     if not quiet:
-        con = table_console(width=160)
-        con.print(summary_table(result))
-        for name, reason in result["skipped"].items():
-            con.print(f"skipped {name}: {reason}", soft_wrap=True, highlight=False)
-        for name, res in result["results"].items():
-            if res["protocol"].startswith("transductive") and not transductive:
-                con.print(f"note: {name} was fitted {res['protocol']}", highlight=False)
+        con = table_console(width=200)
+        for name, run in runs.items():
+            title = f"{name} — {run['setting']['protocol']}: {run['setting']['protocol_note']}"
+            con.print(summary_table(run, title=title))
+            for task, lines in run["verdicts"].items():
+                con.print(f"{task}: " + "; ".join(lines), soft_wrap=True, highlight=False)
+            for row, reason in run["skipped"].items():
+                con.print(f"skipped {row}: {reason}", soft_wrap=True, highlight=False)
         con.print(
             f"wrote {out}/results.json and {out}/report.html", soft_wrap=True, highlight=False
         )
-    return result
+    return document
 
 
 @cli.command("bench")
-@click.argument("inputs", metavar="INPUT")
-@click.argument("texts", required=False, metavar="[TEXTS]")
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("--out", "-o", required=True, metavar="DIR", help="Output folder (one unit).")
 @pairs_option
 @click.option(
@@ -98,14 +175,34 @@ def run_bench_cli(
     help="Comma-separated reducer names and/or 'none' (default: all).",
 )
 @click.option(
-    "--transductive", is_flag=True, help="Fit reducers on the evaluated set (as the paper)."
+    "--corrections",
+    default=None,
+    metavar="NAMES",
+    help="Retrieval-time score corrections to add as rows (csls, inverted-softmax, qb-norm).",
+)
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="REDUCER.KEY=VALUE",
+    help="Reducer parameter, e.g. spectral.n_components=120 (repeatable).",
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Random splits; every number gets a mean and a 95% interval over them.",
+)
+@click.option(
+    "--transductive", is_flag=True, help="Fit reducers on the evaluated images (as the paper)."
 )
 @click.option(
     "--test-fraction",
     type=float,
     default=0.5,
     show_default=True,
-    help="Share of images held out for evaluation.",
+    help="Share of images evaluated in each split.",
 )
 @k_option
 @folds_option
@@ -113,10 +210,12 @@ def run_bench_cli(
 @output_options
 def bench_command(
     inputs,
-    texts,
     out,
     pairs,
     reducers,
+    corrections,
+    params,
+    repeats,
     transductive,
     test_fraction,
     ks,
@@ -128,18 +227,21 @@ def bench_command(
     no_progress,
     quiet,
 ) -> None:
-    """Benchmark gap reducers: each reducer (and none) × retrieval, zero-shot, clustering,
-    mixed search × every gap measure. Held-out evaluation by default."""
+    """Benchmark gap reducers on one or more embedding sets: each reducer (and none) ×
+    retrieval, zero-shot, clustering, mixed search × every gap measure, held-out by default,
+    over repeated splits. A .npy input takes the next .npy as its texts."""
     compute = make_compute(device, memory_budget, threads, seed)
     run_with(compute, quiet)(run_bench_cli)(
         inputs,
         out,
-        texts,
         pairs,
         reducers,
         transductive,
         test_fraction,
         ks,
+        repeats=repeats,
+        params=params,
+        corrections=corrections,
         folds=folds,
         progress=not no_progress,
         quiet=quiet,

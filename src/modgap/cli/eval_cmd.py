@@ -73,9 +73,11 @@ def run_eval(
 
     from .._progress import progress as progress_bar
     from ..compute import resolve
+    from ..errors import notice
     from ..files import check_paths
     from ..io import read_embeddings
     from ..provenance import jsonable, provenance
+    from ..reducers.apply import fitted_rows_warning
     from ..tasks.suite import run_tasks
     from ._output import announce_replace, print_and_save
 
@@ -87,6 +89,11 @@ def run_eval(
         writes=[("--json", json_out)],
     )
     announce_replace(json_out)
+    warnings = []
+    leak = fitted_rows_warning(inputs)
+    if leak is not None:
+        notice(leak)
+        warnings.append(leak)
     emb = read_embeddings(inputs, texts, pairs=pairs)
     enc = None
     if encoder is not None:
@@ -106,6 +113,7 @@ def run_eval(
     counts = emb.describe()
     document = {
         "tasks": jsonable(results),
+        "warnings": warnings,
         "provenance": provenance(
             inputs={"input": inputs, "texts": texts, "pairs": pairs},
             counts=counts,

@@ -9,7 +9,7 @@ import numpy as np
 from ..errors import InputError
 from ._common import canonical_order, seeded_subset, unit_rows
 
-__all__ = ["DEFAULT_MAX_PER_MODALITY", "linear_separability"]
+__all__ = ["DEFAULT_MAX_PER_MODALITY", "linear_separability", "probe_accuracy"]
 
 #: rows per modality used to fit the probe; 20k x 2 x 512 fits in seconds with L-BFGS.
 DEFAULT_MAX_PER_MODALITY = 20_000
@@ -22,6 +22,29 @@ def _stratified_split(n: int, test_fraction: float, rng: np.random.Generator) ->
     mask = np.zeros(n, dtype=bool)
     mask[rng.choice(n, size=n_test, replace=False)] = True
     return mask
+
+
+def probe_accuracy(
+    X_train: np.ndarray,
+    Y_train: np.ndarray,
+    X_test: np.ndarray,
+    Y_test: np.ndarray,
+    C: float = 1.0,
+) -> float:
+    """Balanced accuracy, on the test rows, of the image-vs-text logistic probe fitted on the
+    training rows (the probe of :func:`linear_separability`, for callers that split
+    themselves, e.g. to fit a reducer on the probe's training part only)."""
+    from sklearn.linear_model import LogisticRegression
+
+    Z = np.vstack([X_train, Y_train])
+    t = np.r_[np.zeros(len(X_train)), np.ones(len(Y_train))]
+    clf = LogisticRegression(C=C, tol=1e-8, max_iter=5000, class_weight="balanced").fit(Z, t)
+    recalls = [
+        np.mean(clf.predict(np.asarray(part)) == label)
+        for label, part in ((0, X_test), (1, Y_test))
+        if len(part)
+    ]
+    return float(np.mean(recalls))
 
 
 def linear_separability(
@@ -74,8 +97,6 @@ def linear_separability(
     float
         Held-out balanced accuracy in [0, 1]; chance 0.5.
     """
-    from sklearn.linear_model import LogisticRegression
-
     if not 0 < test_fraction < 1:
         raise InputError(f"test_fraction must be in (0, 1), got {test_fraction}")
     X = unit_rows(X, "image_emb", min_rows=2)
@@ -88,8 +109,6 @@ def linear_separability(
         parts.append(A)
         labels.append(np.full(A.shape[0], label))
         test.append(_stratified_split(A.shape[0], test_fraction, rng))
-    Z, t, is_test = np.vstack(parts), np.concatenate(labels), np.concatenate(test)
-    clf = LogisticRegression(C=C, tol=1e-8, max_iter=5000, class_weight="balanced")
-    clf.fit(Z[~is_test], t[~is_test])
-    pred, truth = clf.predict(Z[is_test]), t[is_test]
-    return float(np.mean([np.mean(pred[truth == c] == c) for c in (0, 1)]))
+    X, Y = parts
+    tx, ty = test
+    return probe_accuracy(X[~tx], Y[~ty], X[tx], Y[ty], C=C)

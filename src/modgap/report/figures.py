@@ -135,29 +135,33 @@ def per_dimension_gap_figure(views: dict, top: int = 30) -> bytes:
     return _png(fig)
 
 
-def metric_bars_figure(out: dict, columns: Any) -> bytes:
-    """One bar panel per summary metric, one bar per reducer. ``columns``: (key, header,
-    better) triples; a dashed line marks the value without reduction."""
-    results = out["results"]
-    flat = {n: {**r["tasks"], **r["measures"]} for n, r in results.items()}
-    cols = [
-        (k, h, b)
-        for k, h, b in columns
-        if any(isinstance(f.get(k), int | float) and np.isfinite(f.get(k)) for f in flat.values())
-    ]
+def metric_bars_figure(doc: dict, columns: Any) -> bytes:
+    """One bar panel per summary metric, one bar per row, with its 95% interval over the splits
+    as an error bar. ``columns``: (key, header, better) triples; a dashed line marks the value
+    without reduction."""
+    results = doc["results"]
+    names = list(results)
+
+    def stat(name: str, key: str) -> tuple[float, float]:
+        m = results[name].get("metrics", {}).get(key)
+        if m is None or not isinstance(m["mean"], int | float) or not np.isfinite(m["mean"]):
+            return np.nan, 0.0
+        lo, hi = m["ci95"]
+        half = (hi - lo) / 2 if isinstance(lo, int | float) and np.isfinite(lo) else 0.0
+        return float(m["mean"]), float(half)
+
+    cols = [(k, h, b) for k, h, b in columns if any(np.isfinite(stat(n, k)[0]) for n in names)]
     fig, axes = _grid(max(1, len(cols)), ncols=4, size=3.0)
-    names = list(flat)
     colours = _plt().cm.tab10(np.arange(len(names)) % 10)
     for ax, (key, header, better) in zip(axes, cols, strict=False):
-        vals = [flat[n].get(key) for n in names]
-        vals = [v if isinstance(v, int | float) and np.isfinite(v) else np.nan for v in vals]
-        ax.bar(np.arange(len(names)), vals, color=colours)
-        if "none" in flat and isinstance(flat["none"].get(key), int | float):
-            ax.axhline(flat["none"][key], color="k", ls="--", lw=0.8)
+        means, halves = zip(*(stat(n, key) for n in names), strict=True)
+        ax.bar(np.arange(len(names)), means, yerr=halves, color=colours, capsize=2)
+        if "none" in results and np.isfinite(stat("none", key)[0]):
+            ax.axhline(stat("none", key)[0], color="k", ls="--", lw=0.8)
         ax.set_xticks(np.arange(len(names)))
         ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
         arrow = {"high": " (↑ better)", "low": " (↓ smaller gap)"}.get(better or "", "")
         ax.set_title(header + arrow, fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
-    fig.suptitle("Metrics per reducer (dashed: no reduction)", fontsize=11)
+    fig.suptitle("Metrics per row, 95% intervals over the splits (dashed: none)", fontsize=11)
     return _png(fig)

@@ -1,14 +1,28 @@
-"""Result tables of the benchmark: which columns, how numbers are shown (terminal, HTML, docs)."""
+"""Result tables of the benchmark: which columns, how numbers and their intervals are shown
+(terminal, HTML, Markdown for the docs), which row is best and which differences are real.
+
+A cell reads ``mean ± half-width`` of the 95% interval over the splits. ``▲`` / ``▼`` mark a
+difference against ``none`` whose interval excludes 0 (better / worse by the column's sense;
+``≠`` when the column has no better side); the best row of a column is marked (bold in the
+terminal and HTML, ``**`` in Markdown).
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
+__all__ = [
+    "SUMMARY_COLUMNS",
+    "Cell",
+    "summary_cells",
+    "summary_markdown",
+    "summary_rows",
+    "summary_table",
+]
 
-__all__ = ["SUMMARY_COLUMNS", "summary_markdown", "summary_rows", "summary_table"]
-
-#: (result key, short header, better = "high" | "low" | None) for the terminal table and report
+#: (result key, short header, better = "high" | "low" | None); only metrics that can move
 SUMMARY_COLUMNS: tuple[tuple[str, str, str | None], ...] = (
     ("rsum", "rSum", "high"),
     ("text_retrieval_recall@1", "i→t R@1", "high"),
@@ -20,48 +34,111 @@ SUMMARY_COLUMNS: tuple[tuple[str, str, str | None], ...] = (
     ("mixed_recall@10", "mixed R@10", "high"),
     ("mixed_same_modality@10", "same-mod@10", "low"),
     ("centroid_gap", "‖Δ‖", "low"),
-    ("rmg", "RMG", None),
+    ("frechet_covariance_term", "FD cov.", "low"),
     ("linear_separability", "lin. sep.", "low"),
+    ("hubness_skew_t2i", "hub skew", "low"),
 )
 
 
-def fmt(v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        if not np.isfinite(v):
-            return str(v)
-        return f"{v:.1f}" if abs(v) >= 100 else f"{v:.3f}"
-    return str(v)
+@dataclass
+class Cell:
+    """One table cell: the mean, its interval half-width and the marks."""
+
+    mean: float | None
+    half: float | None = None
+    change: str = ""  # "▲", "▼", "≠" or ""
+    best: bool = False
+
+    def text(self) -> str:
+        if self.mean is None:
+            return "–"
+        v = self.mean
+        if not math.isfinite(v):
+            s = str(v)
+        else:
+            digits = 1 if abs(v) >= 100 else 3
+            s = f"{v:.{digits}f}"
+            if self.half is not None and math.isfinite(self.half):
+                s += f" ± {self.half:.{digits}f}"
+        return f"{s} {self.change}".rstrip()
 
 
-def summary_rows(out: dict) -> tuple[list[str], list[list[str]]]:
-    """Header and rows (one per reducer) of the summary table: the columns present in any
-    result, from :data:`SUMMARY_COLUMNS`."""
-    flat = {n: {**r["tasks"], **r["measures"]} for n, r in out["results"].items()}
-    cols = [(k, h) for k, h, _ in SUMMARY_COLUMNS if any(k in f for f in flat.values())]
-    header = ["reducer", *(h for _, h in cols)]
-    rows = [[n, *(fmt(f.get(k)) for k, _ in cols)] for n, f in flat.items()]
+def _rows(doc: dict) -> dict[str, dict]:
+    return doc["results"]
+
+
+def summary_cells(doc: dict) -> tuple[list[tuple[str, str, str | None]], dict[str, list[Cell]]]:
+    """The columns present in any row, and one :class:`Cell` per row and column."""
+    rows = _rows(doc)
+    cols = [c for c in SUMMARY_COLUMNS if any(c[0] in r.get("metrics", {}) for r in rows.values())]
+    cells: dict[str, list[Cell]] = {}
+    for name, row in rows.items():
+        line = []
+        for key, _, better in cols:
+            m = row.get("metrics", {}).get(key)
+            if m is None:
+                line.append(Cell(None))
+                continue
+            lo, hi = m["ci95"]
+            half = (hi - lo) / 2 if lo is not None and math.isfinite(lo) else None
+            change = ""
+            diff = row.get("vs_none", {}).get(key)
+            if diff is not None and diff["significant"]:
+                up = diff["mean"] > 0
+                change = "≠" if better is None else ("▲" if up == (better == "high") else "▼")
+            line.append(Cell(m["mean"], half, change))
+        cells[name] = line
+    for j, (_, _, better) in enumerate(cols):
+        if better is None:
+            continue
+        means = {
+            n: c[j].mean
+            for n, c in cells.items()
+            if c[j].mean is not None and math.isfinite(c[j].mean)
+        }
+        if len(means) > 1:
+            pick = max if better == "high" else min
+            top = pick(means.values())
+            for n, v in means.items():
+                cells[n][j].best = v == top
+    return cols, cells
+
+
+def summary_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and plain-text rows of the summary table (best rows marked with ``*``)."""
+    cols, cells = summary_cells(doc)
+    header = ["row", *(h for _, h, _ in cols)]
+    rows = [
+        [n, *((c.text() + (" *" if c.best else "")) for c in line)] for n, line in cells.items()
+    ]
     return header, rows
 
 
-def summary_table(out: dict) -> Any:
-    """A :class:`rich.table.Table` of the main metrics per reducer."""
+def summary_table(doc: dict, title: str | None = None) -> Any:
+    """A :class:`rich.table.Table` of the main metrics per row (best in bold)."""
     from rich.table import Table
 
-    setting = out["setting"]
-    table = Table(title=f"modgap bench — {setting['protocol']}: {setting['protocol_note']}")
-    header, rows = summary_rows(out)
-    for i, h in enumerate(header):
-        table.add_column(h, justify="left" if i == 0 else "right")
-    for row in rows:
-        table.add_row(*row)
+    setting = doc["setting"]
+    table = Table(
+        title=title or f"modgap bench — {setting['protocol']}: {setting['protocol_note']}",
+        caption="mean ± 95% interval over the splits; ▲/▼ better/worse than none (interval of "
+        "the paired difference excludes 0); bold: best",
+    )
+    cols, cells = summary_cells(doc)
+    table.add_column("row")
+    for _, h, _ in cols:
+        table.add_column(h, justify="right")
+    for name, line in cells.items():
+        table.add_row(name, *((f"[bold]{c.text()}[/bold]" if c.best else c.text()) for c in line))
     return table
 
 
-def summary_markdown(out: dict) -> str:
-    """The summary table as Markdown (for docs)."""
-    header, rows = summary_rows(out)
+def summary_markdown(doc: dict) -> str:
+    """The summary table as Markdown (for the docs; best cells in bold)."""
+    cols, cells = summary_cells(doc)
+    header = ["row", *(h for _, h, _ in cols)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    for name, line in cells.items():
+        texts = [f"**{c.text()}**" if c.best else c.text() for c in line]
+        lines.append("| " + " | ".join([name, *texts]) + " |")
     return "\n".join(lines)

@@ -1,0 +1,20 @@
+"""The gap benchmark (``modgap bench``): reducers and score corrections × tasks × gap measures
+over repeated random splits, with intervals, paired differences and verdicts.
+
+``protocol`` runs it; ``stats`` holds the intervals and verdict lines. The document it returns
+is written by :func:`modgap.report.write_bench` (``results.json`` and ``report.html``).
+"""
+
+from .protocol import VERDICT_METRICS, reducer_names, run_bench
+from .stats import LEVEL, interval, paired, summarize, verdict
+
+__all__ = [
+    "LEVEL",
+    "VERDICT_METRICS",
+    "interval",
+    "paired",
+    "reducer_names",
+    "run_bench",
+    "summarize",
+    "verdict",
+]

@@ -1,0 +1,384 @@
+"""The gap benchmark: every reducer (and "none") × every applicable task × every gap measure,
+over repeated random splits, with intervals and paired differences against "none".
+
+Protocol. Each of ``repeats`` splits (seeds ``seed``, ``seed + 1``, ...) divides the images
+into a *fit part* and an *evaluated part* (:meth:`EmbeddingSet.split`: by image, captions follow
+their image; ``test_fraction`` of the images are evaluated). **Held-out** (default): each
+reducer is fitted on the fit part and everything is scored on the evaluated part, so the numbers
+say what the reducer does to unseen data. **Transductive**: the reducer is fitted on the
+evaluated part itself, as Fill the Gap (Role et al. 2025) does; such rows are flagged
+``scored_on_fitted_rows``. A reducer without an out-of-sample extension is always fitted
+transductively, and says so. Linear separability is never measured on rows its reducer was
+fitted on: for those rows the reducer is refitted on the probe's own training part
+(:func:`~modgap.measures.separability.probe_accuracy`), so its chance level stays 0.5.
+
+Every numeric metric gets a mean and a 95% interval over the splits, and a split-by-split
+difference against ``none`` with its interval (:mod:`modgap.bench.stats`); a difference is
+*significant* only when its interval excludes 0. One verdict line per task says it.
+
+Retrieval-time score corrections (CSLS, inverted softmax, querybank normalisation;
+:mod:`modgap.tasks.scoring`) are rows beside the reducers: fitted on the fit part's query banks,
+they change the scores of retrieval only, on the raw embeddings.
+
+A reducer that fails on the data is skipped with the reason recorded; the benchmark goes on.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .._progress import progress as progress_bar
+from ..compute import Compute, resolve
+from ..embeddings import EmbeddingSet
+from ..errors import ModgapError
+from ..provenance import provenance
+from .stats import LEVEL, paired, summarize, verdict
+
+__all__ = ["VERDICT_METRICS", "reducer_names", "run_bench"]
+
+#: the metric each task's verdict line is about (the first one present)
+VERDICT_METRICS: dict[str, tuple[str, ...]] = {
+    "retrieval": ("rsum",),
+    "zeroshot": ("acc1",),
+    "clustering": ("cluster_ami", "pair_coclustering"),
+    "mixed": ("mixed_recall@10", "mixed_recall@5", "mixed_recall@1"),
+    "gap": ("centroid_gap",),
+}
+
+
+def reducer_names(reducers: Sequence[str] | str | None) -> list[str]:
+    """Registry names (and ``none``) chosen by ``reducers``; unknown names are an error."""
+    from ..reducers import REDUCERS
+
+    if reducers is None:
+        return ["none", *REDUCERS]
+    if isinstance(reducers, str):
+        reducers = [r.strip() for r in reducers.split(",") if r.strip()]
+    names = list(dict.fromkeys(reducers))
+    unknown = [r for r in names if r != "none" and r not in REDUCERS]
+    if unknown:
+        raise ModgapError(
+            f"unknown reducer(s) {', '.join(unknown)}; choose from none, {', '.join(REDUCERS)}"
+        )
+    if not names:
+        raise ModgapError("no reducer selected")
+    return names
+
+
+def _numbers(d: dict) -> dict[str, float]:
+    return {
+        k: float(v)
+        for k, v in d.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and k != "n_clusters"
+    }
+
+
+def _separability_refit(
+    name: str, params: dict, eval_set: EmbeddingSet, seed: int, compute: Compute
+) -> float:
+    """Separability of ``eval_set`` after reducer ``name`` fitted on the probe's training
+    part only (its test part stays unseen by both)."""
+    from ..measures.separability import probe_accuracy
+    from ..reducers import get_reducer
+
+    train, test = eval_set.split(test_fraction=0.3, seed=seed)
+    reducer = get_reducer(name, **params).fit(train, compute=compute)
+    a, b = reducer.transform_set(train), reducer.transform_set(test)
+    return probe_accuracy(a.image_emb, a.text_emb, b.image_emb, b.text_emb)
+
+
+def run_bench(
+    emb: EmbeddingSet,
+    reducers: Sequence[str] | str | None = None,
+    transductive: bool = False,
+    seed: int | None = None,
+    *,
+    repeats: int = 5,
+    test_fraction: float = 0.5,
+    reducer_params: dict[str, dict] | None = None,
+    corrections: Sequence[str] | None = None,
+    ks: Sequence[int] = (1, 5, 10),
+    folds: int | None = None,
+    measures: Sequence[str] | None = None,
+    progress: bool = False,
+    console: Any = None,
+    compute: Compute | None = None,
+) -> tuple[dict, dict]:
+    """Benchmark gap reducers on one embedding set.
+
+    Parameters
+    ----------
+    emb : EmbeddingSet
+        The data.
+    reducers : list of str or comma-separated str, optional
+        Registry names (:data:`modgap.reducers.REDUCERS`) and/or ``"none"``; default all of
+        them and ``"none"``.
+    transductive : bool
+        Fit reducers on the evaluated part instead of the fit part.
+    seed : int, optional
+        Seed of the first split (then ``seed + 1``, ...), of k-means and of the measures;
+        default: the compute context's.
+    repeats : int
+        Number of random splits (at least 2 for intervals).
+    test_fraction : float
+        Share of images evaluated in each split.
+    reducer_params : dict, optional
+        ``{reducer name: {param: value}}`` overrides.
+    corrections : sequence of str, optional
+        Retrieval-time score corrections to add as rows (:data:`modgap.tasks.scoring.CORRECTIONS`).
+    ks : sequence of int
+        Recall@K cut-offs.
+    folds : int, optional
+        Retrieval averaged over this many folds of the evaluated images.
+    measures : sequence of str, optional
+        Subset of gap measures (:func:`modgap.measures.measure_all` ``only``).
+    progress : bool
+        Show a progress bar.
+    console : rich.console.Console, optional
+        Where progress goes.
+    compute : Compute, optional
+        Device, memory budget and seed of every fit, task and measure.
+
+    Returns
+    -------
+    document : dict
+        ``provenance``, ``setting``, ``data`` (counts), ``results`` (per row: ``kind``,
+        ``protocol``, ``params``, ``scored_on_fitted_rows``, ``seconds``, ``dim``, ``metrics``
+        — per metric ``mean``, ``ci95``, ``values`` —, ``vs_none`` — per metric the paired
+        difference ``mean``, ``ci95``, ``significant`` —, ``details`` of the first split),
+        ``verdicts`` (task -> lines) and ``skipped`` (row -> why).
+    views : dict
+        Row name -> the evaluated :class:`EmbeddingSet` of the first split after it (for the
+        report's figures).
+    """
+    from ..measures import measure_all
+    from ..tasks.suite import run_tasks
+
+    compute = resolve(compute, seed=seed)
+    base_seed = compute.seed
+    names = reducer_names(reducers)
+    correction_names = _correction_names(corrections)
+    reducer_params = reducer_params or {}
+    for key in reducer_params:
+        if key not in names:
+            raise ModgapError(f"parameters given for '{key}', which is not benchmarked")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ModgapError(f"repeats must be a positive integer, got {repeats!r}")
+    if not 0 < test_fraction < 1:
+        raise ModgapError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    rows = names + correction_names
+    values: dict[str, dict[str, list]] = {r: {} for r in rows}
+    info: dict[str, dict] = {}
+    views: dict[str, EmbeddingSet] = {}
+    skipped: dict[str, str] = {}
+    split_sizes = []
+
+    steps = repeats * len(rows)
+    with progress_bar("bench", total=steps, enabled=progress, console=console) as bar:
+        for rep in range(repeats):
+            rep_seed = base_seed + rep
+            rep_compute = compute.replace(seed=rep_seed)
+            fit_set, eval_set = emb.split(test_fraction=test_fraction, seed=rep_seed)
+            split_sizes.append((fit_set.n_images, eval_set.n_images))
+            for name in rows:
+                bar.describe(f"split {rep + 1}/{repeats}: {name}")
+                if name in skipped:
+                    bar.advance()
+                    continue
+                t0 = time.perf_counter()
+                try:
+                    if name in correction_names:
+                        out, row = _correction_row(
+                            name, fit_set, eval_set, ks, folds, transductive, rep_compute
+                        )
+                        reduced = eval_set
+                    else:
+                        reduced, row = _reduce(
+                            name,
+                            reducer_params.get(name, {}),
+                            fit_set,
+                            eval_set,
+                            transductive,
+                            rep_compute,
+                        )
+                        t1 = time.perf_counter()
+                        tasks = run_tasks(reduced, ks=ks, folds=folds, compute=rep_compute)
+                        gap = measure_all(reduced, only=measures, compute=rep_compute)
+                        if row["scored_on_fitted_rows"] and "linear_separability" in gap:
+                            gap["linear_separability"] = _separability_refit(
+                                name,
+                                reducer_params.get(name, {}),
+                                eval_set,
+                                rep_seed,
+                                rep_compute,
+                            )
+                        row["seconds"] = {"fit": t1 - t0, "eval": time.perf_counter() - t1}
+                        out = {"tasks": tasks, "measures": gap}
+                except Exception as e:  # a reducer failing on these data is a result too
+                    skipped[name] = f"failed on split {rep + 1}: {type(e).__name__}: {e}"
+                    values.pop(name, None)
+                    info.pop(name, None)
+                    views.pop(name, None)
+                    bar.advance()
+                    continue
+                flat = {**_numbers(out["tasks"]), **_numbers(out["measures"])}
+                for key, v in flat.items():
+                    values[name].setdefault(key, [math.nan] * rep).append(v)
+                for seq in values[name].values():
+                    if len(seq) < rep + 1:
+                        seq.append(math.nan)
+                if rep == 0:
+                    info[name] = {**row, "details": out, "dim": reduced.dim}
+                    views[name] = reduced
+                else:
+                    for k, v in row.get("seconds", {}).items():
+                        info[name]["seconds"][k] += v
+                bar.advance()
+
+    n_fit = sum(f for f, _ in split_sizes) / len(split_sizes)
+    n_eval = sum(e for _, e in split_sizes) / len(split_sizes)
+    ratio = n_eval / n_fit if n_fit else math.nan
+    results: dict[str, Any] = {}
+    baseline = values.get("none")
+    for name in rows:
+        if name in skipped:
+            continue
+        row = dict(info[name])
+        row["seconds"] = {k: v / repeats for k, v in row.get("seconds", {}).items()}
+        row["metrics"] = {k: summarize(v, ratio) for k, v in values[name].items()}
+        if baseline is not None and name != "none":
+            row["vs_none"] = {
+                k: paired(v, baseline[k], ratio) for k, v in values[name].items() if k in baseline
+            }
+        results[name] = row
+    verdicts = _verdicts(results)
+    setting = {
+        "protocol": "transductive" if transductive else "held-out",
+        "protocol_note": (
+            f"reducers fitted on the evaluated images themselves; {repeats} random splits, "
+            f"{test_fraction:.0%} of the images evaluated in each"
+            if transductive
+            else f"reducers fitted on a fit part, scored on held-out images; {repeats} random "
+            f"splits, {test_fraction:.0%} of the images evaluated in each"
+        ),
+        "repeats": repeats,
+        "seeds": [base_seed + r for r in range(repeats)],
+        "test_fraction": test_fraction,
+        "n_fit_images": n_fit,
+        "n_eval_images": n_eval,
+        "interval": f"{LEVEL:.0%} corrected resampled t over the splits (Nadeau & Bengio 2003)",
+        "ks": list(ks),
+        "folds": folds,
+    }
+    doc = {
+        "provenance": provenance(
+            data=emb.describe(),
+            seed=base_seed,
+            compute=compute.describe(),
+            reducers=names,
+            corrections=correction_names,
+            metadata=dict(emb.metadata),
+        ),
+        "setting": setting,
+        "data": emb.describe(),
+        "results": results,
+        "verdicts": verdicts,
+        "skipped": skipped,
+    }
+    return doc, views
+
+
+def _reduce(
+    name: str,
+    params: dict,
+    fit_set: EmbeddingSet,
+    eval_set: EmbeddingSet,
+    transductive: bool,
+    compute: Compute,
+) -> tuple[EmbeddingSet, dict]:
+    from ..reducers import get_reducer
+
+    if name == "none":
+        return eval_set, {
+            "kind": "identity",
+            "protocol": "identity",
+            "params": {},
+            "scored_on_fitted_rows": False,
+            "seconds": {"fit": 0.0, "eval": 0.0},
+        }
+    reducer = get_reducer(name, **params)
+    on_eval = transductive or not reducer.supports_out_of_sample
+    protocol = "held-out"
+    if transductive:
+        protocol = "transductive"
+    elif on_eval:
+        protocol = "transductive (no out-of-sample extension)"
+    reducer.fit(eval_set if on_eval else fit_set, compute=compute)
+    return reducer.transform_set(eval_set), {
+        "kind": "reducer",
+        "protocol": protocol,
+        "params": reducer.get_params(),
+        "scored_on_fitted_rows": on_eval,
+        "seconds": {"fit": 0.0, "eval": 0.0},
+    }
+
+
+def _correction_names(corrections: Sequence[str] | None) -> list[str]:
+    if not corrections:
+        return []
+    from ..tasks.scoring import CORRECTIONS
+
+    names = list(dict.fromkeys(corrections))
+    unknown = [c for c in names if c not in CORRECTIONS]
+    if unknown:
+        raise ModgapError(
+            f"unknown score correction(s) {', '.join(unknown)}; "
+            f"choose from {', '.join(CORRECTIONS)}"
+        )
+    return names
+
+
+def _correction_row(name, fit_set, eval_set, ks, folds, transductive, compute):
+    from ..tasks.retrieval import retrieval_metrics
+    from ..tasks.scoring import get_correction
+
+    t0 = time.perf_counter()
+    bank = eval_set if transductive else fit_set
+    corr = get_correction(name).fit(
+        bank.image_emb, bank.text_emb, bank.text_to_image, compute=compute
+    )
+    t1 = time.perf_counter()
+    tasks = retrieval_metrics(
+        eval_set.image_emb,
+        eval_set.text_emb,
+        eval_set.text_to_image,
+        ks,
+        folds=folds,
+        correction=corr,
+        compute=compute,
+    )
+    row = {
+        "kind": "correction",
+        "protocol": "transductive" if transductive else "held-out",
+        "params": corr.get_params(),
+        "scored_on_fitted_rows": transductive,
+        "seconds": {"fit": t1 - t0, "eval": time.perf_counter() - t1},
+    }
+    return {"tasks": tasks, "measures": {}}, row
+
+
+def _verdicts(results: dict) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for task, metrics in VERDICT_METRICS.items():
+        lines = []
+        for name, row in results.items():
+            diffs = row.get("vs_none", {})
+            metric = next((m for m in metrics if m in diffs), None)
+            if metric is not None:
+                lines.append(verdict(name, metric, diffs[metric]))
+        if lines:
+            out[task] = lines
+    return out
