@@ -157,7 +157,15 @@ def test_cli_eval_builds_class_prompts_with_an_encoder(tmp_path, monkeypatch, ca
     assert code == 0
     assert enc.seen == [f"a photo of a c{k}." for k in range(4)]
     doc = json.loads(js.read_text())
-    assert set(doc["tasks"]) == {"acc1", "acc5", "mean_per_class_recall"}
+    assert set(doc["tasks"]) == {
+        "acc1",
+        "acc5",
+        "mean_per_class_recall",
+        "prediction_entropy",
+        "label_entropy",
+        "prediction_top_share",
+        "label_top_share",
+    }
 
 
 def test_reducer_without_out_of_sample_extension_falls_back_to_transductive(monkeypatch):
