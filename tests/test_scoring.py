@@ -283,27 +283,34 @@ def test_bad_uses_give_clear_errors():
 
 
 def test_coco500_held_out_r1(coco500_path):
-    """Fit on 250 COCO images (and their captions), score the other 250. Measured (seed 0):
-    every correction raises text → image R@1; CSLS also raises image → text R@1, while the
-    inverted softmax and QB-Norm lower it (`pytest -s` prints the numbers)."""
+    """Fit on 250 COCO images (and their captions), score the other 250; 10 random splits.
+    Measured: every correction raises text → image R@1 by about 5 points; CSLS also raises
+    image → text R@1 (about 2 points), the inverted softmax and QB-Norm leave it where it was
+    (their changes on single splits go both ways). `pytest -s` prints the numbers."""
     d = np.load(coco500_path)
-    fit, test = EmbeddingSet(d["image_emb"], d["text_emb"]).split(0.5, seed=0)
-    assert fit.n_images == test.n_images == 250
+    emb = EmbeddingSet(d["image_emb"], d["text_emb"])
+    kinds = {"csls": CSLS(), "inverted_softmax": InvertedSoftmax(), "qb_norm": QBNorm()}
+    gains = {name: [] for name in kinds}  # (i2t, t2i) R@1 change per split
+    for seed in range(10):
+        fit, test = emb.split(0.5, seed=seed)
+        assert fit.n_images == test.n_images == 250
 
-    def r1(correction=None):
-        m = retrieval_metrics(
-            test.image_emb, test.text_emb, test.text_to_image, ks=(1,), correction=correction
-        )
-        return m["text_retrieval_recall@1"], m["image_retrieval_recall@1"]
+        def r1(correction=None, test=test):
+            m = retrieval_metrics(
+                test.image_emb, test.text_emb, test.text_to_image, ks=(1,), correction=correction
+            )
+            return np.array([m["text_retrieval_recall@1"], m["image_retrieval_recall@1"]])
 
-    base_i2t, base_t2i = r1()
-    got = {c: r1(c.fit(fit)) for c in (CSLS(), InvertedSoftmax(), QBNorm())}
-    print(f"\nplain: i2t R@1 {base_i2t:.3f}, t2i R@1 {base_t2i:.3f}")
-    for c, (i2t, t2i) in got.items():
-        print(f"{c!r}: i2t R@1 {i2t:.3f}, t2i R@1 {t2i:.3f}")
-    assert (base_i2t, base_t2i) == (0.636, 0.572)
-    for _, t2i in got.values():
-        assert t2i > base_t2i + 0.03  # text → image: hubs among images are corrected
-    csls, inv, qb = got.values()
-    assert csls[0] > base_i2t
-    assert inv[0] < base_i2t and qb[0] < base_i2t
+        base = r1()
+        if seed == 0:
+            assert tuple(base) == (0.636, 0.572)
+        for name, corr in kinds.items():
+            gains[name].append(r1(corr.fit(fit)) - base)
+    for name, g in gains.items():
+        g = np.array(g)
+        print(f"\n{name}: mean R@1 change i2t {g[:, 0].mean():+.3f}, t2i {g[:, 1].mean():+.3f}")
+        assert g[:, 1].mean() > 0.03 and (g[:, 1] > 0).all()  # hub images are scored down
+    csls = np.array(gains["csls"])
+    assert csls[:, 0].mean() > 0.01 and (csls[:, 0] > 0).sum() >= 8
+    for name in ("inverted_softmax", "qb_norm"):
+        assert abs(np.mean(np.array(gains[name])[:, 0])) < 0.01
