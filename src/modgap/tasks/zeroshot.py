@@ -169,11 +169,11 @@ def prediction_concentration(predictions: Any, labels: Any, n_classes: int) -> d
     reported to create such hubs. The right value to read a prediction number against is the
     label number next to it, not 1: a perfect classifier reproduces the label distribution
     exactly, however unbalanced; one prompt that wins every image gives entropy 0 and top
-    share 1; random guessing gives an entropy near 1 whatever the labels. Both are normalised by ``log C`` of the classes
-    offered, not those present, so classes never predicted lower the entropy. The entropy sees
-    the whole distribution, the top share the single worst hub, which a large ``C`` can hide in
-    the entropy. Accuracy does not see either: two classifiers with the same ``acc1`` can
-    spread their errors evenly or pour them into one class.
+    share 1; random guessing gives an entropy near 1 whatever the labels. Both are normalised
+    by ``log C`` of the classes offered, not those present, so classes never predicted lower
+    the entropy. The entropy sees the whole distribution, the top share the single worst hub,
+    which a large ``C`` can hide in the entropy. Accuracy sees neither: two classifiers with
+    the same ``acc1`` can spread their errors evenly or pour them into one class.
 
     Parameters
     ----------
