@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import _references as ref
-from modgap._ties import TIE_TOL, exact_scores, score_window
+from modgap._ties import TIE_TOL, count_above, exact_scores, fixed_scores, score_window
 from modgap.measures.neighbours import mixed_neighbour_diagnostics
 from modgap.reducers._graph import bipartite_knn_graph
 from modgap.tasks.mixed import mixed_search_metrics
@@ -194,3 +194,79 @@ def test_zero_shot_ties_go_to_the_lower_class(threads):
     np.testing.assert_array_equal(got["predictions"], top[:, 0])
     assert got["acc5"] == float(np.mean((top == y[:, None]).any(axis=1)))
     assert 4 not in set(got["predictions"])  # class 4 always loses its tie to class 1
+
+
+def _any_norms(rng, n, d):
+    """Rows of any norm, from tiny to large."""
+    B = rng.standard_normal((n, d)) * np.exp(3 * rng.standard_normal((n, 1)))
+    return B.astype(np.float32)
+
+
+@pytest.mark.parametrize("d", [3, 64, 512, 1000])
+def test_fixed_scores_are_exact_products(d):
+    rng = np.random.default_rng(d)
+    A, B = _unit(rng.standard_normal((12, d))), _any_norms(rng, 9, d)
+    S = fixed_scores(torch.from_numpy(A), torch.from_numpy(B))
+    assert S.dtype == torch.float64
+    # within 1e-13 of the exactly rounded inner product, relative to the norms
+    norms = np.linalg.norm(B.astype(np.float64), axis=1)
+    for i in range(12):
+        for j in range(9):
+            a, b = A[i].astype(np.float64).tolist(), B[j].astype(np.float64).tolist()
+            exact = math.fsum(x * y for x, y in zip(a, b, strict=True))
+            assert abs(S[i, j].item() - exact) <= 1e-13 * norms[j]
+
+
+def test_fixed_scores_bits_do_not_depend_on_blocks_order_or_threads():
+    rng = np.random.default_rng(3)
+    A = _unit(rng.standard_normal((40, 512)))
+    A[20:] = A[:20]
+    At, Bt = torch.from_numpy(A), torch.from_numpy(_any_norms(rng, 30, 512))
+    S = fixed_scores(At, Bt)
+    assert torch.equal(S[20:], S[:20])  # duplicated rows, the same bits
+    perm = torch.from_numpy(np.random.default_rng(1).permutation(30))
+    for threads in THREADS:
+        with torch_threads(threads):
+            for bs in BLOCKS:
+                parts = [fixed_scores(At[s : s + bs], Bt) for s in range(0, 40, bs)]
+                assert torch.equal(torch.cat(parts), S)
+            assert torch.equal(fixed_scores(At, Bt[perm]), S[:, perm])
+            assert torch.equal(fixed_scores(Bt, At), S.T)
+
+
+@pytest.mark.parametrize("axis", [1, 0])
+@pytest.mark.parametrize("with_active", [False, True])
+def test_count_above_with_offsets_matches_brute_force(axis, with_active):
+    """Counts of corrected scores s - a_q o_c above corrected thresholds, against float64
+    loops; offsets built so that many corrected scores tie exactly with the thresholds."""
+    rng = np.random.default_rng(7 + axis)
+    d = 128
+    Q = _unit(rng.standard_normal((40, d)))
+    C = _unit(rng.standard_normal((70, d)))
+    C[35:] = C[:35]  # duplicated candidates: equal exact scores
+    Qt, Ct = torch.from_numpy(Q), torch.from_numpy(C)
+    S64 = exact_scores(
+        Qt, Ct, torch.arange(40).repeat_interleave(70), torch.arange(70).repeat(40)
+    ).reshape(40, 70)
+    offset = torch.from_numpy(rng.uniform(-0.3, 0.6, 70))
+    offset[35:] = offset[:35]
+    active = torch.from_numpy(rng.random(40) < 0.6) if with_active else None
+    a = torch.ones(40, dtype=torch.float64) if active is None else active.double()
+    corrected = S64 - a[:, None] * offset[None, :]
+    # thresholds: the corrected score of one candidate per query (ties with its duplicate)
+    pick = torch.from_numpy(rng.integers(0, 70, 40))
+    thr = corrected[torch.arange(40), pick]
+    want = (corrected > thr[:, None] + TIE_TOL).sum(dim=1)
+    S32 = Qt @ Ct.T
+    scale = torch.ones(40, dtype=torch.float64)
+
+    def exact(rows, cols):
+        q, c = (rows, cols) if axis == 1 else (cols, rows)
+        return S64[q, c]
+
+    block = S32 if axis == 1 else S32.T.contiguous()
+    got = count_above(block, thr, scale, d, exact, axis=axis, offset=offset, active=active)
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
+    # the float32 corrected scores alone would miscount: the exact step matters
+    rough = ((S32.double() - a[:, None] * offset.float().double()) > thr[:, None]).sum(dim=1)
+    assert (rough != want).any()

@@ -112,3 +112,64 @@ def test_bad_inputs_give_clear_errors():
         zero_shot_metrics(X, y, None)
     with pytest.raises(InputError, match="dimensions"):
         zero_shot_metrics(X[:, :4], y, W)
+
+
+def _concentration_reference(pred, y, c):
+    """Plain loops: shares, Shannon entropy over log(c), largest share."""
+    out = {}
+    for name, v in (("prediction", pred), ("label", y)):
+        shares = [np.mean(np.asarray(v) == k) for k in range(c)]
+        h = -sum(s * np.log(s) for s in shares if s > 0)
+        out[f"{name}_entropy"] = h / np.log(c)
+        out[f"{name}_top_share"] = max(shares)
+    return out
+
+
+def test_concentration_of_a_classifier_that_predicts_one_class():
+    rng = np.random.default_rng(5)
+    W = rng.standard_normal((6, 16)).astype(np.float32)
+    W[2] = 10 * W.mean(axis=0) + 0.1 * W[2]  # class 2's prompt: close to every image
+    y = np.repeat(np.arange(6), 20)
+    X = (W.mean(axis=0) + 0.05 * rng.standard_normal((120, 16))).astype(np.float32)
+    out = zero_shot_metrics(X, y, W, return_predictions=True)
+    assert set(out["predictions"]) == {2}
+    assert out["prediction_entropy"] == 0.0 and out["prediction_top_share"] == 1.0
+    assert out["label_entropy"] == pytest.approx(1.0) and out["label_top_share"] == 1 / 6
+
+
+def test_concentration_of_a_perfect_classifier_equals_the_labels():
+    rng = np.random.default_rng(6)
+    W = rng.standard_normal((5, 16)).astype(np.float32)
+    y = rng.choice(5, size=300, p=[0.5, 0.2, 0.15, 0.1, 0.05])  # unbalanced labels
+    out = zero_shot_metrics(W[y], y, W)
+    assert out["acc1"] == 1.0
+    assert out["prediction_entropy"] == out["label_entropy"] < 0.95
+    assert out["prediction_top_share"] == out["label_top_share"] == np.mean(y == 0)
+    ref = _concentration_reference(y, y, 5)
+    for key, value in ref.items():
+        assert out[key] == pytest.approx(value, abs=1e-12), key
+
+
+def test_concentration_of_a_random_classifier():
+    X, y, W = _data(n=2000, c=10, seed=8)
+    rng = np.random.default_rng(9)
+    W = rng.standard_normal(W.shape).astype(np.float32)  # prompts unrelated to the images
+    out = zero_shot_metrics(X, y, W, return_predictions=True)
+    ref = _concentration_reference(out["predictions"], y, 10)
+    for key, value in ref.items():
+        assert out[key] == pytest.approx(value, abs=1e-12), key
+    assert out["acc1"] < 0.2
+    # random predictions spread over the classes, about as evenly as the (uniform) labels
+    assert out["prediction_entropy"] > 0.9 and out["label_entropy"] > 0.99
+
+
+def test_concentration_with_one_class_and_unused_classes():
+    from modgap.tasks.zeroshot import prediction_concentration
+
+    one = prediction_concentration([0, 0, 0], [0, 0, 0], 1)
+    assert one["prediction_entropy"] == one["label_entropy"] == 1.0
+    # classes offered but never predicted count against the entropy
+    two_of_four = prediction_concentration([0, 1, 0, 1], [0, 1, 2, 3], 4)
+    assert two_of_four["prediction_entropy"] == pytest.approx(0.5)
+    assert two_of_four["label_entropy"] == pytest.approx(1.0)
+    assert two_of_four["prediction_top_share"] == 0.5 and two_of_four["label_top_share"] == 0.25

@@ -23,6 +23,14 @@ from 1 to 2 on another machine. The rule used everywhere is:
 
 The callers work on float32 score blocks; only the few comparisons inside the window (about
 :math:`2\cdot 10^{-4}` of the candidates on CLIP data, and the duplicates) are recomputed.
+
+**Corrected scores.** Retrieval-time hubness corrections (:mod:`modgap.tasks.scoring`) rank by
+:math:`s(q, c) - a_q o_c`: a float64 offset per candidate, applied to a query or not
+(:math:`a_q \in \{0, 1\}`). :func:`count_above` takes the offsets and enlarges its float32
+window by their rounding; inside the window it compares :math:`\mathrm{exact}(q, c) - a_q o_c`.
+The offsets themselves are statistics of whole score matrices (a log-sum-exp over a query bank,
+a mean of the k best scores); :func:`fixed_scores` gives such matrices at matrix-product speed,
+bit for bit the same on every machine, so the offsets are reproducible too.
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ __all__ = [
     "TIE_TOL",
     "count_above",
     "exact_scores",
+    "fixed_scores",
+    "offset_window",
     "row_scale",
     "score_window",
     "select_topk",
@@ -82,6 +92,76 @@ def exact_scores(A: Any, B: Any, ia: Any, ib: Any) -> Any:
     return out
 
 
+def _row_exponents(a: Any) -> Any:
+    """Per row of a float64 matrix, an integer ``e`` with ``‖a‖ < 2^e``, from exact operations
+    only (max, power-of-two scaling, an integer sum, a correctly rounded square root, frexp),
+    so it is the same on every machine: a norm computed in floating point could round either
+    side of a power of two and move a row to another grid."""
+    import math
+
+    import torch
+
+    amax = a.abs().amax(dim=1)
+    _, p0 = torch.frexp(torch.where(amax > 0, amax, torch.ones_like(amax)))  # amax < 2^p0
+    q = torch.round(torch.ldexp(a, (12 - p0)[:, None]))  # integers, |q| <= 4096
+    n2 = (q * q).sum(dim=1)  # exact: integers below 2^53, in any order
+    # ‖a 2^-p0‖ <= (‖q‖ + √d/2) 2^-12; the + 1 covers the rounding of this bound
+    bound = torch.sqrt(n2) + (math.sqrt(a.shape[1]) / 2 + 1)
+    _, p = torch.frexp(bound)  # bound < 2^p
+    return p0 + p - 12
+
+
+def _split_rows(A: Any, g: int) -> tuple[Any, Any, Any]:
+    """``A = 2^e (hi + 2⁻²⁶ lo)`` per row, up to ``2^-(27+g)`` of the row scaled to norm below
+    1: ``hi`` on the grid ``2⁻²⁶``, ``lo`` on ``2^-g`` with ``|lo| <= 1/2``."""
+    import torch
+
+    a = A.double()
+    e = _row_exponents(a)
+    a = torch.ldexp(a, -e[:, None])  # exact: a power of two per row
+    hi = torch.round(a * 2.0**26) * 2.0**-26
+    lo = torch.round((a - hi) * 2.0 ** (26 + g)) * 2.0**-g  # a - hi is exact (|.| <= 2^-27)
+    return hi, lo, e
+
+
+def fixed_scores(A: Any, B: Any) -> Any:
+    """``A Bᵀ`` as a float64 matrix with the same bits on every machine, at matmul speed.
+
+    Each row is scaled by a power of two to norm below 1 and split as ``hi + 2⁻²⁶ lo``, ``hi``
+    on the grid ``2⁻²⁶`` and ``lo`` on the grid ``2^-g``, ``g = 27 - ⌈log₂ √d⌉``, ``|lo| <= ½``.
+    In each of the three float64 products ``hi·hi``, ``hi·lo`` and ``lo·hi`` every product of
+    entries lies on one grid and every partial sum is bounded by Cauchy–Schwarz (``‖hi‖² < 2``,
+    ``‖hi‖‖lo‖ < √d``), so every intermediate value is a float64 number: the matrix products are
+    **exact**, whatever the BLAS kernel, blocking, thread count or use of fused multiply-adds
+    (an error-free splitting in the manner of Ozaki, Ogita, Oishi & Rump, "Error-free
+    transformations of matrix multiplication by using fast routines of matrix multiplication
+    and its applications", Numer. Algorithms 59, 2012). The three are added in a fixed order.
+    So the result is a function of the two rows alone, within ``(d 2⁻⁵⁴ + √d 2^-(25+g)) ‖a‖‖b‖``
+    of the exact inner product (1.1e-13 at d = 512; ``lo·lo`` is left out).
+
+    ``A`` (m, d) and ``B`` (n, d): float tensors on one device with float64 support (not MPS).
+    Returns a float64 tensor (m, n).
+    """
+    import math
+
+    import torch
+
+    d = int(A.shape[1])
+    g = 27 - math.ceil(math.log2(math.sqrt(max(d, 1))))
+    ha, la, ea = _split_rows(A, g)
+    hb, lb, eb = _split_rows(B, g)
+    out = (ha @ hb.T) + ((ha @ lb.T) + (la @ hb.T)) * 2.0**-26
+    return torch.ldexp(out, ea[:, None] + eb[None, :])
+
+
+def offset_window(offset: Any, scale: Any) -> Any:
+    """Extra half-width of the float32 window when float64 offsets are subtracted in float32:
+    their rounding, the rounding of the subtraction and of the larger threshold, each at most
+    ``2⁻²⁴ (max|o| + scale)``; four of them (``2⁻²¹ (max|o| + scale)``) leave room to spare."""
+    omax = float(offset.abs().max()) if offset.numel() else 0.0
+    return 2.0**-21 * (omax + scale)
+
+
 def count_above(
     S: Any,
     threshold: Any,
@@ -90,9 +170,16 @@ def count_above(
     exact: Any,
     axis: int = 1,
     buffer: Any = None,
+    offset: Any = None,
+    active: Any = None,
+    offset_buffer: Any = None,
 ) -> Any:
     """For each query of a float32 score block, the number of candidates whose exact score
     exceeds the query's exact ``threshold`` by more than the tie tolerance.
+
+    With ``offset``, the score of candidate ``c`` for query ``q`` is the corrected one,
+    ``exact(q, c) - a_q offset_c`` (``a_q`` = ``active[q]``, 1 when ``active`` is None), and
+    ``threshold`` is a corrected score too.
 
     Parameters
     ----------
@@ -111,6 +198,14 @@ def count_above(
         1: queries are rows (count along each row); 0: queries are columns.
     buffer : float32 tensor, optional
         Scratch space of ``S``'s shape (reused across blocks: a fresh one costs page faults).
+    offset : float64 tensor, optional
+        One offset per candidate (per column when ``axis=1``, per row when ``axis=0``),
+        subtracted from the scores of the active queries. The float32 window grows by
+        :func:`offset_window`.
+    active : bool or float tensor, optional
+        Per query, whether its scores are corrected (default: all are).
+    offset_buffer : float32 tensor, optional
+        Scratch space for the corrected float32 block (as ``buffer``).
 
     Returns
     -------
@@ -121,6 +216,32 @@ def count_above(
 
     shape = (-1, 1) if axis == 1 else (1, -1)
     window = score_window(d) * scale
+    if offset is not None:
+        a = (
+            torch.ones(S.shape[1 - axis], dtype=torch.float64, device=S.device)
+            if active is None
+            else active.to(torch.float64)
+        )
+        out = (
+            torch.empty_like(S)
+            if offset_buffer is None
+            else offset_buffer[: S.shape[0], : S.shape[1]]
+        )
+        o32 = offset.float()
+        # S - a ⊗ o in float32: a is 0 or 1, so the outer product is exact and the one
+        # subtraction rounds once (masked -inf entries stay -inf)
+        if axis == 1:
+            torch.addr(S, a.float(), o32, alpha=-1, out=out)
+        else:
+            torch.addr(S, o32, a.float(), alpha=-1, out=out)
+        S = out
+        window = window + offset_window(offset, scale)
+
+        def score(rows, cols):
+            q, c = (rows, cols) if axis == 1 else (cols, rows)
+            return exact(rows, cols) - a[q] * offset[c]
+    else:
+        score = exact
     hi = (threshold + window).float().reshape(shape)
     lo = (threshold - window).float().reshape(shape)
     buf = torch.empty_like(S) if buffer is None else buffer[: S.shape[0], : S.shape[1]]
@@ -142,7 +263,7 @@ def count_above(
             q, rows, cols = queries[r], queries[r], c
         else:
             q, rows, cols = queries[c], r, queries[c]
-        ahead = exact(rows, cols) > threshold[q] + TIE_TOL * scale[q]
+        ahead = score(rows, cols) > threshold[q] + TIE_TOL * scale[q]
         sure.index_add_(0, q, ahead.long())
     return sure
 

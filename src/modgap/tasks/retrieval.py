@@ -86,6 +86,7 @@ def retrieval_ranks(
     block_size: int | None = None,
     normalize: bool = True,
     compute: Compute | None = None,
+    correction: Any = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """1-based ranks of the positives, both ways, in one blocked pass.
 
@@ -104,6 +105,12 @@ def retrieval_ranks(
         Cosine similarity (default) or, when false, the raw inner product.
     compute : Compute, optional
         Device and memory budget (default: :func:`modgap.compute.current`).
+    correction : fitted ScoreCorrection, optional
+        A retrieval-time hubness correction (:mod:`modgap.tasks.scoring`, fitted on another
+        split): candidates are ranked by the corrected scores ``s(q, c) - a_q o(c)`` of its
+        :meth:`~modgap.tasks.scoring.ScoreCorrection.offsets` for this set, with the same
+        exact comparisons and tie rule (the best positive of an image query is its best
+        caption by the corrected score). Needs cosine scores (``normalize=True``).
 
     Returns
     -------
@@ -124,9 +131,17 @@ def retrieval_ranks(
     d = X.shape[1]
     t2i_np = check_pairing(text_to_image, n_i, n_t)
     if block_size is None:
-        block_size = min(n_i, resolve(compute).rows_per_block(4 * n_t, buffers=2))
+        buffers = 2 if correction is None else 3
+        block_size = min(n_i, resolve(compute).rows_per_block(4 * n_t, buffers=buffers))
     if block_size < 1:
         raise ModgapError(f"block_size must be positive, got {block_size}")
+    if correction is not None:
+        if not normalize:
+            raise ModgapError(
+                "a scoring correction works on cosine scores; use normalize=True with it"
+            )
+        with torch.no_grad():
+            off = _offsets(correction, X, Y, dev, compute)
 
     # texts sorted by image: the captions of an image block form one contiguous run
     order_np = np.argsort(t2i_np, kind="stable")
@@ -138,6 +153,11 @@ def retrieval_ranks(
     with torch.no_grad():
         # exact positive scores (modgap._ties): the thresholds every comparison is made against
         pos = exact_scores(X, Y, t2i, text_ids)
+        pos_t2i = pos
+        if correction is not None:
+            o_img, o_txt, a_txt, a_img = off
+            pos_t2i = pos - a_txt * o_img[t2i]  # corrected score of each text's image
+            pos = pos - a_img[t2i] * o_txt  # corrected score of each caption for its image
         best = torch.full((n_i,), float("-inf"), dtype=torch.float64, device=dev)
         best.scatter_reduce_(0, t2i, pos, reduce="amax")
         scale_t, scale_i = row_scale(Y, X), row_scale(X, Y)
@@ -145,6 +165,7 @@ def retrieval_ranks(
         i2t_rank = torch.zeros(n_i, dtype=torch.int64, device=dev)
         S_buf = torch.empty(block_size, n_t, device=dev, dtype=torch.float32)
         G_buf = torch.empty_like(S_buf)
+        C_buf = None if correction is None else torch.empty_like(S_buf)
         for b, start in enumerate(range(0, n_i, block_size)):
             stop = min(start + block_size, n_i)
             S = torch.mm(X[start:stop], Y.T, out=S_buf[: stop - start])  # (B, n_t)
@@ -156,15 +177,76 @@ def retrieval_ranks(
             def exact(rows, cols, start=start):
                 return exact_scores(X, Y, rows + start, cols)
 
+            if correction is None:
+                i2t_rank[start:stop] = 1 + count_above(
+                    S, best[start:stop], scale_i[start:stop], d, exact, axis=1, buffer=G_buf
+                )
+                t2i_greater += count_above(S, pos, scale_t, d, exact, axis=0, buffer=G_buf)
+                continue
             i2t_rank[start:stop] = 1 + count_above(
-                S, best[start:stop], scale_i[start:stop], d, exact, axis=1, buffer=G_buf
+                S,
+                best[start:stop],
+                scale_i[start:stop],
+                d,
+                exact,
+                axis=1,
+                buffer=G_buf,
+                offset=o_txt,
+                active=a_img[start:stop],
+                offset_buffer=C_buf,
             )
-            t2i_greater += count_above(S, pos, scale_t, d, exact, axis=0, buffer=G_buf)
-        del S_buf, G_buf
+            t2i_greater += count_above(
+                S,
+                pos_t2i,
+                scale_t,
+                d,
+                exact,
+                axis=0,
+                buffer=G_buf,
+                offset=o_img[start:stop],
+                active=a_txt,
+                offset_buffer=C_buf,
+            )
+        del S_buf, G_buf, C_buf
         has_caption = torch.zeros(n_i, dtype=torch.bool, device=dev)
         has_caption[t2i] = True
         i2t_rank = torch.where(has_caption, i2t_rank, torch.zeros_like(i2t_rank))
     return to_numpy(i2t_rank), to_numpy(t2i_greater + 1)
+
+
+def _offsets(correction: Any, X: Any, Y: Any, dev: Any, compute: Compute | None):
+    """A correction's offsets for this set as float64 / 0-1 tensors on ``dev``, checked:
+    ``(image offsets, text offsets, text-query weights, image-query weights)``."""
+    import torch
+
+    if not hasattr(correction, "offsets"):
+        raise ModgapError(
+            f"correction must be a fitted scoring correction (modgap.tasks.scoring), "
+            f"got {type(correction).__name__}"
+        )
+    off = correction.offsets(X, Y, device=dev, compute=compute)
+    n_i, n_t = X.shape[0], Y.shape[0]
+
+    def vector(values, n, what):
+        v = torch.as_tensor(np.asarray(values, dtype=np.float64), device=dev)
+        if v.shape != (n,) or not bool(torch.isfinite(v).all()):
+            raise ModgapError(f"the correction's {what} must be {n} finite numbers")
+        return v
+
+    def weights(mask, n, what):
+        if mask is None:
+            return torch.ones(n, dtype=torch.float64, device=dev)
+        m = np.asarray(mask, dtype=bool)
+        if m.shape != (n,):
+            raise ModgapError(f"the correction's {what} mask must have {n} entries")
+        return torch.from_numpy(m.astype(np.float64)).to(dev)
+
+    return (
+        vector(off.image_offset, n_i, "image offsets"),
+        vector(off.text_offset, n_t, "text offsets"),
+        weights(off.text_active, n_t, "text-query"),
+        weights(off.image_active, n_i, "image-query"),
+    )
 
 
 def _metrics_from_ranks(i2t_rank: np.ndarray, t2i_rank: np.ndarray, ks: tuple[int, ...]) -> dict:
@@ -197,6 +279,7 @@ def retrieval_metrics(
     block_size: int | None = None,
     normalize: bool = True,
     compute: Compute | None = None,
+    correction: Any = None,
 ) -> dict:
     """Image → text and text → image Recall@K, rSum and ranks (VSE++ protocol).
 
@@ -225,6 +308,10 @@ def retrieval_metrics(
         Cosine similarity (default) or raw inner product.
     compute : Compute, optional
         Device and memory budget (default: :func:`modgap.compute.current`).
+    correction : fitted ScoreCorrection, optional
+        Rank with a retrieval-time hubness correction (:mod:`modgap.tasks.scoring`) fitted on
+        another split; with ``folds`` each fold gets its own offsets (QB-Norm's activation set
+        depends on the candidates).
 
     Returns
     -------
@@ -289,6 +376,7 @@ def retrieval_metrics(
             block_size=block_size,
             normalize=normalize,
             compute=compute,
+            correction=correction,
         )
         results.append(_metrics_from_ranks(r_i2t, r_t2i, ks))
     if len(results) == 1:

@@ -9,6 +9,8 @@ CLIP §3.1.4). An image is assigned the class whose embedding has the highest co
   classes, where it is then 1 by construction).
 * ``mean_per_class_recall``: the mean over the classes present in ``labels`` of the share of
   that class's images predicted correctly (``sklearn.metrics.balanced_accuracy_score``).
+* prediction concentration (hub classes): ``prediction_entropy`` / ``label_entropy`` and
+  ``prediction_top_share`` / ``label_top_share`` (see :func:`prediction_concentration`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ __all__ = [
     "ENSEMBLE_TEMPLATES",
     "class_embeddings",
     "ensemble_class_embeddings",
+    "prediction_concentration",
     "zero_shot_from_encoder",
     "zero_shot_metrics",
 ]
@@ -140,6 +143,59 @@ def class_embeddings(
     return ensemble_class_embeddings(emb)
 
 
+def _normalised_entropy(counts: np.ndarray) -> float:
+    """Shannon entropy of ``counts / counts.sum()`` divided by ``log(len(counts))``."""
+    c = counts.size
+    if c < 2:
+        return 1.0  # one class: nothing could be spread more evenly
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum() / np.log(c))
+
+
+def prediction_concentration(predictions: Any, labels: Any, n_classes: int) -> dict:
+    r"""How unevenly the predicted classes are used, next to the same for the true labels.
+
+    With :math:`\hat p_c` the share of images predicted as class ``c`` and :math:`q_c` the
+    share labelled ``c``, over the ``C = n_classes`` classes the classifier chooses from:
+
+    * ``prediction_entropy`` :math:`= H(\hat p) / \log C` and ``label_entropy``
+      :math:`= H(q) / \log C` (Shannon entropy, natural log; 1 when every class is used
+      equally, 0 when one class takes everything; 1 by convention when ``C = 1``);
+    * ``prediction_top_share`` :math:`= \max_c \hat p_c` and ``label_top_share``
+      :math:`= \max_c q_c`.
+
+    Why these. A hub class, a class prompt close to many images, attracts predictions beyond
+    its share of the data, as hub candidates do in retrieval; reducing the modality gap is
+    reported to create such hubs. The right value to read a prediction number against is the
+    label number next to it, not 1: a perfect classifier reproduces the label distribution
+    exactly, however unbalanced; one prompt that wins every image gives entropy 0 and top
+    share 1; random guessing gives an entropy near 1 whatever the labels. Both are normalised
+    by ``log C`` of the classes offered, not those present, so classes never predicted lower
+    the entropy. The entropy sees the whole distribution, the top share the single worst hub,
+    which a large ``C`` can hide in the entropy. Accuracy sees neither: two classifiers with
+    the same ``acc1`` can spread their errors evenly or pour them into one class.
+
+    Parameters
+    ----------
+    predictions, labels : array (n,) of int in [0, n_classes)
+    n_classes : int
+
+    Returns
+    -------
+    dict
+        The four values above.
+    """
+    pred = np.bincount(np.asarray(predictions, dtype=np.int64), minlength=n_classes)
+    true = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes)
+    n = max(int(true.sum()), 1)
+    return {
+        "prediction_entropy": _normalised_entropy(pred),
+        "label_entropy": _normalised_entropy(true),
+        "prediction_top_share": float(pred.max() / n),
+        "label_top_share": float(true.max() / n),
+    }
+
+
 def zero_shot_metrics(
     image_emb: Any,
     labels: Any,
@@ -170,7 +226,10 @@ def zero_shot_metrics(
     Returns
     -------
     dict
-        ``acc1``, ``acc5``, ``mean_per_class_recall`` in [0, 1].
+        ``acc1``, ``acc5``, ``mean_per_class_recall`` in [0, 1], and the prediction
+        concentration next to the labels' (:func:`prediction_concentration`):
+        ``prediction_entropy``, ``label_entropy``, ``prediction_top_share``,
+        ``label_top_share``.
     """
     import torch
     from sklearn.metrics import balanced_accuracy_score
@@ -223,6 +282,7 @@ def zero_shot_metrics(
         "acc1": float(np.mean(pred == y)),
         "acc5": float(np.mean(hit5.cpu().numpy())),
         "mean_per_class_recall": float(balanced_accuracy_score(y, pred)),
+        **prediction_concentration(pred, y, c),
     }
     if return_predictions:
         out["predictions"] = pred.tolist()

@@ -1,0 +1,249 @@
+r"""Hubness of cross-modal retrieval: how unevenly candidates appear in the queries' top-k.
+
+The k-occurrence of a candidate ``c`` is :math:`N_k(c) = \#\{q : c \in \mathrm{top}_k(q)\}`
+(Radovanović, Nanopoulos & Ivanović, "Hubs in space: popular nearest neighbors in
+high-dimensional data", JMLR 11, 2010). Hubs have large :math:`N_k`, anti-hubs
+:math:`N_k = 0`; the paper's measure of hubness is the skewness of the :math:`N_k`
+distribution. Computed both ways: texts querying images (``t2i``: the k-occurrence of each
+image) and images querying texts (``i2t``: of each text).
+
+Every number comes with its value under **uniformly random retrieval** with the same counts
+(each query's top-k a uniform draw of ``k`` of the ``n_c`` candidates), under which each
+:math:`N_k(c) \sim \mathrm{Binomial}(n_q, p)`, :math:`p = k / n_c`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .._array import as_float_matrix, to_numpy
+from ..compute import Compute, device_for, resolve
+from ..errors import ModgapError
+
+__all__ = ["hubness", "k_occurrence", "random_retrieval_hubness"]
+
+
+def _unit_tensor(x: Any, name: str, device: Any, dim: int | None):
+    import torch
+
+    t = torch.from_numpy(as_float_matrix(x, name, dim=dim, normalize=False)).to(device)
+    norms = torch.linalg.vector_norm(t, dim=1)
+    if (norms - 1).abs().max() > 1e-6:  # unit rows already (the usual case): no copy
+        t = t / norms[:, None]
+    return t.contiguous()
+
+
+def k_occurrence(
+    queries: Any,
+    candidates: Any,
+    k: int = 10,
+    *,
+    block_size: int | None = None,
+    device: Any = None,
+    compute: Compute | None = None,
+) -> np.ndarray:
+    """:math:`N_k(c)` for every candidate: how many queries have ``c`` in their exact top-k.
+
+    Scores are cosines. The top-k is exact (:func:`modgap._ties.topk_rows`: float32 blocks,
+    near-ties decided by reproducible float64 scores, exact ties to the lower candidate
+    index), so the counts do not depend on the BLAS kernel, the block size or the threads.
+
+    Parameters
+    ----------
+    queries : array (n_q, d)
+    candidates : array (n_c, d)
+    k : int
+        Neighbours per query, ``1 <= k < n_c``.
+    block_size : int, optional
+        Queries per score block (default: two ``block × n_c`` float32 blocks within the
+        compute context's memory budget).
+    device, compute
+        Where to compute and the memory budget.
+
+    Returns
+    -------
+    ndarray (n_c,) of int64
+        Sums to ``k n_q``.
+    """
+    import torch
+
+    from .._ties import exact_scores, row_scale, topk_rows
+
+    dev = device_for(compute, device)
+    Q = _unit_tensor(queries, "queries", dev, None)
+    C = _unit_tensor(candidates, "candidates", dev, Q.shape[1])
+    n_q, n_c = Q.shape[0], C.shape[0]
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k < n_c:
+        raise ModgapError(
+            f"hubness needs 1 <= k < the {n_c} candidates, got k={k!r}; use a smaller k"
+        )
+    if block_size is None:
+        block_size = resolve(compute).rows_per_block(4 * n_c, buffers=2)
+    if block_size < 1:
+        raise ModgapError(f"block_size must be positive, got {block_size}")
+    counts = torch.zeros(n_c, dtype=torch.int64, device=dev)
+    scale = row_scale(Q, C)
+    with torch.no_grad():
+        for s in range(0, n_q, block_size):
+            S = Q[s : s + block_size] @ C.T
+
+            def exact(rows, cols, s=s):
+                return exact_scores(Q, C, rows + s, cols)
+
+            ids, _ = topk_rows(S, int(k), scale[s : s + block_size], C.shape[1], exact)
+            counts += torch.bincount(ids.reshape(-1), minlength=n_c)
+    return to_numpy(counts)
+
+
+def _skewness(n: np.ndarray) -> float:
+    """Population skewness E[(N - μ)³] / σ³; 0 for a constant N (a symmetric distribution)."""
+    x = n.astype(np.float64)
+    dev = x - x.mean()
+    var = float(np.mean(dev**2))
+    if var == 0:
+        return 0.0
+    return float(np.mean(dev**3) / var**1.5)
+
+
+def _occupancy(n: np.ndarray, hubs: int) -> float:
+    """Share of all top-k slots held by the ``hubs`` most frequent candidates."""
+    top = np.sort(n)[::-1][:hubs]
+    return float(top.sum() / n.sum())
+
+
+def _n_hubs(n_candidates: int, hub_fraction: float) -> int:
+    return max(1, math.ceil(hub_fraction * n_candidates - 1e-9))
+
+
+def random_retrieval_hubness(
+    n_queries: int, n_candidates: int, k: int = 10, hub_fraction: float = 0.01
+) -> dict:
+    r"""Chance values: hubness of uniformly random retrieval with the same counts.
+
+    With :math:`p = k / n_c` and :math:`N \sim \mathrm{Binomial}(n_q, p)` for every candidate:
+
+    * skewness :math:`(1 - 2p) / \sqrt{n_q p (1 - p)}`;
+    * anti-hub share :math:`P(N = 0) = (1 - p)^{n_q}` (exact: a uniform k-subset misses a
+      given candidate with probability ``1 - p``, independently across queries);
+    * hub occupancy :math:`E[\sum_{j \le h} N_{(j)}] / (k n_q)`, the ``h`` largest of the
+      :math:`n_c` counts taken as independent binomials. By
+      :math:`\sum_{j \le h} N_{(j)} = \sum_{x \ge 1} \min(M_x, h)`, with
+      :math:`M_x = \#\{c : N(c) \ge x\} \sim \mathrm{Binomial}(n_c, P(N \ge x))`, it is
+      :math:`\sum_{x \ge 1} \sum_{j=0}^{h-1} P(M_x > j)`, evaluated exactly with
+      ``scipy.stats.binom``. (The true counts are slightly dependent, as they sum to
+      ``k n_q``; the independent model is the one the skewness formula uses too.)
+
+    * the largest count, :math:`E[\max_c N(c)]`, the same sum with ``h = 1``.
+
+    Returns
+    -------
+    dict
+        ``skew``, ``antihub_share``, ``hub_occupancy``, ``max`` and ``hubs`` (``h``).
+    """
+    n, m = int(n_queries), int(n_candidates)
+    p = k / m
+    h = _n_hubs(m, hub_fraction)
+    skew = (1 - 2 * p) / math.sqrt(n * p * (1 - p)) if 0 < p < 1 else 0.0
+    antihub = float(np.exp(n * np.log1p(-p))) if p < 1 else 0.0
+    return {
+        "skew": float(skew),
+        "antihub_share": antihub,
+        "hub_occupancy": _expected_top(n, m, p, h) / (k * n),
+        "max": _expected_top(n, m, p, 1),
+        "hubs": h,
+    }
+
+
+def _expected_top(n: int, m: int, p: float, h: int) -> float:
+    """E[sum of the h largest of m independent Binomial(n, p)] = Σ_x E[min(M_x, h)]."""
+    from scipy.stats import binom
+
+    mu, sigma = n * p, math.sqrt(n * p * (1 - p))
+    # for x below lo, P(N >= x) is 1 to double precision and min(M_x, h) = h; above hi, 0
+    lo = max(1, math.floor(mu - 40 * sigma))
+    hi = min(n, math.ceil(mu + 40 * sigma + 40))
+    x = np.arange(lo, hi + 1)
+    q = binom.sf(x - 1, n, p)  # P(N >= x)
+    j = np.arange(h)
+    total = float(h * (lo - 1))
+    for s in range(0, x.size, 256):  # bounded memory: (256, h) probabilities at a time
+        total += float(binom.sf(j[None, :], m, q[s : s + 256, None]).sum())
+    return total
+
+
+def hubness(
+    image_emb: Any,
+    text_emb: Any,
+    k: int = 10,
+    *,
+    hub_fraction: float = 0.01,
+    block_size: int | None = None,
+    device: Any = None,
+    compute: Compute | None = None,
+    return_counts: bool = False,
+) -> dict:
+    r"""Hubness of cross-modal retrieval both ways, next to its chance values.
+
+    For each direction (``t2i``: every text queries all images, :math:`N_k` of the images;
+    ``i2t``: every image queries all texts, :math:`N_k` of the texts) with
+    :math:`N_k(c)` from :func:`k_occurrence` (exact top-k by cosine):
+
+    * ``hubness_skew_*`` — skewness :math:`E[(N_k - \mu)^3] / \sigma^3` over the candidates
+      (population moments; Radovanović et al. 2010, eq. 4). 0 for a constant :math:`N_k`.
+    * ``antihub_share_*`` — share of candidates with :math:`N_k = 0` (never retrieved).
+    * ``hub_occupancy_*`` — share of all :math:`k n_q` top-k slots taken by the
+      :math:`h = \lceil \text{hub\_fraction} \cdot n_c \rceil` most frequent candidates.
+
+    and, next to each, ``*_chance``: its value under uniformly random retrieval with the same
+    counts (:func:`random_retrieval_hubness`). The ideal, even retrieval (every candidate
+    retrieved :math:`k n_q / n_c` times) has skewness 0, no anti-hubs (when
+    :math:`k n_q \ge n_c`) and occupancy :math:`h / n_c`; retrieval less even than chance
+    reads above the chance values. Needs no pairs.
+
+    Parameters
+    ----------
+    image_emb : array (n_i, d)
+    text_emb : array (n_t, d)
+    k : int
+        Neighbours per query (default 10), below both counts.
+    hub_fraction : float
+        Share of the candidates counted as hubs for the occupancy (default 1%).
+    block_size, device, compute
+        As in :func:`k_occurrence`.
+    return_counts : bool
+        Also return ``k_occurrence_t2i`` (n_i,) and ``k_occurrence_i2t`` (n_t,) arrays.
+
+    Returns
+    -------
+    dict
+        ``hubness_k``, ``hub_fraction``, and for ``dir`` in ``t2i``, ``i2t``:
+        ``hubness_skew_{dir}``, ``hubness_skew_{dir}_chance``, ``antihub_share_{dir}``,
+        ``antihub_share_{dir}_chance``, ``hub_occupancy_{dir}``,
+        ``hub_occupancy_{dir}_chance``, ``hubness_max_{dir}`` (the largest :math:`N_k`) and
+        ``hubness_max_{dir}_chance``.
+    """
+    if isinstance(hub_fraction, bool) or not (
+        isinstance(hub_fraction, int | float) and 0 < hub_fraction <= 1
+    ):
+        raise ModgapError(f"hub_fraction must be in (0, 1], got {hub_fraction!r}")
+    out: dict[str, Any] = {"hubness_k": int(k), "hub_fraction": float(hub_fraction)}
+    X = as_float_matrix(image_emb, "image_emb", normalize=False)
+    Y = as_float_matrix(text_emb, "text_emb", dim=X.shape[1], normalize=False)
+    for name, Q, C in (("t2i", Y, X), ("i2t", X, Y)):
+        n = k_occurrence(Q, C, k, block_size=block_size, device=device, compute=compute)
+        h = _n_hubs(C.shape[0], hub_fraction)
+        chance = random_retrieval_hubness(Q.shape[0], C.shape[0], int(k), hub_fraction)
+        out[f"hubness_skew_{name}"] = _skewness(n)
+        out[f"hubness_skew_{name}_chance"] = chance["skew"]
+        out[f"antihub_share_{name}"] = float(np.mean(n == 0))
+        out[f"antihub_share_{name}_chance"] = chance["antihub_share"]
+        out[f"hub_occupancy_{name}"] = _occupancy(n, h)
+        out[f"hub_occupancy_{name}_chance"] = chance["hub_occupancy"]
+        out[f"hubness_max_{name}"] = int(n.max())
+        out[f"hubness_max_{name}_chance"] = chance["max"]
+        if return_counts:
+            out[f"k_occurrence_{name}"] = n
+    return out
