@@ -18,27 +18,34 @@ from ._options import (
     run_with,
 )
 
-#: row label and one-line meaning of each flat result key, in report order
-DESCRIPTIONS: dict[str, str] = {
-    "centroid_gap": "‖mean(X) − mean(Y)‖ (unit rows)",
-    "centroid_cosine": "cos(mean X, mean Y)",
-    "gap_dims_50": "dimensions carrying 50% of ‖Δ‖²",
-    "gap_dims_90": "dimensions carrying 90% of ‖Δ‖²",
-    "linear_separability": "held-out accuracy, logistic regression image vs text",
-    "rmg": "relative modality gap d_M / (d_M + (d_I + d_T)/2)",
-    "itr": "image queries: #nearest is image / #nearest is text",
-    "tir": "text queries: #nearest is text / #nearest is image",
-    "tmr": "image queries: mean rank of the first text",
-    "imr": "text queries: mean rank of the first image",
-    "frechet_distance": "Fréchet distance of the Gaussian fits",
-    "alignment": "mean ‖x − y‖² over matched pairs",
-    "uniformity_image": "log mean exp(−2‖u − v‖²), images",
-    "uniformity_text": "log mean exp(−2‖u − v‖²), texts",
-    "uniformity_cross": "log mean exp(−2‖x − y‖²), image-text",
-    "matched_cosine_mean": "cosine of matched pairs: mean",
-    "matched_cosine_std": "cosine of matched pairs: std",
-    "unmatched_cosine_mean": "cosine of unmatched pairs: mean",
-    "unmatched_cosine_std": "cosine of unmatched pairs: std",
+#: row label -> (one-line meaning, the value without a gap / by chance), in report order; the
+#: hubness rows read their chance value from the result itself (``*_chance``)
+DESCRIPTIONS: dict[str, tuple[str, str]] = {
+    "centroid_gap": ("‖mean(X) − mean(Y)‖ (unit rows)", "0"),
+    "centroid_cosine": ("cos(mean X, mean Y)", "1"),
+    "gap_dims_50": ("dimensions carrying 50% of ‖Δ‖²", ""),
+    "gap_dims_90": ("dimensions carrying 90% of ‖Δ‖²", ""),
+    "linear_separability": ("held-out balanced accuracy, image-vs-text probe", "0.5 (chance)"),
+    "rmg": ("relative modality gap d_M / (d_M + (d_I + d_T)/2)", "0; 0.5 = pairs as random"),
+    "itr": ("image queries: #nearest is image / #nearest is text", "≈ 1 (n = m)"),
+    "tir": ("text queries: #nearest is text / #nearest is image", "≈ 1 (n = m)"),
+    "tmr": ("image queries: mean rank of the first text", "≈ 2 (n = m)"),
+    "imr": ("text queries: mean rank of the first image", "≈ 2 (n = m)"),
+    "frechet_distance": ("Fréchet distance of the Gaussian fits", "0"),
+    "frechet_centroid_term": ("its centroid term ‖μ_X − μ_Y‖²", "0"),
+    "frechet_covariance_term": ("its covariance term Tr(Σ_X + Σ_Y − 2(Σ_XΣ_Y)^½)", "0"),
+    "hubness_skew_t2i": ("skewness of how often each image is in a text's top 10", "chance"),
+    "antihub_share_t2i": ("share of images in no text's top 10", "chance"),
+    "hubness_skew_i2t": ("skewness of how often each text is in an image's top 10", "chance"),
+    "antihub_share_i2t": ("share of texts in no image's top 10", "chance"),
+    "alignment": ("mean ‖x − y‖² over matched pairs", "0"),
+    "uniformity_image": ("log mean exp(−2‖u − v‖²), images", "→ −4 (uniform)"),
+    "uniformity_text": ("log mean exp(−2‖u − v‖²), texts", "→ −4 (uniform)"),
+    "uniformity_cross": ("log mean exp(−2‖x − y‖²), image-text", "→ −4 (uniform)"),
+    "matched_cosine_mean": ("cosine of matched pairs: mean", ""),
+    "matched_cosine_std": ("cosine of matched pairs: std", ""),
+    "unmatched_cosine_mean": ("cosine of unmatched pairs: mean", ""),
+    "unmatched_cosine_std": ("cosine of unmatched pairs: std", ""),
 }
 
 
@@ -66,19 +73,22 @@ def results_table(results: dict, title: str | None = None):
     table = Table(title=title)
     table.add_column("measure")
     table.add_column("value", justify="right")
+    table.add_column("no gap / chance", justify="right")
     table.add_column("meaning", style="dim")
-    for key, meaning in DESCRIPTIONS.items():
+    for key, (meaning, reference) in DESCRIPTIONS.items():
         if key in results:
-            table.add_row(key, format_value(results[key]), meaning)
+            if reference == "chance":
+                reference = format_value(results.get(f"{key}_chance"))
+            table.add_row(key, format_value(results[key]), reference, meaning)
             if key == "gap_dims_90" and "per_dimension" in results:
                 top = results["per_dimension"]
                 shares = ", ".join(
                     f"{d} ({s:.0%})"
                     for d, s in zip(top["top_dims"][:5], top["top_share"][:5], strict=False)
                 )
-                table.add_row("gap_top_dims", shares, "largest Δ_k² (share of ‖Δ‖²)")
+                table.add_row("gap_top_dims", shares, "", "largest Δ_k² (share of ‖Δ‖²)")
     for name, reason in results.get("skipped", {}).items():
-        table.add_row(name, "skipped", reason)
+        table.add_row(name, "skipped", "", reason)
     return table
 
 

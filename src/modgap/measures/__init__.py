@@ -23,6 +23,7 @@ from .alignment import alignment, cross_uniformity, uniformity
 from .centroid import centroid_gap, per_dimension_gap
 from .cosine import cosine_stats
 from .frechet import frechet_distance
+from .hubness import hubness
 from .neighbours import mixed_neighbour_diagnostics
 from .rmg import relative_modality_gap
 from .separability import linear_separability
@@ -40,6 +41,7 @@ __all__ = [
     "cosine_stats",
     "cross_uniformity",
     "frechet_distance",
+    "hubness",
     "linear_separability",
     "measure_all",
     "mixed_neighbour_diagnostics",
@@ -76,6 +78,20 @@ def _neighbours(emb, seed, report, compute):
         progress=lambda done, total: report(done / total),
         compute=compute,
     )
+
+
+def _hubness(emb, seed, report, compute):
+    k = min(10, emb.n_images, emb.n_texts)
+    out = hubness(emb.image_emb, emb.text_emb, k=k, compute=compute)
+    return {key: v for key, v in out.items() if key not in ("hubness_k", "hub_fraction")}
+
+
+_HUBNESS_KEYS = tuple(
+    f"{name}_{d}{suffix}"
+    for d in ("t2i", "i2t")
+    for name in ("hubness_skew", "antihub_share", "hub_occupancy", "hubness_max")
+    for suffix in ("", "_chance")
+)
 
 
 def _frechet(emb, seed, report, compute):
@@ -125,6 +141,7 @@ MEASURES: dict[str, tuple[bool, Callable, tuple[str, ...]]] = {
         _frechet,
         ("frechet_distance", "frechet_centroid_term", "frechet_covariance_term"),
     ),
+    "hubness": (False, _hubness, _HUBNESS_KEYS),
     "alignment": (True, _alignment, ("alignment",)),
     "uniformity": (False, _uniformity, ("uniformity_image", "uniformity_text", "uniformity_cross")),
     "cosine": (

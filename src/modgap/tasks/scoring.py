@@ -51,7 +51,15 @@ from ..embeddings import EmbeddingSet
 from ..errors import ModgapError, NotFittedError
 from .retrieval import _as_tensor
 
-__all__ = ["CSLS", "CandidateOffsets", "InvertedSoftmax", "QBNorm", "ScoreCorrection"]
+__all__ = [
+    "CORRECTIONS",
+    "CSLS",
+    "CandidateOffsets",
+    "InvertedSoftmax",
+    "QBNorm",
+    "ScoreCorrection",
+    "get_correction",
+]
 
 # bank rows reduced together: a fixed partition, so the log-sum-exp over the bank is added in
 # the same order whatever the memory budget (a power of two for the pairwise tree)
@@ -357,7 +365,7 @@ class InvertedSoftmax(ScoreCorrection):
         candidate, as β → ∞ to its largest.
     """
 
-    name = "inverted_softmax"
+    name = "inverted-softmax"
 
     def __init__(self, beta: float = 20.0):
         self.beta = beta
@@ -408,7 +416,7 @@ class QBNorm(ScoreCorrection):
         Inverse temperature of the inverted softmax, > 0.
     """
 
-    name = "qb_norm"
+    name = "qb-norm"
 
     def __init__(self, k: int = 1, beta: float = 20.0):
         self.k = k
@@ -440,3 +448,18 @@ class QBNorm(ScoreCorrection):
             text_active=active(TB, Y, X),
             image_active=active(IB, X, Y),
         )
+
+
+#: every score correction by name (the bench's ``--corrections`` and :func:`get_correction`)
+CORRECTIONS: dict[str, type[ScoreCorrection]] = {
+    cls.name: cls for cls in (CSLS, InvertedSoftmax, QBNorm)
+}
+
+
+def get_correction(name: str, **params: Any) -> ScoreCorrection:
+    """A new, unfitted score correction by name, e.g. ``get_correction("csls", k=10)``."""
+    if name not in CORRECTIONS:
+        raise ModgapError(
+            f"unknown score correction '{name}' (choose one of: {', '.join(CORRECTIONS)})"
+        )
+    return CORRECTIONS[name](**params)
