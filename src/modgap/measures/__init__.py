@@ -81,7 +81,10 @@ def _neighbours(emb, seed, report, compute):
 
 
 def _hubness(emb, seed, report, compute):
-    k = min(10, emb.n_images, emb.n_texts)
+    # k = 10, or fewer on tiny sets (a top-k must leave candidates out)
+    k = min(10, emb.n_images - 1, emb.n_texts - 1)
+    if k < 1:
+        return {key: float("nan") for key in _HUBNESS_KEYS}
     out = hubness(emb.image_emb, emb.text_emb, k=k, compute=compute)
     return {key: v for key, v in out.items() if key not in ("hubness_k", "hub_fraction")}
 
