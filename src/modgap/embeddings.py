@@ -162,6 +162,13 @@ class EmbeddingSet:
         src = self.source
         self.image_emb = as_float_matrix(self.image_emb, "image_emb", src, normalize=self.normalize)
         d = self.image_emb.shape[1]
+        if (
+            self.text_emb is not None
+            and self.class_text_emb is not None
+            and np.shape(self.text_emb)[0] == 0
+            and self.text_to_image is None
+        ):
+            self.text_emb = None  # a zero-shot set after a transform: still no captions
         if self.text_emb is None:
             if self.class_text_emb is None:
                 raise InputError(
@@ -218,6 +225,18 @@ class EmbeddingSet:
         """Whether the set has captions (a zero-shot set may have only class prompts)."""
         return self.n_texts > 0
 
+    def prompts_as_texts(self) -> EmbeddingSet:
+        """For a zero-shot set without captions: the same set with the (template-averaged,
+        re-normalised) class prompt embeddings as its texts, unpaired — what the gap measures
+        and the reducers compare the images with. A set with captions is returned as it is."""
+        if self.has_texts or self.class_text_emb is None:
+            return self
+        cte = self.class_text_emb
+        prompts = cte.mean(axis=1) if cte.ndim == 3 else cte
+        prompts = prompts / np.linalg.norm(prompts, axis=1, keepdims=True)
+        meta = {**self.metadata, "texts_are": "class prompts"}
+        return self.replace(text_emb=prompts, text_to_image=None, texts=None, metadata=meta)
+
     def describe(self) -> dict:
         """Counts for provenance records."""
         return {
@@ -228,6 +247,7 @@ class EmbeddingSet:
             "labelled": self.has_labels,
             "n_classes": len(self.class_names) if self.class_names is not None else None,
             "source": self.source,
+            "texts_are": self.metadata.get("texts_are", "captions" if self.has_texts else None),
         }
 
     # -- derived sets -------------------------------------------------------------------------

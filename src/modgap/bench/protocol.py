@@ -85,8 +85,9 @@ def _separability_refit(
     from ..reducers import get_reducer
 
     train, test = eval_set.split(test_fraction=0.3, seed=seed)
-    reducer = get_reducer(name, **params).fit(train, compute=compute)
-    a, b = reducer.transform_set(train), reducer.transform_set(test)
+    reducer = get_reducer(name, **params).fit(train.prompts_as_texts(), compute=compute)
+    a = reducer.transform_set(train).prompts_as_texts()
+    b = reducer.transform_set(test).prompts_as_texts()
     return probe_accuracy(a.image_emb, a.text_emb, b.image_emb, b.text_emb)
 
 
@@ -232,7 +233,7 @@ def run_bench(
                         seq.append(math.nan)
                 if rep == 0:
                     info[name] = {**row, "details": out, "dim": reduced.dim}
-                    views[name] = reduced
+                    views[name] = reduced.prompts_as_texts()
                 else:
                     for k, v in row.get("seconds", {}).items():
                         info[name]["seconds"][k] += v
@@ -316,7 +317,8 @@ def _reduce(
         protocol = "transductive"
     elif on_eval:
         protocol = "transductive (no out-of-sample extension)"
-    reducer.fit(eval_set if on_eval else fit_set, compute=compute)
+    # a zero-shot set (no captions) is fitted on its images and class prompts
+    reducer.fit((eval_set if on_eval else fit_set).prompts_as_texts(), compute=compute)
     return reducer.transform_set(eval_set), {
         "kind": "reducer",
         "protocol": protocol,

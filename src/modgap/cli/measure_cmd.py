@@ -155,9 +155,12 @@ def run_measure(
             only=names,
         ),
     }
-    title = (
-        f"modality gap: {counts['n_images']} images, {counts['n_texts']} texts, d={counts['dim']}"
+    texts = (
+        f"{counts['n_texts']} texts"
+        if emb.has_texts
+        else f"{counts['n_classes']} class prompts (no captions)"
     )
+    title = f"modality gap: {counts['n_images']} images against {texts}, d={counts['dim']}"
     print_and_save(results_table(results, title=title), document, json_out, quiet=quiet)
     return document
 

@@ -232,6 +232,8 @@ def measure_all(
     """
     compute = resolve(compute, seed=seed)
     seed = compute.seed
+    if not emb.has_texts:  # a zero-shot set: the images against the class prompts
+        emb = emb.prompts_as_texts()
     names = resolve_measures(only)
     if only is not None and not emb.has_pairs:
         paired = [n for n in names if MEASURES[n][0]]

@@ -127,7 +127,7 @@ def reduce_to_folder(
     with progress_bar(f"{reducer.name}", enabled=progress) as bar:
         if apply is None:
             bar.describe(f"fitting {reducer.name} on {emb.n_images} images, {emb.n_texts} texts")
-            reducer.fit(emb, compute=compute)
+            reducer.fit(emb.prompts_as_texts(), compute=compute)
         bar.describe(f"transforming with {reducer.name}")
         reduced = reducer.transform_set(emb)
 

@@ -100,8 +100,10 @@ def clustering_metrics(
     from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score
 
     X = as_float_matrix(image_emb, "image_emb", normalize=False)
-    Y = as_float_matrix(text_emb, "text_emb", dim=X.shape[1], normalize=False)
+    Y = as_float_matrix(text_emb, "text_emb", dim=X.shape[1], normalize=False, allow_empty=True)
     n_i, n_t = len(X), len(Y)
+    if n_t == 0 and labels is None:
+        raise InputError("clustering without texts needs image labels (nothing to compare)")
     if text_to_image is None and n_i == n_t:
         text_to_image = np.arange(n_t)
     t2i = None if text_to_image is None else check_pairing(text_to_image, n_i, n_t)
@@ -158,7 +160,8 @@ def clustering_metrics(
         p_img = np.bincount(a_img, minlength=k) / max(len(a_img), 1)
         p_txt = np.bincount(a_txt, minlength=k) / max(len(a_txt), 1)
         out["pair_coclustering_chance"] = float(p_img @ p_txt)
-    out["modality_purity"] = modality_purity(assign, is_text)
-    out["modality_purity_blind"] = float(max(p, 1 - p))
+    if n_t:  # images alone (a zero-shot set) have no modality to mix
+        out["modality_purity"] = modality_purity(assign, is_text)
+        out["modality_purity_blind"] = float(max(p, 1 - p))
     out["n_clusters"] = k
     return out

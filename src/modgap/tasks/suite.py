@@ -40,7 +40,14 @@ def applicable_tasks(emb: Any, encoder: Any = None) -> tuple[list[str], dict[str
         skipped["zeroshot"] = "needs class prompt embeddings (class_text_emb) or an encoder"
     else:
         run.append("zeroshot")
-    run += ["clustering", "mixed"]
+    if emb.has_texts or emb.has_labels:
+        run.append("clustering")
+    else:
+        skipped["clustering"] = "needs texts or image labels"
+    if emb.has_texts:
+        run.append("mixed")
+    else:
+        skipped["mixed"] = "needs texts (the set has class prompts only)"
     return run, skipped
 
 
