@@ -91,6 +91,34 @@ def json_option(f: Callable) -> Callable:
     )(f)
 
 
+results_format_options = _chain(
+    click.option(
+        "--format",
+        "result_format",
+        type=click.Choice(["modgap", "clip_benchmark"]),
+        default="modgap",
+        show_default=True,
+        help="clip_benchmark: one {dataset, model, pretrained, task, metrics, language} record "
+        "per task, as CLIP_benchmark writes them (--json is then a name template with {task}).",
+    ),
+    click.option(
+        "--dataset",
+        "dataset_label",
+        default=None,
+        help="Dataset label of the records (default: the input's file name).",
+    ),
+    click.option(
+        "--model",
+        "model_label",
+        default=None,
+        help="Model label of the records (default: the input's provenance, else 'unknown').",
+    ),
+    click.option(
+        "--pretrained", "pretrained_label", default=None, help="Pretrained label of the records."
+    ),
+)
+
+
 def pairs_option(f: Callable) -> Callable:
     return click.option(
         "--pairs",

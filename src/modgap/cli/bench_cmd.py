@@ -85,6 +85,8 @@ def run_bench_cli(
     progress: bool = True,
     quiet: bool = False,
     compute: Any = None,
+    result_format: str = "modgap",
+    labels: tuple[str | None, str | None] = (None, None),
 ) -> dict:
     """What ``modgap bench`` does; returns the results document."""
     from rich.console import Console
@@ -148,7 +150,15 @@ def run_bench_cli(
         reasons = "; ".join(f"{n}: {why}" for r in runs.values() for n, why in r["skipped"].items())
         raise ModgapError(f"every reducer failed, nothing written ({reasons})")
     document = bench_document(runs, warnings)
-    write_bench(document, views, out)
+    records = None
+    if result_format == "clip_benchmark":
+        from ..report.clip_benchmark import bench_records
+
+        first = next(iter(embs.values()))
+        model = labels[0] or str(first.metadata.get("model") or "unknown")
+        pretrained = labels[1] or str(first.metadata.get("pretrained") or "")
+        records = bench_records(document, model, pretrained)
+    write_bench(document, views, out, records=records)
     if not quiet:
         con = table_console(width=200)
         for name, run in runs.items():
@@ -206,6 +216,17 @@ def run_bench_cli(
 )
 @k_option
 @folds_option
+@click.option(
+    "--format",
+    "result_format",
+    type=click.Choice(["modgap", "clip_benchmark"]),
+    default="modgap",
+    show_default=True,
+    help="clip_benchmark: also write CLIP_benchmark records (one per data set, row and task) "
+    "into DIR/clip_benchmark/.",
+)
+@click.option("--model", "model_label", default=None, help="Model label of the records.")
+@click.option("--pretrained", "pretrained_label", default=None, help="Pretrained label.")
 @compute_options
 @output_options
 def bench_command(
@@ -220,6 +241,9 @@ def bench_command(
     test_fraction,
     ks,
     folds,
+    result_format,
+    model_label,
+    pretrained_label,
     device,
     memory_budget,
     threads,
@@ -246,4 +270,6 @@ def bench_command(
         progress=not no_progress,
         quiet=quiet,
         compute=compute,
+        result_format=result_format,
+        labels=(model_label, pretrained_label),
     )

@@ -1,15 +1,70 @@
-"""``modgap compare RESULTS...``: side-by-side results of several models or runs."""
+"""``modgap compare RESULTS...``: side-by-side results of several models, or of one model
+before and after training or reduction, with the uncertainty the benchmark gives."""
 
 from __future__ import annotations
 
 import click
 
-from ..errors import ModgapError
 from . import cli
+from ._options import compute_options, json_option, make_compute, output_options, run_with
+
+
+def run_compare(inputs, out=None, json_out=None, repeats=5, quiet=False, compute=None) -> dict:
+    """What ``modgap compare`` does; returns the comparison document."""
+    from rich.table import Table
+
+    from ..files import check_output_folder, check_paths
+    from ..report.compare import compare, load_entries, render_compare, write_compare
+    from ._output import announce_replace, print_and_save
+
+    reads = [("the input", spec.partition("#")[0]) for spec in inputs]
+    check_paths(reads, [("--out", out), ("--json", json_out)])
+    if out is not None:
+        check_output_folder(out, "compare.json", "--out")
+    announce_replace(json_out)
+    entries = [e for spec in inputs for e in load_entries(spec, repeats=repeats, compute=compute)]
+    doc = compare(entries)
+    header, rows = render_compare(doc)
+    table = Table(
+        title="modgap compare",
+        caption="mean ± 95% interval where the input has one; ▲/▼ better/worse than the first "
+        "column (interval of the difference excludes 0)",
+    )
+    for i, h in enumerate(header):
+        table.add_column(h, justify="left" if i == 0 else "right")
+    for r in rows:
+        table.add_row(*r)
+    if out is not None:
+        write_compare(doc, out)
+    print_and_save(table, doc, json_out, width=200, quiet=quiet)
+    if out is not None and not quiet:
+        from ._output import table_console
+
+        table_console().print(f"wrote {out}/compare.json and {out}/report.html", highlight=False)
+    return doc
 
 
 @cli.command("compare")
 @click.argument("inputs", nargs=-1, required=True, metavar="RESULTS...")
-def compare_command(inputs) -> None:
-    """Compare results.json files or embedding sets side by side."""
-    raise ModgapError("modgap compare is not available yet")
+@click.option(
+    "--out", "-o", default=None, metavar="DIR", help="Write compare.json and report.html."
+)
+@json_option
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Random splits for inputs that are embedding sets (benchmarked here, row none).",
+)
+@compute_options
+@output_options
+def compare_command(
+    inputs, out, json_out, repeats, device, memory_budget, threads, seed, no_progress, quiet
+) -> None:
+    """Compare several results side by side: benchmark results.json files (PATH#ROW picks a
+    row, default none), eval/measure JSON, or embedding sets (benchmarked on the spot)."""
+    compute = make_compute(device, memory_budget, threads, seed)
+    run_with(compute, quiet)(run_compare)(
+        inputs, out, json_out, repeats=repeats, quiet=quiet, compute=compute
+    )

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from ..errors import ModgapError
 from . import cli
 from ._options import (
     compute_options,
@@ -18,6 +19,7 @@ from ._options import (
     output_options,
     pairs_option,
     parse_ks,
+    results_format_options,
     run_with,
 )
 
@@ -71,8 +73,11 @@ def run_eval(
     progress: bool = True,
     quiet: bool = False,
     compute: Any = None,
+    result_format: str = "modgap",
+    labels: tuple[str | None, str | None, str | None] = (None, None, None),
 ) -> dict:
-    """What ``modgap eval`` does; returns the document written to ``--json``."""
+    """What ``modgap eval`` does; returns the document written to ``--json`` (with
+    ``result_format="clip_benchmark"``, the records written there)."""
     from rich.table import Table
 
     from .._progress import progress as progress_bar
@@ -88,6 +93,8 @@ def run_eval(
     compute = resolve(compute)
     k_list = parse_ks(ks)
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    if result_format == "clip_benchmark" and json_out is None:
+        raise ModgapError("--format clip_benchmark writes records: give --json NAME_{task}.json")
     check_paths(
         reads=[("the input", inputs), ("the texts file", texts), ("--pairs", pairs)],
         writes=[("--json", json_out)],
@@ -146,8 +153,54 @@ def run_eval(
         table.add_row(key, shown, _meaning(key))
     for name, reason in results.get("skipped", {}).items():
         table.add_row(name, "skipped", reason)
+    if result_format == "clip_benchmark":
+        from ..report.clip_benchmark import eval_records, label_defaults
+
+        defaults = label_defaults(inputs, dict(emb.metadata))
+        dataset, model, pretrained = (a or b for a, b in zip(labels, defaults, strict=True))
+        records = eval_records(results, dataset, model, pretrained)
+        _write_records(records, json_out, table, quiet, inputs, texts, pairs)
+        return {"records": records}
     print_and_save(table, document, json_out, quiet=quiet)
     return document
+
+
+def _write_records(records, json_out, table, quiet, *inputs) -> None:
+    """CLIP_benchmark records: JSON lines on stdout for ``-``, else one file per record."""
+    import json
+    import sys
+
+    from ..files import check_paths
+    from ..provenance import jsonable
+    from ..report.clip_benchmark import write_records
+    from ._output import table_console
+
+    to_stdout = str(json_out) == "-"
+    if not quiet:
+        table_console(stderr=to_stdout).print(table)
+    if to_stdout:
+        for rec in records:
+            sys.stdout.write(json.dumps(jsonable(rec), allow_nan=False) + "\n")
+        return
+    names = [
+        str(json_out).format(
+            dataset=r["dataset"],
+            model=r["model"],
+            pretrained=r["pretrained"],
+            task=r["task"],
+            language=r["language"],
+        )
+        for r in records
+    ]
+    if len(set(names)) < len(names):
+        raise ModgapError(
+            f"--json {json_out}: {len(records)} records (one per task) would share one file; "
+            "put {task} in the name, e.g. results_{task}.json"
+        )
+    check_paths([("the input", p) for p in inputs], [("--json", n) for n in names])
+    for path in write_records(records, json_out):
+        if not quiet:
+            table_console().print(f"wrote {path}", soft_wrap=True, highlight=False)
 
 
 @cli.command("eval")
@@ -171,6 +224,7 @@ def run_eval(
     help="Encoder to build class prompts from class_names when the input has no "
     "class_text_emb (e.g. pocket, open_clip:ViT-B-32/openai).",
 )
+@results_format_options
 @compute_options
 @output_options
 def eval_command(
@@ -182,6 +236,10 @@ def eval_command(
     ks,
     folds,
     encoder,
+    result_format,
+    dataset_label,
+    model_label,
+    pretrained_label,
     device,
     memory_budget,
     threads,
@@ -204,4 +262,6 @@ def eval_command(
         progress=not no_progress,
         quiet=quiet,
         compute=compute,
+        result_format=result_format,
+        labels=(dataset_label, model_label, pretrained_label),
     )
