@@ -116,8 +116,9 @@ def test_compare_two_models_and_two_results(tmp_path, capsys):
     )
     ev = tmp_path / "eval.json"
     assert main(["eval", str(b), "--json", str(ev), "-q"]) == 0
-    assert main(["compare", str(out / "results.json"), f"{out / 'results.json'}#center", str(ev), "-q",
-                 "--json", str(tmp_path / "c2.json")]) == 0  # fmt: skip
+    res = str(out / "results.json")
+    argv = ["compare", res, f"{res}#center", str(ev), "-q", "--json", str(tmp_path / "c2.json")]
+    assert main(argv) == 0
     doc = json.loads((tmp_path / "c2.json").read_text())
     labels = [e["label"] for e in doc["entries"]]
     assert labels == ["bench:small_gap", "bench:small_gap#center", "eval"]
