@@ -89,3 +89,38 @@ def test_json_to_stdout(npz, tmp_path):
     assert doc["measures"]["centroid_gap"] > 0
     assert "centroid_gap" in proc.stderr  # the table moves to stderr
     assert not (tmp_path / "-").exists()
+
+
+def test_no_torch_warning_for_read_only_inputs(tmp_path):
+    X, Y = gapped_pairs(80, 8, seed=4)
+    np.save(tmp_path / "img.npy", X)  # read back memory-mapped, read-only
+    np.save(tmp_path / "txt.npy", Y)
+    for args in (["measure"], ["eval"], ["reduce", "spectral", "--n-components", "4", "--out",
+                 str(tmp_path / "r")]):  # fmt: skip
+        head = args[:2] if args[0] == "reduce" else args[:1]
+        tail = args[2:] if args[0] == "reduce" else []
+        proc = run(*head, str(tmp_path / "img.npy"), str(tmp_path / "txt.npy"), *tail,
+                   "--no-progress")  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert "not writable" not in proc.stderr and "warning:" not in proc.stderr, proc.stderr
+
+
+def test_training_log_in_a_pipe_is_whole_lines(tmp_path):
+    from modgap.train import write_toy_precomp
+
+    root = write_toy_precomp(tmp_path / "p", {"train": 24, "dev": 8, "test": 8}, regions=2, dim=8)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        "seed: 0\nthreads: 1\n"
+        f"data: {{format: precomp, path: {root}}}\n"
+        "model: {joint_dim: 8, word_dim: 4}\n"
+        "optim: {epochs: 2, batch_size: 8}\n"
+        "eval: {measures: []}\n"
+    )
+    proc = run("train", str(cfg), "--out", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("epoch ")]
+    assert len(lines) == 2
+    for ln in lines:  # every loss term and the validation rSum, on one uncut line
+        assert "match" in ln and "total" in ln and "val rSum" in ln and "best" in ln
+    assert "━" not in proc.stderr  # no progress bar drawn into a pipe

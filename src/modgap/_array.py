@@ -31,10 +31,21 @@ def to_numpy(x: Any) -> np.ndarray:
 
 
 def to_torch(x: Any, device: str | None = None, dtype: Any = None):
-    """Return ``x`` as a torch tensor on ``device`` (no copy when already there)."""
+    """Return ``x`` as a torch tensor on ``device`` (no copy when already there).
+
+    Inputs are often read-only (memory-mapped ``.npy``, Arrow buffers); torch warns that a
+    tensor sharing such memory could be written to. modgap never writes to its input
+    tensors, so that warning would only be noise for the user and is not shown."""
+    import warnings
+
     import torch
 
-    t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+    if isinstance(x, torch.Tensor):
+        t = x
+    else:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            t = torch.from_numpy(np.ascontiguousarray(x))
     if dtype is not None or device is not None:
         t = t.to(device=device, dtype=dtype)
     return t

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .._array import as_float_matrix, to_numpy
+from .._array import as_float_matrix, to_numpy, to_torch
 from ..compute import Compute, device_for, resolve
 from ..errors import ModgapError
 
@@ -29,7 +29,7 @@ __all__ = ["hubness", "k_occurrence", "random_retrieval_hubness"]
 def _unit_tensor(x: Any, name: str, device: Any, dim: int | None):
     import torch
 
-    t = torch.from_numpy(as_float_matrix(x, name, dim=dim, normalize=False)).to(device)
+    t = to_torch(as_float_matrix(x, name, dim=dim, normalize=False), device)
     norms = torch.linalg.vector_norm(t, dim=1)
     if (norms - 1).abs().max() > 1e-6:  # unit rows already (the usual case): no copy
         t = t / norms[:, None]

@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import scipy.sparse as sp
 
-from .._array import to_torch as _to_torch
+from .._array import to_torch
 from ..compute import Compute, resolve
 
 __all__ = ["bipartite_knn_graph", "kernel_weights", "to_torch"]
@@ -17,14 +15,6 @@ KERNELS = ("clip", "exp")
 
 # column candidates kept beyond k, so that near-ties at the k-th place can be decided exactly
 _EXTRA = 8
-
-
-def to_torch(x, device=None, dtype=None):
-    """:func:`modgap._array.to_torch` for read-only inputs (memory-mapped or parquet arrays):
-    the reducers never write to these tensors, so torch's warning about it is noise."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return _to_torch(x, device, dtype)
 
 
 def kernel_weights(s, kernel: str, temperature: float):

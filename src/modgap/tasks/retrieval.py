@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from .._array import as_float_matrix, check_pairing, to_numpy
+from .._array import as_float_matrix, check_pairing, to_numpy, to_torch
 from ..compute import Compute, device_for, resolve
 from ..errors import InputError, ModgapError
 
@@ -69,7 +69,7 @@ def _as_tensor(x: Any, name: str, device: Any, dim: int | None, normalize: bool)
         if dim is not None and t.shape[1] != dim:
             raise InputError(f"'{name}' has {t.shape[1]} dimensions but {dim} were expected")
     else:
-        t = torch.from_numpy(as_float_matrix(x, name, dim=dim, normalize=False)).to(device)
+        t = to_torch(as_float_matrix(x, name, dim=dim, normalize=False), device)
     if normalize:
         norms = torch.linalg.vector_norm(t, dim=1)
         if (norms - 1).abs().max() > 1e-6:  # most inputs are unit rows already: no copy

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .._array import as_float_matrix, to_numpy
+from .._array import as_float_matrix, to_numpy, to_torch
 from .._ties import exact_scores, row_scale, topk_rows
 from ..compute import Compute, device_for, resolve
 from ..errors import InputError, ModgapError
@@ -267,7 +267,7 @@ def zero_shot_metrics(
     step = resolve(compute).rows_per_block(4 * max(c, 1) + 4 * W.shape[1], buffers=2)
     with torch.no_grad():
         for s in range(0, len(y), step):
-            xb = torch.nn.functional.normalize(torch.from_numpy(X[s : s + step]).to(dev), dim=1)
+            xb = torch.nn.functional.normalize(to_torch(X[s : s + step], dev), dim=1)
             logits = xb @ Wt.T
 
             def exact(rows, cols, xb=xb):

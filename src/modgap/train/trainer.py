@@ -469,15 +469,14 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------
     def fit(self) -> dict:
-        """Train to ``optim.epochs``, evaluate, write ``results.json``; return the results."""
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        """Train to ``optim.epochs``, evaluate, write ``results.json``; return the results.
+
+        On a terminal a progress bar per epoch shows the running losses; in a log file or a
+        pipe every epoch ends with one plain line holding all of them (never cut to a width).
+        """
+        import sys
+
+        from .._progress import progress as progress_bar
 
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
@@ -492,26 +491,13 @@ class Trainer:
         n = self.train_data.n_texts
         every = cfg.checkpoint.every_steps
         running: dict[str, float] = {}
-        progress = Progress(
-            TextColumn("[bold]{task.fields[title]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[losses]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            disable=not self.progress,
-            transient=False,
-        )
-        with progress:
-            while self.epoch < cfg.optim.epochs:
-                order = epoch_order(n, cfg.seed, self.epoch)
-                task = progress.add_task(
-                    "train",
-                    total=self.steps_per_epoch,
-                    completed=self.step_in_epoch,
-                    title=f"epoch {self.epoch + 1}/{cfg.optim.epochs}",
-                    losses="",
-                )
+        while self.epoch < cfg.optim.epochs:
+            order = epoch_order(n, cfg.seed, self.epoch)
+            title = f"epoch {self.epoch + 1}/{cfg.optim.epochs}"
+            with progress_bar(
+                title, total=self.steps_per_epoch, enabled=self.progress, transient=False
+            ) as bar:
+                bar.update(completed=self.step_in_epoch)
                 while self.step_in_epoch < self.steps_per_epoch:
                     index = order[self.step_in_epoch * b : (self.step_in_epoch + 1) * b]
                     terms = self.train_step(index)
@@ -522,30 +508,32 @@ class Trainer:
                     self.global_step += 1
                     if every and self.global_step % every == 0:
                         self.save_checkpoint()
-                    progress.update(
-                        task,
-                        advance=1,
-                        losses=" ".join(f"{k} {v:.4g}" for k, v in running.items()),
-                    )
+                    losses = " ".join(f"{k} {v:.4g}" for k, v in running.items())
+                    bar.advance()
+                    bar.describe(f"{title} {losses}")
                     if self.on_step is not None:
                         self.on_step(self, self.global_step)
-                record = {"epoch": self.epoch + 1, "step": self.global_step, **running}
-                if self.val_data is not None and (self.epoch + 1) % cfg.eval.every_epochs == 0:
-                    metrics = self.score(self.val_data)
-                    record.update({f"val_{k}": v for k, v in metrics.items()})
-                    if metrics["rsum"] > self.best["rsum"]:
-                        self.best = {"rsum": metrics["rsum"], "epoch": self.epoch + 1}
-                        if cfg.checkpoint.keep_best:
-                            self._save_best(metrics, self.epoch + 1)
-                    if self.progress:
-                        progress.console.print(
-                            f"epoch {self.epoch + 1}: val rSum {metrics['rsum']:.2f} "
-                            f"(best {self.best['rsum']:.2f} @ epoch {self.best['epoch']})"
-                        )
-                self.history.append(record)
-                self.epoch += 1
-                self.step_in_epoch = 0
-                self.save_checkpoint()
+            record = {"epoch": self.epoch + 1, "step": self.global_step, **running}
+            line = f"{title}: step {self.global_step}, " + ", ".join(
+                f"{k} {v:.4g}" for k, v in running.items()
+            )
+            if self.val_data is not None and (self.epoch + 1) % cfg.eval.every_epochs == 0:
+                metrics = self.score(self.val_data)
+                record.update({f"val_{k}": v for k, v in metrics.items()})
+                if metrics["rsum"] > self.best["rsum"]:
+                    self.best = {"rsum": metrics["rsum"], "epoch": self.epoch + 1}
+                    if cfg.checkpoint.keep_best:
+                        self._save_best(metrics, self.epoch + 1)
+                line += (
+                    f"; val rSum {metrics['rsum']:.2f} (best {self.best['rsum']:.2f} @ epoch "
+                    f"{self.best['epoch']})"
+                )
+            if self.progress:
+                print(line, file=sys.stderr, flush=True)
+            self.history.append(record)
+            self.epoch += 1
+            self.step_in_epoch = 0
+            self.save_checkpoint()
         return self._finish(time.perf_counter() - start)
 
     def _finish(self, elapsed: float) -> dict:
