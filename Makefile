@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 EXTRAS ?= encoders,dev
 
-.PHONY: install system-deps test demo lint format bench clean
+.PHONY: install system-deps test demo lint format bench docs docs-bench clean
 
 # Debian packages the demo and the browser test use: Fashion-MNIST images and headless Chromium.
 # Installed when apt-get is available and we are root; otherwise say what is missing and go on
@@ -42,15 +42,24 @@ demo: install system-deps
 	$(PY) -m modgap demo
 
 lint: install
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 
 format: install
-	$(VENV)/bin/ruff format src tests benchmarks
-	$(VENV)/bin/ruff check --fix src tests benchmarks
+	$(VENV)/bin/ruff format src tests benchmarks scripts
+	$(VENV)/bin/ruff check --fix src tests benchmarks scripts
 
 bench: install
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+# Results tables of the docs: recompute docs/data/*.json on the shared COCO-500 files (about a
+# minute) and re-render every <!-- table:ID --> block; docs-bench reruns the timing benchmarks
+# (about an hour on 2 cores) into docs/data and renders their tables.
+docs: install
+	$(PY) scripts/docs_tables.py produce --group coco500
+
+docs-bench: install
+	nice -n 5 $(PY) scripts/docs_tables.py produce --group benchmarks
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

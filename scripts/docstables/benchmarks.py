@@ -1,0 +1,1 @@
+"""Producers and tables of the timing benchmarks of ``benchmarks/`` (group ``benchmarks``)."""

@@ -1,0 +1,384 @@
+"""Producers and tables of results on the shared COCO-500 CLIP files (group ``coco500``)."""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+
+import numpy as np
+
+from . import (
+    COCO,
+    COCO_RANDOM,
+    ROOT,
+    _load,
+    _md,
+    _quiet_threads,
+    _source_line,
+    fmt,
+    producer,
+    table,
+)
+
+
+@producer("measures-coco500", "coco500")
+def _measures() -> dict:
+    from modgap.measures import measure_all
+
+    _quiet_threads()
+    out = {}
+    for label, path in (("clip", COCO), ("random", COCO_RANDOM)):
+        m = measure_all(_load(path), seed=0)
+        m.pop("matched_cosine")
+        m.pop("unmatched_cosine")
+        pd = m.pop("per_dimension")
+        m["top_dims"] = pd["top_dims"][:3]
+        m["top_share"] = pd["top_share"][:3]
+        m["dim"] = pd["dim"]
+        out[label] = m
+    return {"data": {"clip": COCO.name, "random": COCO_RANDOM.name}, "measures": out}
+
+
+#: rows of the measures table: (label, key or key pair, digits)
+_MEASURE_ROWS = [
+    ("`centroid_gap`", ("centroid_gap",), 4),
+    ("`centroid_cosine`", ("centroid_cosine",), 4),
+    ("`gap_dims_50` / `gap_dims_90`", ("gap_dims_50", "gap_dims_90"), 0),
+    ("`linear_separability`", ("linear_separability",), 3),
+    ("`rmg`", ("rmg",), 4),
+    ("`itr` / `tir`", ("itr", "tir"), 2),
+    ("`tmr` / `imr`", ("tmr", "imr"), 1),
+    ("`frechet_distance`", ("frechet_distance",), 3),
+    ("  centroid / covariance term", ("frechet_centroid_term", "frechet_covariance_term"), 3),
+    ("`alignment`", ("alignment",), 3),
+    ("`uniformity_image` / `_text`", ("uniformity_image", "uniformity_text"), 3),
+    ("`uniformity_cross`", ("uniformity_cross",), 3),
+    ("`matched_cosine_mean` ± std", ("matched_cosine_mean", "matched_cosine_std"), 3),
+    ("`unmatched_cosine_mean` ± std", ("unmatched_cosine_mean", "unmatched_cosine_std"), 3),
+]
+
+
+def _measure_cell(m: dict, keys: tuple[str, ...], digits: int) -> str:
+    vals = [m[k] for k in keys]
+    sep = " ± " if keys[0].endswith("_mean") else " / "
+    return sep.join(fmt(v, digits) if digits else fmt(int(v)) for v in vals)
+
+
+@table("measures-coco500", "docs/measures.md", "measures-coco500")
+def _measures_table(doc: dict) -> str:
+    from modgap.cli.measure_cmd import DESCRIPTIONS
+
+    clip, rnd = doc["measures"]["clip"], doc["measures"]["random"]
+    rows = []
+    for label, keys, digits in _MEASURE_ROWS:
+        ref = DESCRIPTIONS.get(keys[0], ("", ""))[1]
+        rows.append(
+            [label, _measure_cell(clip, keys, digits), _measure_cell(rnd, keys, digits), ref]
+        )
+        if keys[0] == "gap_dims_50":
+            top = ", ".join(
+                f"{d} ({s:.0%})" for d, s in zip(clip["top_dims"], clip["top_share"], strict=True)
+            )
+            rows.append([f"top gap dimensions of {clip['dim']} (share of ‖Δ‖²)", top, "—", ""])
+    head = ["key", "CLIP ViT-B/16", "random-init CLIP", "no gap / chance"]
+    return _md(head, rows, "lrrl") + "\n\n" + _source_line(doc)
+
+
+@table("hubness-coco500", "docs/measures.md", "measures-coco500")
+def _hubness_table(doc: dict) -> str:
+    clip, rnd = doc["measures"]["clip"], doc["measures"]["random"]
+    rows = []
+    for key, label, digits in (
+        ("hubness_skew", "`hubness_skew`", 2),
+        ("antihub_share", "`antihub_share`", 3),
+        ("hub_occupancy", "`hub_occupancy` (5 hubs)", 3),
+        ("hubness_max", "`hubness_max`", 0),
+    ):
+        cells = []
+        for m in (clip, rnd):
+            a, b = m[f"{key}_t2i"], m[f"{key}_i2t"]
+            cells.append(
+                f"{fmt(a, digits)} / {fmt(b, digits)}" if digits else f"{fmt(a)} / {fmt(b)}"
+            )
+        chance = clip[f"{key}_t2i_chance"]
+        cells.append(f"{chance:.2g}" if chance < 0.01 else fmt(chance, max(digits, 1)))
+        rows.append([label, *cells])
+    head = ["key (t2i / i2t)", "CLIP ViT-B/16", "random-init CLIP", "chance"]
+    return _md(head, rows) + "\n\n" + _source_line(doc)
+
+
+def _k_occurrence_dense(S: np.ndarray, k: int) -> np.ndarray:
+    """How often each column is in a row's top k (ties to the lower column), float64 scores."""
+    order = np.lexsort((np.broadcast_to(np.arange(S.shape[1]), S.shape), -S), axis=1)
+    return np.bincount(order[:, :k].ravel(), minlength=S.shape[1])
+
+
+@producer("hubness-corrections-coco500", "coco500")
+def _hubness_corrections() -> dict:
+    from scipy.stats import skew
+
+    from modgap.measures.hubness import random_retrieval_hubness
+    from modgap.tasks.scoring import CSLS, InvertedSoftmax, QBNorm
+
+    _quiet_threads()
+    fit, test = _load(COCO).split(0.5, seed=0)
+    X = test.image_emb.astype(np.float64)
+    Y = test.text_emb.astype(np.float64)
+    S = Y @ X.T  # text queries x image candidates
+    k = 10
+    rows = {}
+    for name, corr in (
+        ("none", None),
+        ("CSLS(k=10)", CSLS()),
+        ("InvertedSoftmax(beta=20)", InvertedSoftmax()),
+        ("QBNorm(k=1, beta=20)", QBNorm()),
+    ):
+        t2i, i2t = S, S.T
+        if corr is not None:
+            off = corr.fit(fit).offsets(test.image_emb, test.text_emb)
+            ta = np.ones(S.shape[0]) if off.text_active is None else off.text_active
+            ia = np.ones(S.shape[1]) if off.image_active is None else off.image_active
+            t2i = S - ta[:, None] * off.image_offset[None, :].astype(np.float64)
+            i2t = S.T - ia[:, None] * off.text_offset[None, :].astype(np.float64)
+        rows[name] = {
+            "t2i": float(skew(_k_occurrence_dense(t2i, k).astype(float))),
+            "i2t": float(skew(_k_occurrence_dense(i2t, k).astype(float))),
+        }
+    chance = random_retrieval_hubness(test.n_images, test.n_texts, k)
+    return {
+        "data": COCO.name,
+        "split": {"seed": 0, "fit_images": fit.n_images, "test_images": test.n_images},
+        "k": k,
+        "skewness": rows,
+        "chance": chance,
+    }
+
+
+@table("hubness-corrections-coco500", "docs/measures.md", "hubness-corrections-coco500")
+def _hubness_corrections_table(doc: dict) -> str:
+    rows = [[n, fmt(v["t2i"], 2), fmt(v["i2t"], 2)] for n, v in doc["skewness"].items()]
+    chance = doc["chance"]
+    skew_chance = chance["skew"] if isinstance(chance, dict) else chance
+    rows.append(["random retrieval (chance)", fmt(skew_chance, 2), fmt(skew_chance, 2)])
+    s = doc["split"]
+    head = [f"N_{doc['k']} skewness, held-out half", "t2i", "i2t"]
+    note = (
+        f"Split seed {s['seed']}: corrections fitted on {s['fit_images']} images and their "
+        f"captions, counts on the other {s['test_images']} from the dense corrected float64 scores."
+    )
+    return _md(head, rows) + "\n\n" + note + " " + _source_line(doc)
+
+
+@producer("retrieval-coco500", "coco500")
+def _retrieval() -> dict:
+    from modgap.tasks.retrieval import retrieval_metrics
+
+    emb = _load(COCO)
+    return {
+        "data": COCO.name,
+        "all": retrieval_metrics(emb.image_emb, emb.text_emb, ks=(1, 5, 10)),
+        "folds5": retrieval_metrics(emb.image_emb, emb.text_emb, ks=(1, 5, 10), folds=5),
+    }
+
+
+@table("retrieval-coco500", "docs/tasks.md", "retrieval-coco500")
+def _retrieval_table(doc: dict) -> str:
+    rows = []
+    for label, m in (
+        ("all 500 images", doc["all"]),
+        ("5 folds of 100 images (`folds=5`)", doc["folds5"]),
+    ):
+        cells = [fmt(m[f"text_retrieval_recall@{k}"]) for k in (1, 5, 10)]
+        cells += [fmt(m[f"image_retrieval_recall@{k}"]) for k in (1, 5, 10)]
+        rows.append([label, *cells, fmt(m["rsum"], 1)])
+    head = ["protocol", "i→t R@1", "R@5", "R@10", "t→i R@1", "R@5", "R@10", "rSum"]
+    a = doc["all"]
+    ranks = (
+        f"median rank {fmt(a['i2t_median_rank'], 0)} (i→t) and {fmt(a['t2i_median_rank'], 0)} "
+        f"(t→i), mean rank {fmt(a['i2t_mean_rank'], 2)} and {fmt(a['t2i_mean_rank'], 2)}"
+    )
+    return _md(head, rows) + f"\n\nOn all 500: {ranks}. " + _source_line(doc)
+
+
+_CORRECTIONS = [
+    ("none", None, {}),
+    ("`CSLS(k=10)`", "csls", {}),
+    ("`InvertedSoftmax(beta=20)`", "inverted-softmax", {}),
+    ("`QBNorm(k=1, beta=20)`", "qb-norm", {}),
+    ("`InvertedSoftmax(beta=50)`", "inverted-softmax", {"beta": 50.0}),
+    ("`QBNorm(k=1, beta=50)`", "qb-norm", {"beta": 50.0}),
+]
+
+
+@producer("corrections-coco500", "coco500")
+def _corrections() -> dict:
+    from modgap.tasks.retrieval import retrieval_metrics
+    from modgap.tasks.scoring import get_correction
+
+    _quiet_threads()
+    emb = _load(COCO)
+    seeds = list(range(10))
+    runs: dict[str, list] = {label: [] for label, _, _ in _CORRECTIONS}
+    for seed in seeds:
+        fit, test = emb.split(0.5, seed=seed)
+        for label, name, params in _CORRECTIONS:
+            corr = None if name is None else get_correction(name, **params).fit(fit)
+            m = retrieval_metrics(
+                test.image_emb, test.text_emb, test.text_to_image, correction=corr
+            )
+            runs[label].append(
+                {
+                    "i2t_r1": m["text_retrieval_recall@1"],
+                    "t2i_r1": m["image_retrieval_recall@1"],
+                    "rsum": m["rsum"],
+                }
+            )
+    return {"data": COCO.name, "seeds": seeds, "test_fraction": 0.5, "runs": runs}
+
+
+def _mean_se(values: list[float]) -> tuple[float, float]:
+    a = np.asarray(values, dtype=float)
+    return float(a.mean()), float(a.std(ddof=1) / math.sqrt(len(a)))
+
+
+@table("corrections-coco500", "docs/tasks.md", "corrections-coco500")
+def _corrections_table(doc: dict) -> str:
+    runs = doc["runs"]
+    base = runs["none"]
+    rows = []
+    for label, rs in runs.items():
+        cells = [label]
+        for key in ("i2t_r1", "t2i_r1"):
+            mean, _ = _mean_se([r[key] for r in rs])
+            cells.append(fmt(mean))
+            if label == "none":
+                cells.append("")
+                continue
+            d, se = _mean_se([r[key] - b[key] for r, b in zip(rs, base, strict=True)])
+            text = f"{d:+.3f} ± {se:.3f}".replace("-", "−")
+            cells.append(f"**{text}**" if d - 2 * se > 0 else text)
+        cells.append(fmt(_mean_se([r["rsum"] for r in rs])[0], 1))
+        rows.append(cells)
+    head = ["correction", "i→t R@1", "change", "t→i R@1", "change", "rSum"]
+    note = (
+        f"{len(doc['seeds'])} random splits (seeds {doc['seeds'][0]}–{doc['seeds'][-1]}); "
+        "mean R@1, the mean change against none ± its standard error (bold: more than two "
+        "standard errors above 0)."
+    )
+    return _md(head, rows) + "\n\n" + note + " " + _source_line(doc)
+
+
+def _bench(transductive: bool) -> dict:
+    from modgap.bench import run_bench
+    from modgap.tasks.scoring import CORRECTIONS
+
+    _quiet_threads()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        doc, _ = run_bench(
+            _load(COCO),
+            transductive=transductive,
+            seed=0,
+            repeats=3,
+            corrections=list(CORRECTIONS),
+        )
+    for row in doc["results"].values():
+        row.pop("details", None)
+    doc["provenance"] = {
+        k: doc["provenance"][k] for k in ("versions", "python") if k in doc["provenance"]
+    }
+    return doc
+
+
+@producer(
+    "bench-coco500-heldout",
+    "coco500",
+    "modgap bench ../shared/data/real/coco500_clip_vitb16.npz --repeats 3 "
+    "--corrections csls,inverted-softmax,qb-norm --out DIR",
+)
+def _bench_heldout() -> dict:
+    return _bench(False)
+
+
+@producer(
+    "bench-coco500-transductive",
+    "coco500",
+    "modgap bench ../shared/data/real/coco500_clip_vitb16.npz --repeats 3 --transductive "
+    "--corrections csls,inverted-softmax,qb-norm --out DIR",
+)
+def _bench_transductive() -> dict:
+    return _bench(True)
+
+
+def _bench_table(doc: dict) -> str:
+    from modgap.report.tables import summary_markdown
+
+    s = doc["setting"]
+    lines = [
+        summary_markdown(doc),
+        "",
+        f"{s['protocol']}: {s['protocol_note']} (seeds {s['seeds'][0]}–{s['seeds'][-1]}, "
+        f"{s['n_fit_images']:.0f} fit / {s['n_eval_images']:.0f} evaluated images). Mean ± "
+        f"half-width of the {s['interval']}; ▲/▼: better/worse than none (the interval of the "
+        "paired difference excludes 0); bold: best.",
+    ]
+    verdicts = doc.get("verdicts", {}).get("retrieval", [])
+    if verdicts:
+        lines += ["", "Retrieval verdicts (the paired rSum difference against none):", ""]
+        lines += [f"- {v}" for v in verdicts]
+    if doc.get("skipped"):
+        lines += [""] + [f"- skipped `{n}`: {why}" for n, why in doc["skipped"].items()]
+    return "\n".join(lines) + "\n\n" + _source_line(doc)
+
+
+table("bench-coco500-heldout", "docs/bench.md", "bench-coco500-heldout")(_bench_table)
+table("bench-coco500-transductive", "docs/bench.md", "bench-coco500-transductive")(_bench_table)
+
+
+@producer("reducers-coco500", "coco500")
+def _reducers() -> dict:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import reducers_table
+
+    _quiet_threads()
+    return reducers_table.build_data(COCO)
+
+
+def _reducers_rows(results: list[dict]) -> list[list[str]]:
+    return [
+        [
+            r["label"],
+            fmt(r["centroid_gap"]),
+            fmt(r["rmg"]),
+            fmt(r["itr"], 2),
+            fmt(r["tir"], 2),
+            fmt(r["i2t_r1"]),
+            fmt(r["t2i_r1"]),
+        ]
+        for r in results
+    ]
+
+
+_REDUCER_HEAD = ["reducer", "centroid gap", "RMG", "ITR", "TIR", "i→t R@1", "t→i R@1"]
+
+
+@table("reducers-coco500-transductive", "docs/reducers.md", "reducers-coco500")
+def _reducers_transductive(doc: dict) -> str:
+    return (
+        f"**Transductive** (fit and transform all {doc['n_pairs']} pairs):\n\n"
+        + _md(_REDUCER_HEAD, _reducers_rows(doc["transductive"]))
+        + "\n\n"
+        + _source_line(doc)
+    )
+
+
+@table("reducers-coco500-heldout", "docs/reducers.md", "reducers-coco500")
+def _reducers_heldout(doc: dict) -> str:
+    return (
+        f"**Held-out** (fit on {doc['fit_images']} images and their captions, transform the "
+        f"other {doc['test_images']}; split by image, seed 0):\n\n"
+        + _md(_REDUCER_HEAD, _reducers_rows(doc["heldout"]))
+        + "\n\n"
+        + _source_line(doc)
+    )

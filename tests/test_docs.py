@@ -1,0 +1,94 @@
+"""The results tables of the docs are renderings of committed data, and the data are current.
+
+``scripts/docs_tables.py`` (``scripts/docstables/``) renders every ``<!-- table:ID -->`` block
+from ``docs/data/*.json``; these tests fail when a block was edited by hand, when its data file
+is missing, and when a quick producer no longer reproduces its committed data (the library
+changed the numbers: run ``make docs``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import docstables as dt  # noqa: E402
+
+
+def test_every_block_matches_its_data():
+    assert dt.problems() == []
+
+
+def test_every_table_has_a_block_and_every_block_a_table():
+    found = dt.blocks()
+    assert set(found) == set(dt.TABLES)
+    for tid, (path, _) in found.items():
+        assert path.relative_to(ROOT).as_posix() == dt.TABLES[tid].doc, tid
+
+
+def test_check_catches_a_hand_edit_and_a_missing_file(tmp_path, monkeypatch):
+    (tmp_path / "docs").mkdir()
+    shutil.copytree(ROOT / "docs" / "data", tmp_path / "docs" / "data")
+    for md in (ROOT / "docs").glob("*.md"):
+        shutil.copy(md, tmp_path / "docs" / md.name)
+    shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    monkeypatch.setattr(dt, "ROOT", tmp_path)
+    monkeypatch.setattr(dt, "DATA_DIR", tmp_path / "docs" / "data")
+    assert dt.problems() == []
+    tasks = tmp_path / "docs" / "tasks.md"
+    tasks.write_text(tasks.read_text().replace("438.6", "438.7", 1))
+    (tmp_path / "docs" / "data" / "measures-coco500.json").unlink()
+    bad = dt.problems()
+    assert any("retrieval-coco500 differs" in b for b in bad), bad
+    assert any("measures-coco500.json is missing" in b for b in bad), bad
+    # render repairs what it can, and leaves the block without data alone
+    dt.render_all()
+    assert [b for b in dt.problems() if "differs" in b] == []
+
+
+def _close(a, b, path=""):
+    """Numeric leaves equal to 1e-9 relative (last-bit BLAS differences allowed)."""
+    if isinstance(a, dict):
+        assert set(a) == set(b), path
+        for k in a:
+            _close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _close(x, y, f"{path}[{i}]")
+    elif isinstance(a, int | float) and not isinstance(a, bool):
+        if isinstance(b, str):
+            b = float(b)
+        if math.isnan(a):
+            assert math.isnan(b), path
+        else:
+            assert b == pytest.approx(a, rel=1e-9, abs=1e-12), path
+    else:
+        assert a == b, path
+
+
+@pytest.mark.parametrize(
+    "pid",
+    ["measures-coco500", "retrieval-coco500", "corrections-coco500", "hubness-corrections-coco500"],
+)
+def test_quick_producers_reproduce_the_committed_data(pid, coco500_path, coco500_random_path):
+    committed = json.loads((dt.DATA_DIR / f"{pid}.json").read_text())
+    fresh = json.loads(json.dumps(dt._jsonable(dt.PRODUCERS[pid].run())))
+    for key in fresh:
+        _close(fresh[key], committed[key], key)
+
+
+def test_number_format():
+    assert dt.fmt(float("inf")) == "∞"
+    assert dt.fmt(-0.25) == "−0.250"
+    assert dt.fmt(1234) == "1,234"
+    assert dt.fmt("nan") == "nan"
+    assert dt.fmt(None) == "—"
