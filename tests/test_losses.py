@@ -323,3 +323,18 @@ def test_dias_default_weights_come_from_the_ablation_table():
         loss = DIASLoss(matching)
         assert loss.weights == {"dim": a, "inter": b, "intra": g}
     assert DIASLoss("triplet", alpha=0.0).weights["dim"] == 0.0  # explicit 0 switches off
+
+
+def test_dias_loss_from_a_config_and_overrides():
+    from modgap.train.config import LossConfig as FromConfig
+    from modgap.train.losses import LossConfig
+
+    assert FromConfig is LossConfig  # one list of parameters, re-exported for configs
+    cfg = LossConfig(matching="infonce", alpha=0.25, mask_rule="topk", mask_k=3)
+    loss = DIASLoss(cfg)
+    assert loss.config == cfg and loss.weights["dim"] == 0.25
+    assert isinstance(loss.matching, InfoNCELoss) and loss.inter.k == 3
+    over = DIASLoss(cfg, alpha=0.0)
+    assert over.weights["dim"] == 0.0 and cfg.alpha == 0.25  # the config is not modified
+    with pytest.raises(ModgapError, match="unknown DIASLoss parameter.*alpah.*valid: alpha"):
+        DIASLoss("triplet", alpah=1.0)

@@ -96,6 +96,7 @@ _EXPORTS: dict[str, str] = {
     "read_caption_file": "datasets.caption_file",
     # training
     "DIASLoss": "train",
+    "LossConfig": "train",
     "InfoNCELoss": "train",
     "TripletLoss": "train",
     "DimensionAlignmentLoss": "train",

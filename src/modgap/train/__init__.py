@@ -14,6 +14,7 @@ from .losses import (
     InfoNCELoss,
     InterModalityLoss,
     IntraModalityLoss,
+    LossConfig,
     TripletLoss,
     sparse_mask,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "InfoNCELoss",
     "InterModalityLoss",
     "IntraModalityLoss",
+    "LossConfig",
     "MatchingModel",
     "TrainConfig",
     "Trainer",

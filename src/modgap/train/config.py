@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from ..errors import ModgapError
-from .losses import DEFAULT_WEIGHTS, MASK_RULES, MATCHING_LOSSES
+from .losses import DEFAULT_WEIGHTS, MASK_RULES, MATCHING_LOSSES, LossConfig
 from .model import POOLINGS
 
 __all__ = [
@@ -91,30 +91,6 @@ class ModelConfig:
     gru_layers: int = 1
     image_dim: int | None = None
     text_dim: int | None = None
-
-
-@dataclass
-class LossConfig:
-    """The objective: ``L_match + alpha L_dim + beta L_inter + gamma L_intra``.
-
-    A weight left out (``None``) takes the ablation's default for the matching loss
-    (:data:`modgap.train.losses.DEFAULT_WEIGHTS`); 0 switches its term off.
-    """
-
-    matching: str = "triplet"
-    alpha: float | None = None
-    beta: float | None = None
-    gamma: float | None = None
-    lambda_off: float = 0.005
-    mask_rule: str = "mean_std"
-    mask_k: int = 5
-    mask_std_scale: float = 1.0
-    margin: float = 0.2
-    max_violation: bool = True
-    warmup_epochs: int = 0
-    reduction: str = "sum"
-    temperature: float = 0.07
-    learnable_temperature: bool = True
 
 
 @dataclass

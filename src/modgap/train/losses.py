@@ -19,7 +19,10 @@ References
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,6 +38,7 @@ __all__ = [
     "InfoNCELoss",
     "InterModalityLoss",
     "IntraModalityLoss",
+    "LossConfig",
     "TripletLoss",
     "positive_mask",
     "sparse_mask",
@@ -354,6 +358,31 @@ class IntraModalityLoss(_SpatialLoss):
         return _masked_mean((si - st).pow(2), m)
 
 
+@dataclass
+class LossConfig:
+    """The objective: ``L_match + alpha L_dim + beta L_inter + gamma L_intra``.
+
+    The one list of the objective's parameters: the ``loss`` section of a training config and
+    the arguments of :class:`DIASLoss`. A weight left out (``None``) takes the ablation's
+    default for the matching loss (:data:`DEFAULT_WEIGHTS`); 0 switches its term off.
+    """
+
+    matching: str = "triplet"
+    alpha: float | None = None
+    beta: float | None = None
+    gamma: float | None = None
+    lambda_off: float = 0.005
+    mask_rule: str = "mean_std"
+    mask_k: int = 5
+    mask_std_scale: float = 1.0
+    margin: float = 0.2
+    max_violation: bool = True
+    warmup_epochs: int = 0
+    reduction: str = "sum"
+    temperature: float = 0.07
+    learnable_temperature: bool = True
+
+
 class DIASLoss(nn.Module):
     r"""The DIAS objective: :math:`L = L_{match} + \alpha L_{dim} + \beta L_{inter} +
     \gamma L_{intra}`.
@@ -363,8 +392,10 @@ class DIASLoss(nn.Module):
 
     Parameters
     ----------
-    matching : {"triplet", "infonce"}
-        Matching loss.
+    config : LossConfig or {"triplet", "infonce"}
+        The objective (a training config's ``loss`` section), or the name of the matching loss.
+    **params
+        :class:`LossConfig` fields, overriding ``config``'s:
     alpha, beta, gamma : float, optional
         Weights of ``L_dim``, ``L_inter``, ``L_intra`` (``>= 0``; 0 switches a term off).
         ``None`` takes the ablation's choice for ``matching`` (:data:`DEFAULT_WEIGHTS`).
@@ -380,24 +411,20 @@ class DIASLoss(nn.Module):
         :class:`InfoNCELoss` parameters.
     """
 
-    def __init__(
-        self,
-        matching: str = "triplet",
-        alpha: float | None = None,
-        beta: float | None = None,
-        gamma: float | None = None,
-        lambda_off: float = 0.005,
-        mask_rule: str = "mean_std",
-        mask_k: int = 5,
-        mask_std_scale: float = 1.0,
-        margin: float = 0.2,
-        max_violation: bool = True,
-        warmup_epochs: int = 0,
-        reduction: str = "sum",
-        temperature: float = 0.07,
-        learnable_temperature: bool = True,
-    ):
+    def __init__(self, config: LossConfig | str = "triplet", **params: Any):
         super().__init__()
+        fields = {f.name for f in dataclasses.fields(LossConfig)}
+        unknown = sorted(set(params) - fields)
+        if unknown:
+            valid = ", ".join(sorted(fields))
+            raise ModgapError(f"unknown DIASLoss parameter(s) {', '.join(unknown)}; valid: {valid}")
+        if isinstance(config, LossConfig):
+            config = dataclasses.replace(config, **params)
+        else:
+            config = LossConfig(matching=config, **params)
+        self.config = config
+        c = config
+        matching, alpha, beta, gamma = c.matching, c.alpha, c.beta, c.gamma
         if matching not in MATCHING_LOSSES:
             raise ModgapError(
                 f"unknown matching loss {matching!r} (choose from {', '.join(MATCHING_LOSSES)})"
@@ -410,13 +437,13 @@ class DIASLoss(nn.Module):
             if not (w >= 0 and math.isfinite(w)):
                 raise ModgapError(f"loss weight {name} must be a finite number >= 0, got {w}")
         if matching == "triplet":
-            self.matching = TripletLoss(margin, max_violation, warmup_epochs, reduction)
+            self.matching = TripletLoss(c.margin, c.max_violation, c.warmup_epochs, c.reduction)
         else:
-            self.matching = InfoNCELoss(temperature, learnable_temperature)
+            self.matching = InfoNCELoss(c.temperature, c.learnable_temperature)
         self.weights = {"dim": float(alpha), "inter": float(beta), "intra": float(gamma)}
-        self.dim = DimensionAlignmentLoss(lambda_off)
-        self.inter = InterModalityLoss(mask_rule, mask_k, mask_std_scale)
-        self.intra = IntraModalityLoss(mask_rule, mask_k, mask_std_scale)
+        self.dim = DimensionAlignmentLoss(c.lambda_off)
+        self.inter = InterModalityLoss(c.mask_rule, c.mask_k, c.mask_std_scale)
+        self.intra = IntraModalityLoss(c.mask_rule, c.mask_k, c.mask_std_scale)
 
     def forward(
         self, v: torch.Tensor, t: torch.Tensor, ids: torch.Tensor | None = None, epoch: int = 0

@@ -226,23 +226,7 @@ def check_model_size(cfg: TrainConfig, data: FeatureSet, device: torch.device) -
 
 
 def build_loss(cfg: TrainConfig) -> DIASLoss:
-    lo = cfg.loss
-    return DIASLoss(
-        matching=lo.matching,
-        alpha=lo.alpha,
-        beta=lo.beta,
-        gamma=lo.gamma,
-        lambda_off=lo.lambda_off,
-        mask_rule=lo.mask_rule,
-        mask_k=lo.mask_k,
-        mask_std_scale=lo.mask_std_scale,
-        margin=lo.margin,
-        max_violation=lo.max_violation,
-        warmup_epochs=lo.warmup_epochs,
-        reduction=lo.reduction,
-        temperature=lo.temperature,
-        learnable_temperature=lo.learnable_temperature,
-    )
+    return DIASLoss(cfg.loss)
 
 
 # -- checkpoint helpers ---------------------------------------------------------------------------
