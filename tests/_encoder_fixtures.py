@@ -99,6 +99,9 @@ _BUILT: dict[str, Path] = {}
 
 def shared_tiny_model(kind: str, tmp_path_factory) -> Path:
     """Build each tiny model once per test session (building imports transformers: slow)."""
+    from conftest import require
+
+    require("transformers", *(("sentence_transformers",) if kind == "st" else ()))
     if kind not in _BUILT:
         folder = tmp_path_factory.mktemp(kind)
         build = {"hf_clip": make_tiny_hf_clip, "st": make_tiny_sentence_transformer}[kind]

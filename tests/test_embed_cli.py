@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from _encoder_fixtures import shared_tiny_model
+from conftest import needs
 from modgap.cli import main
 from modgap.encoders import load_encoder
 from modgap.io import read_embeddings
@@ -99,7 +100,9 @@ def test_embed_rewrites_existing_folder_atomically(tiny_clip, captioned, tmp_pat
     ("setup", "message"),
     [
         ("bad_model", "unknown model spec 'nonsense'"),
-        ("missing_model", "cannot load Hugging Face CLIP model"),
+        pytest.param(
+            "missing_model", "cannot load Hugging Face CLIP model", marks=needs("transformers")
+        ),
         ("missing_image", "line 2: image 'zz.png' not found"),
         ("no_column", "no caption column"),
     ],

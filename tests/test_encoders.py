@@ -352,6 +352,9 @@ def _fashion(n: int):
 
 @pytest.fixture(scope="module")
 def pocket():
+    from conftest import POCKET_MODULES, require
+
+    require(*POCKET_MODULES)
     from modgap.encoders.pocket import PocketEncoder
 
     return PocketEncoder(device="cpu")
