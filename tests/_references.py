@@ -8,9 +8,19 @@ import numpy as np
 TIE = 1e-12
 
 
+#: block sizes and thread counts every fast path is checked at (results must not depend on them)
+BLOCKS = [1, 7, 97, 4096]
+THREADS = [1, 2]
+
+
 def unit(a):
     a = np.asarray(a, dtype=np.float64)
     return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
+def unit32(a):
+    """Unit rows in float32 (what the library's kernels receive)."""
+    return unit(a).astype(np.float32)
 
 
 def ratio(same: int, other: int) -> float:

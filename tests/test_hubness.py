@@ -3,35 +3,20 @@ against a simulation, and the real COCO-500 file."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import skew
 
 import _references as ref
+from modgap.compute import limit_threads
 from modgap.errors import ModgapError
 from modgap.measures.hubness import hubness, k_occurrence, random_retrieval_hubness
 
-BLOCKS = [1, 7, 97, 4096]
-THREADS = [1, 2]
-
-
-@contextmanager
-def torch_threads(n: int):
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def _unit(a):
-    return (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)
+BLOCKS, THREADS = ref.BLOCKS, ref.THREADS
+torch_threads = limit_threads
+_unit = ref.unit32
 
 
 def _duplicated(n_i=150, n_t=260, d=128, seed=2):

@@ -5,38 +5,23 @@ optimistic tie rule; at several block sizes and thread counts, on data full of e
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from functools import cache
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import _references as ref
-from modgap.compute import Compute
+from modgap.compute import Compute, limit_threads
 from modgap.embeddings import EmbeddingSet
 from modgap.errors import ModgapError, NotFittedError
 from modgap.tasks.retrieval import retrieval_metrics, retrieval_ranks
 from modgap.tasks.scoring import CSLS, InvertedSoftmax, QBNorm
 
-BLOCKS = [1, 7, 97, 4096]
-THREADS = [1, 2]
-
-
-@contextmanager
-def torch_threads(n: int):
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def _unit(a):
-    return (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)
+BLOCKS, THREADS = ref.BLOCKS, ref.THREADS
+torch_threads = limit_threads
+_unit = ref.unit32
 
 
 @cache

@@ -7,7 +7,6 @@ float64 reference at several block sizes and thread counts (modgap._ties)."""
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -15,28 +14,16 @@ import torch
 
 import _references as ref
 from modgap._ties import TIE_TOL, count_above, exact_scores, fixed_scores, score_window
+from modgap.compute import limit_threads
 from modgap.measures.neighbours import mixed_neighbour_diagnostics
 from modgap.reducers._graph import bipartite_knn_graph
 from modgap.tasks.mixed import mixed_search_metrics
 from modgap.tasks.retrieval import retrieval_ranks
 from modgap.tasks.zeroshot import zero_shot_metrics
 
-BLOCKS = [1, 7, 97, 4096]
-THREADS = [1, 2]
-
-
-@contextmanager
-def torch_threads(n: int):
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def _unit(a):
-    return (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)
+BLOCKS, THREADS = ref.BLOCKS, ref.THREADS
+torch_threads = limit_threads
+_unit = ref.unit32
 
 
 def _duplicated(n_i=300, captions=2, d=512, seed=5, noise=3.0):

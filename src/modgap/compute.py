@@ -17,7 +17,7 @@ import contextvars
 import dataclasses
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from .errors import ModgapError
@@ -27,6 +27,7 @@ __all__ = [
     "Compute",
     "current",
     "device_for",
+    "limit_threads",
     "parse_bytes",
     "resolve",
     "resolve_device",
@@ -165,22 +166,9 @@ class Compute:
         room = int(self.memory_budget * share) // max(1, buffers * max(1, int(row_bytes)))
         return max(1, min(int(cap), room))
 
-    @contextmanager
-    def threads_limit(self) -> Iterator[None]:
+    def threads_limit(self) -> AbstractContextManager[None]:
         """Limit torch and BLAS/OpenMP threads to ``threads`` inside the block (no-op if None)."""
-        if self.threads is None:
-            yield
-            return
-        import torch
-        from threadpoolctl import threadpool_limits
-
-        old = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-        try:
-            with threadpool_limits(self.threads):
-                yield
-        finally:
-            torch.set_num_threads(old)
+        return limit_threads(self.threads)
 
     def describe(self) -> dict:
         """For provenance records."""
@@ -190,6 +178,24 @@ class Compute:
             "threads": self.threads,
             "seed": self.seed,
         }
+
+
+@contextmanager
+def limit_threads(n: int | None) -> Iterator[None]:
+    """Limit torch and BLAS/OpenMP threads to ``n`` inside the block (no-op for None)."""
+    if n is None:
+        yield
+        return
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        with threadpool_limits(n):
+            yield
+    finally:
+        torch.set_num_threads(old)
 
 
 _DEFAULT = Compute()

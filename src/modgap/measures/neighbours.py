@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from contextlib import contextmanager
 from typing import Any
 
-from ..compute import Compute, device_for, resolve
+from ..compute import Compute, device_for, limit_threads, resolve
 from ._common import unit_rows
 
 __all__ = ["mixed_neighbour_diagnostics", "ratio"]
@@ -16,21 +15,6 @@ __all__ = ["mixed_neighbour_diagnostics", "ratio"]
 #: below this many multiply-adds per block, torch's thread pool costs more than it gives (on a
 #: busy machine a 2x2 block loop ran 100x slower with all threads than with one).
 _SERIAL_BLOCK_WORK = 2_000_000
-
-
-@contextmanager
-def _torch_threads(n: int | None):
-    import torch
-
-    if n is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 # nearest-neighbour candidates kept beyond the first, to decide near-ties exactly
@@ -199,7 +183,7 @@ def mixed_neighbour_diagnostics(
     del Xn, Yn
     eff = min(block_size, max(Xt.shape[0], Yt.shape[0]))
     small = eff * eff * Xt.shape[1] < _SERIAL_BLOCK_WORK
-    with torch.no_grad(), _torch_threads(1 if small else None):
+    with torch.no_grad(), limit_threads(1 if small else None):
         done = 0
         total = Xt.shape[0] + Yt.shape[0]
 
