@@ -100,3 +100,25 @@ def single_thread():
             yield
     finally:
         torch.set_num_threads(old)
+
+
+# -- tiny hub models, built once per session and never downloaded -----------------------------
+@pytest.fixture
+def offline_hub(monkeypatch):
+    """No network for Hugging Face: every model comes from a local folder."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def hf_clip_dir(tmp_path_factory):
+    from _encoder_fixtures import shared_tiny_model
+
+    return shared_tiny_model("hf_clip", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def st_dir(tmp_path_factory):
+    from _encoder_fixtures import shared_tiny_model
+
+    return shared_tiny_model("st", tmp_path_factory)

@@ -8,21 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from _encoder_fixtures import shared_tiny_model
 from conftest import needs
 from modgap.cli import main
 from modgap.encoders import load_encoder
 from modgap.io import read_embeddings
 
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
-    return shared_tiny_model("hf_clip", tmp_path_factory)
+pytestmark = pytest.mark.usefixtures("offline_hub")
 
 
 @pytest.fixture
@@ -45,12 +36,12 @@ def captioned(tmp_path):
     return folder, csv, names
 
 
-def test_embed_writes_clip_retrieval_folder(tiny_clip, captioned, tmp_path, capsys):
+def test_embed_writes_clip_retrieval_folder(hf_clip_dir, captioned, tmp_path, capsys):
     import pyarrow.parquet as pq
 
     folder, csv, names = captioned
     out = tmp_path / "out"
-    code = main(["embed", str(folder), str(csv), "--model", f"hf:{tiny_clip}", "--out", str(out),
+    code = main(["embed", str(folder), str(csv), "--model", f"hf:{hf_clip_dir}", "--out", str(out),
                  "--no-progress"])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     assert "wrote" in capsys.readouterr().out
@@ -58,7 +49,7 @@ def test_embed_writes_clip_retrieval_folder(tiny_clip, captioned, tmp_path, caps
     txt = np.load(out / "text_emb" / "text_emb_0.npy")
     assert img.shape == (3, 16) and txt.shape == (4, 16)
     # the same vectors as the adapter gives directly
-    enc = load_encoder(f"hf:{tiny_clip}", device="cpu")
+    enc = load_encoder(f"hf:{hf_clip_dir}", device="cpu")
     np.testing.assert_allclose(img, enc.encode_images([folder / n for n in names]), atol=1e-5)
     captions = ["a photo of the cat", "a red car", "a blue shoe", "the cat on the bag"]
     np.testing.assert_allclose(txt, enc.encode_texts(captions), atol=1e-5)
@@ -69,7 +60,7 @@ def test_embed_writes_clip_retrieval_folder(tiny_clip, captioned, tmp_path, caps
     assert list(emb.texts) == captions
 
 
-def test_embed_one_caption_per_image_has_caption_column(tiny_clip, captioned, tmp_path):
+def test_embed_one_caption_per_image_has_caption_column(hf_clip_dir, captioned, tmp_path):
     import pyarrow.parquet as pq
 
     folder, _, names = captioned
@@ -79,16 +70,16 @@ def test_embed_one_caption_per_image_has_caption_column(tiny_clip, captioned, tm
     ]
     jsonl.write_text("\n".join(json.dumps(r) for r in rows))
     out = tmp_path / "out"
-    assert main(["embed", str(folder), str(jsonl), "-m", f"hf:{tiny_clip}", "-o", str(out)]) == 0
+    assert main(["embed", str(folder), str(jsonl), "-m", f"hf:{hf_clip_dir}", "-o", str(out)]) == 0
     meta = pq.read_table(out / "metadata" / "metadata_0.parquet").to_pydict()
     assert meta["image_path"] == names
     assert meta["caption"] == [r["caption"] for r in rows]
 
 
-def test_embed_rewrites_existing_folder_atomically(tiny_clip, captioned, tmp_path):
+def test_embed_rewrites_existing_folder_atomically(hf_clip_dir, captioned, tmp_path):
     folder, csv, _ = captioned
     out = tmp_path / "out"
-    args = ["embed", str(folder), str(csv), "-m", f"hf:{tiny_clip}", "-o", str(out)]
+    args = ["embed", str(folder), str(csv), "-m", f"hf:{hf_clip_dir}", "-o", str(out)]
     assert main(args) == 0
     first = np.load(out / "img_emb" / "img_emb_0.npy")
     assert main(args) == 0

@@ -13,16 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from _encoder_fixtures import shared_tiny_model
 from modgap.encoders import load_encoder, preprocess_images
 from modgap.encoders.base import load_image
 from modgap.errors import InputError, ModgapError
 
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+pytestmark = pytest.mark.usefixtures("offline_hub")
 
 
 def _images(n: int, size: int = 32, seed: int = 0) -> list[Image.Image]:
@@ -88,9 +83,6 @@ def test_unknown_spec_and_device():
 
 
 # ------------------------------------------------------------------------ Hugging Face CLIP --
-@pytest.fixture(scope="module")
-def hf_clip_dir(tmp_path_factory):
-    return shared_tiny_model("hf_clip", tmp_path_factory)
 
 
 def test_hf_clip_matches_direct_model(hf_clip_dir):
@@ -157,9 +149,6 @@ def test_empty_inputs_are_errors(hf_clip_dir):
 
 
 # --------------------------------------------------------------------- sentence-transformers --
-@pytest.fixture(scope="module")
-def st_dir(tmp_path_factory):
-    return shared_tiny_model("st", tmp_path_factory)
 
 
 def test_sentence_transformers_texts(st_dir):

@@ -336,5 +336,5 @@ def test_dias_loss_from_a_config_and_overrides():
     assert isinstance(loss.matching, InfoNCELoss) and loss.inter.k == 3
     over = DIASLoss(cfg, alpha=0.0)
     assert over.weights["dim"] == 0.0 and cfg.alpha == 0.25  # the config is not modified
-    with pytest.raises(ModgapError, match="unknown DIASLoss parameter.*alpah.*valid: alpha"):
+    with pytest.raises(ModgapError, match=r"unknown DIASLoss parameter.*alpah.*valid: alpha"):
         DIASLoss("triplet", alpah=1.0)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import _references as ref
 from _references import neighbour_diagnostics
 from conftest import gapped_pairs
 from modgap.errors import InputError, ModgapError
@@ -19,9 +20,7 @@ from modgap.measures import (
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def _unit(a):
-    a = np.asarray(a, dtype=np.float64)
-    return a / np.linalg.norm(a, axis=1, keepdims=True)
+_unit = ref.unit
 
 
 # -- centroid gap -------------------------------------------------------------------------------

@@ -10,13 +10,8 @@ import pytest
 
 from conftest import gapped_pairs
 from modgap.errors import InputError
+from modgap.measures import accumulators as acc
 from modgap.measures import (
-    AlignmentAccumulator,
-    CentroidGapAccumulator,
-    FrechetAccumulator,
-    Moments,
-    PerDimensionGapAccumulator,
-    RMGAccumulator,
     alignment,
     centroid_gap,
     frechet_distance,
@@ -57,9 +52,9 @@ def test_unpaired_accumulators_equal_one_shot(seed):
     shards = {name: [] for name in one_shot}
     for i in range(k):
         xb, yb = X[cx[i] : cx[i + 1]], Y[cy[i] : cy[i + 1]]
-        shards["centroid"].append(CentroidGapAccumulator().update(xb, yb))
-        shards["per_dim"].append(PerDimensionGapAccumulator().update(xb, yb))
-        shards["frechet"].append(FrechetAccumulator().update(xb, None).update(None, yb))
+        shards["centroid"].append(acc.CentroidGapAccumulator().update(xb, yb))
+        shards["per_dim"].append(acc.PerDimensionGapAccumulator().update(xb, yb))
+        shards["frechet"].append(acc.FrechetAccumulator().update(xb, None).update(None, yb))
     got = {name: _merge_randomly(parts, rng).result() for name, parts in shards.items()}
 
     for key in ("centroid_gap", "centroid_cosine", "image_centroid_norm", "text_centroid_norm"):
@@ -75,9 +70,9 @@ def test_moments_chan_merge_is_stable_far_from_zero():
     # a large common offset: naive sum-of-squares would lose the variance to cancellation
     rng = np.random.default_rng(0)
     A = 1e6 + rng.standard_normal((1000, 3))
-    mo = Moments(covariance=True)
+    mo = acc.Moments(covariance=True)
     for lo in range(0, 1000, 137):
-        mo.merge(Moments(covariance=True).update(A[lo : lo + 137]))
+        mo.merge(acc.Moments(covariance=True).update(A[lo : lo + 137]))
     np.testing.assert_allclose(mo.mean, A.mean(0), rtol=1e-14)
     np.testing.assert_allclose(mo.cov(), np.cov(A, rowvar=False), rtol=1e-6)
 
@@ -97,30 +92,32 @@ def test_paired_accumulators_equal_one_shot(seed):
     rmg_parts = []
     for lo, hi in itertools.pairwise(cuts):
         texts = np.flatnonzero((t2i >= lo) & (t2i < hi))
-        rmg_parts.append(RMGAccumulator().update(X[lo:hi], Y[texts], t2i[texts] - lo))
+        rmg_parts.append(acc.RMGAccumulator().update(X[lo:hi], Y[texts], t2i[texts] - lo))
     assert _merge_randomly(rmg_parts, rng).result() == pytest.approx(rmg_ref, rel=1e-12)
 
     # alignment shards: matched rows, cut anywhere
     Xp = X[t2i]
     cuts = _cuts(240, rng, int(rng.integers(2, 9)))
-    parts = [AlignmentAccumulator().update(Xp[a:b], Y[a:b]) for a, b in itertools.pairwise(cuts)]
+    parts = [
+        acc.AlignmentAccumulator().update(Xp[a:b], Y[a:b]) for a, b in itertools.pairwise(cuts)
+    ]
     assert _merge_randomly(parts, rng).result() == pytest.approx(align_ref, rel=1e-12)
 
 
 def test_accumulator_errors():
     with pytest.raises(InputError, match="no image rows were accumulated"):
-        CentroidGapAccumulator().update(None, np.ones((2, 3))).result()
+        acc.CentroidGapAccumulator().update(None, np.ones((2, 3))).result()
     with pytest.raises(InputError, match="no pairs were accumulated"):
-        AlignmentAccumulator().result()
+        acc.AlignmentAccumulator().result()
     with pytest.raises(InputError, match="no pairs were accumulated"):
-        RMGAccumulator().result()
+        acc.RMGAccumulator().result()
     with pytest.raises(InputError, match="at least 2 rows of each modality"):
-        FrechetAccumulator().update(np.ones((1, 3)), np.ones((4, 3))).result()
+        acc.FrechetAccumulator().update(np.ones((1, 3)), np.ones((4, 3))).result()
     with pytest.raises(InputError, match="3 images but 2 texts"):
-        AlignmentAccumulator().update(np.ones((3, 3)), np.ones((2, 3)))
-    acc = FrechetAccumulator().update(np.ones((2, 3)), None)
+        acc.AlignmentAccumulator().update(np.ones((3, 3)), np.ones((2, 3)))
+    frechet = acc.FrechetAccumulator().update(np.ones((2, 3)), None)
     with pytest.raises(InputError, match="image rows have 3 dimensions but text rows 4"):
-        acc.update(None, np.ones((2, 4)))
-    a = CentroidGapAccumulator().update(np.ones((2, 3)), np.ones((2, 3)))
+        frechet.update(None, np.ones((2, 4)))
+    a = acc.CentroidGapAccumulator().update(np.ones((2, 3)), np.ones((2, 3)))
     with pytest.raises(InputError, match="cannot merge moments of width 4 into width 3"):
-        a.merge(CentroidGapAccumulator().update(np.ones((2, 4)), np.ones((2, 4))))
+        a.merge(acc.CentroidGapAccumulator().update(np.ones((2, 4)), np.ones((2, 4))))

@@ -7,6 +7,7 @@ import pytest
 from scipy.linalg import sqrtm
 from scipy.special import logsumexp
 
+import _references as ref
 from conftest import gapped_pairs
 from modgap.errors import InputError
 from modgap.measures import (
@@ -22,9 +23,7 @@ from modgap.measures.frechet import frechet_from_moments
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def _unit(a):
-    a = np.asarray(a, dtype=np.float64)
-    return a / np.linalg.norm(a, axis=1, keepdims=True)
+_unit = ref.unit
 
 
 # -- linear separability ------------------------------------------------------------------------

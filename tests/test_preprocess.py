@@ -16,7 +16,6 @@ import pytest
 import torch
 from PIL import Image
 
-from _encoder_fixtures import shared_tiny_model
 from _preprocess_reference import OPENAI_MEAN, OPENAI_STD, open_clip_eval_reference, photos
 from modgap.encoders import load_encoder, preprocess_images
 from modgap.encoders._preprocess import (
@@ -28,11 +27,7 @@ from modgap.encoders._preprocess import (
 from modgap.encoders.openclip import open_clip_transform
 from modgap.errors import ModgapError, ModgapNotice
 
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+pytestmark = pytest.mark.usefixtures("offline_hub")
 
 
 @pytest.fixture(scope="module")
@@ -194,11 +189,6 @@ def _reference_pixels(cfg: dict, images) -> torch.Tensor:
     kwargs = {k: v for k, v in cfg.items() if not k.endswith("_type")}
     out = _pil_clip_processor_class()(**kwargs)(images=list(images), return_tensors="np")
     return torch.from_numpy(np.asarray(out["pixel_values"], dtype=np.float32))
-
-
-@pytest.fixture(scope="module")
-def hf_clip_dir(tmp_path_factory):
-    return shared_tiny_model("hf_clip", tmp_path_factory)
 
 
 def _hf_folder(hf_clip_dir, folder, cfg: dict | None):

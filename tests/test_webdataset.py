@@ -20,22 +20,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from _encoder_fixtures import shared_tiny_model
 from modgap.cli import main
 from modgap.datasets.webdataset import expand_braces, find_shards, read_webdataset
 from modgap.encoders import load_encoder
 from modgap.errors import InputError
 from modgap.io import read_embeddings
 
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
-    return shared_tiny_model("hf_clip", tmp_path_factory)
+pytestmark = pytest.mark.usefixtures("offline_hub")
 
 
 # ---------------------------------------------------------------------------------- helpers --
@@ -268,16 +259,16 @@ def test_shard_names_unique_across_folders(tmp_path):
 
 
 # ------------------------------------------------------------------------------ modgap embed --
-def test_embed_several_shards_and_a_pattern(tiny_clip, shards, tmp_path, capsys):
+def test_embed_several_shards_and_a_pattern(hf_clip_dir, shards, tmp_path, capsys):
     import pyarrow.parquet as pq
 
     out = tmp_path / "out"
     pattern = str(shards / "{000000..000002}.tar")
-    assert embed(pattern, "-m", f"hf:{tiny_clip}", "-o", out, "--batch-size", "2") == 0
+    assert embed(pattern, "-m", f"hf:{hf_clip_dir}", "-o", out, "--batch-size", "2") == 0
     assert "wrote" in capsys.readouterr().out
     img = np.load(out / "img_emb" / "img_emb_0.npy")
     txt = np.load(out / "text_emb" / "text_emb_0.npy")
-    enc = load_encoder(f"hf:{tiny_clip}", device="cpu")
+    enc = load_encoder(f"hf:{hf_clip_dir}", device="cpu")
     direct = [Image.open(io.BytesIO(image_bytes(i))) for i in range(7)]
     np.testing.assert_allclose(img, enc.encode_images(direct, batch_size=2), atol=1e-6)
     captions = [f"a photo of the cat {i}" for i in range(7)]
@@ -286,14 +277,14 @@ def test_embed_several_shards_and_a_pattern(tiny_clip, shards, tmp_path, capsys)
     assert meta["image_path"][3] == "000001.tar/000003.png"
     assert meta["caption"] == captions
     # the folder of shards and the shard list give the same folder
-    same = ["-m", f"hf:{tiny_clip}", "--batch-size", "2"]
+    same = ["-m", f"hf:{hf_clip_dir}", "--batch-size", "2"]
     assert embed(shards, *same, "-o", tmp_path / "b") == 0
     assert embed(*sorted(shards.glob("*.tar")), *same, "-o", tmp_path / "c") == 0
     for other in ("b", "c"):
         np.testing.assert_array_equal(np.load(tmp_path / other / "img_emb" / "img_emb_0.npy"), img)
 
 
-def test_embed_keeps_several_captions_and_labels(tiny_clip, tmp_path):
+def test_embed_keeps_several_captions_and_labels(hf_clip_dir, tmp_path):
     samples = [
         {"__key__": f"s{i:07d}", "png": image_bytes(i), "txt": f"the cat\nthe dog {i}",
          "cls": str(i % 2)}
@@ -301,7 +292,7 @@ def test_embed_keeps_several_captions_and_labels(tiny_clip, tmp_path):
     ]  # fmt: skip
     write_tar(tmp_path / "0.tar", samples)
     out = tmp_path / "out"
-    assert embed(tmp_path / "0.tar", "-m", f"hf:{tiny_clip}", "-o", out) == 0
+    assert embed(tmp_path / "0.tar", "-m", f"hf:{hf_clip_dir}", "-o", out) == 0
     emb = read_embeddings(out)
     assert emb.n_images == 3 and emb.n_texts == 6
     np.testing.assert_array_equal(emb.text_to_image, [0, 0, 1, 1, 2, 2])
@@ -400,25 +391,25 @@ def test_embed_input_errors_before_the_model_loads(shards, tmp_path, capsys, set
     assert not out.exists()
 
 
-def test_embed_unreadable_image_names_shard_and_key(tiny_clip, shards, tmp_path, capsys):
+def test_embed_unreadable_image_names_shard_and_key(hf_clip_dir, shards, tmp_path, capsys):
     good = image_bytes(4)
     write_tar(shards / "000001.tar", [
         {"__key__": "000003", "png": image_bytes(3), "txt": "x"},
         {"__key__": "000004", "png": good[: len(good) // 2], "txt": "y"},  # cut-off image
     ])  # fmt: skip
     out = tmp_path / "out"
-    assert embed(shards, "-m", f"hf:{tiny_clip}", "-o", out) == 2
+    assert embed(shards, "-m", f"hf:{hf_clip_dir}", "-o", out) == 2
     assert_one_line_error(capsys, "000001.tar: sample '000004': cannot read image 000004.png")
     assert not out.exists()
     write_tar(shards / "000001.tar", [{"__key__": "000004", "jpg": b"\xff\xd8garbage", "txt": "y"}])
-    assert embed(shards, "-m", f"hf:{tiny_clip}", "-o", out) == 2
+    assert embed(shards, "-m", f"hf:{hf_clip_dir}", "-o", out) == 2
     assert_one_line_error(capsys, "sample '000004': cannot read image 000004.jpg")
 
 
-def test_embed_txt_captions_option(tiny_clip, tmp_path, capsys):
+def test_embed_txt_captions_option(hf_clip_dir, tmp_path, capsys):
     write_tar(tmp_path / "0.tar", [{"__key__": "a", "png": image_bytes(0), "txt": "l1\nl2"}])
     out = tmp_path / "out"
-    assert embed(tmp_path / "0.tar", "-m", f"hf:{tiny_clip}", "-o", out,
+    assert embed(tmp_path / "0.tar", "-m", f"hf:{hf_clip_dir}", "-o", out,
                  "--txt-captions", "file") == 0  # fmt: skip
     assert read_embeddings(out).n_texts == 1
     capsys.readouterr()

@@ -11,14 +11,8 @@ from typing import Any
 
 from ..compute import Compute, resolve
 from ..errors import ModgapError
-from .accumulators import (
-    AlignmentAccumulator,
-    CentroidGapAccumulator,
-    FrechetAccumulator,
-    Moments,
-    PerDimensionGapAccumulator,
-    RMGAccumulator,
-)
+from . import accumulators
+from .accumulators import *  # noqa: F403 - the mergeable accumulators, listed in its __all__
 from .alignment import alignment, cross_uniformity, uniformity
 from .centroid import centroid_gap, per_dimension_gap
 from .cosine import cosine_stats
@@ -30,12 +24,7 @@ from .separability import linear_separability
 
 __all__ = [
     "MEASURES",
-    "AlignmentAccumulator",
-    "CentroidGapAccumulator",
-    "FrechetAccumulator",
-    "Moments",
-    "PerDimensionGapAccumulator",
-    "RMGAccumulator",
+    *accumulators.__all__,
     "alignment",
     "centroid_gap",
     "cosine_stats",
