@@ -48,17 +48,8 @@ CLASS_SYNONYMS: dict[str, tuple[tuple[str, ...], bool]] = {
 }
 
 #: class names as they read in a zero-shot prompt ("a photo of a {}.")
-PROMPT_NAMES: tuple[str, ...] = (
-    "t-shirt",
-    "pair of trousers",
-    "pullover",
-    "dress",
-    "coat",
-    "sandal",
-    "shirt",
-    "sneaker",
-    "bag",
-    "ankle boot",
+PROMPT_NAMES: tuple[str, ...] = tuple(
+    {"trouser": "pair of trousers"}.get(name, name) for name in CLASS_NAMES
 )
 
 #: tone id -> adjectives; 0 = no adjective, 1 = dark garment, 2 = light garment

@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -154,6 +155,19 @@ class Encoder(ABC):
     @abstractmethod
     def _encode_text_batch(self, texts: list[str]) -> torch.Tensor: ...
 
+    def _batched(
+        self, items: list, batch_size: int, what: str, progress: bool, encode: Any
+    ) -> np.ndarray:
+        """``encode`` each batch without gradients, L2-normalise, concatenate; one bar."""
+        parts = []
+        with progress_bar(len(items), f"{self.name}: {what}", progress) as advance:
+            for start in range(0, len(items), batch_size):
+                batch = items[start : start + batch_size]
+                with torch.inference_mode():
+                    parts.append(_normalise(encode(batch)))
+                advance(len(batch))
+        return np.concatenate(parts)
+
     def encode_images(
         self, images: Sequence[ImageLike], batch_size: int | None = None, progress: bool = True
     ) -> np.ndarray:
@@ -162,16 +176,11 @@ class Encoder(ABC):
         if not images:
             raise ModgapError("no images to encode")
         batch_size = _check_batch(self.default_image_batch if batch_size is None else batch_size)
-        parts = []
-        with progress_bar(len(images), f"{self.name}: images", progress) as advance:
-            for start in range(0, len(images), batch_size):
-                batch = [
-                    load_image(im, self.image_mode) for im in images[start : start + batch_size]
-                ]
-                with torch.inference_mode():
-                    parts.append(_normalise(self._encode_image_batch(batch)))
-                advance(len(batch))
-        return np.concatenate(parts)
+
+        def encode(batch: list) -> torch.Tensor:
+            return self._encode_image_batch([load_image(im, self.image_mode) for im in batch])
+
+        return self._batched(images, batch_size, "images", progress, encode)
 
     def encode_texts(
         self, texts: Sequence[str], batch_size: int | None = None, progress: bool = True
@@ -183,14 +192,7 @@ class Encoder(ABC):
         if not texts:
             raise ModgapError("no texts to encode")
         batch_size = _check_batch(self.default_text_batch if batch_size is None else batch_size)
-        parts = []
-        with progress_bar(len(texts), f"{self.name}: texts", progress) as advance:
-            for start in range(0, len(texts), batch_size):
-                batch = texts[start : start + batch_size]
-                with torch.inference_mode():
-                    parts.append(_normalise(self._encode_text_batch(batch)))
-                advance(len(batch))
-        return np.concatenate(parts)
+        return self._batched(texts, batch_size, "texts", progress, self._encode_text_batch)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, device={str(self.device)!r})"

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from .._optional import require
 from ..compute import resolve_device
 from ..errors import ModgapError, notice
 from .base import Encoder, quiet_hf_loading
@@ -172,12 +173,8 @@ class HFClipEncoder(Encoder):
         device: str | torch.device | None = None,
         local_files_only: bool | None = None,
     ):
-        try:
-            from transformers import AutoTokenizer, CLIPModel
-        except ImportError:
-            raise ModgapError(
-                "hf: encoders need transformers: pip install 'modgap[encoders]'"
-            ) from None
+        transformers = require("transformers", "encoders", "the hf: encoders")
+        AutoTokenizer, CLIPModel = transformers.AutoTokenizer, transformers.CLIPModel
         self.name = f"hf:{name_or_path}"
         self.device = resolve_device(device)
         if local_files_only is None:

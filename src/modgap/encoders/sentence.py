@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from .._optional import require
 from ..compute import resolve_device
 from ..errors import ModgapError
 from .base import Encoder, quiet_hf_loading
@@ -22,12 +23,9 @@ class SentenceTransformerEncoder(Encoder):
     """
 
     def __init__(self, name_or_path: str, device: str | torch.device | None = None):
-        try:
-            from sentence_transformers import SentenceTransformer
-        except ImportError:
-            raise ModgapError(
-                "st: encoders need sentence-transformers: pip install 'modgap[encoders]'"
-            ) from None
+        SentenceTransformer = require(
+            "sentence_transformers", "encoders", "the st: encoders"
+        ).SentenceTransformer
         self.name = f"st:{name_or_path}"
         self.device = resolve_device(device)
         path = Path(name_or_path)
