@@ -666,7 +666,7 @@ def _(t):
     def edit(h, a):
         a["rotation_"] = a["rotation_"][:3, :3].copy()
         h["arrays"]["rotation_"] = [[3, 3], "float64"]
-        from modgap.reducers.base import _checksum
+        from modgap.reducers._persist import _checksum
 
         h["sha256"] = _checksum(a)
 
