@@ -1,4 +1,5 @@
-"""Training data helpers: the caption order of an epoch, image splits, and torch batches of a
+"""Training data: the train / validation / test sets a config names (checked against the model
+config), the caption order of an epoch, image splits, and torch batches of a
 :class:`~modgap.embeddings.FeatureSet` (the training view of paired data; its readers live in
 :mod:`modgap.io.precomp` and :mod:`modgap.io.features`)."""
 
@@ -8,9 +9,19 @@ import numpy as np
 import torch
 
 from ..embeddings import FeatureSet
-from ..errors import ModgapError
+from ..errors import InputError, ModgapError
+from ..io.features import load_features
+from ..io.precomp import Vocabulary, load_precomp
+from .config import PROTOCOLS, ConfigError, TrainConfig
 
-__all__ = ["epoch_order", "image_batch", "split_images", "text_batch"]
+__all__ = [
+    "build_data",
+    "epoch_order",
+    "eval_folds",
+    "image_batch",
+    "split_images",
+    "text_batch",
+]
 
 
 def text_batch(
@@ -74,3 +85,114 @@ def split_images(
             "test split"
         )
     return np.sort(rest[n_val:]), np.sort(rest[:n_val]), np.sort(test_idx)
+
+
+def _read_set(path: str, fmt: str = "embeddings") -> FeatureSet:
+    if fmt == "features":
+        return load_features(path)
+    from ..io import read_embeddings
+
+    return FeatureSet.from_embeddings(read_embeddings(path))
+
+
+def build_data(cfg: TrainConfig) -> tuple[FeatureSet, FeatureSet | None, FeatureSet | None]:
+    """``(train, val, test)`` from the config (val/test None when not configured)."""
+    d = cfg.data
+    if d.format == "precomp":
+        train = load_precomp(d.path, d.train_split, captions_per_image=d.captions_per_image)
+        vocab = train.metadata["vocab"]
+        if d.vocab_min_count > 1:
+            vocab = Vocabulary.build(train.captions, d.vocab_min_count)
+            train = load_precomp(d.path, d.train_split, vocab, d.captions_per_image)
+        val = test = None
+        if d.val_split:
+            val = load_precomp(d.path, d.val_split, vocab, d.captions_per_image)
+        if d.test_split:
+            test = load_precomp(d.path, d.test_split, vocab, d.captions_per_image)
+    else:
+        full = _read_set(d.path, d.format)
+        val = _read_set(d.val_path, d.format) if d.val_path else None
+        test = _read_set(d.test_path, d.format) if d.test_path else None
+        n_val = 0 if val is not None else d.val
+        n_test = 0 if test is not None or d.folds else d.test
+        if n_val == 0 and n_test == 0 and not d.folds:
+            train = full
+        else:
+            tr, va, te = split_images(
+                full.n_images, n_val, n_test, d.split_seed, d.folds if test is None else 0, d.fold
+            )
+            train = full.subset(tr)
+            if val is None and va.size:
+                val = full.subset(va)
+            if test is None and te.size:
+                test = full.subset(te)
+    if d.max_train_images is not None and train.n_images > d.max_train_images:
+        train = train.subset(np.arange(d.max_train_images))
+    _check_data(cfg, train, val, test)
+    return train, val, test
+
+
+def _check_data(cfg, train, val, test) -> None:
+    m = cfg.model
+    for name, part in (("validation", val), ("test", test)):
+        if part is None:
+            continue
+        if part.image_dim != train.image_dim:
+            raise InputError(
+                f"{name} image features have width {part.image_dim} but training features "
+                f"have {train.image_dim}",
+                part.source,
+            )
+        if part.text_kind != train.text_kind or part.text_dim != train.text_dim:
+            raise InputError(
+                f"{name} text inputs ({part.text_kind}, width {part.text_dim}) differ from the "
+                f"training ones ({train.text_kind}, width {train.text_dim})",
+                part.source,
+            )
+    if m.image_dim is not None and m.image_dim != train.image_dim:
+        raise ConfigError(
+            f"model.image_dim: config says {m.image_dim} but the image features have width "
+            f"{train.image_dim} ({train.source})"
+        )
+    if m.text_dim is not None and train.text_dim is not None and m.text_dim != train.text_dim:
+        raise ConfigError(
+            f"model.text_dim: config says {m.text_dim} but the text features have width "
+            f"{train.text_dim} ({train.source})"
+        )
+    if m.identity_init:
+        for side, w in (("image", train.image_dim), ("text", train.text_dim)):
+            if w is not None and w != m.joint_dim:
+                raise ConfigError(
+                    f"model.identity_init: the {side} features have width {w} but "
+                    f"joint_dim is {m.joint_dim}; identity initialisation needs them equal"
+                )
+    if train.n_texts < 2:
+        raise ConfigError(f"data: only {train.n_texts} training caption(s); need at least 2")
+    if cfg.eval.relevance == "class":
+        for name, part in (("training", train), ("validation", val), ("test", test)):
+            if part is not None and part.labels is None:
+                raise ConfigError(
+                    f"eval.relevance: 'class' needs image labels, and the {name} data has none"
+                )
+    folds = eval_folds(cfg)
+    for name, part in (("validation", val), ("test", test)):
+        if part is not None and folds and part.n_images < folds:
+            raise ConfigError(
+                f"eval: {folds} folds but the {name} split has only {part.n_images} images"
+            )
+    if cfg.eval.measures:
+        _check_measures(cfg.eval.measures)
+
+
+def _check_measures(names: list[str]) -> None:
+    from ..measures import resolve_measures
+
+    try:
+        resolve_measures(list(names))
+    except ModgapError as e:
+        raise ConfigError(f"eval.measures: {e}") from None
+
+
+def eval_folds(cfg: TrainConfig) -> int | None:
+    """Folds of the evaluation protocol (``eval.folds``, else the protocol's own)."""
+    return cfg.eval.folds if cfg.eval.folds is not None else PROTOCOLS[cfg.eval.protocol]
