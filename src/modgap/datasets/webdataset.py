@@ -41,6 +41,7 @@ from PIL import Image
 from .._progress import progress as progress_bar
 from ..errors import InputError
 from .caption_file import CAPTION_KEYS
+from .shards import SHARD_SUFFIXES, expand_braces, find_shards, shard_names
 
 __all__ = [
     "IMAGE_FIELDS",
@@ -65,159 +66,16 @@ IMAGE_FIELDS = (
     "pbm",
     "pnm",
 )
-SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 JSON_CAPTION_KEYS = ("caption", "captions", *(k for k in CAPTION_KEYS if k != "caption"))
 TXT_CAPTIONS = ("lines", "file")
 
 # the webdataset package's own split of a member name into (key, field)
 _KEY_FIELD = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
-_INT_RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)(?:\.\.-?(\d+))?$")
 _SMALL_FIELDS = ("txt", "json", "cls")
 # what a damaged or cut-off archive raises, from tarfile itself or its decompressors
 _TAR_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError)
 _IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 _COMPRESSION = ((b"\x1f\x8b", "gz"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"))
-
-
-# ------------------------------------------------------------------------------ shard lists --
-def expand_braces(pattern: str) -> list[str]:
-    """Expand a shard pattern the way webdataset and img2dataset write them (bash braces).
-
-    ``{000000..000009}`` is a range (zero-padded to the wider bound when a bound starts with
-    ``0``; ``{0..10..2}`` has a step), ``{a,b}`` a list; groups may repeat and nest. A brace
-    group that is neither stays literal, as in bash.
-
-    Raises
-    ------
-    InputError
-        Unbalanced braces.
-    """
-    start = pattern.find("{")
-    if start < 0:
-        if "}" in pattern:
-            raise InputError("unbalanced braces in shard pattern", pattern)
-        return [pattern]
-    end = _closing(pattern, start)
-    head, body, tail = pattern[:start], pattern[start + 1 : end], pattern[end + 1 :]
-    options = _brace_options(body)
-    if options is None:  # not a range or a list: literal braces around an expanded body
-        options = [f"{{{b}}}" for b in expand_braces(body)]
-    return [head + o + t for o in options for t in expand_braces(tail)]
-
-
-def _closing(pattern: str, start: int) -> int:
-    depth = 0
-    for i in range(start, len(pattern)):
-        depth += {"{": 1, "}": -1}.get(pattern[i], 0)
-        if depth == 0:
-            return i
-    raise InputError("unbalanced braces in shard pattern", pattern)
-
-
-def _brace_options(body: str) -> list[str] | None:
-    m = _INT_RANGE.match(body)
-    if m:
-        a, b, step = m.group(1), m.group(2), int(m.group(3) or 1) or 1
-        padded = any(s.lstrip("-").startswith("0") for s in (a, b) if s not in ("0", "-0"))
-        width = max(len(a), len(b)) if padded else 0
-        lo, hi = int(a), int(b)
-        values = range(lo, hi + 1, step) if lo <= hi else range(lo, hi - 1, -step)
-        return [f"{v:0{width}d}" for v in values]
-    parts, depth, last = [], 0, 0
-    for i, ch in enumerate(body):
-        depth += {"{": 1, "}": -1}.get(ch, 0)
-        if ch == "," and depth == 0:
-            parts.append(body[last:i])
-            last = i + 1
-    if not parts:
-        return None
-    parts.append(body[last:])
-    return [e for p in parts for e in expand_braces(p)]
-
-
-def _natural(name: str) -> list:
-    # 2.tar before 10.tar: CLIP_benchmark numbers its shards without padding
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
-
-
-def _is_shard_name(name: str) -> bool:
-    return not name.startswith(".") and name.lower().endswith(SHARD_SUFFIXES)
-
-
-def find_shards(sources: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
-    """The shard files named by ``sources``, in order.
-
-    Each source is a tar file, a folder (its ``.tar`` / ``.tar.gz`` / ``.tgz`` files, in
-    natural order: ``2.tar`` before ``10.tar``; not its subfolders) or a brace pattern such as
-    ``shards/{000000..000009}.tar``.
-
-    Raises
-    ------
-    InputError
-        A missing shard (named), a folder without shards, a shard listed twice.
-    """
-    if isinstance(sources, (str, os.PathLike)):
-        sources = [sources]
-    found: list[Path] = []
-    for source in sources:
-        text = os.fspath(source)
-        path = Path(text)
-        if "{" in text and not path.exists():
-            paths = [Path(p) for p in expand_braces(text)]
-            missing = [p for p in paths if not p.is_file()]
-            if missing:
-                raise InputError(
-                    f"shard not found ({len(missing)} of the {len(paths)} shards of {text} "
-                    "are missing)",
-                    os.fspath(missing[0]),
-                )
-            found += paths
-        elif path.is_dir():
-            shards = sorted(
-                (p for p in path.iterdir() if p.is_file() and _is_shard_name(p.name)),
-                key=lambda p: _natural(p.name),
-            )
-            if not shards:
-                raise InputError(_no_shards_message(path), text)
-            found += shards
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise InputError(
-                "not found (expected a .tar shard, a folder of shards or a pattern such as "
-                "shards/{000000..000009}.tar)",
-                text,
-            )
-    if not found:
-        raise InputError("no shards given")
-    seen: dict[str, Path] = {}
-    for p in found:
-        real = os.path.realpath(p)
-        if real in seen:
-            raise InputError("the same shard is given twice", os.fspath(p))
-        seen[real] = p
-    return found
-
-
-def _no_shards_message(folder: Path) -> str:
-    inner = sorted(
-        d.name
-        for d in folder.iterdir()
-        if d.is_dir() and any(_is_shard_name(p.name) for p in d.iterdir())
-    )
-    if inner:  # CLIP_benchmark's root folder: the shards live in test/ (and train/)
-        return f"no .tar shards in this folder, but its subfolder {inner[0]}/ has some: give that"
-    return (
-        "no .tar shards in this folder (a folder of image files needs its captions file: "
-        "modgap embed IMAGES_DIR CAPTIONS)"
-    )
-
-
-def _shard_names(shards: list[Path]) -> list[str]:
-    """Short, unique names for the ids: paths relative to the shards' common folder."""
-    absolute = [os.path.abspath(p) for p in shards]
-    root = os.path.commonpath([os.path.dirname(p) for p in absolute])
-    return [Path(os.path.relpath(p, root)).as_posix() for p in absolute]
 
 
 # ---------------------------------------------------------------------------------- the tar --
@@ -526,7 +384,7 @@ def read_webdataset(
             bar.advance()
     return WebDatasetIndex(
         shards,
-        _shard_names(shards),
+        shard_names(shards),
         sizes,
         members,
         keys,
