@@ -21,7 +21,14 @@ from typing import Any
 
 from ..errors import InputError, ModgapError
 
-__all__ = ["COMPARE_FORMAT", "compare", "load_entries", "render_compare"]
+__all__ = [
+    "COMPARE_FORMAT",
+    "compare",
+    "compare_html",
+    "load_entries",
+    "render_compare",
+    "write_compare",
+]
 
 COMPARE_FORMAT = "modgap.compare/1"
 
@@ -222,10 +229,39 @@ def render_compare(doc: dict) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def compare_html(doc: dict, title: str = "modgap compare") -> str:
+    """The comparison (:func:`modgap.report.compare.compare`) as a self-contained page."""
+    from ..provenance import jsonable
+    from .html import _CSS, _e, _table
+
+    header, rows = render_compare(doc)
+    entries = "".join(
+        f"<li><b>{_e(e['label'])}</b>: {_e(e['kind'])} — {_e(e['source'])}</li>"
+        for e in doc["entries"]
+    )
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
+            f"<h1>{_e(title)}</h1>",
+            f"<ul>{entries}</ul>",
+            _table(header, rows),
+            "<p class='note'>mean ± half-width of the 95% interval where the input has one "
+            "(benchmark results, embedding sets benchmarked here). ▲ / ▼: better / worse than "
+            "the first column, the interval of the difference excluding 0 (paired over the "
+            "same splits when both were scored on them, else the two intervals combined).</p>",
+            "<h2>Provenance</h2><pre>"
+            + _e(json.dumps(jsonable(doc.get("provenance", {})), indent=2))
+            + "</pre>",
+            "</body></html>",
+        ]
+    )
+
+
 def write_compare(doc: dict, out_dir: str | os.PathLike) -> Path:
     """``compare.json`` and ``report.html`` into ``out_dir``, as one unit."""
     from ..files import output_folder, write_json
-    from .html import compare_html
 
     out_dir = Path(out_dir)
     with output_folder(out_dir, marker="compare.json", what="--out") as tmp:

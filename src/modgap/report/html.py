@@ -15,7 +15,7 @@ from typing import Any
 
 from ..files import atomic_path
 
-__all__ = ["bench_document", "compare_html", "render_report", "write_bench", "write_report"]
+__all__ = ["bench_document", "render_report", "write_bench", "write_report"]
 
 #: the ``format`` entry of a benchmark's results.json
 BENCH_FORMAT = "modgap.bench/2"
@@ -210,36 +210,6 @@ def write_report(document: dict, views: dict | None, path: str | Path, **kwargs:
     with atomic_path(path, ".html") as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path
-
-
-def compare_html(doc: dict, title: str = "modgap compare") -> str:
-    """The comparison (:func:`modgap.report.compare.compare`) as a self-contained page."""
-    from ..provenance import jsonable
-    from .compare import render_compare
-
-    header, rows = render_compare(doc)
-    entries = "".join(
-        f"<li><b>{_e(e['label'])}</b>: {_e(e['kind'])} — {_e(e['source'])}</li>"
-        for e in doc["entries"]
-    )
-    return "\n".join(
-        [
-            "<!DOCTYPE html>",
-            '<html lang="en"><head><meta charset="utf-8">',
-            f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
-            f"<h1>{_e(title)}</h1>",
-            f"<ul>{entries}</ul>",
-            _table(header, rows),
-            "<p class='note'>mean ± half-width of the 95% interval where the input has one "
-            "(benchmark results, embedding sets benchmarked here). ▲ / ▼: better / worse than "
-            "the first column, the interval of the difference excluding 0 (paired over the "
-            "same splits when both were scored on them, else the two intervals combined).</p>",
-            "<h2>Provenance</h2><pre>"
-            + _e(json.dumps(jsonable(doc.get("provenance", {})), indent=2))
-            + "</pre>",
-            "</body></html>",
-        ]
-    )
 
 
 def bench_document(runs: dict[str, dict], warnings: list[str] | None = None) -> dict:
