@@ -77,12 +77,23 @@ def test_dimension_mismatch_parquet_pair_and_clip_shard(tmp_path, xy):
 
 
 # -- NaN / inf -------------------------------------------------------------------------------
+def _write_npz(path, x, y):
+    return _npz(path.with_suffix(".npz"), image_emb=x, text_emb=y)
+
+
+def _write_parquet(path, x, y):
+    path = path.with_suffix(".parquet")
+    pq.write_table(pa.table({"image_emb": x.tolist(), "text_emb": y.tolist()}), path)
+    return path
+
+
+@pytest.mark.parametrize("write", [_write_npz, _write_parquet], ids=["npz", "parquet"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_nan_inf_npz(tmp_path, xy, bad):
+def test_nan_inf_names_file_key_and_row(tmp_path, xy, bad, write):
     x, y = xy
     y = y.copy()
     y[4, 2] = bad
-    p = _npz(tmp_path / "n.npz", image_emb=x, text_emb=y)
+    p = write(tmp_path / "n", x, y)
     msg = _error(read_embeddings, p)
     _names(msg, p)
     assert "'text_emb' has NaN/inf in 1 row(s) (first: row 4)" in msg
@@ -108,17 +119,6 @@ def test_nan_in_clip_shard_names_the_shard(tmp_path, xy, dtype):
     np.save(shard, bad)
     msg = _error(read_embeddings, tmp_path / "cr")
     _names(msg, shard)
-    assert "NaN/inf" in msg
-
-
-def test_nan_in_parquet(tmp_path, xy):
-    x, y = xy
-    x = x.copy()
-    x[1, 1] = np.nan
-    p = tmp_path / "n.parquet"
-    pq.write_table(pa.table({"image_emb": x.tolist(), "text_emb": y.tolist()}), p)
-    msg = _error(read_embeddings, p)
-    _names(msg, p)
     assert "NaN/inf" in msg
 
 

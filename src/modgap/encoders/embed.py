@@ -38,7 +38,6 @@ def embed_folder(
     """
     from ..datasets.caption_file import read_caption_file
     from ..files import check_paths
-    from . import load_encoder
 
     compute = resolve(compute)
     check_paths(
@@ -46,20 +45,9 @@ def embed_folder(
         writes=[("--out", out)],
     )
     table = read_caption_file(captions, images_dir)  # bad input fails before a model loads
-    start = time.perf_counter()
-    encoder = load_encoder(model, device=compute.device)
-    image_emb = encoder.encode_images(table.image_paths, batch_size=batch_size, progress=progress)
-    text_emb = encoder.encode_texts(table.captions, batch_size=batch_size, progress=progress)
-    return _write(
-        out,
-        start,
-        image_emb,
-        text_emb,
-        table,
-        labels=None,
-        metadata={"model": model, "images_dir": str(images_dir), "captions": str(captions)},
-        source=str(captions),
-    )
+    meta = {"model": model, "images_dir": str(images_dir), "captions": str(captions)}
+    job = (table.image_paths, len(table.image_paths), table, None, meta, str(captions))
+    return _embed(model, job, out, compute, batch_size, progress)
 
 
 def embed_webdataset(
@@ -106,28 +94,15 @@ def embed_webdataset(
     """
     from ..datasets.webdataset import find_shards, read_webdataset
     from ..files import check_paths
-    from . import load_encoder
 
     compute = resolve(compute)
     paths = find_shards(shards)
     check_paths(reads=[("the shard", p) for p in paths], writes=[("--out", out)])
     index = read_webdataset(paths, txt_captions=txt_captions, progress=progress)
-    start = time.perf_counter()
-    encoder = load_encoder(model, device=compute.device)
-    image_emb = encode_image_stream(
-        encoder, index.images(), index.n_images, batch_size=batch_size, progress=progress
-    )
-    text_emb = encoder.encode_texts(index.captions, batch_size=batch_size, progress=progress)
-    return _write(
-        out,
-        start,
-        image_emb,
-        text_emb,
-        index,
-        labels=index.labels,
-        metadata={"model": model, "shards": [str(p) for p in paths]},
-        source=str(paths[0]) if len(paths) == 1 else f"{paths[0]} and {len(paths) - 1} more",
-    )
+    meta = {"model": model, "shards": [str(p) for p in paths]}
+    source = str(paths[0]) if len(paths) == 1 else f"{paths[0]} and {len(paths) - 1} more"
+    job = (index.images(), index.n_images, index, index.labels, meta, source)
+    return _embed(model, job, out, compute, batch_size, progress)
 
 
 def encode_image_stream(
@@ -170,10 +145,21 @@ def _batches(items: Iterator, size: int) -> Iterator[list]:
         yield batch
 
 
-def _write(out, start, image_emb, text_emb, table, *, labels, metadata, source) -> dict:
+def _embed(model: str, job: tuple, out, compute: Compute, batch_size, progress) -> dict:
+    """Load the encoder, embed the job's images (streamed: one batch held) and captions, and
+    write the clip-retrieval folder ``out``. ``job``: ``(images, n_images, table, labels,
+    metadata, source)``, ``table`` holding ``captions``, ``text_to_image`` and ``image_ids``."""
     from ..embeddings import EmbeddingSet
     from ..io import write_embeddings
+    from . import load_encoder
 
+    images, n_images, table, labels, metadata, source = job
+    start = time.perf_counter()
+    encoder = load_encoder(model, device=compute.device)
+    image_emb = encode_image_stream(
+        encoder, images, n_images, batch_size=batch_size, progress=progress
+    )
+    text_emb = encoder.encode_texts(table.captions, batch_size=batch_size, progress=progress)
     emb = EmbeddingSet(
         image_emb,
         text_emb,
