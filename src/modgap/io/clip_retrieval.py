@@ -220,6 +220,13 @@ def write_clip_retrieval(emb: EmbeddingSet, p: Path, *, dtype, shard_size, **_) 
             np.savez(tmp / "extra.npz", **extra)
 
 
+def _stream(path, texts=None, **kwargs):
+    """The streaming source (:mod:`modgap.stream`), imported only when asked for."""
+    from ..stream.formats import clip_retrieval_source
+
+    return clip_retrieval_source(path, texts, **kwargs)
+
+
 register(
     Format(
         "clip-retrieval",
@@ -228,5 +235,6 @@ register(
         read_clip_retrieval,
         write_clip_retrieval,
         folder=True,
+        stream=_stream,
     )
 )
