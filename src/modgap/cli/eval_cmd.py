@@ -19,6 +19,8 @@ from ._options import (
     pairs_option,
     parse_ks,
     run_with,
+    sample_queries_option,
+    stream_options,
 )
 
 #: row label -> meaning, in table order
@@ -65,6 +67,10 @@ def run_eval(
     progress: bool = True,
     quiet: bool = False,
     compute: Any = None,
+    stream: bool | None = None,
+    engine: str = "local",
+    scheduler: str | None = None,
+    sample_queries: int | None = 10_000,
 ) -> dict:
     """What ``modgap eval`` does; returns the document written to ``--json``."""
     from rich.table import Table
@@ -85,23 +91,40 @@ def run_eval(
         writes=[("--json", json_out)],
     )
     announce_replace(json_out)
-    emb = read_embeddings(inputs, texts, pairs=pairs)
+    from ._options import open_streaming
+
+    source = open_streaming(inputs, texts, pairs, stream, engine)
+    if source is not None:
+        results, counts = _eval_stream(
+            source,
+            task_list,
+            k_list,
+            engine,
+            scheduler,
+            sample_queries,
+            progress and not quiet,
+            compute,
+        )
+        emb = None
+    else:
+        emb = read_embeddings(inputs, texts, pairs=pairs)
     enc = None
     if encoder is not None:
         from ..encoders import load_encoder
 
         enc = load_encoder(encoder, device=compute.device)
-    with progress_bar("evaluating", enabled=progress and not quiet) as bar:
-        results = run_tasks(
-            emb,
-            task_list,
-            ks=k_list,
-            encoder=enc,
-            folds=folds,
-            progress=lambda name: bar.describe(f"task: {name}"),
-            compute=compute,
-        )
-    counts = emb.describe()
+    if emb is not None:
+        with progress_bar("evaluating", enabled=progress and not quiet) as bar:
+            results = run_tasks(
+                emb,
+                task_list,
+                ks=k_list,
+                encoder=enc,
+                folds=folds,
+                progress=lambda name: bar.describe(f"task: {name}"),
+                compute=compute,
+            )
+        counts = emb.describe()
     document = {
         "tasks": jsonable(results),
         "provenance": provenance(
@@ -112,7 +135,7 @@ def run_eval(
             ks=list(k_list),
             folds=folds,
             encoder=encoder,
-            metadata=dict(emb.metadata),
+            metadata=dict(emb.metadata) if emb is not None else {"streamed": True},
         ),
     }
     table = Table(
@@ -122,7 +145,7 @@ def run_eval(
     table.add_column("value", justify="right")
     table.add_column("meaning", style="dim")
     for key, value in results.items():
-        if key == "skipped":
+        if key in ("skipped", "estimates", "sampling"):
             continue
         shown = (
             f"{value:.1f}"
@@ -134,6 +157,51 @@ def run_eval(
         table.add_row(name, "skipped", reason)
     print_and_save(table, document, json_out, quiet=quiet)
     return document
+
+
+def _eval_stream(source, tasks, ks, engine, scheduler, sample_queries, progress, compute):
+    """Retrieval and mixed search on a streamed source (:func:`modgap.stream.stream_retrieval`);
+    the tasks that need the whole set in memory are listed as skipped."""
+    from ..errors import ModgapError
+    from ..stream import stream_retrieval
+    from ..tasks.suite import TASKS
+    from ._options import make_engine
+
+    wanted = list(tasks) if tasks else ["retrieval", "mixed"]
+    unknown = [t for t in wanted if t not in TASKS]
+    if unknown:
+        raise ModgapError(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
+    in_memory = [t for t in wanted if t not in ("retrieval", "mixed")]
+    if tasks and in_memory:
+        raise ModgapError(
+            f"task(s) {', '.join(in_memory)} need the set in memory; drop --stream/--engine "
+            "or ask for retrieval, mixed"
+        )
+    eng = make_engine(engine, scheduler)
+    try:
+        results = stream_retrieval(
+            source,
+            ks,
+            sample_queries=sample_queries,
+            mixed="mixed" in wanted,
+            engine=eng,
+            compute=compute,
+            progress=progress,
+        )
+    finally:
+        eng.close()
+    if "retrieval" not in wanted:
+        results = {
+            k: v
+            for k, v in results.items()
+            if k.startswith("mixed") or k in ("estimates", "sampling")
+        }
+    if not tasks:
+        results["skipped"] = {
+            t: "not streamed (needs the set in memory)" for t in ("zeroshot", "clustering")
+        }
+    counts = source.describe()
+    return results, counts
 
 
 @cli.command("eval")
@@ -157,6 +225,8 @@ def run_eval(
     help="Encoder to build class prompts from class_names when the input has no "
     "class_text_emb (e.g. pocket, open_clip:ViT-B-32/openai).",
 )
+@stream_options
+@sample_queries_option
 @compute_options
 @output_options
 def eval_command(
@@ -168,6 +238,10 @@ def eval_command(
     ks,
     folds,
     encoder,
+    stream,
+    engine,
+    scheduler,
+    sample_queries,
     device,
     memory_budget,
     threads,
@@ -190,4 +264,8 @@ def eval_command(
         progress=not no_progress,
         quiet=quiet,
         compute=compute,
+        stream=stream,
+        engine=engine,
+        scheduler=scheduler,
+        sample_queries=sample_queries,
     )

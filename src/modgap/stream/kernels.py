@@ -212,8 +212,12 @@ def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: C
                     st["top_scores"] = np.zeros((hi - lo, 0))
                     st["top_key"] = np.zeros((hi - lo, 0), dtype=np.int64)
                 state[s["name"]] = st
+            if group[0].get("norm") == "task":  # the retrieval tasks' row preparation
+                from .retrieval import task_rows as conv
+            else:
+                conv = pool_rows
             for start, block in source.blocks(shard, pool, rows):
-                P = torch.from_numpy(pool_rows(block))
+                P = torch.from_numpy(conv(block))
                 p0, p1 = g0 + start, g0 + start + P.shape[0]
                 for s in group:
                     lo, hi, Q = Qs[s["name"]]
