@@ -227,12 +227,17 @@ def fit_sample_option(f: Callable) -> Callable:
     )(f)
 
 
+def check_engine(engine: str, scheduler: str | None) -> None:
+    """Refuse ``--scheduler`` without ``--engine dask`` before any work."""
+    if scheduler and engine != "dask":
+        raise ModgapError("--scheduler needs --engine dask")
+
+
 def make_engine(engine: str, scheduler: str | None) -> Any:
     """The run's engine (a Dask client connects here, before any work)."""
     from ..stream import get_engine
 
-    if scheduler and engine != "dask":
-        raise ModgapError("--scheduler needs --engine dask")
+    check_engine(engine, scheduler)
     return get_engine(engine, scheduler)
 
 

@@ -81,8 +81,10 @@ def run_eval(
     from ..io import read_embeddings
     from ..provenance import jsonable, provenance
     from ..tasks.suite import run_tasks
+    from ._options import check_engine
     from ._output import announce_replace, print_and_save
 
+    check_engine(engine, scheduler)
     compute = resolve(compute)
     k_list = parse_ks(ks)
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None

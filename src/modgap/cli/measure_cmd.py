@@ -128,8 +128,10 @@ def run_measure(
     from ..io import read_embeddings
     from ..measures import MEASURES, measure_all, resolve_measures
     from ..provenance import jsonable, provenance
+    from ._options import check_engine
     from ._output import announce_replace, print_and_save
 
+    check_engine(engine, scheduler)
     compute = resolve(compute)
     names = _split_names(only)
     selected = resolve_measures(names)  # unknown names fail before any data is read

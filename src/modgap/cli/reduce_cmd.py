@@ -139,8 +139,11 @@ def reduce_command(
     }
     params.update({k: v for k, v in typed.items() if v is not None})
     compute = make_compute(device, memory_budget, threads, seed)
+    from ._options import check_engine
+
+    check_engine(engine, scheduler)
     eng = None
-    if engine != "local" or scheduler:
+    if engine != "local":
         from ._options import make_engine
 
         eng = make_engine(engine, scheduler)

@@ -73,7 +73,10 @@ def mean_interval(values: np.ndarray, n: int) -> tuple[float, float]:
 
 
 def estimate(value: float, interval: tuple[float, float], s: int, n: int, method: str) -> dict:
-    """The record every sampled result carries."""
+    """The record every sampled result carries (a sample of the whole population is exact:
+    its interval is the value itself)."""
+    if int(s) >= int(n) and value is not None:
+        interval = (value, value)
     return {
         "value": value,
         "interval": [float(interval[0]), float(interval[1])],
