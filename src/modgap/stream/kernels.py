@@ -81,19 +81,6 @@ def _merge_mo(a: dict | None, b: dict | None) -> dict | None:
     return {"n": n, "mean": a["mean"] + delta * (b["n"] / n), "scatter": scatter}
 
 
-def _matched(x: np.ndarray, y: np.ndarray, cross: bool) -> dict:
-    c = np.einsum("ij,ij->i", x, y)
-    diff = x - y
-    out = {
-        "n": int(c.size),
-        "sum": float(c.sum()),
-        "sq": float(c @ c),
-        "align": float(np.einsum("ij,ij->", diff, diff)),
-        "cross": (x.T @ y) if cross else None,
-    }
-    return out
-
-
 def _merge_matched(a: dict | None, b: dict | None) -> dict | None:
     if a is None:
         return b
@@ -111,32 +98,72 @@ def _merge_matched(a: dict | None, b: dict | None) -> dict | None:
     }
 
 
+def unit_block(raw: np.ndarray, name: str, path: str, first: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, 1/‖x‖)`` of a raw block in float64, checked like :func:`prepare_rows` (and with
+    its float32 normalisation of rows off 1 by more than 10⁻³), without materialising the
+    normalised rows: the first moments are then one matrix-vector product."""
+    from .source import _NORM_TOL, prepare_rows
+
+    x = np.asarray(raw, dtype=np.float64)
+    sq = np.einsum("ij,ij->i", x, x)
+    bad = ~np.isfinite(sq) | (sq == 0)
+    if bad.any():
+        prepare_rows(raw, name, path, first)  # raises with the file and the row
+    off = np.abs(np.sqrt(sq) - 1) > _NORM_TOL
+    if off.any():
+        rows = np.flatnonzero(off)
+        x[rows] = prepare_rows(np.asarray(raw)[rows], name, path, rows + first)
+        sq[rows] = np.einsum("ij,ij->i", x[rows], x[rows])
+    return x, 1.0 / np.sqrt(sq)
+
+
+def _moments_of(x: np.ndarray, inv: np.ndarray, covariance: bool) -> dict:
+    n = x.shape[0]
+    if not covariance:
+        return {"n": n, "mean": (inv @ x) / n, "scatter": None}
+    return _moments(x * inv[:, None], True)
+
+
 def moment_kernel(shard: Shard, source: Source, opts: dict, compute: Compute) -> dict:
     """Moments of one shard (see the module docstring). ``opts``: ``covariance``,
     ``matched``, ``cross`` (booleans)."""
     cov, want_pairs, cross = opts.get("covariance"), opts.get("matched"), opts.get("cross")
-    rows = _rows_per_block(source, compute, 4 * 8)
+    rows = _rows_per_block(source, compute, 3 * 8)
     state: dict[str, Any] = {"x": None, "y": None, "pairs": None}
+
+    def matched(x, ix, y, iy):
+        c = np.einsum("ij,ij->i", x, y) * ix * iy
+        return {
+            "n": int(c.size),
+            "sum": float(c.sum()),
+            "sq": float(c @ c),
+            # ‖x̂ − ŷ‖² = ‖x̂‖² + ‖ŷ‖² − 2c, with the unit norms as computed
+            "align": float(((x * x).sum(1) * ix * ix + (y * y).sum(1) * iy * iy - 2 * c).sum()),
+            "cross": ((x * ix[:, None]).T @ (y * iy[:, None])) if cross else None,
+        }
+
     with compute.threads_limit():
-        lockstep = want_pairs and source.pairing == "rows"
-        if lockstep:
-            it = source.blocks(shard, "image", rows)
-            for _, tb in source.blocks(shard, "text", rows):
-                _, ib = next(it)
-                x, y = unit64(ib), unit64(tb)
-                state["x"] = _merge_mo(state["x"], _moments(x, cov))
-                state["y"] = _merge_mo(state["y"], _moments(y, cov))
-                state["pairs"] = _merge_matched(state["pairs"], _matched(x, y, cross))
+        if want_pairs and source.pairing == "rows":  # both modalities in lockstep
+            it = source.raw_blocks(shard, "image", rows)
+            for start, tb, tpath in source.raw_blocks(shard, "text", rows):
+                _, ib, ipath = next(it)
+                x, ix = unit_block(ib, "image_emb", ipath, start)
+                y, iy = unit_block(tb, "text_emb", tpath, start)
+                state["x"] = _merge_mo(state["x"], _moments_of(x, ix, cov))
+                state["y"] = _merge_mo(state["y"], _moments_of(y, iy, cov))
+                state["pairs"] = _merge_matched(state["pairs"], matched(x, ix, y, iy))
             return state
-        for _, ib in source.blocks(shard, "image", rows):
-            state["x"] = _merge_mo(state["x"], _moments(unit64(ib), cov))
+        for start, ib, ipath in source.raw_blocks(shard, "image", rows):
+            x, ix = unit_block(ib, "image_emb", ipath, start)
+            state["x"] = _merge_mo(state["x"], _moments_of(x, ix, cov))
         t2i = source.shard_pairs(shard) if want_pairs else None
-        for start, tb in source.blocks(shard, "text", rows):
-            y = unit64(tb)
-            state["y"] = _merge_mo(state["y"], _moments(y, cov))
+        for start, tb, tpath in source.raw_blocks(shard, "text", rows):
+            y, iy = unit_block(tb, "text_emb", tpath, start)
+            state["y"] = _merge_mo(state["y"], _moments_of(y, iy, cov))
             if t2i is not None:
-                x = unit64(source.gather("image", t2i[start : start + y.shape[0]]))
-                state["pairs"] = _merge_matched(state["pairs"], _matched(x, y, cross))
+                g = source.gather("image", t2i[start : start + y.shape[0]])
+                x, ix = unit_block(g, "image_emb", source.path, 0)
+                state["pairs"] = _merge_matched(state["pairs"], matched(x, ix, y, iy))
     return state
 
 

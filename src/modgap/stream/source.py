@@ -187,6 +187,17 @@ class Source:
         for start, raw in read_part(self.fs(), part, max(1, int(rows))):
             yield start, prepare_rows(raw, name, part.path, start)
 
+    def raw_blocks(
+        self, shard: Shard, modality: str, rows: int
+    ) -> Iterator[tuple[int, np.ndarray, str]]:
+        """``(first row, block in the storage dtype, file)``: unchecked; the moment kernel
+        checks and normalises in float64 itself (:func:`modgap.stream.kernels.unit_block`)."""
+        part = self.part(shard, modality)
+        if part is None or part.rows == 0:
+            return
+        for start, raw in read_part(self.fs(), part, max(1, int(rows))):
+            yield start, raw, part.path
+
     def shard_pairs(self, shard: Shard) -> np.ndarray | None:
         """Global image index of each text of ``shard`` (``None`` when unpaired)."""
         if self.pairing is None:
