@@ -401,7 +401,7 @@ def stream_measures(
         "shards": len(source.shards),
         **engine.describe(),
         "sample_queries": {"images": int(I.size), "texts": int(T.size)},
-        "exact": [k for k in ordered if k not in estimates and k not in ("skipped",)],
+        "exact": [k for k in ordered if k not in estimates and k not in ("skipped", "estimates")],
     }
     del state
     return ordered
