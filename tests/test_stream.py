@@ -80,13 +80,31 @@ def small(tmp_path_factory):
     return root
 
 
+def _have_dask() -> bool:
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 @pytest.fixture(scope="module")
 def dask_engine():
-    pytest.importorskip("distributed", reason="the Dask engine needs the 'scale' extra")
+    """A local cluster of 2 workers (threads: quick to start), or None without the extra (the
+    local halves of the tests still run; test_dask_engine_is_installed reports the skip)."""
+    if not _have_dask():
+        yield None
+        return
     from modgap.stream import DaskEngine
 
     with DaskEngine(n_workers=2, processes=False) as e:
         yield e
+
+
+def test_dask_engine_is_installed(dask_engine):
+    if dask_engine is None:
+        pytest.skip("dask.distributed is not installed (the 'scale' extra): Dask halves skipped")
+    assert dask_engine.n_workers() == 2
 
 
 def _read(path) -> EmbeddingSet:
@@ -143,6 +161,8 @@ def test_moment_measures_equal_in_memory_local_and_dask(big, dask_engine):
     local.update(stream_measures(src, ["cosine"], compute=SMALL, sample_queries=200))
     _close(ref, local)
     assert local["per_dimension"]["top_dims"] == ref["per_dimension"]["top_dims"]
+    if dask_engine is None:
+        return
     dask = stream_measures(src, only, compute=SMALL, engine=dask_engine)
     for k in ("centroid_gap", "frechet_distance", "rmg", "alignment"):
         assert dask[k] == local[k]  # the same merge tree: the same bits
@@ -163,6 +183,8 @@ def test_whole_set_sample_is_exact(small, dask_engine):
     for side in ("matched_cosine", "unmatched_cosine"):
         for q in ("q05", "q50", "q95"):
             assert got[side][q] == pytest.approx(ref[side][q], abs=1e-12)
+    if dask_engine is None:
+        return
     dask = stream_measures(open_source(small), compute=SMALL, engine=dask_engine)
     for k in ("itr", "tmr", "imr", "uniformity_cross"):
         assert dask[k] == got[k]
@@ -227,6 +249,8 @@ def test_retrieval_whole_set_equals_in_memory(small, dask_engine):
     got = stream_retrieval(open_source(small), compute=SMALL)
     for k, v in ref.items():
         assert got[k] == pytest.approx(v, abs=1e-12), k
+    if dask_engine is None:
+        return
     dask = stream_retrieval(open_source(small), compute=SMALL, engine=dask_engine)
     assert {k: dask[k] for k in ref} == {k: got[k] for k in ref}
 
@@ -250,15 +274,19 @@ def test_reduce_center_is_faithful_and_engines_agree(big, tmp_path, dask_engine)
 
     mem = reduce_to_folder("center", big, out=tmp_path / "mem", stream=False)
     st = reduce_to_folder("center", big, out=tmp_path / "st", stream=True, compute=SMALL)
-    reduce_to_folder("center", big, out=tmp_path / "dk", engine=dask_engine, compute=SMALL)
+    outs = ["mem", "st"]
+    if dask_engine is not None:
+        reduce_to_folder("center", big, out=tmp_path / "dk", engine=dask_engine, compute=SMALL)
+        outs.append("dk")
     ref = _layout(big)
-    for out in ("mem", "st", "dk"):
+    for out in outs:
         assert _layout(tmp_path / out) == ref  # names, shapes, float16, metadata bytes
     assert mem["fitted_on"]["rows"] == st["fitted_on"]["rows"] == "all"
     for sub in ("img_emb", "text_emb"):
         for f in sorted((tmp_path / "st" / sub).iterdir()):
-            a, b = np.load(f), np.load(tmp_path / "dk" / sub / f.name)
-            np.testing.assert_array_equal(a, b)  # local and Dask: identical rows
+            a = np.load(f)
+            if "dk" in outs:  # local and Dask: identical rows
+                np.testing.assert_array_equal(a, np.load(tmp_path / "dk" / sub / f.name))
             c = np.load(tmp_path / "mem" / sub / f.name).astype(np.float32)
             np.testing.assert_allclose(a.astype(np.float32), c, atol=1e-3)  # 1 float16 ulp
     # the transform applied row for row: the in-memory reducer on the in-memory rows
