@@ -154,6 +154,9 @@ def run_eval(
             if key == "rsum"
             else (f"{value:.4g}" if isinstance(value, float) else str(value))
         )
+        est = results.get("estimates", {}).get(key)
+        if est is not None and not est["exact"]:  # a streamed estimate: its 95% interval
+            shown += f" [{est['interval'][0]:.4g}, {est['interval'][1]:.4g}]"
         table.add_row(key, shown, _meaning(key))
     for name, reason in results.get("skipped", {}).items():
         table.add_row(name, "skipped", reason)
