@@ -487,3 +487,35 @@ def test_cli_scheduler_without_dask_engine_is_a_usage_error(small, capsys):
 
     assert main(["measure", str(small), "--scheduler", "tcp://127.0.0.1:1"]) == 2
     assert "--scheduler needs --engine dask" in capsys.readouterr().err
+
+
+def test_search_topk_equals_a_dense_reference(small):
+    from modgap.stream import search_topk
+    from modgap.stream.retrieval import task_rows
+
+    emb = _read(small)
+    src = open_source(small)
+    q = task_rows(emb.text_emb[:20]).astype(np.float64)
+    ids, scores = search_topk(src, emb.text_emb[:20], 5, modality="image", compute=SMALL)
+    S = q @ task_rows(emb.image_emb).T.astype(np.float64)
+    np.testing.assert_array_equal(ids, np.argsort(-S, axis=1, kind="stable")[:, :5])
+    np.testing.assert_allclose(scores, np.sort(S, axis=1)[:, ::-1][:, :5], atol=1e-12)
+    ids, _ = search_topk(src, emb.text_emb[:20], 5, compute=SMALL)  # mixed: texts at n_i + j
+    Z = task_rows(np.vstack([emb.image_emb, emb.text_emb])).astype(np.float64)
+    np.testing.assert_array_equal(ids, np.argsort(-(q @ Z.T), axis=1, kind="stable")[:, :5])
+
+
+def test_apply_a_saved_reducer_to_a_folder(small, tmp_path):
+    from modgap.reducers.apply import reduce_to_folder
+
+    reduce_to_folder("gaussian", small, out=tmp_path / "fit", stream=True)
+    s = reduce_to_folder(
+        None,
+        small,
+        out=tmp_path / "app",
+        apply=tmp_path / "fit" / "reducer.safetensors",
+        stream=True,
+    )
+    assert s["mode"] == "apply" and not (tmp_path / "app" / "reducer.safetensors").exists()
+    for f in sorted((tmp_path / "fit" / "img_emb").iterdir()):
+        np.testing.assert_array_equal(np.load(f), np.load(tmp_path / "app" / "img_emb" / f.name))
