@@ -41,7 +41,10 @@ ONLY_FULL = ONLY_FIRST + ",frechet_distance"
 
 
 def generate(root: Path, n: int, d: int, shard_rows: int, seed: int = 0) -> None:
-    """A CLIP-like gapped clip-retrieval folder, float16, written shard by shard."""
+    """A CLIP-like gapped clip-retrieval folder, float16, written shard by shard in chunks
+    of 2^16 rows (a few hundred MB at most)."""
+    from numpy.lib.format import open_memmap
+
     rng = np.random.default_rng(seed)
     offset = rng.standard_normal(d).astype(np.float32)
     offset *= 0.8 * np.sqrt(d) / np.linalg.norm(offset) / 2
@@ -55,12 +58,20 @@ def generate(root: Path, n: int, d: int, shard_rows: int, seed: int = 0) -> None
     for i in range(k):
         rows = min(shard_rows, n - i * shard_rows)
         sid = str(i).zfill(width)
-        z = rng.standard_normal((rows, d), dtype=np.float32)
-        for sub, sign in (("img_emb", 1), ("text_emb", -1)):
-            x = z + 0.6 * rng.standard_normal((rows, d), dtype=np.float32) + sign * offset
-            x /= np.linalg.norm(x, axis=1, keepdims=True)
-            np.save(root / sub / f"{sub}_{sid}.npy", x.astype(np.float16))
-            del x
+        outs = {
+            sub: open_memmap(root / sub / f"{sub}_{sid}.npy", "w+", np.float16, (rows, d))
+            for sub in ("img_emb", "text_emb")
+        }
+        for a in range(0, rows, 1 << 16):
+            b = min(rows, a + (1 << 16))
+            z = rng.standard_normal((b - a, d), dtype=np.float32)
+            for sub, sign in (("img_emb", 1), ("text_emb", -1)):
+                x = z + 0.6 * rng.standard_normal((b - a, d), dtype=np.float32) + sign * offset
+                x /= np.linalg.norm(x, axis=1, keepdims=True)
+                outs[sub][a:b] = x
+        for m in outs.values():
+            m.flush()
+        del outs
         start = i * shard_rows
         pq.write_table(
             pa.table({"url": [f"http://x/{r}" for r in range(start, start + rows)]}),
@@ -195,7 +206,22 @@ def main() -> None:
         for n in sizes:
             root = tmp / f"n{n}"
             t0 = time.perf_counter()
-            generate(root, n, d, args.shard_rows)
+            # in a child: the children below inherit this process's peak RSS through fork
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    "import sys; sys.path.insert(0, sys.argv[1]); "
+                    "from pathlib import Path; from bench_scale import generate; "
+                    "a = sys.argv; generate(Path(a[2]), int(a[3]), int(a[4]), int(a[5]))",
+                    str(Path(__file__).parent),
+                    str(root),
+                    str(n),
+                    str(d),
+                    str(args.shard_rows),
+                ],
+                check=True,
+            )
             row: dict = {"generate_s": time.perf_counter() - t0, "bytes": 2 * n * d * 2}
             drop_cache(root)
             row["raw_read_cold"] = child("raw_read", root)

@@ -98,8 +98,8 @@ def _merge_matched(a: dict | None, b: dict | None) -> dict | None:
     }
 
 
-def unit_block(raw: np.ndarray, name: str, path: str, first: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(x, 1/‖x‖)`` of a raw block in float64, checked like :func:`prepare_rows` (and with
+def unit_block(raw: np.ndarray, name: str, path: str, first: int) -> tuple:
+    """``(x, 1/‖x‖, ‖x‖²)`` of a raw block in float64, checked like :func:`prepare_rows` (and with
     its float32 normalisation of rows off 1 by more than 10⁻³), without materialising the
     normalised rows: the first moments are then one matrix-vector product."""
     from .source import _NORM_TOL, prepare_rows
@@ -114,7 +114,7 @@ def unit_block(raw: np.ndarray, name: str, path: str, first: int) -> tuple[np.nd
         rows = np.flatnonzero(off)
         x[rows] = prepare_rows(np.asarray(raw)[rows], name, path, rows + first)
         sq[rows] = np.einsum("ij,ij->i", x[rows], x[rows])
-    return x, 1.0 / np.sqrt(sq)
+    return x, 1.0 / np.sqrt(sq), sq
 
 
 def _moments_of(x: np.ndarray, inv: np.ndarray, covariance: bool) -> dict:
@@ -131,14 +131,14 @@ def moment_kernel(shard: Shard, source: Source, opts: dict, compute: Compute) ->
     rows = _rows_per_block(source, compute, 3 * 8)
     state: dict[str, Any] = {"x": None, "y": None, "pairs": None}
 
-    def matched(x, ix, y, iy):
+    def matched(x, ix, sx, y, iy, sy):
         c = np.einsum("ij,ij->i", x, y) * ix * iy
         return {
             "n": int(c.size),
             "sum": float(c.sum()),
             "sq": float(c @ c),
             # ‖x̂ − ŷ‖² = ‖x̂‖² + ‖ŷ‖² − 2c, with the unit norms as computed
-            "align": float(((x * x).sum(1) * ix * ix + (y * y).sum(1) * iy * iy - 2 * c).sum()),
+            "align": float((sx * ix * ix + sy * iy * iy - 2 * c).sum()),
             "cross": ((x * ix[:, None]).T @ (y * iy[:, None])) if cross else None,
         }
 
@@ -147,23 +147,23 @@ def moment_kernel(shard: Shard, source: Source, opts: dict, compute: Compute) ->
             it = source.raw_blocks(shard, "image", rows)
             for start, tb, tpath in source.raw_blocks(shard, "text", rows):
                 _, ib, ipath = next(it)
-                x, ix = unit_block(ib, "image_emb", ipath, start)
-                y, iy = unit_block(tb, "text_emb", tpath, start)
+                x, ix, sx = unit_block(ib, "image_emb", ipath, start)
+                y, iy, sy = unit_block(tb, "text_emb", tpath, start)
                 state["x"] = _merge_mo(state["x"], _moments_of(x, ix, cov))
                 state["y"] = _merge_mo(state["y"], _moments_of(y, iy, cov))
-                state["pairs"] = _merge_matched(state["pairs"], matched(x, ix, y, iy))
+                state["pairs"] = _merge_matched(state["pairs"], matched(x, ix, sx, y, iy, sy))
             return state
         for start, ib, ipath in source.raw_blocks(shard, "image", rows):
-            x, ix = unit_block(ib, "image_emb", ipath, start)
+            x, ix, _ = unit_block(ib, "image_emb", ipath, start)
             state["x"] = _merge_mo(state["x"], _moments_of(x, ix, cov))
         t2i = source.shard_pairs(shard) if want_pairs else None
         for start, tb, tpath in source.raw_blocks(shard, "text", rows):
-            y, iy = unit_block(tb, "text_emb", tpath, start)
+            y, iy, sy = unit_block(tb, "text_emb", tpath, start)
             state["y"] = _merge_mo(state["y"], _moments_of(y, iy, cov))
             if t2i is not None:
                 g = source.gather("image", t2i[start : start + y.shape[0]])
-                x, ix = unit_block(g, "image_emb", source.path, 0)
-                state["pairs"] = _merge_matched(state["pairs"], matched(x, ix, y, iy))
+                x, ix, sx = unit_block(g, "image_emb", source.path, 0)
+                state["pairs"] = _merge_matched(state["pairs"], matched(x, ix, sx, y, iy, sy))
     return state
 
 
