@@ -216,8 +216,9 @@ def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: C
     rows = compute.rows_per_block(qmax * 4 * 3, share=0.5, cap=1 << 15)
     # score and scratch blocks allocated once per task and reused for every row block: fresh
     # (q x p) allocations each time cost a page fault per 4 KiB (seen: 40% system time)
-    S_buf = torch.empty(qmax * rows, dtype=torch.float32)
-    G_buf = torch.empty(qmax * rows, dtype=torch.float32)
+    dev = compute.torch_device  # the same kernels on CPU and GPU workers
+    S_buf = torch.empty(qmax * rows, dtype=torch.float32, device=dev)
+    G_buf = torch.empty(qmax * rows, dtype=torch.float32, device=dev)
     with torch.no_grad(), compute.threads_limit():
         for pool, group in by_pool.items():
             g0 = shard.image_start if pool == "image" else shard.text_start
@@ -228,15 +229,15 @@ def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: C
                 Qs[s["name"]] = (
                     lo,
                     hi,
-                    torch.from_numpy(np.ascontiguousarray(s["queries"][lo:hi])),
+                    torch.from_numpy(np.ascontiguousarray(s["queries"][lo:hi])).to(dev),
                 )
                 st: dict[str, Any] = {}
                 if s.get("best"):
-                    st["best"] = torch.full((hi - lo,), -math.inf, dtype=torch.float64)
+                    st["best"] = torch.full((hi - lo,), -math.inf, dtype=torch.float64, device=dev)
                 if s.get("threshold") is not None:
-                    st["count"] = torch.zeros(hi - lo, dtype=torch.int64)
+                    st["count"] = torch.zeros(hi - lo, dtype=torch.int64, device=dev)
                 if s.get("ksum"):
-                    st["ksum"] = torch.zeros(hi - lo, dtype=torch.float64)
+                    st["ksum"] = torch.zeros(hi - lo, dtype=torch.float64, device=dev)
                 if s.get("topk"):
                     k = int(s["topk"])
                     st["top_ids"] = np.full((hi - lo, 0), -1, dtype=np.int64)
@@ -248,20 +249,22 @@ def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: C
             else:
                 conv = pool_rows
             for start, block in source.blocks(shard, pool, rows):
-                P = torch.from_numpy(conv(block))
+                P = torch.from_numpy(conv(block)).to(dev)
                 p0, p1 = g0 + start, g0 + start + P.shape[0]
                 for s in group:
                     lo, hi, Q = Qs[s["name"]]
                     st = state[s["name"]]
                     S = torch.mm(Q, P.T, out=S_buf[: Q.shape[0] * P.shape[0]].view(Q.shape[0], -1))
                     G = G_buf[: S.numel()].view(S.shape)
-                    scale = torch.ones(hi - lo, dtype=torch.float64)
+                    scale = torch.ones(hi - lo, dtype=torch.float64, device=dev)
                     exact = _exact(Q, P)
                     if s.get("self_index") is not None:
                         si = np.asarray(s["self_index"][lo:hi])
                         q = np.flatnonzero((si >= p0) & (si < p1))
                         if q.size:
-                            S[torch.from_numpy(q), torch.from_numpy(si[q] - p0)] = -math.inf
+                            S[
+                                torch.from_numpy(q).to(dev), torch.from_numpy(si[q] - p0).to(dev)
+                            ] = -math.inf
                     if s.get("ksum"):
                         torch.mul(S, 4.0, out=G)
                         G.sub_(4.0).exp_()
@@ -274,11 +277,13 @@ def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: C
                         own = bool(s.get("own"))
                         ids, sc = topk_rows(S, k, scale, d, exact)
                         valid = ids >= 0
-                        gid = np.where(valid.numpy(), ids.numpy() + p0 + s.get("id_offset", 0), -1)
+                        gid = np.where(
+                            valid.cpu().numpy(), ids.cpu().numpy() + p0 + s.get("id_offset", 0), -1
+                        )
                         key = np.full(gid.shape, int(own), dtype=np.int64)
                         st["top_ids"], st["top_scores"], st["top_key"] = _topk_merge(
                             (st["top_ids"], st["top_scores"], st["top_key"]),
-                            (gid, np.where(valid.numpy(), sc.numpy(), -np.inf), key),
+                            (gid, np.where(valid.cpu().numpy(), sc.cpu().numpy(), -np.inf), key),
                             int(s["topk"]),
                         )
                     if s.get("threshold") is not None:
@@ -290,14 +295,16 @@ def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: C
                             )
                             if sel.size:
                                 S[
-                                    torch.from_numpy(qpos[sel] - lo),
-                                    torch.from_numpy(prow[sel] - p0),
+                                    torch.from_numpy(qpos[sel] - lo).to(dev),
+                                    torch.from_numpy(prow[sel] - p0).to(dev),
                                 ] = -math.inf
-                        thr = torch.from_numpy(np.asarray(s["threshold"][lo:hi], dtype=np.float64))
+                        thr = torch.from_numpy(
+                            np.asarray(s["threshold"][lo:hi], dtype=np.float64)
+                        ).to(dev)
                         st["count"] += count_above(S, thr, scale, d, exact, axis=1, buffer=G)
             for s in group:
                 out[(s["name"], b)] = {
-                    k: (v.numpy() if hasattr(v, "numpy") else v)
+                    k: (v.cpu().numpy() if hasattr(v, "cpu") else v)
                     for k, v in state[s["name"]].items()
                 }
     return out
