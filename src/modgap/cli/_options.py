@@ -206,3 +206,96 @@ def run_with(compute: Any, quiet: bool) -> Callable:
         return inner
 
     return wrap
+
+
+# -- out-of-core and distributed runs (modgap.stream) -------------------------------------
+stream_options = _chain(
+    click.option(
+        "--stream",
+        is_flag=True,
+        default=None,
+        help="Stream shards in row blocks (bounded memory) instead of reading the set into "
+        "memory; automatic above a size, for fsspec URLs and with --engine dask.",
+    ),
+    click.option(
+        "--engine",
+        type=click.Choice(["local", "dask"]),
+        default="local",
+        show_default=True,
+        help="Who runs the per-shard work: this process, or dask.distributed.",
+    ),
+    click.option(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="Dask scheduler address (tcp://host:8786); without it --engine dask starts a "
+        "local cluster.",
+    ),
+)
+
+
+def sample_queries_option(f: Callable) -> Callable:
+    return click.option(
+        "--sample-queries",
+        type=click.IntRange(min=2),
+        default=10_000,
+        show_default=True,
+        metavar="N",
+        help="Streaming: queries sampled per modality for the neighbour, separability, "
+        "uniformity and retrieval estimates (exact when a modality has at most N rows).",
+    )(f)
+
+
+def fit_sample_option(f: Callable) -> Callable:
+    return click.option(
+        "--fit-sample",
+        type=click.IntRange(min=2),
+        default=None,
+        metavar="N",
+        help="Streaming: images (with their captions) spectral and OT are fitted on "
+        "(default 10000); center, shift, gaussian, procrustes use exact full-pass moments.",
+    )(f)
+
+
+def check_engine(engine: str, scheduler: str | None) -> None:
+    """Refuse ``--scheduler`` without ``--engine dask`` before any work."""
+    if scheduler and engine != "dask":
+        raise ModgapError("--scheduler needs --engine dask")
+
+
+def make_engine(engine: str, scheduler: str | None) -> Any:
+    """The run's engine (a Dask client connects here, before any work)."""
+    from ..stream import get_engine
+
+    check_engine(engine, scheduler)
+    return get_engine(engine, scheduler)
+
+
+def open_streaming(
+    images: str, texts: str | None, pairs: str | None, stream: bool | None, engine: str
+) -> Any:
+    """The streaming source of the input when this run streams (``--stream``, ``--engine
+    dask``, an fsspec URL, or a set above :data:`modgap.stream.AUTO_STREAM_BYTES`, said in one
+    notice line), else None."""
+    from ..errors import notice
+    from ..stream import AUTO_STREAM_BYTES, open_source, should_stream
+    from ..stream._fs import is_remote
+
+    forced = bool(stream) or engine != "local" or is_remote(images)
+    try:
+        source = open_source(images, texts, pairs=pairs)
+    except ModgapError:
+        if forced:
+            raise
+        return None  # not a streamable format (or unreadable): the in-memory reader says why
+    if forced:
+        return source
+    if should_stream(source):
+        notice(
+            f"{images}: {source.n_images:,} images + {source.n_texts:,} texts "
+            f"({source.float32_bytes / 1e9:.1f} GB as float32) are above the in-memory limit "
+            f"({AUTO_STREAM_BYTES / 1e9:.1f} GB): streaming {len(source.shards)} shard(s) "
+            "(exact moments; sampled estimates with intervals; --stream forces this)"
+        )
+        return source
+    return None

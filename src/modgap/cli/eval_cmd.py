@@ -21,6 +21,8 @@ from ._options import (
     parse_ks,
     results_format_options,
     run_with,
+    sample_queries_option,
+    stream_options,
 )
 
 #: row label -> meaning, in table order
@@ -75,6 +77,10 @@ def run_eval(
     compute: Any = None,
     result_format: str = "modgap",
     labels: tuple[str | None, str | None, str | None] = (None, None, None),
+    stream: bool | None = None,
+    engine: str = "local",
+    scheduler: str | None = None,
+    sample_queries: int | None = 10_000,
 ) -> dict:
     """What ``modgap eval`` does; returns the document written to ``--json`` (with
     ``result_format="clip_benchmark"``, the records written there)."""
@@ -88,8 +94,10 @@ def run_eval(
     from ..provenance import jsonable, provenance
     from ..reducers.apply import fitted_rows_warning
     from ..tasks.suite import run_tasks
+    from ._options import check_engine
     from ._output import announce_replace, print_and_save
 
+    check_engine(engine, scheduler)
     compute = resolve(compute)
     k_list = parse_ks(ks)
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
@@ -105,23 +113,40 @@ def run_eval(
     if leak is not None:
         notice(leak)
         warnings.append(leak)
-    emb = read_embeddings(inputs, texts, pairs=pairs)
+    from ._options import open_streaming
+
+    source = open_streaming(inputs, texts, pairs, stream, engine)
+    if source is not None:
+        results, counts = _eval_stream(
+            source,
+            task_list,
+            k_list,
+            engine,
+            scheduler,
+            sample_queries,
+            progress and not quiet,
+            compute,
+        )
+        emb = None
+    else:
+        emb = read_embeddings(inputs, texts, pairs=pairs)
     enc = None
     if encoder is not None:
         from ..encoders import load_encoder
 
         enc = load_encoder(encoder, device=compute.device)
-    with progress_bar("evaluating", enabled=progress and not quiet) as bar:
-        results = run_tasks(
-            emb,
-            task_list,
-            ks=k_list,
-            encoder=enc,
-            folds=folds,
-            progress=lambda name: bar.describe(f"task: {name}"),
-            compute=compute,
-        )
-    counts = emb.describe()
+    if emb is not None:
+        with progress_bar("evaluating", enabled=progress and not quiet) as bar:
+            results = run_tasks(
+                emb,
+                task_list,
+                ks=k_list,
+                encoder=enc,
+                folds=folds,
+                progress=lambda name: bar.describe(f"task: {name}"),
+                compute=compute,
+            )
+        counts = emb.describe()
     document = {
         "tasks": jsonable(results),
         "warnings": warnings,
@@ -133,7 +158,7 @@ def run_eval(
             ks=list(k_list),
             folds=folds,
             encoder=encoder,
-            metadata=dict(emb.metadata),
+            metadata=dict(emb.metadata) if emb is not None else {"streamed": True},
         ),
     }
     table = Table(
@@ -143,20 +168,23 @@ def run_eval(
     table.add_column("value", justify="right")
     table.add_column("meaning", style="dim")
     for key, value in results.items():
-        if key == "skipped":
+        if key in ("skipped", "estimates", "sampling"):
             continue
         shown = (
             f"{value:.1f}"
             if key == "rsum"
             else (f"{value:.4g}" if isinstance(value, float) else str(value))
         )
+        est = results.get("estimates", {}).get(key)
+        if est is not None and not est["exact"]:  # a streamed estimate: its 95% interval
+            shown += f" [{est['interval'][0]:.4g}, {est['interval'][1]:.4g}]"
         table.add_row(key, shown, _meaning(key))
     for name, reason in results.get("skipped", {}).items():
         table.add_row(name, "skipped", reason)
     if result_format == "clip_benchmark":
         from ..report.clip_benchmark import eval_records, label_defaults
 
-        defaults = label_defaults(inputs, dict(emb.metadata))
+        defaults = label_defaults(inputs, dict(emb.metadata) if emb is not None else {})
         dataset, model, pretrained = (a or b for a, b in zip(labels, defaults, strict=True))
         records = eval_records(results, dataset, model, pretrained)
         _write_records(records, json_out, table, quiet, inputs, texts, pairs)
@@ -203,6 +231,51 @@ def _write_records(records, json_out, table, quiet, *inputs) -> None:
             table_console().print(f"wrote {path}", soft_wrap=True, highlight=False)
 
 
+def _eval_stream(source, tasks, ks, engine, scheduler, sample_queries, progress, compute):
+    """Retrieval and mixed search on a streamed source (:func:`modgap.stream.stream_retrieval`);
+    the tasks that need the whole set in memory are listed as skipped."""
+    from ..errors import ModgapError
+    from ..stream import stream_retrieval
+    from ..tasks.suite import TASKS
+    from ._options import make_engine
+
+    wanted = list(tasks) if tasks else ["retrieval", "mixed"]
+    unknown = [t for t in wanted if t not in TASKS]
+    if unknown:
+        raise ModgapError(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
+    in_memory = [t for t in wanted if t not in ("retrieval", "mixed")]
+    if tasks and in_memory:
+        raise ModgapError(
+            f"task(s) {', '.join(in_memory)} need the set in memory; drop --stream/--engine "
+            "or ask for retrieval, mixed"
+        )
+    eng = make_engine(engine, scheduler)
+    try:
+        results = stream_retrieval(
+            source,
+            ks,
+            sample_queries=sample_queries,
+            mixed="mixed" in wanted,
+            engine=eng,
+            compute=compute,
+            progress=progress,
+        )
+    finally:
+        eng.close()
+    if "retrieval" not in wanted:
+        results = {
+            k: v
+            for k, v in results.items()
+            if k.startswith("mixed") or k in ("estimates", "sampling")
+        }
+    if not tasks:
+        results["skipped"] = {
+            t: "not streamed (needs the set in memory)" for t in ("zeroshot", "clustering")
+        }
+    counts = source.describe()
+    return results, counts
+
+
 @cli.command("eval")
 @click.argument("inputs", metavar="INPUT")
 @click.argument("texts", required=False, metavar="[TEXTS]")
@@ -225,6 +298,8 @@ def _write_records(records, json_out, table, quiet, *inputs) -> None:
     "class_text_emb (e.g. pocket, open_clip:ViT-B-32/openai).",
 )
 @results_format_options
+@stream_options
+@sample_queries_option
 @compute_options
 @output_options
 def eval_command(
@@ -240,6 +315,10 @@ def eval_command(
     dataset_label,
     model_label,
     pretrained_label,
+    stream,
+    engine,
+    scheduler,
+    sample_queries,
     device,
     memory_budget,
     threads,
@@ -264,4 +343,8 @@ def eval_command(
         compute=compute,
         result_format=result_format,
         labels=(dataset_label, model_label, pretrained_label),
+        stream=stream,
+        engine=engine,
+        scheduler=scheduler,
+        sample_queries=sample_queries,
     )

@@ -16,6 +16,8 @@ from ._options import (
     output_options,
     pairs_option,
     run_with,
+    sample_queries_option,
+    stream_options,
 )
 
 #: row label -> (one-line meaning, the value without a gap / by chance), in report order; the
@@ -75,11 +77,17 @@ def results_table(results: dict, title: str | None = None):
     table.add_column("value", justify="right")
     table.add_column("no gap / chance", justify="right")
     table.add_column("meaning", style="dim")
+    estimates = results.get("estimates", {})
     for key, (meaning, reference) in DESCRIPTIONS.items():
         if key in results:
             if reference == "chance":
                 reference = format_value(results.get(f"{key}_chance"))
-            table.add_row(key, format_value(results[key]), reference, meaning)
+            shown = format_value(results[key])
+            est = estimates.get(key)
+            if est is not None and not est["exact"]:  # a sampled estimate: its interval
+                lo, hi = est["interval"]
+                shown += f" [{format_value(lo)}, {format_value(hi)}]"
+            table.add_row(key, shown, reference, meaning)
             if key == "gap_dims_90" and "per_dimension" in results:
                 top = results["per_dimension"]
                 shares = ", ".join(
@@ -89,6 +97,16 @@ def results_table(results: dict, title: str | None = None):
                 table.add_row("gap_top_dims", shares, "", "largest Δ_k² (share of ‖Δ‖²)")
     for name, reason in results.get("skipped", {}).items():
         table.add_row(name, "skipped", "", reason)
+    if "streaming" in results:
+        st = results["streaming"]
+        q = st["sample_queries"]
+        table.add_row(
+            "sampled",
+            f"{q['images']:,} / {q['texts']:,}",
+            "",
+            "queries (images / texts) of the estimates; [..] = 95% interval; "
+            f"{st['shards']} shard(s), engine {st['engine']}",
+        )
     return table
 
 
@@ -109,6 +127,10 @@ def run_measure(
     progress: bool = True,
     quiet: bool = False,
     compute: Any = None,
+    stream: bool | None = None,
+    engine: str = "local",
+    scheduler: str | None = None,
+    sample_queries: int | None = 10_000,
 ) -> dict:
     """What ``modgap measure`` does; returns the document written to ``--json``."""
     from .._progress import progress as progress_bar
@@ -117,8 +139,10 @@ def run_measure(
     from ..io import read_embeddings
     from ..measures import MEASURES, measure_all, resolve_measures
     from ..provenance import jsonable, provenance
+    from ._options import check_engine
     from ._output import announce_replace, print_and_save
 
+    check_engine(engine, scheduler)
     compute = resolve(compute)
     names = _split_names(only)
     selected = resolve_measures(names)  # unknown names fail before any data is read
@@ -127,6 +151,24 @@ def run_measure(
         writes=[("--json", json_out)],
     )
     announce_replace(json_out)
+    from ._options import open_streaming
+
+    source = open_streaming(images, texts, pairs, stream, engine)
+    if source is not None:
+        return _measure_stream(
+            source,
+            images,
+            texts,
+            pairs,
+            json_out,
+            names,
+            engine,
+            scheduler,
+            sample_queries,
+            progress and not quiet,
+            quiet,
+            compute,
+        )
     emb = read_embeddings(images, texts, pairs=pairs)
     todo = [n for n in selected if emb.has_pairs or not MEASURES[n][0]]
     with progress_bar("measuring", total=len(todo), enabled=progress and not quiet) as bar:
@@ -165,6 +207,58 @@ def run_measure(
     return document
 
 
+def _measure_stream(
+    source,
+    images,
+    texts,
+    pairs,
+    json_out,
+    names,
+    engine,
+    scheduler,
+    sample_queries,
+    progress,
+    quiet,
+    compute,
+) -> dict:
+    """``modgap measure`` on a streamed source (:func:`modgap.stream.stream_measures`)."""
+    from ..provenance import jsonable, provenance
+    from ..stream import stream_measures
+    from ._options import make_engine
+    from ._output import print_and_save
+
+    eng = make_engine(engine, scheduler)
+    try:
+        results = stream_measures(
+            source,
+            names,
+            sample_queries=sample_queries,
+            engine=eng,
+            compute=compute,
+            progress=progress,
+        )
+    finally:
+        eng.close()
+    counts = source.describe()
+    document = {
+        "measures": jsonable(results),
+        "provenance": provenance(
+            inputs={"images": images, "texts": texts, "pairs": pairs},
+            counts={k: counts[k] for k in ("n_images", "n_texts", "dim", "paired", "shards")},
+            seed=compute.seed,
+            compute=compute.describe(),
+            only=names,
+            sample_queries=sample_queries,
+        ),
+    }
+    title = (
+        f"modality gap (streamed): {counts['n_images']:,} images, {counts['n_texts']:,} texts, "
+        f"d={counts['dim']}"
+    )
+    print_and_save(results_table(results, title=title), document, json_out, quiet=quiet)
+    return document
+
+
 @cli.command("measure")
 @click.argument("images", metavar="INPUT")
 @click.argument("texts", required=False, metavar="[TEXTS]")
@@ -177,10 +271,26 @@ def run_measure(
     help="Comma-separated measures (centroid, per_dimension, linear_separability, rmg, "
     "neighbours, frechet_distance, alignment, uniformity, cosine) or result keys.",
 )
+@stream_options
+@sample_queries_option
 @compute_options
 @output_options
 def measure_command(
-    images, texts, pairs, json_out, only, device, memory_budget, threads, seed, no_progress, quiet
+    images,
+    texts,
+    pairs,
+    json_out,
+    only,
+    stream,
+    engine,
+    scheduler,
+    sample_queries,
+    device,
+    memory_budget,
+    threads,
+    seed,
+    no_progress,
+    quiet,
 ) -> None:
     """Every gap measure of one embedding set: centroid gap, separability, RMG,
     mixed-neighbour ratios, Fréchet distance, alignment/uniformity, cosine statistics.
@@ -198,4 +308,8 @@ def measure_command(
         progress=not no_progress,
         quiet=quiet,
         compute=compute,
+        stream=stream,
+        engine=engine,
+        scheduler=scheduler,
+        sample_queries=sample_queries,
     )

@@ -12,11 +12,13 @@ from . import cli
 from ._options import (
     compute_options,
     finite,
+    fit_sample_option,
     make_compute,
     output_options,
     pairs_option,
     parse_params,
     run_with,
+    stream_options,
 )
 
 
@@ -32,6 +34,18 @@ def _print_summary(summary: dict) -> None:
     )
     for p in summary["outputs"]:
         con.print(f"wrote {p}", soft_wrap=True, highlight=False)
+    st = summary.get("streaming")
+    if st:
+        kept = (
+            f", {st['resumed_shards']} kept from an interrupted run" if st["resumed_shards"] else ""
+        )
+        con.print(
+            f"{st['shards']} shard(s) ({st['image_dtype']} / {st['text_dtype']}){kept}",
+            highlight=False,
+        )
+    fo = summary.get("fitted_on") or {}
+    if fo.get("how"):
+        con.print(f"fit: {fo['how']}", soft_wrap=True, highlight=False)
     if summary["mode"] == "fit":
         con.print(f"saved reducer to {summary['model']}", soft_wrap=True, highlight=False)
     if summary.get("saved_model"):
@@ -69,6 +83,14 @@ def _print_summary(summary: dict) -> None:
 @click.option(
     "--reg", type=float, default=None, callback=finite("--reg"), help="ot-sinkhorn: entropic reg."
 )
+@click.option(
+    "--dtype",
+    type=click.Choice(["float16", "float32"]),
+    default=None,
+    help="Output float type of a clip-retrieval folder or .npy pair (default: the input's).",
+)
+@stream_options
+@fit_sample_option
 @compute_options
 @output_options
 def reduce_command(
@@ -83,6 +105,11 @@ def reduce_command(
     n_neighbors,
     lam,
     reg,
+    dtype,
+    stream,
+    engine,
+    scheduler,
+    fit_sample,
     device,
     memory_budget,
     threads,
@@ -112,17 +139,33 @@ def reduce_command(
     }
     params.update({k: v for k, v in typed.items() if v is not None})
     compute = make_compute(device, memory_budget, threads, seed)
-    summary = run_with(compute, quiet)(reduce_to_folder)(
-        method,
-        positional[0],
-        positional[1] if len(positional) > 1 else None,
-        out,
-        apply=apply,
-        save_model=save_model,
-        pairs=pairs,
-        params=params,
-        progress=not (no_progress or quiet),
-        compute=compute,
-    )
+    from ._options import check_engine
+
+    check_engine(engine, scheduler)
+    eng = None
+    if engine != "local":
+        from ._options import make_engine
+
+        eng = make_engine(engine, scheduler)
+    try:
+        summary = run_with(compute, quiet)(reduce_to_folder)(
+            method,
+            positional[0],
+            positional[1] if len(positional) > 1 else None,
+            out,
+            apply=apply,
+            save_model=save_model,
+            pairs=pairs,
+            params=params,
+            progress=not (no_progress or quiet),
+            compute=compute,
+            stream=stream or None,
+            engine=eng,
+            fit_sample=fit_sample,
+            dtype=dtype,
+        )
+    finally:
+        if eng is not None:
+            eng.close()
     if not quiet:
         _print_summary(summary)

@@ -132,7 +132,8 @@ def write_embeddings(
         Also write ``text_to_image`` to this ``.npy`` (or text file, one index per line). Needed
         by ``npy`` pairs whose pairing is not row-by-row.
     dtype : dtype, optional
-        Store the embedding matrices in this float type (e.g. ``float16``); default float32.
+        Store the embedding matrices in this float type (e.g. ``float16``); default float32
+        (a set read from a clip-retrieval folder keeps that folder's dtypes).
     shard_size : int, optional
         clip-retrieval: rows per shard (default: one shard). With unequal image and text
         counts both sides get the same number of shards, so one side may hold more rows.
@@ -165,6 +166,7 @@ def write_embeddings(
         dtype=dt,
         shard_size=shard_size,
         compress=compress,
+        dtype_given=dtype is not None,
     )
     return p
 

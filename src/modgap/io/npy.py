@@ -61,6 +61,13 @@ def write_npy_pair(emb: EmbeddingSet, p: Path, *, texts, pairs_written, dtype, *
     dropped(os.fspath(p), lost + [UNPAIRED_NOTE] * unpaired_equal(emb))
 
 
+def _stream(path, texts=None, **kwargs):
+    """The streaming source (:mod:`modgap.stream`), imported only when asked for."""
+    from ..stream.formats import npy_source
+
+    return npy_source(path, texts, **kwargs)
+
+
 register(
     Format(
         "npy",
@@ -69,5 +76,6 @@ register(
         read_npy_pair,
         write_npy_pair,
         pair_files=True,
+        stream=_stream,
     )
 )

@@ -181,6 +181,13 @@ def write_parquet(emb: EmbeddingSet, p: Path, *, texts, pairs_written, dtype, **
     dropped(os.fspath(p), lost)
 
 
+def _stream(path, texts=None, **kwargs):
+    """The streaming source (:mod:`modgap.stream`), imported only when asked for."""
+    from ..stream.formats import parquet_source
+
+    return parquet_source(path, texts, **kwargs)
+
+
 register(
     Format(
         "parquet",
@@ -189,5 +196,6 @@ register(
         read_parquet,
         write_parquet,
         pair_files=True,
+        stream=_stream,
     )
 )

@@ -59,6 +59,10 @@ def reduce_to_folder(
     params: dict[str, Any] | None = None,
     progress: bool = False,
     compute: Compute | None = None,
+    stream: bool | None = None,
+    engine: Any = None,
+    fit_sample: int | None = None,
+    dtype: Any = None,
 ) -> dict:
     """Fit (or ``apply``) a reducer and write the reduced set, the model and the summary.
 
@@ -83,6 +87,21 @@ def reduce_to_folder(
     progress : bool
         Show a spinner while fitting and transforming.
     compute : Compute, optional
+    stream : bool, optional
+        Fit out of core (moments in one pass; spectral and OT on ``fit_sample`` images) and
+        transform shard by shard. ``None``: when the input is larger than
+        :data:`modgap.stream.AUTO_STREAM_BYTES` or not on a local disk, with a notice.
+        A clip-retrieval folder (and a streamed ``.npy`` pair) is always *written* shard by
+        shard, mirroring the input (:func:`modgap.stream.reduce_folder`): same shard names,
+        dtypes and metadata files, resumable after an interruption.
+    engine : str or Engine, optional
+        ``"local"`` (default) or ``"dask"`` / a :class:`modgap.stream.DaskEngine`; Dask
+        implies streaming.
+    fit_sample : int, optional
+        Images the sample-fitted reducers (spectral, OT) are fitted on when streaming
+        (default :data:`modgap.stream.fit.DEFAULT_FIT_SAMPLE`).
+    dtype : str, optional
+        Output float type of a shard-by-shard output (default: the input's).
 
     Returns
     -------
@@ -122,6 +141,25 @@ def reduce_to_folder(
             raise ModgapError("give a METHOD to fit (or --apply MODEL to use a saved reducer)")
         reducer = get_reducer(method, **params)
         reducer._check_params()  # bad values fail before any data is read
+    shard_route = _shard_route(images, stream, engine)
+    if shard_route:
+        return _reduce_shards(
+            reducer,
+            images,
+            texts,
+            out_dir,
+            apply=apply,
+            pairs=pairs,
+            stream=stream,
+            engine=engine,
+            fit_sample=fit_sample,
+            dtype=dtype,
+            progress=progress,
+            compute=compute,
+            save_model=None if inside else save_model,
+            params=params,
+            method=method,
+        )
     fmt = FORMATS[detect_format(images)]
     emb = read_embeddings(images, texts, pairs=pairs)
     with progress_bar(f"{reducer.name}", enabled=progress) as bar:
@@ -188,6 +226,114 @@ def reduce_to_folder(
         write_json(tmp / SUMMARY, summary)
     if save_model is not None and not inside:
         reducer.save(save_model)
+        summary["saved_model"] = str(save_model)
+    return summary
+
+
+def _shard_route(images: str, stream: bool | None, engine: Any) -> bool:
+    """Whether the input goes through the shard-by-shard writer: every clip-retrieval folder
+    (faithful output), and any streamed input."""
+    from ..stream import _format_of
+    from ..stream._fs import is_remote
+
+    if stream or (engine is not None and engine != "local") or is_remote(images):
+        return True
+    fmt = _format_of(images)
+    return fmt == "clip-retrieval" or (stream is None and fmt == "npy")
+
+
+def _reduce_shards(
+    reducer,
+    images,
+    texts,
+    out_dir,
+    *,
+    apply,
+    pairs,
+    stream,
+    engine,
+    fit_sample,
+    dtype,
+    progress,
+    compute,
+    save_model,
+    params,
+    method,
+) -> dict:
+    from ..errors import notice
+    from ..stream import get_engine, open_source, should_stream
+    from ..stream.fit import DEFAULT_FIT_SAMPLE, fit_streaming
+    from ..stream.write import reduce_folder
+
+    source = open_source(images, texts, pairs=pairs)
+    if source.format == "npy" and stream is None and not should_stream(source):
+        # small .npy pairs keep the in-memory route (and its pairs-file handling)
+        return reduce_to_folder(
+            method,
+            images,
+            texts,
+            out_dir,
+            apply=apply,
+            save_model=save_model,
+            pairs=pairs,
+            params=params,
+            progress=progress,
+            compute=compute,
+            stream=False,
+        )
+    eng = get_engine(engine) if not hasattr(engine, "reduce") else engine
+    streaming = bool(stream) or eng.name != "local" or (stream is None and should_stream(source))
+    if streaming and stream is None and eng.name == "local":
+        notice(
+            f"{images}: {source.n_images:,} images + {source.n_texts:,} texts "
+            f"({source.float32_bytes / 1e9:.1f} GB as float32): fitting out of core "
+            "(--stream forces this)"
+        )
+    size = DEFAULT_FIT_SAMPLE if fit_sample is None else int(fit_sample)
+
+    def fit(r):
+        if streaming:
+            return fit_streaming(
+                r, source, fit_sample=size, engine=eng, compute=compute, progress=progress
+            )
+        from ..io import read_embeddings
+
+        emb = read_embeddings(images, texts, pairs=pairs)
+        r.fit(emb, compute=compute)
+        return {
+            "source": emb.source,
+            "rows": "all",
+            "n_images": emb.n_images,
+            "n_texts": emb.n_texts,
+        }
+
+    job = {
+        "method": method,
+        "params": {k: v for k, v in sorted(reducer.get_params().items())},
+        "seed": compute.seed,
+        "fit": ("stream", size) if streaming else "memory",
+    }
+    try:
+        summary = reduce_folder(
+            source,
+            out_dir,
+            reducer=None if apply else reducer,
+            fit=fit,
+            apply=apply,
+            job=job,
+            dtype=dtype,
+            engine=eng,
+            compute=compute,
+            progress=progress,
+            provenance_inputs={"images": images, "texts": texts, "pairs": pairs, "apply": apply},
+        )
+    finally:
+        if eng is not engine:
+            eng.close()
+    if save_model is not None and apply is None:
+        from shutil import copyfile
+
+        copyfile(out_dir / MODEL, save_model)
         summary["saved_model"] = str(save_model)
     return summary
 

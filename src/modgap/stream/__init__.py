@@ -1,0 +1,143 @@
+"""Out-of-core and distributed passes over sharded embeddings (10³ → 10⁹ rows).
+
+* :func:`open_source` — a :class:`Source` over a clip-retrieval folder, a pair of ``.npy``
+  files or parquet, on a local disk or any fsspec filesystem (``memory://``, ``s3://``):
+  headers only, nothing is loaded.
+* :func:`stream_measures` — every gap measure in one exact moment pass plus exact scans of a
+  uniform query sample against the whole pool (estimates with their interval).
+* :func:`fit_streaming` / :func:`reduce_folder` — reducers fitted from full-pass moments or on
+  a stated sample, applied shard by shard into a faithful, resumable clip-retrieval folder.
+* :func:`stream_retrieval`, :func:`search_topk` — exact blocked retrieval and top-K search
+  across shards.
+* Engines (:mod:`modgap.stream.engines`): in-process, or Dask (``dask.distributed``); the same
+  kernels (:mod:`modgap.stream.kernels`) either way.
+
+See ``docs/scale.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from ..errors import InputError
+from .engines import ENGINES, DaskEngine, Engine, LocalEngine, get_engine
+from .measures import DEFAULT_SAMPLE_QUERIES, stream_measures
+from .source import Part, Shard, Source
+
+__all__ = [
+    "DEFAULT_SAMPLE_QUERIES",
+    "ENGINES",
+    "DaskEngine",
+    "Engine",
+    "LocalEngine",
+    "Part",
+    "Shard",
+    "Source",
+    "fit_streaming",
+    "get_engine",
+    "open_source",
+    "reduce_folder",
+    "search_topk",
+    "should_stream",
+    "stream_measures",
+    "stream_retrieval",
+]
+
+
+def _format_of(path: str) -> str:
+    from ..io._registry import FORMATS, detect_format
+    from ._fs import is_remote
+
+    if not is_remote(path):
+        return detect_format(path)
+    suffix = os.path.splitext(path.rstrip("/"))[1].lower()
+    for f in FORMATS.values():
+        if suffix and suffix in f.suffixes:
+            return f.name
+    return next(f.name for f in FORMATS.values() if f.folder)
+
+
+def open_source(
+    path: str | os.PathLike,
+    texts: str | os.PathLike | None = None,
+    *,
+    pairs: str | os.PathLike | None = None,
+    format: str | None = None,
+    image_key: str | None = None,
+    text_key: str | None = None,
+    storage_options: dict | None = None,
+) -> Source:
+    """A streaming :class:`Source` for ``path`` (and ``texts``), through the format registry's
+    ``stream`` slot. Only headers are read; errors name the file."""
+    from ..io._registry import FORMATS, get_format
+
+    given = os.fspath(path)
+    name = format or _format_of(given)
+    fmt = get_format(name, given)
+    if fmt.stream is None:
+        streamable = ", ".join(f.name for f in FORMATS.values() if f.stream is not None)
+        raise InputError(
+            f"the {fmt.name} format cannot be streamed (streamable: {streamable}); "
+            "it is read into memory instead",
+            given,
+        )
+    src = fmt.stream(
+        given,
+        None if texts is None else os.fspath(texts),
+        image_key=image_key,
+        text_key=text_key,
+        storage_options=storage_options,
+    )
+    if pairs is not None:
+        from ..io.pairs import read_pairs
+
+        t2i = read_pairs(pairs, n_texts=src.n_texts, n_images=src.n_images)
+        src = dataclasses.replace(src, pairing="index", text_to_image=t2i)
+    return src
+
+
+def should_stream(source: Source, limit: int | None = None) -> bool:
+    """Whether ``source`` is too large to read into memory: its float32 size is above
+    ``limit`` (default :data:`AUTO_STREAM_BYTES`), or it is not on a local disk."""
+    from ._fs import is_remote
+
+    if is_remote(source.path.split(", ")[0]):
+        return True
+    return source.float32_bytes > (AUTO_STREAM_BYTES if limit is None else limit)
+
+
+def _auto_limit() -> int:
+    from ..io._errors import machine_memory
+
+    mem = machine_memory()
+    return min(2 << 30, mem // 8) if mem else 2 << 30
+
+
+#: float32 bytes above which the CLI streams instead of reading into memory
+AUTO_STREAM_BYTES = _auto_limit()
+
+
+def fit_streaming(*args: Any, **kwargs: Any):
+    from .fit import fit_streaming as f
+
+    return f(*args, **kwargs)
+
+
+def reduce_folder(*args: Any, **kwargs: Any):
+    from .write import reduce_folder as f
+
+    return f(*args, **kwargs)
+
+
+def stream_retrieval(*args: Any, **kwargs: Any):
+    from .retrieval import stream_retrieval as f
+
+    return f(*args, **kwargs)
+
+
+def search_topk(*args: Any, **kwargs: Any):
+    from .retrieval import search_topk as f
+
+    return f(*args, **kwargs)

@@ -1,0 +1,483 @@
+r"""The per-shard kernels every engine runs, and how their results merge.
+
+Three kinds, all module-level functions of ``(item, source, ...)`` returning plain dicts of
+numbers and numpy arrays (so any engine can ship them):
+
+* :func:`moment_kernel` / :func:`merge_moments` — one pass over a shard: per modality the
+  count, mean and (optionally) scatter matrix of the unit rows in float64 (Chan, Golub &
+  LeVeque's pairwise merge, as :class:`~modgap.measures.accumulators.Moments`), and over the
+  matched pairs :math:`\sum c`, :math:`\sum c^2` (:math:`c = \cos(x_{\pi(j)}, y_j)`),
+  :math:`\sum\lVert x_{\pi(j)} - y_j\rVert^2` and optionally the cross-moment
+  :math:`\sum x_{\pi(j)}^\top y_j` (Procrustes).
+* :func:`scan_kernel` / :func:`merge_scans` — one block of queries against one shard's rows of
+  one modality, exactly (:mod:`modgap._ties`): the exact best score, the count of rows whose
+  exact score beats a per-query threshold (self and listed partners excluded), the sum of the
+  uniformity kernel :math:`e^{-2\lVert q - p\rVert^2} = e^{4 q\cdot p - 4}`, and the exact
+  top-K. Merged across shards by max, sum and a top-K merge under the same total order.
+* :func:`transform_kernel` — one shard through a saved reducer, written atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from ..compute import Compute
+from .source import Shard, Source
+
+__all__ = [
+    "merge_moments",
+    "merge_scans",
+    "moment_kernel",
+    "pool_rows",
+    "scan_kernel",
+    "transform_kernel",
+    "unit64",
+]
+
+
+def unit64(block: np.ndarray) -> np.ndarray:
+    """Rows L2-normalised in float64 (what :func:`modgap.measures._common.unit_rows` does)."""
+    x = np.asarray(block, dtype=np.float64)
+    return x / np.sqrt(np.einsum("ij,ij->i", x, x))[:, None]
+
+
+def pool_rows(block: np.ndarray) -> np.ndarray:
+    """Rows as the neighbour kernels see them: unit in float64, then float32 (as
+    :func:`~modgap.measures.mixed_neighbour_diagnostics` converts its inputs)."""
+    return unit64(block).astype(np.float32)
+
+
+def _rows_per_block(source: Source, compute: Compute, per_row: int) -> int:
+    return compute.rows_per_block(max(1, source.dim) * per_row, share=0.5, cap=1 << 16)
+
+
+# -- moments -------------------------------------------------------------------------------
+def _moments(x: np.ndarray, covariance: bool) -> dict:
+    mean = x.mean(axis=0)
+    out = {"n": x.shape[0], "mean": mean, "scatter": None}
+    if covariance:
+        c = x - mean
+        out["scatter"] = c.T @ c
+    return out
+
+
+def _merge_mo(a: dict | None, b: dict | None) -> dict | None:
+    """Chan et al.'s merge: :math:`\\mu = \\mu_a + \\delta n_b/n`,
+    :math:`M = M_a + M_b + \\delta\\delta^\\top n_a n_b/n`."""
+    if a is None or a["n"] == 0:
+        return b
+    if b is None or b["n"] == 0:
+        return a
+    n = a["n"] + b["n"]
+    delta = b["mean"] - a["mean"]
+    scatter = None
+    if a["scatter"] is not None and b["scatter"] is not None:
+        scatter = a["scatter"] + b["scatter"] + np.outer(delta, delta) * (a["n"] * b["n"] / n)
+    return {"n": n, "mean": a["mean"] + delta * (b["n"] / n), "scatter": scatter}
+
+
+def _merge_matched(a: dict | None, b: dict | None) -> dict | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    cross = None
+    if a["cross"] is not None and b["cross"] is not None:
+        cross = a["cross"] + b["cross"]
+    return {
+        "n": a["n"] + b["n"],
+        "sum": a["sum"] + b["sum"],
+        "sq": a["sq"] + b["sq"],
+        "align": a["align"] + b["align"],
+        "cross": cross,
+    }
+
+
+def unit_block(raw: np.ndarray, name: str, path: str, first: int) -> tuple:
+    """``(x, 1/‖x‖, ‖x‖²)`` of a raw block in float64, checked like :func:`prepare_rows` (and with
+    its float32 normalisation of rows off 1 by more than 10⁻³), without materialising the
+    normalised rows: the first moments are then one matrix-vector product."""
+    from .source import _NORM_TOL, prepare_rows
+
+    x = np.asarray(raw, dtype=np.float64)
+    sq = np.einsum("ij,ij->i", x, x)
+    bad = ~np.isfinite(sq) | (sq == 0)
+    if bad.any():
+        prepare_rows(raw, name, path, first)  # raises with the file and the row
+    off = np.abs(np.sqrt(sq) - 1) > _NORM_TOL
+    if off.any():
+        rows = np.flatnonzero(off)
+        x[rows] = prepare_rows(np.asarray(raw)[rows], name, path, rows + first)
+        sq[rows] = np.einsum("ij,ij->i", x[rows], x[rows])
+    return x, 1.0 / np.sqrt(sq), sq
+
+
+def _moments_of(x: np.ndarray, inv: np.ndarray, covariance: bool) -> dict:
+    n = x.shape[0]
+    if not covariance:
+        return {"n": n, "mean": (inv @ x) / n, "scatter": None}
+    return _moments(x * inv[:, None], True)
+
+
+def moment_kernel(shard: Shard, source: Source, opts: dict, compute: Compute) -> dict:
+    """Moments of one shard (see the module docstring). ``opts``: ``covariance``,
+    ``matched``, ``cross`` (booleans)."""
+    cov, want_pairs, cross = opts.get("covariance"), opts.get("matched"), opts.get("cross")
+    rows = _rows_per_block(source, compute, 3 * 8)
+    state: dict[str, Any] = {"x": None, "y": None, "pairs": None}
+
+    def matched(x, ix, sx, y, iy, sy):
+        c = np.einsum("ij,ij->i", x, y) * ix * iy
+        return {
+            "n": int(c.size),
+            "sum": float(c.sum()),
+            "sq": float(c @ c),
+            # ‖x̂ − ŷ‖² = ‖x̂‖² + ‖ŷ‖² − 2c, with the unit norms as computed
+            "align": float((sx * ix * ix + sy * iy * iy - 2 * c).sum()),
+            "cross": ((x * ix[:, None]).T @ (y * iy[:, None])) if cross else None,
+        }
+
+    with compute.threads_limit():
+        if want_pairs and source.pairing == "rows":  # both modalities in lockstep
+            it = source.raw_blocks(shard, "image", rows)
+            for start, tb, tpath in source.raw_blocks(shard, "text", rows):
+                _, ib, ipath = next(it)
+                x, ix, sx = unit_block(ib, "image_emb", ipath, start)
+                y, iy, sy = unit_block(tb, "text_emb", tpath, start)
+                state["x"] = _merge_mo(state["x"], _moments_of(x, ix, cov))
+                state["y"] = _merge_mo(state["y"], _moments_of(y, iy, cov))
+                state["pairs"] = _merge_matched(state["pairs"], matched(x, ix, sx, y, iy, sy))
+            return state
+        for start, ib, ipath in source.raw_blocks(shard, "image", rows):
+            x, ix, _ = unit_block(ib, "image_emb", ipath, start)
+            state["x"] = _merge_mo(state["x"], _moments_of(x, ix, cov))
+        t2i = source.shard_pairs(shard) if want_pairs else None
+        for start, tb, tpath in source.raw_blocks(shard, "text", rows):
+            y, iy, sy = unit_block(tb, "text_emb", tpath, start)
+            state["y"] = _merge_mo(state["y"], _moments_of(y, iy, cov))
+            if t2i is not None:
+                g = source.gather("image", t2i[start : start + y.shape[0]])
+                x, ix, sx = unit_block(g, "image_emb", source.path, 0)
+                state["pairs"] = _merge_matched(state["pairs"], matched(x, ix, sx, y, iy, sy))
+    return state
+
+
+def merge_moments(a: dict, b: dict) -> dict:
+    """Fold two :func:`moment_kernel` results (any order; the engines use one fixed tree)."""
+    return {
+        "x": _merge_mo(a["x"], b["x"]),
+        "y": _merge_mo(a["y"], b["y"]),
+        "pairs": _merge_matched(a["pairs"], b["pairs"]),
+    }
+
+
+# -- exact scans ---------------------------------------------------------------------------
+def _exact(Q, P):
+    from .._ties import exact_scores
+
+    def f(rows, cols):
+        return exact_scores(Q, P, rows, cols)
+
+    return f
+
+
+def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: Compute) -> dict:
+    """Query block ``item[0]`` of every spec in ``specs`` against shard ``item[1]``.
+
+    A spec is a dict: ``name``; ``pool`` (``"image"``/``"text"``); ``queries`` (float32
+    ``(q, d)``, unit, as :func:`pool_rows`); ``block`` (queries per block); optional
+    ``self_index`` (global pool row of each query, never counted), ``exclude`` (``(query,
+    pool row)`` int64 pairs: partners, not counted), ``threshold`` (float64 per query: count
+    rows scoring exactly above it), and the flags ``best``, ``ksum``, ``topk`` (K), with
+    ``id_offset`` and ``own`` (whether the pool is the queries' modality: tied top-K entries
+    of the own modality go last) for the top-K ids.
+
+    Returns ``{(name, block): {...}}`` with ``best`` (float64), ``count`` (int64), ``ksum``
+    (float64), ``top_ids`` / ``top_scores`` / ``top_key`` as asked.
+    """
+    import torch
+
+    from .._ties import count_above, topk_rows
+
+    b, shard = item
+    out: dict = {}
+    todo = [s for s in specs if b * s["block"] < len(s["queries"])]
+    by_pool: dict[str, list] = {}
+    for s in todo:
+        by_pool.setdefault(s["pool"], []).append(s)
+    d = source.dim
+    qmax = max([s["block"] for s in todo], default=1)
+    # one score block (q x p float32), its comparison buffer and float32 exp temporaries
+    rows = compute.rows_per_block(qmax * 4 * 3, share=0.5, cap=1 << 15)
+    # score and scratch blocks allocated once per task and reused for every row block: fresh
+    # (q x p) allocations each time cost a page fault per 4 KiB (seen: 40% system time)
+    dev = compute.torch_device  # the same kernels on CPU and GPU workers
+    S_buf = torch.empty(qmax * rows, dtype=torch.float32, device=dev)
+    G_buf = torch.empty(qmax * rows, dtype=torch.float32, device=dev)
+    with torch.no_grad(), compute.threads_limit():
+        for pool, group in by_pool.items():
+            g0 = shard.image_start if pool == "image" else shard.text_start
+            state = {}
+            Qs = {}
+            for s in group:
+                lo, hi = b * s["block"], min((b + 1) * s["block"], len(s["queries"]))
+                Qs[s["name"]] = (
+                    lo,
+                    hi,
+                    torch.from_numpy(np.ascontiguousarray(s["queries"][lo:hi])).to(dev),
+                )
+                st: dict[str, Any] = {}
+                if s.get("best"):
+                    st["best"] = torch.full((hi - lo,), -math.inf, dtype=torch.float64, device=dev)
+                if s.get("threshold") is not None:
+                    st["count"] = torch.zeros(hi - lo, dtype=torch.int64, device=dev)
+                if s.get("ksum"):
+                    st["ksum"] = torch.zeros(hi - lo, dtype=torch.float64, device=dev)
+                if s.get("topk"):
+                    k = int(s["topk"])
+                    st["top_ids"] = np.full((hi - lo, 0), -1, dtype=np.int64)
+                    st["top_scores"] = np.zeros((hi - lo, 0))
+                    st["top_key"] = np.zeros((hi - lo, 0), dtype=np.int64)
+                state[s["name"]] = st
+            if group[0].get("norm") == "task":  # the retrieval tasks' row preparation
+                from .retrieval import task_rows as conv
+            else:
+                conv = pool_rows
+            for start, block in source.blocks(shard, pool, rows):
+                P = torch.from_numpy(conv(block)).to(dev)
+                p0, p1 = g0 + start, g0 + start + P.shape[0]
+                for s in group:
+                    lo, hi, Q = Qs[s["name"]]
+                    st = state[s["name"]]
+                    S = torch.mm(Q, P.T, out=S_buf[: Q.shape[0] * P.shape[0]].view(Q.shape[0], -1))
+                    G = G_buf[: S.numel()].view(S.shape)
+                    scale = torch.ones(hi - lo, dtype=torch.float64, device=dev)
+                    exact = _exact(Q, P)
+                    if s.get("self_index") is not None:
+                        si = np.asarray(s["self_index"][lo:hi])
+                        q = np.flatnonzero((si >= p0) & (si < p1))
+                        if q.size:
+                            S[
+                                torch.from_numpy(q).to(dev), torch.from_numpy(si[q] - p0).to(dev)
+                            ] = -math.inf
+                    if s.get("ksum"):
+                        torch.mul(S, 4.0, out=G)
+                        G.sub_(4.0).exp_()
+                        st["ksum"] += G.sum(1, dtype=torch.float64)
+                    if s.get("best"):
+                        _, top = topk_rows(S, 1, scale, d, exact)
+                        st["best"] = torch.maximum(st["best"], top[:, 0])
+                    if s.get("topk"):
+                        k = min(int(s["topk"]), S.shape[1])
+                        own = bool(s.get("own"))
+                        ids, sc = topk_rows(S, k, scale, d, exact)
+                        valid = ids >= 0
+                        gid = np.where(
+                            valid.cpu().numpy(), ids.cpu().numpy() + p0 + s.get("id_offset", 0), -1
+                        )
+                        key = np.full(gid.shape, int(own), dtype=np.int64)
+                        st["top_ids"], st["top_scores"], st["top_key"] = _topk_merge(
+                            (st["top_ids"], st["top_scores"], st["top_key"]),
+                            (gid, np.where(valid.cpu().numpy(), sc.cpu().numpy(), -np.inf), key),
+                            int(s["topk"]),
+                        )
+                    if s.get("threshold") is not None:
+                        ex = s.get("exclude")
+                        if ex is not None:
+                            qpos, prow = ex
+                            sel = np.flatnonzero(
+                                (qpos >= lo) & (qpos < hi) & (prow >= p0) & (prow < p1)
+                            )
+                            if sel.size:
+                                S[
+                                    torch.from_numpy(qpos[sel] - lo).to(dev),
+                                    torch.from_numpy(prow[sel] - p0).to(dev),
+                                ] = -math.inf
+                        thr = torch.from_numpy(
+                            np.asarray(s["threshold"][lo:hi], dtype=np.float64)
+                        ).to(dev)
+                        st["count"] += count_above(S, thr, scale, d, exact, axis=1, buffer=G)
+            for s in group:
+                out[(s["name"], b)] = {
+                    k: (v.cpu().numpy() if hasattr(v, "cpu") else v)
+                    for k, v in state[s["name"]].items()
+                }
+    return out
+
+
+def _topk_merge(a: tuple, b: tuple, k: int) -> tuple:
+    """The top ``k`` of two exact candidate lists per row, in the order of
+    :func:`modgap._ties.select_topk`: exact score on the tie grid (descending), then the tie
+    key (own modality last), then the id."""
+    from .._ties import TIE_TOL
+
+    ids = np.concatenate([a[0], b[0]], axis=1)
+    sc = np.concatenate([a[1], b[1]], axis=1)
+    key = np.concatenate([a[2], b[2]], axis=1)
+    if ids.shape[1] == 0:
+        return ids, sc, key
+    grid = np.where(np.isfinite(sc), np.round(np.where(np.isfinite(sc), sc, 0) / TIE_TOL), np.inf)
+    # invalid entries (-inf, id -1) sort last
+    neg = np.where(np.isfinite(sc), -grid, np.inf)
+    rows = np.arange(ids.shape[0])[:, None].repeat(ids.shape[1], 1)
+    order = np.lexsort((ids.ravel(), key.ravel(), neg.ravel(), rows.ravel())).reshape(ids.shape)
+    order = order - rows * ids.shape[1]
+    take = order[:, :k]
+    r = np.arange(ids.shape[0])[:, None]
+    return ids[r, take], sc[r, take], key[r, take]
+
+
+def merge_scans(a: dict, b: dict) -> dict:
+    """Fold two :func:`scan_kernel` results: max of ``best``, sums of ``count`` and
+    ``ksum``, top-K merge of the lists."""
+    out = dict(a)
+    for key, vb in b.items():
+        va = out.get(key)
+        if va is None:
+            out[key] = vb
+            continue
+        m = {}
+        for f, v in vb.items():
+            if f == "best":
+                m[f] = np.maximum(va[f], v)
+            elif f in ("count", "ksum"):
+                m[f] = va[f] + v
+        if "top_ids" in vb:
+            k = max(va["top_ids"].shape[1], vb["top_ids"].shape[1])
+            m["top_ids"], m["top_scores"], m["top_key"] = _topk_merge(
+                (va["top_ids"], va["top_scores"], va["top_key"]),
+                (vb["top_ids"], vb["top_scores"], vb["top_key"]),
+                k,
+            )
+        out[key] = m
+    return out
+
+
+# -- transforms ----------------------------------------------------------------------------
+@lru_cache(maxsize=4)
+def _load_reducer(path: str, sha: str) -> Any:
+    from ..reducers import load_reducer
+
+    del sha  # part of the cache key: a rewritten model is loaded again
+    return load_reducer(path)
+
+
+def _atomic_npy(path: str, blocks, rows: int, dim: int, dtype: np.dtype) -> None:
+    from numpy.lib.format import open_memmap
+
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        m = open_memmap(tmp, mode="w+", dtype=dtype, shape=(rows, dim))
+        for start, z in blocks:
+            m[start : start + z.shape[0]] = z
+        m.flush()
+        del m
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _atomic_parquet(path: str, fs, part, transform, rows: int, dtype: np.dtype) -> None:
+    """The input parquet shard with its ``embedding`` column replaced (other columns kept),
+    batch by batch."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ..io.parquet import arrow_matrix
+    from .source import prepare_rows
+
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    writer = None
+    try:
+        with fs.open(part.path) as f:
+            pf = pq.ParquetFile(f)
+            start = 0
+            for batch in pf.iter_batches(batch_size=rows):
+                table = pa.Table.from_batches([batch])
+                col = table.column_names.index(part.column)
+                m = prepare_rows(
+                    arrow_matrix(table.column(col), part.column, part.path), "emb", part.path, start
+                )
+                z = np.ascontiguousarray(transform(m), dtype=dtype)
+                arr = pa.FixedSizeListArray.from_arrays(pa.array(z.reshape(-1)), z.shape[1])
+                table = table.set_column(col, part.column, arr)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table)
+                start += m.shape[0]
+        writer.close()
+        os.replace(tmp, path)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _copy_atomic(fs, src: str, dst: str) -> None:
+    tmp = os.path.join(os.path.dirname(dst), f".{os.path.basename(dst)}.{os.getpid()}.tmp")
+    try:
+        with fs.open(src) as f, open(tmp, "wb") as g:
+            while True:
+                chunk = f.read(1 << 22)
+                if not chunk:
+                    break
+                g.write(chunk)
+        os.replace(tmp, dst)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def transform_kernel(shard: Shard, source: Source, job: dict, compute: Compute) -> dict:
+    """Transform shard ``shard`` with the saved reducer ``job["model"]`` and write it into the
+    staging folder ``job["staging"]`` under the input's own names: embeddings in
+    ``job["image_dtype"]`` / ``job["text_dtype"]``, metadata files copied byte for byte. Each
+    file lands by rename; a marker ``.done/{name}`` is written last, so a resumed job skips
+    exactly the shards that are complete."""
+    reducer = _load_reducer(job["model"], job["model_sha256"])
+    fs = source.fs()
+    root = job["staging"]
+    rows = _rows_per_block(source, compute, 4 * 4)
+    with compute.threads_limit():
+        for modality, sub, tr, dt in (
+            ("image", "img_emb", reducer.transform_images, job["image_dtype"]),
+            ("text", "text_emb", reducer.transform_texts, job["text_dtype"]),
+        ):
+            part = source.part(shard, modality)
+            single = job.get("single_files")
+            if single:  # a pair of .npy files: this shard's rows of one pre-allocated output
+                out = np.load(single[modality], mmap_mode="r+")
+                g0 = shard.image_start if modality == "image" else shard.text_start
+                for s, b in source.blocks(shard, modality, rows):
+                    out[g0 + s : g0 + s + b.shape[0]] = tr(b).astype(dt, copy=False)
+                out.flush()
+                del out
+                continue
+            name = os.path.basename(part.path)
+            dst = os.path.join(root, sub, name)
+            if part.kind == "npy":
+                blocks = (
+                    (s, tr(b).astype(dt, copy=False))
+                    for s, b in source.blocks(shard, modality, rows)
+                )
+                _atomic_npy(dst, blocks, part.rows, job["dim_out"], np.dtype(dt))
+            else:
+                _atomic_parquet(dst, fs, part, tr, rows, np.dtype(dt))
+        for src, sub in ((shard.metadata, "metadata"), (shard.text_metadata, "text_metadata")):
+            if src is not None:
+                _copy_atomic(fs, src, os.path.join(root, sub, os.path.basename(src)))
+    marker = os.path.join(root, ".done", shard.name)
+    with open(marker + ".tmp", "w") as f:
+        f.write(f"{shard.n_images} {shard.n_texts}\n")
+    os.replace(marker + ".tmp", marker)
+    return {"name": shard.name, "n_images": shard.n_images, "n_texts": shard.n_texts}

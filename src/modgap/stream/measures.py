@@ -1,0 +1,421 @@
+r"""Every gap measure of a :class:`~modgap.stream.source.Source`, out of core.
+
+* **Exact, in one pass** over the shards (:func:`~modgap.stream.kernels.moment_kernel`,
+  merged in a tree): centroid gap, per-dimension gap, Fréchet distance, RMG, alignment, and the
+  means and standard deviations of the matched and unmatched cosines. They equal the in-memory
+  functions of :mod:`modgap.measures` up to float64 round-off: the unmatched cosine sums come
+  from :math:`(\sum x)\cdot(\sum y)` and :math:`\langle X^\top X, Y^\top Y\rangle_F`, with
+  :math:`X^\top X = M_X + n\mu_X\mu_X^\top` from the scatter matrix.
+* **Estimated on a uniform sample of queries** (``sample_queries`` per modality, default
+  10,000, drawn with the seed without replacement) **scored exactly against the whole pool**
+  (:func:`~modgap.stream.kernels.scan_kernel`, query block × shard tasks): ITR, TIR, TMR, IMR
+  and the three uniformities; and fitted on the sample: linear separability and the cosine
+  quantiles. Each estimate carries its sample size and a 95% interval
+  (:mod:`modgap.stream.intervals`) under ``estimates``. When a modality has at most
+  ``sample_queries`` rows the sample is the whole modality and the value is exact: the same
+  comparisons as the in-memory function.
+
+Memory: one row block per kernel (from the compute context's budget), the query sample
+(``2 · s · d`` float32) and :math:`O(d^2)` moments — independent of the number of rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from ..compute import Compute, resolve
+from ..errors import ModgapError
+from ..measures import MEASURES, resolve_measures
+from .engines import Engine, LocalEngine
+from .intervals import estimate, mean_interval, ratio_interval, wilson
+from .kernels import merge_moments, merge_scans, moment_kernel, pool_rows, scan_kernel
+from .source import Source
+
+__all__ = [
+    "DEFAULT_SAMPLE_QUERIES",
+    "moment_pass",
+    "run_scans",
+    "sample_index",
+    "stream_measures",
+]
+
+#: queries sampled per modality for the neighbour, separability and uniformity estimates
+DEFAULT_SAMPLE_QUERIES = 10_000
+#: queries per scan task (a query block x one shard)
+QUERY_BLOCK = 8192
+
+_MOMENT_MEASURES = ("centroid", "per_dimension", "rmg", "frechet_distance", "alignment", "cosine")
+
+
+def sample_index(n: int, size: int | None, seed: int) -> np.ndarray:
+    """``size`` row numbers out of ``n``, uniform without replacement, sorted; all rows when
+    ``size`` is None or at least ``n``."""
+    if size is None or size >= n:
+        return np.arange(n, dtype=np.int64)
+    return np.sort(np.random.default_rng(seed).choice(n, size=int(size), replace=False))
+
+
+def _bar_rows(source: Source, modality: str | None = None) -> Callable[[Any], int]:
+    def rows(item: Any) -> int:
+        shard = item[1] if isinstance(item, tuple) else item
+        if modality == "image":
+            return shard.n_images
+        if modality == "text":
+            return shard.n_texts
+        return shard.n_images + shard.n_texts
+
+    return rows
+
+
+def moment_pass(
+    source: Source,
+    *,
+    covariance: bool = True,
+    matched: bool = True,
+    cross: bool = False,
+    engine: Engine | None = None,
+    compute: Compute | None = None,
+    bar: Any = None,
+) -> dict:
+    """One pass over every shard: the merged :func:`moment_kernel` state."""
+    engine = engine or LocalEngine()
+    compute = resolve(compute)
+    opts = {"covariance": covariance, "matched": matched and source.has_pairs, "cross": cross}
+    shards = list(source.shards)
+    rows = _bar_rows(source)
+
+    def done(i: int, _: Any) -> None:
+        if bar is not None:
+            bar.advance(rows(shards[i]))
+
+    return engine.reduce(moment_kernel, shards, merge_moments, source, opts, compute, on_done=done)
+
+
+def run_scans(
+    source: Source,
+    specs: list[dict],
+    *,
+    engine: Engine | None = None,
+    compute: Compute | None = None,
+    bar: Any = None,
+) -> dict:
+    """Run :func:`~modgap.stream.kernels.scan_kernel` for every (query block, shard) and
+    return, per spec name, its merged fields concatenated over the query blocks."""
+    engine = engine or LocalEngine()
+    compute = resolve(compute)
+    for s in specs:
+        s.setdefault("block", QUERY_BLOCK)
+    n_blocks = max(math.ceil(len(s["queries"]) / s["block"]) for s in specs)
+    items = [(b, shard) for b in range(n_blocks) for shard in source.shards]
+    pools = {s["pool"] for s in specs}
+
+    def weight(item: Any) -> int:
+        shard = item[1]
+        return sum(shard.n_images if p == "image" else shard.n_texts for p in pools)
+
+    def done(i: int, _: Any) -> None:
+        if bar is not None:
+            bar.advance(weight(items[i]))
+
+    handle = engine.put(specs)
+    merged = engine.reduce(scan_kernel, items, merge_scans, source, handle, compute, on_done=done)
+    out: dict[str, dict] = {}
+    for s in specs:
+        nb = math.ceil(len(s["queries"]) / s["block"])
+        parts = [merged[(s["name"], b)] for b in range(nb)]
+        out[s["name"]] = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return out
+
+
+def _scan_rows(source: Source, specs: list[dict]) -> int:
+    n_blocks = max(math.ceil(len(s["queries"]) / s.get("block", QUERY_BLOCK)) for s in specs)
+    pools = {s["pool"] for s in specs}
+    per = sum(source.n_images if p == "image" else source.n_texts for p in pools)
+    return n_blocks * per
+
+
+def _moment_results(state: dict, names: list[str], source: Source, paired: bool) -> dict:
+    from ..measures.centroid import gap_from_means, per_dimension_from_delta
+    from ..measures.frechet import frechet_from_moments
+    from ..measures.rmg import rmg_from_sums
+
+    x, y, p = state["x"], state["y"], state["pairs"]
+    out: dict[str, Any] = {}
+    if "centroid" in names:
+        g = gap_from_means(x["mean"], y["mean"])
+        out["centroid_gap"], out["centroid_cosine"] = g["centroid_gap"], g["centroid_cosine"]
+    if "per_dimension" in names:
+        pd = per_dimension_from_delta(x["mean"] - y["mean"])
+        pd.pop("gap_sq")
+        out.update(gap_dims_50=pd["dims_50"], gap_dims_90=pd["dims_90"], per_dimension=pd)
+    if "frechet_distance" in names:
+        if min(x["n"], y["n"]) < 2:
+            raise ModgapError("the Fréchet distance needs at least 2 rows of each modality")
+        out["frechet_distance"] = frechet_from_moments(
+            x["mean"], x["scatter"] / (x["n"] - 1), y["mean"], y["scatter"] / (y["n"] - 1)
+        )
+    if paired and "rmg" in names:
+        out["rmg"] = rmg_from_sums(
+            x["mean"] * x["n"], x["n"], y["mean"] * y["n"], y["n"], p["sum"], p["n"]
+        )
+    if paired and "alignment" in names:
+        out["alignment"] = p["align"] / p["n"]
+    if paired and "cosine" in names:
+        m = p["n"]
+        mean = p["sum"] / m
+        out["matched_cosine"] = {
+            "mean": mean,
+            "std": math.sqrt(max(p["sq"] / m - mean * mean, 0.0)),
+            "count": int(m),
+        }
+        n = x["n"]
+        count = n * m - m
+        if count == 0:
+            out["unmatched_cosine"] = {"mean": float("nan"), "std": float("nan"), "count": 0}
+        else:
+            total = float((x["mean"] * n) @ (y["mean"] * m)) - p["sum"]
+            xtx = x["scatter"] + n * np.outer(x["mean"], x["mean"])
+            yty = y["scatter"] + m * np.outer(y["mean"], y["mean"])
+            total_sq = float(np.sum(xtx * yty)) - p["sq"]
+            um = total / count
+            out["unmatched_cosine"] = {
+                "mean": um,
+                "std": math.sqrt(max(total_sq / count - um * um, 0.0)),
+                "count": int(count),
+            }
+    return out
+
+
+def stream_measures(
+    source: Source,
+    only: Iterable[str] | str | None = None,
+    *,
+    sample_queries: int | None = DEFAULT_SAMPLE_QUERIES,
+    engine: Engine | None = None,
+    compute: Compute | None = None,
+    progress: bool = False,
+) -> dict:
+    """The gap measures of a streamed source (see the module docstring).
+
+    Parameters
+    ----------
+    source : Source
+        From :func:`modgap.stream.open_source`.
+    only : list of str, optional
+        Measure names as for :func:`modgap.measures.measure_all`.
+    sample_queries : int or None
+        Queries per modality of the sampled measures (None: every row, exact and quadratic).
+    engine : Engine, optional
+        :class:`~modgap.stream.engines.LocalEngine` (default) or a
+        :class:`~modgap.stream.engines.DaskEngine`.
+    compute : Compute, optional
+        Memory budget (row blocks), threads and seed.
+    progress : bool
+        A progress bar per pass, with rows done and the time left.
+
+    Returns
+    -------
+    dict
+        The keys of :func:`~modgap.measures.measure_all`, plus ``estimates`` (key -> value,
+        95% interval, sample size, population, method) for the sampled ones and ``streaming``
+        (shards, engine, sample sizes).
+    """
+    from .._progress import progress as progress_bar
+
+    compute = resolve(compute)
+    engine = engine or LocalEngine()
+    seed = compute.seed
+    names = resolve_measures(only)
+    paired = source.has_pairs
+    if only is not None and not paired:
+        need = [n for n in names if MEASURES[n][0]]
+        if need:
+            raise ModgapError(
+                f"{', '.join(need)} need(s) image-text pairs and the set has none "
+                "(give a pairing, e.g. --pairs FILE, or equal counts paired row by row)"
+            )
+    if sample_queries is not None and int(sample_queries) < 2:
+        raise ModgapError(f"--sample-queries must be at least 2, got {sample_queries}")
+    results: dict[str, Any] = {}
+    estimates: dict[str, dict] = {}
+    skipped = {n: "needs image-text pairs" for n in names if MEASURES[n][0] and not paired}
+    names = [n for n in names if n not in skipped]
+    n_i, n_t = source.n_images, source.n_texts
+    moments = [n for n in names if n in _MOMENT_MEASURES]
+    passes = (
+        bool(moments)
+        + 2 * ("neighbours" in names)
+        + ("uniformity" in names and "neighbours" not in names)
+    )
+    k = 0
+    state = None
+    if moments:
+        k += 1
+        with progress_bar(f"pass {k}/{passes}: moments", total=n_i + n_t, enabled=progress) as bar:
+            state = moment_pass(
+                source,
+                covariance="frechet_distance" in moments or "cosine" in moments,
+                matched=any(n in moments for n in ("rmg", "alignment", "cosine")),
+                engine=engine,
+                compute=compute,
+                bar=bar,
+            )
+        results.update(_moment_results(state, moments, source, paired))
+
+    I = sample_index(n_i, sample_queries, seed)
+    T = sample_index(n_t, sample_queries, seed + 1)
+    sampled = {"neighbours", "uniformity", "linear_separability", "cosine"} & set(names)
+    Xs = source.gather("image", I) if sampled else None
+    Ys = source.gather("text", T) if sampled else None
+    if "neighbours" in names or "uniformity" in names:
+        Qx, Qy = pool_rows(Xs), pool_rows(Ys)
+        nb, un = "neighbours" in names, "uniformity" in names
+        first = [
+            {"name": "xy", "pool": "text", "queries": Qx, "best": nb, "ksum": un},
+            {"name": "yx", "pool": "image", "queries": Qy, "best": nb},
+        ]
+        if not nb:
+            first = first[:1]
+        second_specs = [
+            {"name": "xx", "pool": "image", "queries": Qx, "self_index": I, "ksum": un},
+            {"name": "yy", "pool": "text", "queries": Qy, "self_index": T, "ksum": un},
+        ]
+        if not nb:
+            first += second_specs
+        k += 1
+        with progress_bar(
+            f"pass {k}/{passes}: {'neighbours, nearest other modality' if nb else 'uniformity'}",
+            total=_scan_rows(source, first),
+            enabled=progress,
+        ) as bar:
+            a = run_scans(source, first, engine=engine, compute=compute, bar=bar)
+        if nb:
+            second_specs[0]["threshold"] = a["xy"]["best"]
+            second_specs[1]["threshold"] = a["yx"]["best"]
+            k += 1
+            with progress_bar(
+                f"pass {k}/{passes}: neighbours, own modality",
+                total=_scan_rows(source, second_specs),
+                enabled=progress,
+            ) as bar:
+                a.update(run_scans(source, second_specs, engine=engine, compute=compute, bar=bar))
+        if nb:
+            from ..measures.neighbours import ratio
+
+            for key, rkey, name, n, s in (
+                ("itr", "tmr", "xx", n_i, I.size),
+                ("tir", "imr", "yy", n_t, T.size),
+            ):
+                ahead = a[name]["count"]
+                same = int((ahead > 0).sum())
+                results[key] = ratio(same, s - same)
+                ranks = (ahead + 1).astype(np.float64)
+                results[rkey] = float(ranks.mean())
+                estimates[key] = estimate(
+                    results[key],
+                    ratio_interval(same, s, n),
+                    s,
+                    n,
+                    "ratio of queries whose nearest neighbour is of their own modality; "
+                    "Wilson interval of the share, mapped to the ratio",
+                )
+                estimates[rkey] = estimate(
+                    results[rkey],
+                    mean_interval(ranks, n),
+                    s,
+                    n,
+                    "mean rank of the first row of the other modality; normal interval",
+                )
+        if un:
+            for key, name, n_pool, n_q, s, own in (
+                ("uniformity_image", "xx", n_i, n_i, I.size, True),
+                ("uniformity_text", "yy", n_t, n_t, T.size, True),
+                ("uniformity_cross", "xy", n_t, n_i, I.size, False),
+            ):
+                denom = (n_pool - 1) if own else n_pool
+                if denom < 1:
+                    results[key] = float("nan")
+                    continue
+                r = a[name]["ksum"] / denom
+                lo, hi = mean_interval(r, n_q)
+                results[key] = float(math.log(r.mean()))
+                estimates[key] = estimate(
+                    results[key],
+                    (math.log(lo) if lo > 0 else float("-inf"), math.log(hi)),
+                    s,
+                    n_q,
+                    "log of the mean kernel exp(-2|u-v|^2) of sampled queries against the "
+                    "whole pool; normal interval of the mean, on the log scale",
+                )
+    if "linear_separability" in names:
+        from ..measures.separability import linear_separability
+
+        acc = linear_separability(Xs, Ys, seed=seed, max_per_modality=None)
+        tests = sum(min(max(1, round(s * 0.3)), s - 1) for s in (I.size, T.size))
+        succ = round(acc * tests)
+        results["linear_separability"] = acc
+        estimates["linear_separability"] = estimate(
+            acc,
+            wilson(succ, tests, 10**18),
+            I.size + T.size,
+            n_i + n_t,
+            f"held-out accuracy on {tests} of the sampled rows; Wilson interval",
+        )
+    if "cosine" in names:
+        from ..measures.cosine import cosine_stats
+
+        t2i = source.pairs() if T.size == n_t and I.size == n_i else None
+        if t2i is not None:  # the whole set: the in-memory function, exactly
+            q = cosine_stats(Xs, Ys, t2i, seed=seed, compute=compute)
+        else:
+            matched = source.gather("image", _pairs_of(source, T))
+            q = cosine_stats(matched, Ys, None, seed=seed, compute=compute)
+        for side in ("matched", "unmatched"):
+            exact = results.pop(f"{side}_cosine")
+            quant = {k2: v for k2, v in q[side].items() if k2.startswith("q")}
+            results[f"{side}_cosine"] = {**exact, **quant}
+            results[f"{side}_cosine_mean"] = exact["mean"]
+            results[f"{side}_cosine_std"] = exact["std"]
+        if t2i is None:
+            estimates["cosine_quantiles"] = estimate(
+                None,
+                (float("nan"), float("nan")),
+                T.size,
+                n_t,
+                "quantiles from the sampled texts with their images (matched) and the "
+                "unmatched pairs among them; mean, std and count are exact",
+            )
+    ordered: dict[str, Any] = {}
+    for name in MEASURES:
+        for key in MEASURES[name][2]:
+            if key in results:
+                ordered[key] = results[key]
+    if skipped:
+        ordered["skipped"] = skipped
+    ordered["estimates"] = estimates
+    ordered["streaming"] = {
+        "shards": len(source.shards),
+        **engine.describe(),
+        "sample_queries": {"images": int(I.size), "texts": int(T.size)},
+        "exact": [k for k in ordered if k not in estimates and k not in ("skipped", "estimates")],
+    }
+    del state
+    return ordered
+
+
+def _pairs_of(source: Source, texts: np.ndarray) -> np.ndarray:
+    """Global image index of the given texts (reads only their shards' pairing)."""
+    if source.pairing == "rows":
+        return texts
+    starts = source.starts("text")
+    out = np.empty(texts.size, dtype=np.int64)
+    which = np.searchsorted(starts, texts, side="right") - 1
+    for s in np.unique(which):
+        sel = np.flatnonzero(which == s)
+        t2i = source.shard_pairs(source.shards[int(s)])
+        out[sel] = t2i[texts[sel] - starts[s]]
+    return out

@@ -1,0 +1,311 @@
+"""``modgap reduce`` shard by shard: a faithful, resumable output folder that lands whole.
+
+The output mirrors the input: the same shard names and count (``img_emb_00`` ...
+``img_emb_12`` stay exactly that), row order and counts, the input's dtypes (float16 stays
+float16 unless ``dtype`` says otherwise), every metadata file copied byte for byte (so every
+column — ``url``, ``caption``, ``similarity``, ... — is kept), the multi-caption
+``text_metadata/`` shards, and ``extra.npz`` (class prompts transformed as texts). A pair of
+``.npy`` files comes out as a pair of ``.npy`` files of the same names.
+
+Staging and resuming: the folder is built in ``.{OUT}.partial`` beside ``OUT``. It holds the
+job description (input files with sizes and times, reducer, parameters, seed, dtype), the
+fitted reducer, and a marker per finished shard (each shard's files land by rename first).
+After an interruption the same command finds the staging folder, checks that the job is the
+same, reuses the fitted reducer and skips the finished shards; a different job starts afresh.
+At the end the staging folder replaces ``OUT`` in one rename (an existing ``OUT`` written by
+``modgap reduce`` is moved aside first and deleted after), as :func:`modgap.files.output_folder`
+does: after a kill at any moment ``OUT`` holds the old complete folder or the new one.
+
+With Dask, workers write their shards straight into the staging folder, which must therefore
+be on a filesystem every worker sees (any local cluster; a shared disk for a real cluster).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..compute import Compute, resolve
+from ..errors import ModgapError, notice
+from . import kernels
+from .engines import Engine, LocalEngine
+from .source import Source, local_fingerprint
+
+__all__ = ["reduce_folder", "staging_path"]
+
+SUMMARY = "reduce.json"
+MODEL = "reducer.safetensors"
+JOB = ".job.json"
+
+
+def staging_path(out: Path) -> Path:
+    """Where the output folder ``out`` is built (stable across runs, for resuming)."""
+    return out.parent / f".{out.name}.partial"
+
+
+def _sha256(path: str | os.PathLike) -> str:
+    from ..reducers.apply import _sha256 as sha
+
+    return sha(Path(path))
+
+
+def check_out(out: Path) -> None:
+    """Refuse, before any work, an ``out`` that is a file or a folder of someone else's."""
+    if out.exists() and not out.is_dir():
+        raise ModgapError(f"--out {out} exists and is not a folder; choose a folder path")
+    if out.is_dir() and any(out.iterdir()) and not (out / SUMMARY).exists():
+        raise ModgapError(
+            f"--out {out} is a folder with files modgap did not write (no {SUMMARY}); "
+            "choose a new or empty folder"
+        )
+
+
+def _swap(staging: Path, out: Path) -> None:
+    old = None
+    replacing = out.is_dir() and any(out.iterdir())
+    if out.exists():
+        old = out.parent / f".{out.name}.{os.getpid()}.old"
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(out, old)
+    os.replace(staging, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    if replacing:
+        notice(f"replaced the previous --out {out}")
+
+
+def _out_dtypes(source: Source, dtype: Any) -> tuple[str, str]:
+    if dtype is not None:
+        dt = np.dtype(dtype)
+        if dt not in (np.float16, np.float32):
+            raise ModgapError(f"--dtype must be float16 or float32, got {dt}")
+        return dt.name, dt.name
+
+    def norm(name: str) -> str:
+        # float16 and float32 are kept; anything else (float64, bfloat16) is written float32
+        return name if name in ("float16", "float32") else "float32"
+
+    return norm(source.layout.get("image_dtype", "float32")), norm(
+        source.layout.get("text_dtype", "float32")
+    )
+
+
+def _extra(source: Source, reducer: Any, staging: Path) -> None:
+    """``extra.npz`` of the input with its class prompts transformed as texts."""
+    if not source.layout.get("extra"):
+        return
+    fs = source.fs()
+    from ._fs import join
+
+    with fs.open(join(source.path, "extra.npz")) as f:
+        import io
+
+        data = io.BytesIO(f.read())
+    with np.load(data, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    if "class_text_emb" in arrays:
+        c = arrays["class_text_emb"].astype(np.float32)
+        flat = reducer.transform_texts(c.reshape(-1, c.shape[-1]))
+        arrays["class_text_emb"] = flat.reshape(*c.shape[:-1], flat.shape[-1]).astype(
+            arrays["class_text_emb"].dtype
+            if arrays["class_text_emb"].dtype.kind == "f"
+            else np.float32
+        )
+    tmp = staging / ".extra.npz.tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, staging / "extra.npz")
+
+
+def reduce_folder(
+    source: Source,
+    out: str | os.PathLike,
+    *,
+    reducer: Any = None,
+    fit: Any = None,
+    apply: str | os.PathLike | None = None,
+    job: dict | None = None,
+    dtype: Any = None,
+    engine: Engine | None = None,
+    compute: Compute | None = None,
+    progress: bool = False,
+    resume: bool = True,
+    provenance_inputs: dict | None = None,
+) -> dict:
+    """Transform every shard of ``source`` into the folder ``out`` (see the module docstring).
+
+    Parameters
+    ----------
+    source : Source
+    out : path
+        The output folder itself (a clip-retrieval folder, or a folder holding the two
+        ``.npy`` files).
+    reducer : Reducer, optional
+        An unfitted reducer: ``fit(reducer)`` is called (unless a resumed job already has the
+        fitted one) and must return the ``fitted_on`` record.
+    fit : callable
+        ``fit(reducer) -> dict``.
+    apply : path, optional
+        A saved reducer to transform with instead (no fit).
+    job : dict, optional
+        What identifies this job beyond the input files (method, parameters, seed, fit
+        sample): a staging folder of another job is not resumed.
+    dtype : str, optional
+        Output float type (default: the input's: float16 stays float16).
+    engine, compute, progress
+        As for :func:`~modgap.stream.stream_measures`.
+    resume : bool
+        Reuse a matching staging folder (default); False starts afresh.
+
+    Returns
+    -------
+    dict
+        The summary written to ``OUT/reduce.json``.
+    """
+    from .._progress import progress as progress_bar
+    from ..files import write_json
+    from ..provenance import provenance
+    from ..reducers import load_reducer
+
+    engine = engine or LocalEngine()
+    compute = resolve(compute)
+    out = Path(out)
+    check_out(out)
+    if source.format not in ("clip-retrieval", "npy"):
+        raise ModgapError(
+            f"{source.path}: shard-by-shard reduce writes clip-retrieval folders and .npy "
+            f"pairs; a {source.format} input is reduced in memory (drop --stream/--engine)"
+        )
+    image_dtype, text_dtype = _out_dtypes(source, dtype)
+    staging = staging_path(out)
+    desc = {
+        "format": 1,
+        "input": local_fingerprint(source),
+        "apply": None if apply is None else _sha256(apply),
+        "image_dtype": image_dtype,
+        "text_dtype": text_dtype,
+        **(job or {}),
+    }
+    desc = json.loads(json.dumps(desc, default=str))
+    resumed = False
+    fitted_on = None
+    if resume and (staging / JOB).is_file():
+        try:
+            old = json.loads((staging / JOB).read_text("utf-8"))
+        except (OSError, ValueError):
+            old = None
+        model_ok = apply is not None or (staging / MODEL).is_file()
+        if old is not None and old.get("job") == desc and model_ok:
+            resumed = True
+            fitted_on = old.get("fitted_on")
+    if not resumed:
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
+    if apply is not None:
+        model_path = Path(apply)
+        reducer = load_reducer(apply)
+    elif resumed:
+        model_path = staging / MODEL
+        reducer = load_reducer(model_path)
+    else:
+        fitted_on = fit(reducer)
+        model_path = staging / MODEL
+        reducer.save(model_path)
+    if not resumed:
+        (staging / JOB).write_text(
+            json.dumps({"job": desc, "fitted_on": fitted_on}, indent=1), "utf-8"
+        )
+    dim_out = int(reducer.transform_images(np.eye(1, source.dim, dtype=np.float32)).shape[1])
+    for sub in ("img_emb", "text_emb", ".done"):
+        (staging / sub).mkdir(exist_ok=True)
+    if any(s.metadata for s in source.shards):
+        (staging / "metadata").mkdir(exist_ok=True)
+    if any(s.text_metadata for s in source.shards):
+        (staging / "text_metadata").mkdir(exist_ok=True)
+    work = {
+        "model": os.fspath(model_path),
+        "model_sha256": _sha256(model_path),
+        "staging": os.fspath(staging),
+        "image_dtype": image_dtype,
+        "text_dtype": text_dtype,
+        "dim_out": dim_out,
+    }
+    outputs = [str(out)]
+    if source.format == "npy":
+        from numpy.lib.format import open_memmap
+
+        names = [p.strip() for p in source.path.split(", ")]
+        img_name = os.path.basename(names[0])
+        txt_name = os.path.basename(names[1])
+        if txt_name == img_name:
+            stem, ext = os.path.splitext(txt_name)
+            txt_name = f"{stem}_texts{ext}"
+        files = {"image": staging / img_name, "text": staging / txt_name}
+        for modality, n, dt in (
+            ("image", source.n_images, image_dtype),
+            ("text", source.n_texts, text_dtype),
+        ):
+            if not files[modality].exists():
+                open_memmap(files[modality], mode="w+", dtype=dt, shape=(n, dim_out)).flush()
+        work["single_files"] = {k: os.fspath(v) for k, v in files.items()}
+        outputs = [str(out / img_name), str(out / txt_name)]
+    done = {p.name for p in (staging / ".done").iterdir() if not p.name.endswith(".tmp")}
+    todo = [s for s in source.shards if s.name not in done]
+    if resumed and done:
+        notice(
+            f"resuming {staging}: {len(source.shards) - len(todo)} of {len(source.shards)} "
+            "shards already written are kept"
+        )
+    total = sum(s.n_images + s.n_texts for s in todo)
+    with progress_bar(
+        f"transforming with {reducer.name}: {len(todo)} shard(s)", total=total, enabled=progress
+    ) as bar:
+
+        def tick(i: int, _: Any) -> None:
+            bar.advance(todo[i].n_images + todo[i].n_texts)
+
+        # looked up at call time (kernels.transform_kernel), so a test can interrupt it
+        engine.map(kernels.transform_kernel, todo, source, work, compute, on_done=tick)
+    _extra(source, reducer, staging)
+    if apply is None:
+        model_sha = work["model_sha256"]
+    else:
+        model_sha = _sha256(apply)
+        (staging / MODEL).unlink(missing_ok=True)
+    summary = {
+        "mode": "apply" if apply else "fit",
+        "reducer": reducer.name,
+        "params": reducer.get_params(),
+        "model": str(apply) if apply else str(out / MODEL),
+        "model_sha256": model_sha,
+        "outputs": outputs,
+        "fitted_on": fitted_on if apply is None else None,
+        "streaming": {
+            "shards": len(source.shards),
+            "resumed_shards": len(source.shards) - len(todo),
+            "image_dtype": image_dtype,
+            "text_dtype": text_dtype,
+            **engine.describe(),
+        },
+        "provenance": provenance(
+            inputs=provenance_inputs or {"images": source.path},
+            counts={
+                "n_images": source.n_images,
+                "n_texts": source.n_texts,
+                "dim_in": source.dim,
+                "dim_out": dim_out,
+            },
+            compute=compute.describe(),
+        ),
+    }
+    write_json(staging / SUMMARY, summary)
+    shutil.rmtree(staging / ".done")
+    (staging / JOB).unlink()
+    _swap(staging, out)
+    return summary

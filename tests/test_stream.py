@@ -1,0 +1,521 @@
+"""Out-of-core and distributed passes (modgap.stream) against the in-memory results.
+
+Generated clip-retrieval folders (float16, zero-padded shard names, metadata with extra
+columns): the streaming and the Dask results must equal the in-memory ones — moment measures
+to float64 round-off, sampled estimates exactly when the sample is the whole set and equal to
+a dense reference on the sampled queries otherwise, transforms row for row, output folders in
+the input's layout — on local paths and ``memory://``; an interrupted reduce resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import gapped_pairs
+from modgap.compute import Compute
+from modgap.embeddings import EmbeddingSet
+from modgap.errors import InputError, ModgapError, ModgapNotice
+from modgap.io import read_embeddings, write_embeddings
+from modgap.measures import measure_all
+from modgap.stream import LocalEngine, open_source, stream_measures, stream_retrieval
+from modgap.stream.engines import tree_order
+
+MOMENT_KEYS = (
+    "centroid_gap",
+    "centroid_cosine",
+    "gap_dims_50",
+    "gap_dims_90",
+    "rmg",
+    "frechet_distance",
+    "alignment",
+    "matched_cosine_mean",
+    "matched_cosine_std",
+    "unmatched_cosine_mean",
+    "unmatched_cosine_std",
+)
+SMALL = Compute(memory_budget="4MiB")  # many row blocks per shard
+
+
+def make_folder(root: Path, n: int, d: int, shards: int, seed: int = 0) -> tuple:
+    """A clip-retrieval folder as clip-inference writes it: float16 shards named
+    ``img_emb_00`` ..., metadata with image_path, caption, url and a float column."""
+    x, y = gapped_pairs(n, d, seed=seed)
+    for sub in ("img_emb", "text_emb", "metadata"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    b = np.linspace(0, n, shards + 1).astype(int)
+    width = len(str(shards))
+    for i in range(shards):
+        sid = str(i).zfill(width)
+        rows = range(b[i], b[i + 1])
+        np.save(root / "img_emb" / f"img_emb_{sid}.npy", x[b[i] : b[i + 1]].astype(np.float16))
+        np.save(root / "text_emb" / f"text_emb_{sid}.npy", y[b[i] : b[i + 1]].astype(np.float16))
+        meta = {
+            "image_path": [f"im{r}.jpg" for r in rows],
+            "caption": [f"caption {r}" for r in rows],
+            "url": [f"http://x/{r}" for r in rows],
+            "similarity": [0.3] * len(rows),
+        }
+        pq.write_table(pa.table(meta), root / "metadata" / f"metadata_{sid}.parquet")
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    root = tmp_path_factory.mktemp("big") / "cr"
+    make_folder(root, 100_000, 64, 13)
+    return root
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    root = tmp_path_factory.mktemp("small") / "cr"
+    make_folder(root, 1_500, 16, 4, seed=2)
+    return root
+
+
+def _have_dask() -> bool:
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def dask_engine():
+    """A local cluster of 2 workers (threads: quick to start), or None without the extra (the
+    local halves of the tests still run; test_dask_engine_is_installed reports the skip)."""
+    if not _have_dask():
+        yield None
+        return
+    from modgap.stream import DaskEngine
+
+    with DaskEngine(n_workers=2, processes=False) as e:
+        yield e
+
+
+def test_dask_engine_is_installed(dask_engine):
+    if dask_engine is None:
+        pytest.skip("dask.distributed is not installed (the 'scale' extra): Dask halves skipped")
+    assert dask_engine.n_workers() == 2
+
+
+def _read(path) -> EmbeddingSet:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ModgapNotice)
+        return read_embeddings(path)
+
+
+def _close(a, b, rtol=1e-9):
+    for k in MOMENT_KEYS:
+        assert np.isclose(a[k], b[k], rtol=rtol, atol=1e-12), (k, a[k], b[k])
+
+
+# -- the merge tree --------------------------------------------------------------------------
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 13, 31])
+def test_local_fold_is_the_dask_tree(n):
+    got = LocalEngine().reduce(str, list(range(n)), lambda a, b: f"({a},{b})")
+    slots = [str(i) for i in range(n)]
+    for _, a, b in tree_order(n):
+        slots.append(f"({slots[a]},{slots[b]})")
+    assert got == slots[-1]
+
+
+# -- the source ------------------------------------------------------------------------------
+def test_source_keeps_clip_retrieval_order_and_layout(big):
+    src = open_source(big)
+    assert [s.name for s in src.shards] == [f"{i:02d}" for i in range(13)]
+    assert src.n_images == src.n_texts == 100_000 and src.dim == 64
+    assert src.layout["image_dtype"] == "float16"
+    assert src.layout["metadata_columns"] == ["image_path", "caption", "url", "similarity"]
+    assert src.nbytes == 2 * 100_000 * 64 * 2  # float16 stays float16 on disk
+    emb = _read(big)
+    idx = np.array([0, 7691, 7692, 50_000, 99_999])
+    np.testing.assert_array_equal(src.gather("image", idx), emb.image_emb[idx])
+
+
+def test_bad_row_names_the_shard(tmp_path):
+    make_folder(tmp_path / "cr", 300, 8, 3)
+    f = tmp_path / "cr/text_emb/text_emb_2.npy"
+    a = np.load(f)
+    a[5] = np.nan
+    np.save(f, a)
+    with pytest.raises(InputError, match=r"text_emb_2\.npy.*NaN/inf in row 5"):
+        stream_measures(open_source(tmp_path / "cr"), "centroid")
+
+
+# -- measures ----------------------------------------------------------------------------
+def test_moment_measures_equal_in_memory_local_and_dask(big, dask_engine):
+    only = ["centroid", "per_dimension", "rmg", "frechet_distance", "alignment"]
+    ref = measure_all(_read(big), only=[*only, "cosine"])
+    src = open_source(big)
+    local = stream_measures(src, only, compute=SMALL)
+    # the unmatched-cosine moments need no sample; its quantiles are left to other tests
+    local.update(stream_measures(src, ["cosine"], compute=SMALL, sample_queries=200))
+    _close(ref, local)
+    assert local["per_dimension"]["top_dims"] == ref["per_dimension"]["top_dims"]
+    if dask_engine is None:
+        return
+    dask = stream_measures(src, only, compute=SMALL, engine=dask_engine)
+    for k in ("centroid_gap", "frechet_distance", "rmg", "alignment"):
+        assert dask[k] == local[k]  # the same merge tree: the same bits
+
+
+def test_whole_set_sample_is_exact(small, dask_engine):
+    emb = _read(small)
+    ref = measure_all(emb)
+    got = stream_measures(open_source(small), compute=SMALL)
+    _close(ref, got)
+    for k in ("itr", "tir", "tmr", "imr", "linear_separability"):
+        assert got[k] == ref[k], k
+        if k in got["estimates"]:
+            est = got["estimates"][k]
+            assert est["exact"] and est["interval"] == [got[k], got[k]]
+    for k in ("uniformity_image", "uniformity_text", "uniformity_cross"):
+        assert got[k] == pytest.approx(ref[k], abs=1e-9)
+    for side in ("matched_cosine", "unmatched_cosine"):
+        for q in ("q05", "q50", "q95"):
+            assert got[side][q] == pytest.approx(ref[side][q], abs=1e-12)
+    if dask_engine is None:
+        return
+    dask = stream_measures(open_source(small), compute=SMALL, engine=dask_engine)
+    for k in ("itr", "tmr", "imr", "uniformity_cross"):
+        assert dask[k] == got[k]
+
+
+def _dense_reference(X, Y, I):
+    """ITR numerator and mean rank for image queries I, from the full float64 matrices."""
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    Yn = Y / np.linalg.norm(Y, axis=1, keepdims=True)
+    Sxy = Xn[I] @ Yn.T
+    Sxx = Xn[I] @ Xn.T
+    Sxx[np.arange(I.size), I] = -np.inf
+    best = Sxy.max(1)
+    ahead = (Sxx > best[:, None] + 1e-12).sum(1)
+    return (
+        int((ahead > 0).sum()),
+        float((ahead + 1).mean()),
+        float(np.log(np.exp(4 * Sxy - 4).mean())),
+    )
+
+
+def test_sampled_estimates_equal_a_dense_reference_and_cover_the_truth(small):
+    emb = _read(small)
+    full = measure_all(emb, only=["neighbours", "uniformity"])
+    got = stream_measures(
+        open_source(small), ["neighbours", "uniformity"], sample_queries=400, compute=SMALL
+    )
+    from modgap.stream.measures import sample_index
+
+    I = sample_index(emb.n_images, 400, 0)
+    same, tmr, ucross = _dense_reference(emb.image_emb.astype(np.float64), emb.text_emb, I)
+    assert got["itr"] == pytest.approx(same / (400 - same))
+    assert got["tmr"] == pytest.approx(tmr)
+    assert got["uniformity_cross"] == pytest.approx(ucross, abs=1e-6)
+    for k in ("itr", "tir", "tmr", "imr", "uniformity_image", "uniformity_cross"):
+        est = got["estimates"][k]
+        assert est["sample"] == 400 and est["population"] == 1_500 and not est["exact"]
+        lo, hi = est["interval"]
+        assert lo <= full[k] <= hi, (k, full[k], est)
+
+
+def test_memory_filesystem_equals_local(small):
+    fsspec = pytest.importorskip("fsspec", reason="fsspec paths need the 'scale' extra")
+    fs = fsspec.filesystem("memory")
+    for p in Path(small).rglob("*"):
+        if p.is_file():
+            with fs.open(f"memory://cr/{p.relative_to(small)}", "wb") as f:
+                f.write(p.read_bytes())
+    local = stream_measures(open_source(small), sample_queries=300, compute=SMALL)
+    remote = stream_measures(open_source("memory://cr"), sample_queries=300, compute=SMALL)
+    for k in (*MOMENT_KEYS, "itr", "tmr", "linear_separability"):
+        assert remote[k] == local[k], k
+
+
+def test_retrieval_whole_set_equals_in_memory(small, dask_engine):
+    from modgap.tasks.mixed import mixed_search_metrics
+    from modgap.tasks.retrieval import retrieval_metrics
+
+    emb = _read(small)
+    ref = retrieval_metrics(emb.image_emb, emb.text_emb, emb.text_to_image)
+    ref.update(mixed_search_metrics(emb.image_emb, emb.text_emb, emb.text_to_image))
+    got = stream_retrieval(open_source(small), compute=SMALL)
+    for k, v in ref.items():
+        assert got[k] == pytest.approx(v, abs=1e-12), k
+    if dask_engine is None:
+        return
+    dask = stream_retrieval(open_source(small), compute=SMALL, engine=dask_engine)
+    assert {k: dask[k] for k in ref} == {k: got[k] for k in ref}
+
+
+# -- reduce: faithful folders, resume ------------------------------------------------------
+def _layout(folder: Path) -> dict:
+    out = {}
+    for sub in ("img_emb", "text_emb", "metadata"):
+        for f in sorted((folder / sub).iterdir()):
+            if f.suffix == ".npy":
+                a = np.load(f, mmap_mode="r")
+                out[f"{sub}/{f.name}"] = (a.shape, a.dtype.name)
+            else:
+                out[f"{sub}/{f.name}"] = f.read_bytes()
+    return out
+
+
+def test_reduce_center_is_faithful_and_engines_agree(big, tmp_path, dask_engine):
+    from modgap.reducers import load_reducer
+    from modgap.reducers.apply import reduce_to_folder
+
+    mem = reduce_to_folder("center", big, out=tmp_path / "mem", stream=False)
+    st = reduce_to_folder("center", big, out=tmp_path / "st", stream=True, compute=SMALL)
+    outs = ["mem", "st"]
+    if dask_engine is not None:
+        reduce_to_folder("center", big, out=tmp_path / "dk", engine=dask_engine, compute=SMALL)
+        outs.append("dk")
+    ref = _layout(big)
+    for out in outs:
+        assert _layout(tmp_path / out) == ref  # names, shapes, float16, metadata bytes
+    assert mem["fitted_on"]["rows"] == st["fitted_on"]["rows"] == "all"
+    for sub in ("img_emb", "text_emb"):
+        for f in sorted((tmp_path / "st" / sub).iterdir()):
+            a = np.load(f)
+            if "dk" in outs:  # local and Dask: identical rows
+                np.testing.assert_array_equal(a, np.load(tmp_path / "dk" / sub / f.name))
+            c = np.load(tmp_path / "mem" / sub / f.name).astype(np.float32)
+            np.testing.assert_allclose(a.astype(np.float32), c, atol=1e-3)  # 1 float16 ulp
+    # the transform applied row for row: the in-memory reducer on the in-memory rows
+    r = load_reducer(tmp_path / "mem" / "reducer.safetensors")
+    emb = _read(big)
+    back = _read(tmp_path / "mem")
+    np.testing.assert_array_equal(
+        back.image_emb, r.transform_images(emb.image_emb).astype(np.float16).astype(np.float32)
+    )
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
+
+
+def test_interrupted_reduce_resumes_skipping_finished_shards(small, tmp_path, monkeypatch):
+    from modgap.reducers.apply import reduce_to_folder
+    from modgap.stream import kernels
+
+    reduce_to_folder("gaussian", small, out=tmp_path / "ref", stream=True)
+    real = kernels.transform_kernel
+    calls: list[str] = []
+
+    def flaky(shard, *args):
+        calls.append(shard.name)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(shard, *args)
+
+    monkeypatch.setattr(kernels, "transform_kernel", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        reduce_to_folder("gaussian", small, out=tmp_path / "out", stream=True)
+    assert not (tmp_path / "out").exists()  # nothing half-written at --out
+    assert sorted(os.listdir(tmp_path / ".out.partial" / ".done")) == ["0", "1"]
+    calls.clear()
+    with pytest.warns(ModgapNotice, match="2 of 4 shards already written"):
+        s = reduce_to_folder("gaussian", small, out=tmp_path / "out", stream=True)
+    assert calls == ["2", "3"] and s["streaming"]["resumed_shards"] == 2
+    for sub in ("img_emb", "text_emb"):
+        for f in sorted((tmp_path / "ref" / sub).iterdir()):
+            np.testing.assert_array_equal(np.load(f), np.load(tmp_path / "out" / sub / f.name))
+    assert not (tmp_path / ".out.partial").exists()
+
+
+def test_reduce_refuses_foreign_folder_before_work(small, tmp_path):
+    from modgap.reducers.apply import reduce_to_folder
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("x")
+    with pytest.raises(ModgapError, match="did not write"):
+        reduce_to_folder("center", small, out=tmp_path / "mine", stream=True)
+    with pytest.raises(ModgapError, match="never writes over its inputs"):
+        reduce_to_folder("center", small, out=small / "img_emb", stream=True)
+
+
+def test_spectral_fits_on_a_stated_sample(small, tmp_path):
+    from modgap.reducers.apply import reduce_to_folder
+
+    s = reduce_to_folder(
+        "spectral",
+        small,
+        out=tmp_path / "sp",
+        stream=True,
+        fit_sample=500,
+        params={"n_components": 8},
+    )
+    assert s["fitted_on"]["rows"] == "sample" and s["fitted_on"]["n_images"] == 500
+    back = _read(tmp_path / "sp")
+    assert back.image_emb.shape == (1_500, 8) and back.n_texts == 1_500
+
+
+# -- the multi-caption layout and the in-memory writer ------------------------------------
+def test_multi_caption_layout_round_trip_and_stream(tmp_path):
+    x, _ = gapped_pairs(40, 8, seed=1)
+    _, y = gapped_pairs(100, 8, seed=2)
+    t2i = np.random.default_rng(0).integers(0, 40, 100)
+    t2i[:40] = np.arange(40)  # every image has a caption
+    emb = EmbeddingSet(
+        x,
+        y,
+        text_to_image=t2i,
+        texts=[f"c{i}" for i in range(100)],
+        image_ids=[f"i{i}" for i in range(40)],
+    )
+    write_embeddings(emb, tmp_path / "mc", shard_size=15, dtype="float16")
+    root = tmp_path / "mc"
+    assert not (root / "extra.npz").exists()
+    tm = pq.read_table(root / "text_metadata" / "text_metadata_0.parquet")
+    assert tm.column_names == ["image_index", "caption"]
+    n_img = sum(np.load(f).shape[0] for f in (root / "img_emb").iterdir())
+    n_txt = sum(pq.read_metadata(f).num_rows for f in (root / "text_metadata").iterdir())
+    assert n_img == 40 and n_txt == 100  # each folder row-aligned with its embeddings
+    back = _read(root)
+    np.testing.assert_array_equal(back.text_to_image, t2i)
+    assert back.texts == emb.texts and back.image_ids == emb.image_ids
+    src = open_source(root)
+    assert src.pairing == "index"
+    ref = measure_all(back, only=["rmg", "alignment", "centroid"])
+    got = stream_measures(src, ["rmg", "alignment", "centroid"])
+    for k in ("rmg", "alignment", "centroid_gap"):
+        assert got[k] == pytest.approx(ref[k], rel=1e-9)
+
+
+def test_writer_pads_names_and_mirrors_a_read_folder(small, tmp_path):
+    x, y = gapped_pairs(130, 8)
+    write_embeddings(EmbeddingSet(x, y), tmp_path / "p", shard_size=10)
+    assert sorted(os.listdir(tmp_path / "p/img_emb"))[:3] == [
+        "img_emb_00.npy",
+        "img_emb_01.npy",
+        "img_emb_02.npy",
+    ]
+    emb = _read(small)
+    write_embeddings(emb, tmp_path / "copy")  # no dtype: the input's float16, its shards
+    assert _layout(tmp_path / "copy") == _layout(small)
+
+
+# -- interoperability: embedding-reader reads modgap's folders -----------------------------
+def test_embedding_reader_reads_modgap_output(big, tmp_path):
+    er = pytest.importorskip("embedding_reader", reason="embedding-reader is in the dev extra")
+    from modgap.reducers.apply import reduce_to_folder
+
+    reduce_to_folder("center", big, out=tmp_path / "out", stream=True)
+    out = tmp_path / "out"
+    for sub in ("img_emb", "text_emb"):
+        reader = er.EmbeddingReader(str(out / sub), file_format="npy")
+        assert reader.count == 100_000 and reader.dimension == 64
+        got = np.concatenate([b for b, _ in reader(batch_size=30_000, show_progress=False)])
+        ours = np.concatenate([np.load(f) for f in sorted((out / sub).iterdir())])
+        np.testing.assert_array_equal(got, ours.astype(np.float32))
+    reader = er.EmbeddingReader(
+        str(out / "img_emb"),
+        file_format="parquet_npy",
+        metadata_folder=str(out / "metadata"),
+        meta_columns=["url"],
+    )
+    _, meta = next(reader(batch_size=100_000, show_progress=False))
+    assert list(meta["url"][:2]) == ["http://x/0", "http://x/1"]
+
+
+def test_embedding_reader_reads_parquet_shard_folders(tmp_path):
+    er = pytest.importorskip("embedding_reader", reason="embedding-reader is in the dev extra")
+    from modgap.reducers.apply import reduce_to_folder
+
+    x, y = gapped_pairs(500, 16, seed=4)
+    root = tmp_path / "pq"
+    for sub in ("img_emb", "text_emb"):
+        (root / sub).mkdir(parents=True)
+    for i, s in enumerate(np.array_split(np.arange(500), 3)):
+        for sub, a in (("img_emb", x), ("text_emb", y)):
+            vec = pa.FixedSizeListArray.from_arrays(pa.array(a[s].reshape(-1)), 16)
+            pq.write_table(
+                pa.table({"embedding": vec, "key": [f"k{r}" for r in s]}),
+                root / sub / f"{sub}_{i}.parquet",
+            )
+    reduce_to_folder("shift", root, out=tmp_path / "out", stream=True)
+    reader = er.EmbeddingReader(
+        str(tmp_path / "out" / "img_emb"),
+        file_format="parquet",
+        embedding_column="embedding",
+        meta_columns=["key"],
+    )
+    assert reader.count == 500 and reader.dimension == 16
+    emb, meta = next(reader(batch_size=500, show_progress=False))
+    assert list(meta["key"][:3]) == ["k0", "k1", "k2"]
+    back = _read(tmp_path / "out")
+    np.testing.assert_allclose(emb, back.image_emb, atol=1e-6)
+
+
+# -- the command line --------------------------------------------------------------------
+def test_cli_streams_automatically_above_the_limit(small, tmp_path, monkeypatch, capsys):
+    import json
+
+    import modgap.stream as stream
+    from modgap.cli import main
+
+    monkeypatch.setattr(stream, "AUTO_STREAM_BYTES", 1000)
+    rc = main(["measure", str(small), "--only", "centroid", "--json", str(tmp_path / "m.json")])
+    err = capsys.readouterr().err
+    assert rc == 0 and "above the in-memory limit" in err and err.count("notice:") == 1
+    doc = json.loads((tmp_path / "m.json").read_text())
+    ref = measure_all(_read(small), only="centroid")
+    assert doc["measures"]["centroid_gap"] == pytest.approx(ref["centroid_gap"], rel=1e-12)
+    rc = main(
+        [
+            "reduce",
+            "center",
+            str(small),
+            "--out",
+            str(tmp_path / "r"),
+            "--stream",
+            "--fit-sample",
+            "50",
+            "-q",
+        ]
+    )
+    assert rc == 0 and _layout(tmp_path / "r") == _layout(small)
+
+
+def test_cli_scheduler_without_dask_engine_is_a_usage_error(small, capsys):
+    from modgap.cli import main
+
+    assert main(["measure", str(small), "--scheduler", "tcp://127.0.0.1:1"]) == 2
+    assert "--scheduler needs --engine dask" in capsys.readouterr().err
+
+
+def test_search_topk_equals_a_dense_reference(small):
+    from modgap.stream import search_topk
+    from modgap.stream.retrieval import task_rows
+
+    emb = _read(small)
+    src = open_source(small)
+    q = task_rows(emb.text_emb[:20]).astype(np.float64)
+    ids, scores = search_topk(src, emb.text_emb[:20], 5, modality="image", compute=SMALL)
+    S = q @ task_rows(emb.image_emb).T.astype(np.float64)
+    np.testing.assert_array_equal(ids, np.argsort(-S, axis=1, kind="stable")[:, :5])
+    np.testing.assert_allclose(scores, np.sort(S, axis=1)[:, ::-1][:, :5], atol=1e-12)
+    ids, _ = search_topk(src, emb.text_emb[:20], 5, compute=SMALL)  # mixed: texts at n_i + j
+    Z = task_rows(np.vstack([emb.image_emb, emb.text_emb])).astype(np.float64)
+    np.testing.assert_array_equal(ids, np.argsort(-(q @ Z.T), axis=1, kind="stable")[:, :5])
+
+
+def test_apply_a_saved_reducer_to_a_folder(small, tmp_path):
+    from modgap.reducers.apply import reduce_to_folder
+
+    reduce_to_folder("gaussian", small, out=tmp_path / "fit", stream=True)
+    s = reduce_to_folder(
+        None,
+        small,
+        out=tmp_path / "app",
+        apply=tmp_path / "fit" / "reducer.safetensors",
+        stream=True,
+    )
+    assert s["mode"] == "apply" and not (tmp_path / "app" / "reducer.safetensors").exists()
+    for f in sorted((tmp_path / "fit" / "img_emb").iterdir()):
+        np.testing.assert_array_equal(np.load(f), np.load(tmp_path / "app" / "img_emb" / f.name))
