@@ -2,11 +2,13 @@
 
 ``@compute_options`` (``--device``, ``--memory-budget``, ``--threads``, ``--seed``),
 ``@output_options`` (``--no-progress``, ``--quiet``), ``@k_option``, ``@folds_option`` and
-``@json_option`` keep the flags, their help texts and their checks the same in every command.
+``@json_option`` keep the flags, their help texts and their checks the same in every command;
+``@run_options`` hands the first two to a command as one :class:`Run`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -126,6 +128,36 @@ def pairs_option(f: Callable) -> Callable:
         metavar="FILE",
         help="text_to_image: one image index per text (.npy, or text/CSV).",
     )(f)
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """What the shared options of a command say: its compute context and how much it prints.
+    ``run(fn)(...)`` calls ``fn`` with the context current and ``--quiet`` in force."""
+
+    compute: Any
+    quiet: bool = False
+    no_progress: bool = False
+
+    @property
+    def progress(self) -> bool:
+        """Progress bars: neither ``--no-progress`` nor ``--quiet``."""
+        return not (self.no_progress or self.quiet)
+
+    def __call__(self, fn: Callable) -> Callable:
+        return run_with(self.compute, self.quiet)(fn)
+
+
+def run_options(f: Callable) -> Callable:
+    """``@compute_options`` and ``@output_options`` delivered to the command as one ``run``
+    (:class:`Run`); a bad ``--device`` or ``--memory-budget`` fails before any work."""
+
+    @functools.wraps(f)
+    def callback(*args, device, memory_budget, threads, seed, no_progress, quiet, **kwargs):
+        run = Run(make_compute(device, memory_budget, threads, seed), quiet, no_progress)
+        return f(*args, run=run, **kwargs)
+
+    return compute_options(output_options(callback))
 
 
 def make_compute(device: str, memory_budget: str, threads: int | None, seed: int) -> Any:

@@ -13,15 +13,12 @@ import click
 from ..errors import ModgapError
 from . import cli
 from ._options import (
-    compute_options,
     folds_option,
     k_option,
-    make_compute,
-    output_options,
     pairs_option,
     parse_ks,
     parse_params,
-    run_with,
+    run_options,
 )
 
 
@@ -227,8 +224,7 @@ def run_bench_cli(
 )
 @click.option("--model", "model_label", default=None, help="Model label of the records.")
 @click.option("--pretrained", "pretrained_label", default=None, help="Pretrained label.")
-@compute_options
-@output_options
+@run_options
 def bench_command(
     inputs,
     out,
@@ -244,18 +240,12 @@ def bench_command(
     result_format,
     model_label,
     pretrained_label,
-    device,
-    memory_budget,
-    threads,
-    seed,
-    no_progress,
-    quiet,
+    run,
 ) -> None:
     """Benchmark gap reducers on one or more embedding sets: each reducer (and none) ×
     retrieval, zero-shot, clustering, mixed search × every gap measure, held-out by default,
     over repeated splits. A .npy input takes the next .npy as its texts."""
-    compute = make_compute(device, memory_budget, threads, seed)
-    run_with(compute, quiet)(run_bench_cli)(
+    run(run_bench_cli)(
         inputs,
         out,
         pairs,
@@ -267,9 +257,9 @@ def bench_command(
         params=params,
         corrections=corrections,
         folds=folds,
-        progress=not no_progress,
-        quiet=quiet,
-        compute=compute,
+        progress=run.progress,
+        quiet=run.quiet,
+        compute=run.compute,
         result_format=result_format,
         labels=(model_label, pretrained_label),
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from . import cli
-from ._options import compute_options, json_option, make_compute, output_options, run_with
+from ._options import json_option, run_options
 
 
 def run_compare(inputs, out=None, json_out=None, repeats=5, quiet=False, compute=None) -> dict:
@@ -57,14 +57,8 @@ def run_compare(inputs, out=None, json_out=None, repeats=5, quiet=False, compute
     show_default=True,
     help="Random splits for inputs that are embedding sets (benchmarked here, row none).",
 )
-@compute_options
-@output_options
-def compare_command(
-    inputs, out, json_out, repeats, device, memory_budget, threads, seed, no_progress, quiet
-) -> None:
+@run_options
+def compare_command(inputs, out, json_out, repeats, run) -> None:
     """Compare several results side by side: benchmark results.json files (PATH#ROW picks a
     row, default none), eval/measure JSON, or embedding sets (benchmarked on the spot)."""
-    compute = make_compute(device, memory_budget, threads, seed)
-    run_with(compute, quiet)(run_compare)(
-        inputs, out, json_out, repeats=repeats, quiet=quiet, compute=compute
-    )
+    run(run_compare)(inputs, out, json_out, repeats=repeats, quiet=run.quiet, compute=run.compute)

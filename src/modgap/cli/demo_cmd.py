@@ -19,7 +19,7 @@ import click
 import numpy as np
 
 from . import cli
-from ._options import compute_options, make_compute, output_options, run_with
+from ._options import run_options
 
 DEFAULT_OUT = "modgap-demo"
 
@@ -263,8 +263,7 @@ def run_demo(
     help="Folder with the Fashion-MNIST *-ubyte.gz files (default: the Debian package's "
     "/usr/share/datasets/fashion-mnist).",
 )
-@compute_options
-@output_options
+@run_options
 def demo_command(
     out,
     limit,
@@ -273,25 +272,19 @@ def demo_command(
     bench_limit,
     repeats,
     fashion_mnist,
-    device,
-    memory_budget,
-    threads,
-    seed,
-    no_progress,
-    quiet,
+    run,
 ) -> None:
     """Embed real demo data (Fashion-MNIST test split, captioned photos) with the bundled
     pocket model and benchmark it: gap measures, reducers, retrieval, zero-shot, report."""
-    compute = make_compute(device, memory_budget, threads, seed)
-    run_with(compute, quiet)(run_demo)(
+    run(run_demo)(
         out,
         limit,
-        compute,
+        run.compute,
         bench=not no_bench,
-        progress=not (no_progress or quiet),
+        progress=run.progress,
         fashion_mnist=fashion_mnist,
         reducers=reducers,
         bench_limit=bench_limit,
-        quiet=quiet,
+        quiet=run.quiet,
         repeats=repeats,
     )

@@ -18,7 +18,7 @@ import click
 
 from ..errors import ModgapError
 from . import cli
-from ._options import compute_options, make_compute, output_options, run_with
+from ._options import run_options
 
 # a second argument with one of these suffixes makes the folder form
 CAPTION_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".json")
@@ -56,20 +56,14 @@ def split_inputs(inputs: tuple[str, ...]) -> tuple[str, str] | None:
     help="Shards: a sample's .txt holds one caption per line (default; CLIP_benchmark) or is "
     "one caption (file).",
 )
-@compute_options
-@output_options
+@run_options
 def embed_command(
     inputs,
     model,
     out,
     batch_size,
     txt_captions,
-    device,
-    memory_budget,
-    threads,
-    seed,
-    no_progress,
-    quiet,
+    run,
 ) -> None:
     """Embed captioned images into a clip-retrieval style folder.
 
@@ -86,23 +80,22 @@ def embed_command(
     folder_form = split_inputs(inputs)
     if folder_form is not None and txt_captions is not None:
         raise ModgapError("--txt-captions applies to webdataset shards, not to a captions file")
-    compute = make_compute(device, memory_budget, threads, seed)
-    show = not (no_progress or quiet)
+    show = run.progress
     if folder_form is not None:
-        info = run_with(compute, quiet)(embed_folder)(
-            *folder_form, out, model, batch_size=batch_size, progress=show, compute=compute
+        info = run(embed_folder)(
+            *folder_form, out, model, batch_size=batch_size, progress=show, compute=run.compute
         )
     else:
-        info = run_with(compute, quiet)(embed_webdataset)(
+        info = run(embed_webdataset)(
             list(inputs),
             out,
             model,
             txt_captions=txt_captions or "lines",
             batch_size=batch_size,
             progress=show,
-            compute=compute,
+            compute=run.compute,
         )
-    if not quiet:
+    if not run.quiet:
         Console(stderr=True).print(
             f"embedded {info['n_images']} images and {info['n_texts']} captions with {model} "
             f"(d={info['dim']}) in {info['seconds']:.1f}s",

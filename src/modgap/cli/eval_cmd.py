@@ -11,16 +11,13 @@ import click
 from ..errors import ModgapError
 from . import cli
 from ._options import (
-    compute_options,
     folds_option,
     json_option,
     k_option,
-    make_compute,
-    output_options,
     pairs_option,
     parse_ks,
     results_format_options,
-    run_with,
+    run_options,
     sample_queries_option,
     stream_options,
 )
@@ -300,8 +297,7 @@ def _eval_stream(source, tasks, ks, engine, scheduler, sample_queries, progress,
 @results_format_options
 @stream_options
 @sample_queries_option
-@compute_options
-@output_options
+@run_options
 def eval_command(
     inputs,
     texts,
@@ -319,17 +315,11 @@ def eval_command(
     engine,
     scheduler,
     sample_queries,
-    device,
-    memory_budget,
-    threads,
-    seed,
-    no_progress,
-    quiet,
+    run,
 ) -> None:
     """The downstream tasks an embedding set supports: cross-modal retrieval (Recall@K, rSum,
     ranks), zero-shot classification, clustering, mixed-modality search."""
-    compute = make_compute(device, memory_budget, threads, seed)
-    run_with(compute, quiet)(run_eval)(
+    run(run_eval)(
         inputs,
         texts,
         pairs,
@@ -338,9 +328,9 @@ def eval_command(
         ks,
         encoder,
         folds=folds,
-        progress=not no_progress,
-        quiet=quiet,
-        compute=compute,
+        progress=run.progress,
+        quiet=run.quiet,
+        compute=run.compute,
         result_format=result_format,
         labels=(dataset_label, model_label, pretrained_label),
         stream=stream,

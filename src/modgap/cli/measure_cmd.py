@@ -10,12 +10,9 @@ import click
 
 from . import cli
 from ._options import (
-    compute_options,
     json_option,
-    make_compute,
-    output_options,
     pairs_option,
-    run_with,
+    run_options,
     sample_queries_option,
     stream_options,
 )
@@ -273,8 +270,7 @@ def _measure_stream(
 )
 @stream_options
 @sample_queries_option
-@compute_options
-@output_options
+@run_options
 def measure_command(
     images,
     texts,
@@ -285,12 +281,7 @@ def measure_command(
     engine,
     scheduler,
     sample_queries,
-    device,
-    memory_budget,
-    threads,
-    seed,
-    no_progress,
-    quiet,
+    run,
 ) -> None:
     """Every gap measure of one embedding set: centroid gap, separability, RMG,
     mixed-neighbour ratios, Fréchet distance, alignment/uniformity, cosine statistics.
@@ -298,16 +289,15 @@ def measure_command(
     INPUT is one file or folder holding both modalities (.npz, clip-retrieval folder, parquet,
     safetensors, .pt), or the image .npy / .parquet file with TEXTS the text one.
     """
-    compute = make_compute(device, memory_budget, threads, seed)
-    run_with(compute, quiet)(run_measure)(
+    run(run_measure)(
         images,
         texts,
         pairs,
         json_out,
         only,
-        progress=not no_progress,
-        quiet=quiet,
-        compute=compute,
+        progress=run.progress,
+        quiet=run.quiet,
+        compute=run.compute,
         stream=stream,
         engine=engine,
         scheduler=scheduler,

@@ -10,14 +10,11 @@ import click
 from ..errors import ModgapError
 from . import cli
 from ._options import (
-    compute_options,
     finite,
     fit_sample_option,
-    make_compute,
-    output_options,
     pairs_option,
     parse_params,
-    run_with,
+    run_options,
     stream_options,
 )
 
@@ -91,8 +88,7 @@ def _print_summary(summary: dict) -> None:
 )
 @stream_options
 @fit_sample_option
-@compute_options
-@output_options
+@run_options
 def reduce_command(
     args,
     out,
@@ -110,12 +106,7 @@ def reduce_command(
     engine,
     scheduler,
     fit_sample,
-    device,
-    memory_budget,
-    threads,
-    seed,
-    no_progress,
-    quiet,
+    run,
 ) -> None:
     """Fit a modality-gap reducer (center, shift, gaussian, procrustes, spectral, ot-laplace,
     ot-sinkhorn) and write the reduced embeddings and the fitted reducer, or apply a saved
@@ -138,7 +129,6 @@ def reduce_command(
         "reg": reg,
     }
     params.update({k: v for k, v in typed.items() if v is not None})
-    compute = make_compute(device, memory_budget, threads, seed)
     from ._options import check_engine
 
     check_engine(engine, scheduler)
@@ -148,7 +138,7 @@ def reduce_command(
 
         eng = make_engine(engine, scheduler)
     try:
-        summary = run_with(compute, quiet)(reduce_to_folder)(
+        summary = run(reduce_to_folder)(
             method,
             positional[0],
             positional[1] if len(positional) > 1 else None,
@@ -157,8 +147,8 @@ def reduce_command(
             save_model=save_model,
             pairs=pairs,
             params=params,
-            progress=not (no_progress or quiet),
-            compute=compute,
+            progress=run.progress,
+            compute=run.compute,
             stream=stream or None,
             engine=eng,
             fit_sample=fit_sample,
@@ -167,5 +157,5 @@ def reduce_command(
     finally:
         if eng is not None:
             eng.close()
-    if not quiet:
+    if not run.quiet:
         _print_summary(summary)
