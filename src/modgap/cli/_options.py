@@ -241,7 +241,30 @@ def run_with(compute: Any, quiet: bool) -> Callable:
 
 
 # -- out-of-core and distributed runs (modgap.stream) -------------------------------------
-stream_options = _chain(
+@dataclasses.dataclass(frozen=True)
+class Streaming:
+    """``--stream``, ``--engine``, ``--scheduler`` of a command, checked together."""
+
+    stream: bool | None = None
+    engine: str = "local"
+    scheduler: str | None = None
+
+    def check(self) -> Streaming:
+        """Refuse ``--scheduler`` without ``--engine dask`` before any work."""
+        check_engine(self.engine, self.scheduler)
+        return self
+
+    def open(self, images: str, texts: str | None, pairs: str | None) -> Any:
+        """The streaming source of the input when this run streams, else None
+        (:func:`open_streaming`)."""
+        return open_streaming(images, texts, pairs, self.stream, self.engine)
+
+    def make_engine(self) -> Any:
+        """The run's engine (a Dask client connects here, before any work)."""
+        return make_engine(self.engine, self.scheduler)
+
+
+_stream_flags = _chain(
     click.option(
         "--stream",
         is_flag=True,
@@ -264,6 +287,17 @@ stream_options = _chain(
         "local cluster.",
     ),
 )
+
+
+def stream_options(f: Callable) -> Callable:
+    """``--stream --engine --scheduler``, delivered to the command as one ``streaming``
+    (:class:`Streaming`)."""
+
+    @functools.wraps(f)
+    def callback(*args, stream, engine, scheduler, **kwargs):
+        return f(*args, streaming=Streaming(stream, engine, scheduler).check(), **kwargs)
+
+    return _stream_flags(callback)
 
 
 def sample_queries_option(f: Callable) -> Callable:

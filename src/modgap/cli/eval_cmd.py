@@ -11,6 +11,7 @@ import click
 from ..errors import ModgapError
 from . import cli
 from ._options import (
+    Streaming,
     folds_option,
     json_option,
     k_option,
@@ -74,9 +75,7 @@ def run_eval(
     compute: Any = None,
     result_format: str = "modgap",
     labels: tuple[str | None, str | None, str | None] = (None, None, None),
-    stream: bool | None = None,
-    engine: str = "local",
-    scheduler: str | None = None,
+    streaming: Streaming | None = None,
     sample_queries: int | None = 10_000,
 ) -> dict:
     """What ``modgap eval`` does; returns the document written to ``--json`` (with
@@ -91,10 +90,9 @@ def run_eval(
     from ..provenance import jsonable, provenance
     from ..reducers.apply import fitted_rows_warning
     from ..tasks.suite import run_tasks
-    from ._options import check_engine
     from ._output import announce_replace, print_and_save
 
-    check_engine(engine, scheduler)
+    streaming = (streaming or Streaming()).check()
     compute = resolve(compute)
     k_list = parse_ks(ks)
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
@@ -110,16 +108,13 @@ def run_eval(
     if leak is not None:
         notice(leak)
         warnings.append(leak)
-    from ._options import open_streaming
-
-    source = open_streaming(inputs, texts, pairs, stream, engine)
+    source = streaming.open(inputs, texts, pairs)
     if source is not None:
         results, counts = _eval_stream(
             source,
             task_list,
             k_list,
-            engine,
-            scheduler,
+            streaming,
             sample_queries,
             progress and not quiet,
             compute,
@@ -228,13 +223,12 @@ def _write_records(records, json_out, table, quiet, *inputs) -> None:
             table_console().print(f"wrote {path}", soft_wrap=True, highlight=False)
 
 
-def _eval_stream(source, tasks, ks, engine, scheduler, sample_queries, progress, compute):
+def _eval_stream(source, tasks, ks, streaming, sample_queries, progress, compute):
     """Retrieval and mixed search on a streamed source (:func:`modgap.stream.stream_retrieval`);
     the tasks that need the whole set in memory are listed as skipped."""
     from ..errors import ModgapError
     from ..stream import stream_retrieval
     from ..tasks.suite import TASKS
-    from ._options import make_engine
 
     wanted = list(tasks) if tasks else ["retrieval", "mixed"]
     unknown = [t for t in wanted if t not in TASKS]
@@ -246,7 +240,7 @@ def _eval_stream(source, tasks, ks, engine, scheduler, sample_queries, progress,
             f"task(s) {', '.join(in_memory)} need the set in memory; drop --stream/--engine "
             "or ask for retrieval, mixed"
         )
-    eng = make_engine(engine, scheduler)
+    eng = streaming.make_engine()
     try:
         results = stream_retrieval(
             source,
@@ -311,9 +305,7 @@ def eval_command(
     dataset_label,
     model_label,
     pretrained_label,
-    stream,
-    engine,
-    scheduler,
+    streaming,
     sample_queries,
     run,
 ) -> None:
@@ -333,8 +325,6 @@ def eval_command(
         compute=run.compute,
         result_format=result_format,
         labels=(dataset_label, model_label, pretrained_label),
-        stream=stream,
-        engine=engine,
-        scheduler=scheduler,
+        streaming=streaming,
         sample_queries=sample_queries,
     )

@@ -10,6 +10,7 @@ import click
 
 from . import cli
 from ._options import (
+    Streaming,
     json_option,
     pairs_option,
     run_options,
@@ -124,9 +125,7 @@ def run_measure(
     progress: bool = True,
     quiet: bool = False,
     compute: Any = None,
-    stream: bool | None = None,
-    engine: str = "local",
-    scheduler: str | None = None,
+    streaming: Streaming | None = None,
     sample_queries: int | None = 10_000,
 ) -> dict:
     """What ``modgap measure`` does; returns the document written to ``--json``."""
@@ -136,10 +135,9 @@ def run_measure(
     from ..io import read_embeddings
     from ..measures import MEASURES, measure_all, resolve_measures
     from ..provenance import jsonable, provenance
-    from ._options import check_engine
     from ._output import announce_replace, print_and_save
 
-    check_engine(engine, scheduler)
+    streaming = (streaming or Streaming()).check()
     compute = resolve(compute)
     names = _split_names(only)
     selected = resolve_measures(names)  # unknown names fail before any data is read
@@ -148,9 +146,7 @@ def run_measure(
         writes=[("--json", json_out)],
     )
     announce_replace(json_out)
-    from ._options import open_streaming
-
-    source = open_streaming(images, texts, pairs, stream, engine)
+    source = streaming.open(images, texts, pairs)
     if source is not None:
         return _measure_stream(
             source,
@@ -159,8 +155,7 @@ def run_measure(
             pairs,
             json_out,
             names,
-            engine,
-            scheduler,
+            streaming,
             sample_queries,
             progress and not quiet,
             quiet,
@@ -211,8 +206,7 @@ def _measure_stream(
     pairs,
     json_out,
     names,
-    engine,
-    scheduler,
+    streaming,
     sample_queries,
     progress,
     quiet,
@@ -221,10 +215,9 @@ def _measure_stream(
     """``modgap measure`` on a streamed source (:func:`modgap.stream.stream_measures`)."""
     from ..provenance import jsonable, provenance
     from ..stream import stream_measures
-    from ._options import make_engine
     from ._output import print_and_save
 
-    eng = make_engine(engine, scheduler)
+    eng = streaming.make_engine()
     try:
         results = stream_measures(
             source,
@@ -277,9 +270,7 @@ def measure_command(
     pairs,
     json_out,
     only,
-    stream,
-    engine,
-    scheduler,
+    streaming,
     sample_queries,
     run,
 ) -> None:
@@ -298,8 +289,6 @@ def measure_command(
         progress=run.progress,
         quiet=run.quiet,
         compute=run.compute,
-        stream=stream,
-        engine=engine,
-        scheduler=scheduler,
+        streaming=streaming,
         sample_queries=sample_queries,
     )

@@ -102,9 +102,7 @@ def reduce_command(
     lam,
     reg,
     dtype,
-    stream,
-    engine,
-    scheduler,
+    streaming,
     fit_sample,
     run,
 ) -> None:
@@ -129,14 +127,7 @@ def reduce_command(
         "reg": reg,
     }
     params.update({k: v for k, v in typed.items() if v is not None})
-    from ._options import check_engine
-
-    check_engine(engine, scheduler)
-    eng = None
-    if engine != "local":
-        from ._options import make_engine
-
-        eng = make_engine(engine, scheduler)
+    eng = streaming.make_engine() if streaming.engine != "local" else None
     try:
         summary = run(reduce_to_folder)(
             method,
@@ -149,7 +140,7 @@ def reduce_command(
             params=params,
             progress=run.progress,
             compute=run.compute,
-            stream=stream or None,
+            stream=streaming.stream or None,
             engine=eng,
             fit_sample=fit_sample,
             dtype=dtype,
