@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -93,6 +94,22 @@ def as_float_matrix(
             source,
         )
     arr = np.ascontiguousarray(arr, dtype=np.float32)
+    norms = checked_row_norms(arr, name, source)
+    if normalize and arr.shape[0] and np.abs(norms - 1).max() > _NORM_TOL:
+        notice(f"{source + ': ' if source else ''}'{name}' rows were L2-normalised")
+        arr = arr / norms[:, None].astype(np.float32)
+    return arr
+
+
+def checked_row_norms(
+    arr: np.ndarray,
+    name: str,
+    source: str | None,
+    where: Callable[[np.ndarray], str] | None = None,
+) -> np.ndarray:
+    """Row norms of a float32 matrix (float64), refusing NaN/inf and all-zero rows with a
+    one-line :class:`~modgap.errors.InputError` naming ``source``; ``where(bad_rows)`` says
+    where the bad rows are (default: how many, and the first row number)."""
     # squared row norms accumulated in float64 without an (n, d) temporary (np.linalg.norm
     # would allocate one, doubling the memory of a large memory-mapped input); a NaN/inf entry
     # makes its row's sum non-finite, and finite float32 squares cannot overflow float64
@@ -100,24 +117,21 @@ def as_float_matrix(
     finite = np.isfinite(sq)
     if not finite.all():
         bad = np.flatnonzero(~finite)
-        raise InputError(
-            f"'{name}' has NaN/inf in {bad.size} row(s) (first: row {bad[0]}); "
-            "drop or re-embed those rows",
-            source,
-        )
+        at = where(bad) if where else f"{bad.size} row(s) (first: row {bad[0]})"
+        raise InputError(f"'{name}' has NaN/inf in {at}; drop or re-embed those rows", source)
     norms = np.sqrt(sq)
     zero = norms == 0
     if zero.any():
         bad = np.flatnonzero(zero)
-        raise InputError(
-            f"'{name}' has {bad.size} all-zero row(s) (first: row {bad[0]}); "
-            "a zero vector has no direction, drop those rows",
-            source,
+        what = (
+            f"an all-zero row ({where(bad)})"
+            if where
+            else f"{bad.size} all-zero row(s) (first: row {bad[0]})"
         )
-    if normalize and arr.shape[0] and np.abs(norms - 1).max() > _NORM_TOL:
-        notice(f"{source + ': ' if source else ''}'{name}' rows were L2-normalised")
-        arr = arr / norms[:, None].astype(np.float32)
-    return arr
+        raise InputError(
+            f"'{name}' has {what}; a zero vector has no direction, drop those rows", source
+        )
+    return norms
 
 
 def as_int_vector(x: Any, name: str, n: int, source: str | None = None) -> np.ndarray:
@@ -151,12 +165,20 @@ def check_pairing(
             )
         return np.arange(n_texts, dtype=np.int64)
     t2i = as_int_vector(text_to_image, "text_to_image", n_texts, source)
-    outside = (t2i < 0) | (t2i >= n_images)
+    return check_image_index(t2i, n_images, "text_to_image", source)
+
+
+def check_image_index(
+    index: np.ndarray, n_images: int, name: str, source: str | None = None
+) -> np.ndarray:
+    """``index`` (an image index per text) unchanged when every entry is in ``[0, n_images)``;
+    else a one-line :class:`~modgap.errors.InputError` with the first text outside."""
+    outside = (index < 0) | (index >= n_images)
     if outside.any():
         bad = int(np.flatnonzero(outside)[0])
         raise InputError(
-            f"'text_to_image' points outside the {n_images} images "
-            f"(text {bad} -> {int(t2i[bad])}); indices must be in [0, {n_images})",
+            f"'{name}' points outside the {n_images} images "
+            f"(text {bad} -> {int(index[bad])}); indices must be in [0, {n_images})",
             source,
         )
-    return t2i
+    return index

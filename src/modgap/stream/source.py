@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .._array import check_image_index, checked_row_norms
 from ..errors import InputError
 from ._fs import FS, open_fs
 
@@ -255,26 +256,12 @@ def prepare_rows(raw: np.ndarray, name: str, path: str, first: Any = 0) -> np.nd
     if not arr.flags.writeable:
         arr = arr.copy()
 
-    def row(i: int) -> int:
-        return int(first[i]) if isinstance(first, np.ndarray) else int(first) + i
+    def where(bad: np.ndarray) -> str:
+        i = int(bad[0])
+        shard_row = int(first[i]) if isinstance(first, np.ndarray) else int(first) + i
+        return f"row {shard_row} of this shard"
 
-    sq = np.einsum("ij,ij->i", arr, arr, dtype=np.float64)
-    finite = np.isfinite(sq)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
-        raise InputError(
-            f"'{name}' has NaN/inf in row {row(int(bad[0]))} of this shard; "
-            "drop or re-embed those rows",
-            path,
-        )
-    norms = np.sqrt(sq)
-    if (norms == 0).any():
-        bad = int(np.flatnonzero(norms == 0)[0])
-        raise InputError(
-            f"'{name}' has an all-zero row (row {row(bad)} of this shard); a zero vector "
-            "has no direction, drop those rows",
-            path,
-        )
+    norms = checked_row_norms(arr, name, path, where)
     off = np.abs(norms - 1) > _NORM_TOL
     if off.any():
         arr[off] /= norms[off, None].astype(np.float32)
@@ -408,14 +395,7 @@ def read_image_index(fs: FS, shard: Shard, n_images: int) -> np.ndarray:
         raise InputError(
             f"{idx.size} text metadata rows but {shard.n_texts} text embeddings in this shard", path
         )
-    if idx.size and (idx.min() < 0 or idx.max() >= n_images):
-        bad = int(np.flatnonzero((idx < 0) | (idx >= n_images))[0])
-        raise InputError(
-            f"'image_index' points outside the {n_images} images (text {bad} -> "
-            f"{int(idx[bad])}); indices must be in [0, {n_images})",
-            path,
-        )
-    return idx
+    return check_image_index(idx, n_images, "image_index", path)
 
 
 def npy_part(fs: FS, path: str) -> Part:
