@@ -37,6 +37,7 @@ __all__ = [
     "check_paths",
     "clean_stale",
     "output_folder",
+    "swap_in",
     "write_json",
 ]
 
@@ -166,21 +167,26 @@ def output_folder(
     try:
         yield tmp
         os.chmod(tmp, _mode(path, 0o777))
-        old = None
-        if path.exists():
-            old = Path(
-                tempfile.mkdtemp(prefix=_temp_name(path, ""), suffix=".old", dir=path.parent)
-            )
-            old.rmdir()
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        if replacing:
-            notice(f"replaced the previous {what} {path}")
+        swap_in(tmp, path, what, replacing)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def swap_in(staging: Path, path: Path, what: str = "output", replacing: bool = False) -> None:
+    """Put the finished folder ``staging`` at ``path`` in one rename. An existing ``path`` is
+    moved aside first and deleted only after the new one is in place, so a kill at any point
+    leaves the old folder or the new one, whole (:func:`clean_stale` removes what is left)."""
+    old = None
+    if path.exists():
+        old = Path(tempfile.mkdtemp(prefix=_temp_name(path, ""), suffix=".old", dir=path.parent))
+        old.rmdir()
+        os.replace(path, old)
+    os.replace(staging, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    if replacing:
+        notice(f"replaced the previous {what} {path}")
 
 
 def _identity(p: Path) -> tuple[int, int] | None:

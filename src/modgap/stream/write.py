@@ -32,6 +32,7 @@ import numpy as np
 
 from ..compute import Compute, resolve
 from ..errors import ModgapError, notice
+from ..files import check_output_folder, swap_in
 from . import kernels
 from .engines import Engine, LocalEngine
 from .source import Source, local_fingerprint
@@ -52,32 +53,6 @@ def _sha256(path: str | os.PathLike) -> str:
     from ..reducers.apply import _sha256 as sha
 
     return sha(Path(path))
-
-
-def check_out(out: Path) -> None:
-    """Refuse, before any work, an ``out`` that is a file or a folder of someone else's."""
-    if out.exists() and not out.is_dir():
-        raise ModgapError(f"--out {out} exists and is not a folder; choose a folder path")
-    if out.is_dir() and any(out.iterdir()) and not (out / SUMMARY).exists():
-        raise ModgapError(
-            f"--out {out} is a folder with files modgap did not write (no {SUMMARY}); "
-            "choose a new or empty folder"
-        )
-
-
-def _swap(staging: Path, out: Path) -> None:
-    old = None
-    replacing = out.is_dir() and any(out.iterdir())
-    if out.exists():
-        old = out.parent / f".{out.name}.{os.getpid()}.old"
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(out, old)
-    os.replace(staging, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    if replacing:
-        notice(f"replaced the previous --out {out}")
 
 
 def _out_dtypes(source: Source, dtype: Any) -> tuple[str, str]:
@@ -175,7 +150,7 @@ def reduce_folder(
     engine = engine or LocalEngine()
     compute = resolve(compute)
     out = Path(out)
-    check_out(out)
+    replacing = check_output_folder(out, SUMMARY, "--out")
     if source.format not in ("clip-retrieval", "npy"):
         raise ModgapError(
             f"{source.path}: shard-by-shard reduce writes clip-retrieval folders and .npy "
@@ -307,5 +282,5 @@ def reduce_folder(
     write_json(staging / SUMMARY, summary)
     shutil.rmtree(staging / ".done")
     (staging / JOB).unlink()
-    _swap(staging, out)
+    swap_in(staging, out, "--out", replacing)
     return summary
