@@ -379,7 +379,8 @@ def test_pocket_small_sample(pocket, tmp_path, monkeypatch):
     # a damaged cache file is recomputed, not trusted
     cached[0].write_bytes(b"garbage")
     again = pocket.towers.image_features(images, cache_key="sixteen")
-    np.testing.assert_allclose(again, feats, atol=1e-5)
+    # another batch size may take another convolution kernel: equal to float32 round-off
+    np.testing.assert_allclose(again, feats, rtol=1e-4, atol=1e-5)
 
     texts = ["a photo of a sneaker.", "a pair of dark trousers for sale."]
     t = pocket.encode_texts(texts)

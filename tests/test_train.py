@@ -98,6 +98,18 @@ def test_run_writes_results_checkpoints_and_best(reference):
     assert saved["provenance"]["seed"] == 3
 
 
+def test_training_leaves_the_callers_torch_settings_alone(toy, tmp_path):
+    """threads and deterministic algorithms are process-wide: set while training, put back."""
+    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
+    cfg = config_from_dict(tiny(toy, threads=1, deterministic=True, optim={"epochs": 1}))
+    tr = Trainer(cfg, tmp_path, progress=False)
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before
+    tr.fit()
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before
+    tr.score(tr.val_data or tr.train_data)
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before
+
+
 def test_training_beats_the_untrained_model(toy, reference):
     _, res = reference
     cfg = config_from_dict(tiny(toy))

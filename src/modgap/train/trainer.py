@@ -22,7 +22,8 @@ import math
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -180,15 +181,8 @@ class Trainer:
             self.device = resolve_device(cfg.device)
         except ModgapError as e:
             raise ConfigError(f"device: {e}") from None
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
         # all inputs are read and checked before anything is trained
         self.train_data, self.val_data, self.test_data = build_data(cfg)
-        if cfg.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            if self.device.type == "cuda":
-                torch.backends.cudnn.deterministic = True
-                torch.backends.cudnn.benchmark = False
         check_model_size(cfg, self.train_data, self.device)
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg, self.train_data).to(self.device)
@@ -326,7 +320,38 @@ class Trainer:
             self.optimizer.step()
         return terms
 
+    @contextmanager
+    def _torch_settings(self) -> Iterator[None]:
+        """``threads`` and ``deterministic`` of the config while training or scoring, and the
+        caller's torch settings back afterwards (they are process-wide)."""
+        cfg = self.cfg
+        saved = (
+            torch.get_num_threads(),
+            torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.backends.cudnn.deterministic,
+            torch.backends.cudnn.benchmark,
+        )
+        try:
+            if cfg.threads:
+                torch.set_num_threads(cfg.threads)
+            if cfg.deterministic:
+                torch.use_deterministic_algorithms(True, warn_only=True)
+                if self.device.type == "cuda":
+                    torch.backends.cudnn.deterministic = True
+                    torch.backends.cudnn.benchmark = False
+            yield
+        finally:
+            torch.set_num_threads(saved[0])
+            torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[3:]
+
     def score(self, data: FeatureSet) -> dict:
+        """Evaluate the current model on ``data`` (the config's protocol)."""
+        with self._torch_settings():
+            return self._score(data)
+
+    def _score(self, data: FeatureSet) -> dict:
         e = self.cfg.eval
         return evaluate_model(
             self.model,
@@ -346,6 +371,10 @@ class Trainer:
         On a terminal a progress bar per epoch shows the running losses; in a log file or a
         pipe every epoch ends with one plain line holding all of them (never cut to a width).
         """
+        with self._torch_settings():
+            return self._fit()
+
+    def _fit(self) -> dict:
         import sys
 
         from .._progress import progress as progress_bar
