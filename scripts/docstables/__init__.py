@@ -57,7 +57,7 @@ class Table:
 
     id: str
     doc: str
-    data: str
+    data: str | tuple[str, ...]
     render: Callable[[dict], str]
 
 
@@ -74,7 +74,7 @@ def producer(id: str, group: str, command: str | None = None):
     return wrap
 
 
-def table(id: str, doc: str, data: str):
+def table(id: str, doc: str, data: str | tuple[str, ...]):
     def wrap(fn):
         TABLES[id] = Table(id, doc, data, fn)
         return fn
@@ -167,6 +167,7 @@ def _atomic_write(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; these files are committed
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -184,13 +185,15 @@ def produce(ids: list[str]) -> None:
         p = PRODUCERS[pid]
         t0 = time.perf_counter()
         print(f"producing {pid} ...", file=sys.stderr, flush=True)
+        before = machine()
         body = p.run()
+        before["load_average_after"] = machine()["load_average"]
         doc = {
             "id": pid,
             "command": p.command,
             "generated": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "modgap": modgap.__version__,
-            "machine": machine(),
+            "machine": before,
             "seconds": round(time.perf_counter() - t0, 1),
             **body,
         }
@@ -198,12 +201,20 @@ def produce(ids: list[str]) -> None:
         print(f"  wrote {data_path(pid).relative_to(ROOT)} ({doc['seconds']} s)", file=sys.stderr)
 
 
+def _sources(t: Table) -> tuple[str, ...]:
+    return (t.data,) if isinstance(t.data, str) else tuple(t.data)
+
+
 def rendered(table_id: str) -> str | None:
+    """The block of a table from its data (None while a data file is missing). A table of
+    several data files gets ``{data id: document}``."""
     t = TABLES[table_id]
-    path = data_path(t.data)
-    if not path.exists():
+    paths = {d: data_path(d) for d in _sources(t)}
+    if not all(p.exists() for p in paths.values()):
         return None
-    return t.render(json.loads(path.read_text(encoding="utf-8"))).rstrip("\n") + "\n"
+    docs = {d: json.loads(p.read_text(encoding="utf-8")) for d, p in paths.items()}
+    arg = docs[t.data] if isinstance(t.data, str) else docs
+    return t.render(arg).rstrip("\n") + "\n"
 
 
 def _docs() -> list[Path]:
@@ -233,7 +244,9 @@ def problems() -> list[str]:
         path, body = found[tid]
         want = rendered(tid)
         if want is None:
-            out.append(f"{tid}: docs/data/{t.data}.json is missing; run produce {t.data}")
+            missing = [d for d in _sources(t) if not data_path(d).exists()]
+            for d in missing:
+                out.append(f"{tid}: docs/data/{d}.json is missing; run produce {d}")
         elif body != want:
             out.append(f"{path.relative_to(ROOT)}: table {tid} differs from its data; run render")
     for tid, (path, _) in found.items():
@@ -278,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.cmd == "list":
         for pid, p in PRODUCERS.items():
-            tables = ", ".join(t.id for t in TABLES.values() if t.data == pid)
+            tables = ", ".join(t.id for t in TABLES.values() if pid in _sources(t))
             print(f"{pid} [{p.group}] -> {tables}\n    {p.command}")
         return 0
     if args.cmd == "produce":
@@ -301,4 +314,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # the producers and tables register themselves on import
-from . import benchmarks, results  # noqa: E402, F401
+from . import benchmarks, results, studies  # noqa: E402, F401
