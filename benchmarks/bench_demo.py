@@ -1,12 +1,14 @@
 """Benchmark: ``modgap demo`` cold (empty feature cache) against warm (tower features cached).
 
-Runs ``modgap demo --no-bench`` twice in fresh subprocesses with a temporary ``MODGAP_CACHE``
-and prints one JSON object with both wall times and their ratio. The first run builds the
-EfficientNet-Lite0 and MiniLM towers and embeds every image and caption; the second only loads
-cached tower features and applies the small projection heads.
+Runs ``modgap demo`` twice in fresh subprocesses with a temporary ``MODGAP_CACHE`` and prints
+one JSON object with both wall times, each run's own peak resident memory (``wait4``'s
+``ru_maxrss`` of that child) and their ratio. The first run builds the EfficientNet-Lite0 and
+MiniLM towers and embeds every image and caption; the second only loads cached tower features
+and applies the small projection heads. Both run the benchmark part too, as ``make demo`` does,
+unless ``--no-bench``.
 
-Usage: ``python benchmarks/bench_demo.py [--limit 2000]`` (needs the ``encoders`` extra and the
-Debian package ``dataset-fashion-mnist``).
+Usage: ``python benchmarks/bench_demo.py [--limit N] [--no-bench]`` (needs the ``encoders``
+extra and the Debian package ``dataset-fashion-mnist``; without ``--limit`` the whole demo).
 """
 
 from __future__ import annotations
@@ -20,27 +22,43 @@ import tempfile
 import time
 
 
+def _timed(cmd: list[str], env: dict) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one child process."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed with exit code {proc.returncode}")
+    return seconds, usage.ru_maxrss / 1024  # Linux: KiB
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--limit", type=int, default=2000)
+    ap.add_argument("--limit", type=int, default=None, help="embed the first N test images")
+    ap.add_argument("--no-bench", action="store_true", help="embed only (modgap demo --no-bench)")
     a = ap.parse_args()
+    args = ["--no-progress", "-q"]
+    if a.limit:
+        args += ["--limit", str(a.limit)]
+    if a.no_bench:
+        args.append("--no-bench")
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "MODGAP_CACHE": os.path.join(tmp, "cache"), "HF_HUB_OFFLINE": "1"}
-        cmd = [sys.executable, "-m", "modgap", "demo", "--no-bench", "--no-progress", "-q"]
-        cmd += ["--limit", str(a.limit), "--out", os.path.join(tmp, "demo")]
-        times = []
-        for _ in range(2):
-            t0 = time.perf_counter()
-            subprocess.run(cmd, env=env, check=True)
-            times.append(time.perf_counter() - t0)
+        cmd = [sys.executable, "-m", "modgap", "demo", *args, "--out", os.path.join(tmp, "demo")]
+        (cold, cold_mb), (warm, warm_mb) = _timed(cmd, env), _timed(cmd, env)
     print(
         json.dumps(
             {
                 "benchmark": "demo_cache",
                 "limit": a.limit,
-                "cold_s": round(times[0], 2),
-                "warm_s": round(times[1], 2),
-                "cold_over_warm": round(times[0] / times[1], 2),
+                "args": args,
+                "cold_s": round(cold, 2),
+                "warm_s": round(warm, 2),
+                "cold_peak_rss_mb": round(cold_mb, 1),
+                "warm_peak_rss_mb": round(warm_mb, 1),
+                "cold_over_warm": round(cold / warm, 2),
             },
             indent=2,
         )
