@@ -147,6 +147,10 @@ class Run:
     def __call__(self, fn: Callable) -> Callable:
         return run_with(self.compute, self.quiet)(fn)
 
+    def options(self) -> dict[str, Any]:
+        """The ``progress``, ``quiet`` and ``compute`` keywords every ``run_*`` function takes."""
+        return {"progress": self.progress, "quiet": self.quiet, "compute": self.compute}
+
 
 def run_options(f: Callable) -> Callable:
     """``@compute_options`` and ``@output_options`` delivered to the command as one ``run``

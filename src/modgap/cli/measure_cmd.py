@@ -264,31 +264,11 @@ def _measure_stream(
 @stream_options
 @sample_queries_option
 @run_options
-def measure_command(
-    images,
-    texts,
-    pairs,
-    json_out,
-    only,
-    streaming,
-    sample_queries,
-    run,
-) -> None:
+def measure_command(run, **params) -> None:
     """Every gap measure of one embedding set: centroid gap, separability, RMG,
     mixed-neighbour ratios, Fréchet distance, alignment/uniformity, cosine statistics.
 
     INPUT is one file or folder holding both modalities (.npz, clip-retrieval folder, parquet,
     safetensors, .pt), or the image .npy / .parquet file with TEXTS the text one.
     """
-    run(run_measure)(
-        images,
-        texts,
-        pairs,
-        json_out,
-        only,
-        progress=run.progress,
-        quiet=run.quiet,
-        compute=run.compute,
-        streaming=streaming,
-        sample_queries=sample_queries,
-    )
+    run(run_measure)(**params, **run.options())
