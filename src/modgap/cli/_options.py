@@ -304,6 +304,17 @@ def stream_options(f: Callable) -> Callable:
     return _stream_flags(callback)
 
 
+def repeats_option(default: int, what: str = "") -> Callable:
+    """``--repeats``: random held-out splits of a benchmark (``what`` says which inputs)."""
+    return click.option(
+        "--repeats",
+        type=click.IntRange(min=1),
+        default=default,
+        show_default=True,
+        help=f"Random splits{what}; every number gets a mean and a 95% interval over them.",
+    )
+
+
 def sample_queries_option(f: Callable) -> Callable:
     return click.option(
         "--sample-queries",

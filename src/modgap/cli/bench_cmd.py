@@ -18,6 +18,7 @@ from ._options import (
     pairs_option,
     parse_ks,
     parse_params,
+    repeats_option,
     run_options,
 )
 
@@ -194,13 +195,7 @@ def run_bench_cli(
     metavar="REDUCER.KEY=VALUE",
     help="Reducer parameter, e.g. spectral.n_components=120 (repeatable).",
 )
-@click.option(
-    "--repeats",
-    type=click.IntRange(min=1),
-    default=5,
-    show_default=True,
-    help="Random splits; every number gets a mean and a 95% interval over them.",
-)
+@repeats_option(5)
 @click.option(
     "--transductive", is_flag=True, help="Fit reducers on the evaluated images (as the paper)."
 )
