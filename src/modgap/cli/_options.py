@@ -147,6 +147,10 @@ class Run:
     def __call__(self, fn: Callable) -> Callable:
         return run_with(self.compute, self.quiet)(fn)
 
+    def options(self) -> dict[str, Any]:
+        """The ``progress``, ``quiet`` and ``compute`` keywords every ``run_*`` function takes."""
+        return {"progress": self.progress, "quiet": self.quiet, "compute": self.compute}
+
 
 def run_options(f: Callable) -> Callable:
     """``@compute_options`` and ``@output_options`` delivered to the command as one ``run``
@@ -298,6 +302,17 @@ def stream_options(f: Callable) -> Callable:
         return f(*args, streaming=Streaming(stream, engine, scheduler).check(), **kwargs)
 
     return _stream_flags(callback)
+
+
+def repeats_option(default: int, what: str = "") -> Callable:
+    """``--repeats``: random held-out splits of a benchmark (``what`` says which inputs)."""
+    return click.option(
+        "--repeats",
+        type=click.IntRange(min=1),
+        default=default,
+        show_default=True,
+        help=f"Random splits{what}; every number gets a mean and a 95% interval over them.",
+    )
 
 
 def sample_queries_option(f: Callable) -> Callable:

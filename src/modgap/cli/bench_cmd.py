@@ -18,6 +18,7 @@ from ._options import (
     pairs_option,
     parse_ks,
     parse_params,
+    repeats_option,
     run_options,
 )
 
@@ -194,13 +195,7 @@ def run_bench_cli(
     metavar="REDUCER.KEY=VALUE",
     help="Reducer parameter, e.g. spectral.n_components=120 (repeatable).",
 )
-@click.option(
-    "--repeats",
-    type=click.IntRange(min=1),
-    default=5,
-    show_default=True,
-    help="Random splits; every number gets a mean and a 95% interval over them.",
-)
+@repeats_option(5)
 @click.option(
     "--transductive", is_flag=True, help="Fit reducers on the evaluated images (as the paper)."
 )
@@ -225,41 +220,8 @@ def run_bench_cli(
 @click.option("--model", "model_label", default=None, help="Model label of the records.")
 @click.option("--pretrained", "pretrained_label", default=None, help="Pretrained label.")
 @run_options
-def bench_command(
-    inputs,
-    out,
-    pairs,
-    reducers,
-    corrections,
-    params,
-    repeats,
-    transductive,
-    test_fraction,
-    ks,
-    folds,
-    result_format,
-    model_label,
-    pretrained_label,
-    run,
-) -> None:
+def bench_command(model_label, pretrained_label, run, **params) -> None:
     """Benchmark gap reducers on one or more embedding sets: each reducer (and none) ×
     retrieval, zero-shot, clustering, mixed search × every gap measure, held-out by default,
     over repeated splits. A .npy input takes the next .npy as its texts."""
-    run(run_bench_cli)(
-        inputs,
-        out,
-        pairs,
-        reducers,
-        transductive,
-        test_fraction,
-        ks,
-        repeats=repeats,
-        params=params,
-        corrections=corrections,
-        folds=folds,
-        progress=run.progress,
-        quiet=run.quiet,
-        compute=run.compute,
-        result_format=result_format,
-        labels=(model_label, pretrained_label),
-    )
+    run(run_bench_cli)(**params, labels=(model_label, pretrained_label), **run.options())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from . import cli
-from ._options import json_option, run_options
+from ._options import json_option, repeats_option, run_options
 
 
 def run_compare(inputs, out=None, json_out=None, repeats=5, quiet=False, compute=None) -> dict:
@@ -50,13 +50,7 @@ def run_compare(inputs, out=None, json_out=None, repeats=5, quiet=False, compute
     "--out", "-o", default=None, metavar="DIR", help="Write compare.json and report.html."
 )
 @json_option
-@click.option(
-    "--repeats",
-    type=click.IntRange(min=1),
-    default=5,
-    show_default=True,
-    help="Random splits for inputs that are embedding sets (benchmarked here, row none).",
-)
+@repeats_option(5, " for inputs that are embedding sets (benchmarked here, row none)")
 @run_options
 def compare_command(inputs, out, json_out, repeats, run) -> None:
     """Compare several results side by side: benchmark results.json files (PATH#ROW picks a

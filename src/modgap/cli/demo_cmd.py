@@ -19,7 +19,7 @@ import click
 import numpy as np
 
 from . import cli
-from ._options import run_options
+from ._options import repeats_option, run_options
 
 DEFAULT_OUT = "modgap-demo"
 
@@ -249,13 +249,7 @@ def run_demo(
     show_default=True,
     help="Benchmark only the first N embedded images (0 = all).",
 )
-@click.option(
-    "--repeats",
-    type=click.IntRange(min=1),
-    default=BENCH_REPEATS,
-    show_default=True,
-    help="Random splits of the benchmark (each number gets a 95% interval over them).",
-)
+@repeats_option(BENCH_REPEATS, " of the benchmark")
 @click.option(
     "--fashion-mnist",
     default=None,

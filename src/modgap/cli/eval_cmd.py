@@ -292,39 +292,8 @@ def _eval_stream(source, tasks, ks, streaming, sample_queries, progress, compute
 @stream_options
 @sample_queries_option
 @run_options
-def eval_command(
-    inputs,
-    texts,
-    pairs,
-    json_out,
-    tasks,
-    ks,
-    folds,
-    encoder,
-    result_format,
-    dataset_label,
-    model_label,
-    pretrained_label,
-    streaming,
-    sample_queries,
-    run,
-) -> None:
+def eval_command(dataset_label, model_label, pretrained_label, run, **params) -> None:
     """The downstream tasks an embedding set supports: cross-modal retrieval (Recall@K, rSum,
     ranks), zero-shot classification, clustering, mixed-modality search."""
-    run(run_eval)(
-        inputs,
-        texts,
-        pairs,
-        json_out,
-        tasks,
-        ks,
-        encoder,
-        folds=folds,
-        progress=run.progress,
-        quiet=run.quiet,
-        compute=run.compute,
-        result_format=result_format,
-        labels=(dataset_label, model_label, pretrained_label),
-        streaming=streaming,
-        sample_queries=sample_queries,
-    )
+    labels = (dataset_label, model_label, pretrained_label)
+    run(run_eval)(**params, labels=labels, **run.options())

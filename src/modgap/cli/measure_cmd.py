@@ -129,11 +129,10 @@ def run_measure(
     sample_queries: int | None = 10_000,
 ) -> dict:
     """What ``modgap measure`` does; returns the document written to ``--json``."""
-    from .._progress import progress as progress_bar
     from ..compute import resolve
     from ..files import check_paths
     from ..io import read_embeddings
-    from ..measures import MEASURES, measure_all, resolve_measures
+    from ..measures import resolve_measures
     from ..provenance import jsonable, provenance
     from ._output import announce_replace, print_and_save
 
@@ -147,23 +146,49 @@ def run_measure(
     )
     announce_replace(json_out)
     source = streaming.open(images, texts, pairs)
+    keys = ("n_images", "n_texts", "dim", "paired")
     if source is not None:
-        return _measure_stream(
-            source,
-            images,
-            texts,
-            pairs,
-            json_out,
-            names,
-            streaming,
-            sample_queries,
-            progress and not quiet,
-            quiet,
-            compute,
+        results = _stream_results(
+            source, names, streaming, sample_queries, compute, progress and not quiet
         )
-    emb = read_embeddings(images, texts, pairs=pairs)
+        counts = source.describe()
+        keys, extra = (*keys, "shards"), {"sample_queries": sample_queries}
+        title = (
+            f"modality gap (streamed): {counts['n_images']:,} images, "
+            f"{counts['n_texts']:,} texts, d={counts['dim']}"
+        )
+    else:
+        emb = read_embeddings(images, texts, pairs=pairs)
+        results = _memory_results(emb, names, selected, compute, progress and not quiet)
+        counts, extra = emb.describe(), {}
+        texts_are = (
+            f"{counts['n_texts']} texts"
+            if emb.has_texts
+            else f"{counts['n_classes']} class prompts (no captions)"
+        )
+        title = f"modality gap: {counts['n_images']} images against {texts_are}, d={counts['dim']}"
+    document = {
+        "measures": jsonable(results),
+        "provenance": provenance(
+            inputs={"images": images, "texts": texts, "pairs": pairs},
+            counts={k: counts[k] for k in keys},
+            seed=compute.seed,
+            compute=compute.describe(),
+            only=names,
+            **extra,
+        ),
+    }
+    print_and_save(results_table(results, title=title), document, json_out, quiet=quiet)
+    return document
+
+
+def _memory_results(emb, names, selected, compute, progress: bool) -> dict:
+    """Every selected measure of an in-memory set, with a progress bar over the measures."""
+    from .._progress import progress as progress_bar
+    from ..measures import MEASURES, measure_all
+
     todo = [n for n in selected if emb.has_pairs or not MEASURES[n][0]]
-    with progress_bar("measuring", total=len(todo), enabled=progress and not quiet) as bar:
+    with progress_bar("measuring", total=len(todo), enabled=progress) as bar:
         started: list[str] = []
 
         def step(name: str) -> None:
@@ -177,49 +202,16 @@ def run_measure(
             emb, only=names, progress=step, progress_fraction=partial, compute=compute
         )
         bar.update(completed=len(todo))
-
-    counts = emb.describe()
-    document = {
-        "measures": jsonable(results),
-        "provenance": provenance(
-            inputs={"images": images, "texts": texts, "pairs": pairs},
-            counts={k: counts[k] for k in ("n_images", "n_texts", "dim", "paired")},
-            seed=compute.seed,
-            compute=compute.describe(),
-            only=names,
-        ),
-    }
-    texts = (
-        f"{counts['n_texts']} texts"
-        if emb.has_texts
-        else f"{counts['n_classes']} class prompts (no captions)"
-    )
-    title = f"modality gap: {counts['n_images']} images against {texts}, d={counts['dim']}"
-    print_and_save(results_table(results, title=title), document, json_out, quiet=quiet)
-    return document
+    return results
 
 
-def _measure_stream(
-    source,
-    images,
-    texts,
-    pairs,
-    json_out,
-    names,
-    streaming,
-    sample_queries,
-    progress,
-    quiet,
-    compute,
-) -> dict:
-    """``modgap measure`` on a streamed source (:func:`modgap.stream.stream_measures`)."""
-    from ..provenance import jsonable, provenance
+def _stream_results(source, names, streaming, sample_queries, compute, progress: bool) -> dict:
+    """The measures of a streamed source (:func:`modgap.stream.stream_measures`)."""
     from ..stream import stream_measures
-    from ._output import print_and_save
 
     eng = streaming.make_engine()
     try:
-        results = stream_measures(
+        return stream_measures(
             source,
             names,
             sample_queries=sample_queries,
@@ -229,24 +221,6 @@ def _measure_stream(
         )
     finally:
         eng.close()
-    counts = source.describe()
-    document = {
-        "measures": jsonable(results),
-        "provenance": provenance(
-            inputs={"images": images, "texts": texts, "pairs": pairs},
-            counts={k: counts[k] for k in ("n_images", "n_texts", "dim", "paired", "shards")},
-            seed=compute.seed,
-            compute=compute.describe(),
-            only=names,
-            sample_queries=sample_queries,
-        ),
-    }
-    title = (
-        f"modality gap (streamed): {counts['n_images']:,} images, {counts['n_texts']:,} texts, "
-        f"d={counts['dim']}"
-    )
-    print_and_save(results_table(results, title=title), document, json_out, quiet=quiet)
-    return document
 
 
 @cli.command("measure")
@@ -264,31 +238,11 @@ def _measure_stream(
 @stream_options
 @sample_queries_option
 @run_options
-def measure_command(
-    images,
-    texts,
-    pairs,
-    json_out,
-    only,
-    streaming,
-    sample_queries,
-    run,
-) -> None:
+def measure_command(run, **params) -> None:
     """Every gap measure of one embedding set: centroid gap, separability, RMG,
     mixed-neighbour ratios, Fréchet distance, alignment/uniformity, cosine statistics.
 
     INPUT is one file or folder holding both modalities (.npz, clip-retrieval folder, parquet,
     safetensors, .pt), or the image .npy / .parquet file with TEXTS the text one.
     """
-    run(run_measure)(
-        images,
-        texts,
-        pairs,
-        json_out,
-        only,
-        progress=run.progress,
-        quiet=run.quiet,
-        compute=run.compute,
-        streaming=streaming,
-        sample_queries=sample_queries,
-    )
+    run(run_measure)(**params, **run.options())

@@ -41,6 +41,10 @@ def shards(folder: Path, kind: str, ext: str) -> list[Path]:
     return [f for _, f in sorted(found)]
 
 
+def _shard_number(f: Path) -> int:
+    return int(SHARD.match(f.name).group(2))
+
+
 def concat_shards(files: list[Path], name: str, dim: int | None) -> np.ndarray:
     """Concatenate memory-mapped shards into one float32 matrix, checking each shard.
 
@@ -113,41 +117,25 @@ def _metadata(meta: list[Path], n_img: list[int], fields: dict) -> dict:
 
 
 def read_clip_retrieval(folder: str, texts=None, image_key=None, text_key=None) -> dict:
+    from ..stream.formats import check_clip_layout
+
     root = Path(folder)
     with reading(folder, "clip-retrieval folder"):
         entries = [e for e in root.iterdir() if not e.name.startswith(".")]
-    if not entries:
-        raise InputError(
-            "the folder is empty; expected a clip-retrieval layout "
-            "(img_emb/img_emb_0.npy, text_emb/text_emb_0.npy, metadata/metadata_0.parquet)",
-            folder,
-        )
     img = shards(root / "img_emb", "img_emb", "npy")
     txt = shards(root / "text_emb", "text_emb", "npy")
     meta = shards(root / "metadata", "metadata", "parquet")
     if not img and shards(root / "img_emb", "img_emb", "parquet"):
         return _read_via_source(folder)
-    tmeta = shards(root / "text_metadata", "text_metadata", "parquet")
-    if tmeta:
+    if shards(root / "text_metadata", "text_metadata", "parquet"):
         return _read_via_source(folder)
-    if not img or not txt:
-        which = "img_emb/img_emb_{i}.npy" if not img else "text_emb/text_emb_{i}.npy"
-        found = sorted(e.name + ("/" if e.is_dir() else "") for e in entries)
-        raise InputError(
-            f"not a clip-retrieval folder: no {which} shards (found: {', '.join(found[:10])})",
-            folder,
-        )
-    if len(img) != len(txt):
-        raise InputError(
-            f"{len(img)} image shards but {len(txt)} text shards; "
-            "every img_emb_{i}.npy needs its text_emb_{i}.npy",
-            folder,
-        )
-    for a, b in zip(img, txt, strict=True):
-        if SHARD.match(a.name).group(2) != SHARD.match(b.name).group(2):
-            raise InputError(f"shard numbers do not match: {a.name} vs {b.name}", folder)
-    if meta and len(meta) != len(img):
-        raise InputError(f"{len(img)} embedding shards but {len(meta)} metadata shards", folder)
+    check_clip_layout(
+        [e.name + ("/" if e.is_dir() else "") for e in entries],
+        [_shard_number(f) for f in img],
+        [_shard_number(f) for f in txt],
+        {"metadata": len(meta)},
+        folder,
+    )
     fields: dict[str, Any] = {}
     if (root / "extra.npz").exists():
         fields.update(read_extra(os.fspath(root / "extra.npz")))

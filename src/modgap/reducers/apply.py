@@ -112,7 +112,6 @@ def reduce_to_folder(
     from ..files import check_output_folder, check_paths, output_folder, write_json
     from ..io import FORMATS, detect_format, read_embeddings, write_embeddings
     from ..io.pairs import write_pairs
-    from ..provenance import provenance
     from ._registry import get_reducer, load_reducer
 
     compute = resolve(compute)
@@ -194,40 +193,64 @@ def reduce_to_folder(
             model_sha = _sha256(tmp / model_rel)
         else:
             model_sha = _sha256(Path(apply))
-        summary = {
-            "mode": "apply" if apply else "fit",
-            "reducer": reducer.name,
-            "params": reducer.get_params(),
-            "model": str(apply) if apply else str(out_dir / model_rel),
-            "model_sha256": model_sha,
-            "outputs": outputs,
+        summary = reduce_summary(
+            reducer,
+            apply=apply,
+            model=str(apply) if apply else str(out_dir / model_rel),
+            model_sha256=model_sha,
+            outputs=outputs,
             # which rows the reducer saw: every row of these outputs when it was fitted here
-            "fitted_on": (
-                {
-                    "source": emb.source,
-                    "rows": "all",
-                    "n_images": emb.n_images,
-                    "n_texts": emb.n_texts,
-                }
-                if apply is None
-                else None
-            ),
-            "provenance": provenance(
-                inputs={"images": images, "texts": texts, "pairs": pairs, "apply": apply},
-                counts={
-                    "n_images": reduced.n_images,
-                    "n_texts": reduced.n_texts,
-                    "dim_in": emb.dim,
-                    "dim_out": reduced.dim,
-                },
-                compute=compute.describe(),
-            ),
-        }
+            fitted_on={
+                "source": emb.source,
+                "rows": "all",
+                "n_images": emb.n_images,
+                "n_texts": emb.n_texts,
+            },
+            inputs={"images": images, "texts": texts, "pairs": pairs, "apply": apply},
+            counts={
+                "n_images": reduced.n_images,
+                "n_texts": reduced.n_texts,
+                "dim_in": emb.dim,
+                "dim_out": reduced.dim,
+            },
+            compute=compute,
+        )
         write_json(tmp / SUMMARY, summary)
     if save_model is not None and not inside:
         reducer.save(save_model)
         summary["saved_model"] = str(save_model)
     return summary
+
+
+def reduce_summary(
+    reducer: Any,
+    *,
+    apply: Any,
+    model: str,
+    model_sha256: str,
+    outputs: list[str],
+    fitted_on: dict | None,
+    inputs: dict,
+    counts: dict,
+    compute: Compute,
+    **extra: Any,
+) -> dict:
+    """The ``reduce.json`` record of one run, in-memory or streamed: what was fitted or
+    applied, which model file (and its SHA-256), the outputs, which rows the reducer saw
+    (``fitted_on``; ``None`` when a saved model was applied) and the provenance."""
+    from ..provenance import provenance
+
+    return {
+        "mode": "apply" if apply else "fit",
+        "reducer": reducer.name,
+        "params": reducer.get_params(),
+        "model": model,
+        "model_sha256": model_sha256,
+        "outputs": outputs,
+        "fitted_on": fitted_on if apply is None else None,
+        **extra,
+        "provenance": provenance(inputs=inputs, counts=counts, compute=compute.describe()),
+    }
 
 
 def _shard_route(images: str, stream: bool | None, engine: Any) -> bool:

@@ -43,6 +43,39 @@ def list_shards(fs: FS, folder: str, kind: str) -> list[tuple[str, str, str]]:
     return [(sid, ext, path) for _, sid, ext, path in found]
 
 
+def check_clip_layout(
+    entries: list[str], img: list[int], txt: list[int], metadata: dict[str, int], where: str
+) -> None:
+    """The checks every reader of a clip-retrieval folder makes before opening a shard.
+
+    ``entries`` are the folder's visible names (for the error), ``img`` / ``txt`` the shard
+    numbers of ``img_emb/`` and ``text_emb/`` in order, ``metadata`` the shard count of each
+    metadata folder (0 when absent).
+    """
+    if not entries:
+        raise InputError(
+            "the folder is empty; expected a clip-retrieval layout "
+            "(img_emb/img_emb_0.npy, text_emb/text_emb_0.npy, metadata/metadata_0.parquet)",
+            where,
+        )
+    if not img or not txt:
+        which = "img_emb/img_emb_{i}.npy" if not img else "text_emb/text_emb_{i}.npy"
+        found = ", ".join(sorted(entries)[:10])
+        raise InputError(f"not a clip-retrieval folder: no {which} shards (found: {found})", where)
+    if len(img) != len(txt):
+        raise InputError(
+            f"{len(img)} image shards but {len(txt)} text shards; "
+            "every img_emb_{i} needs its text_emb_{i}",
+            where,
+        )
+    for a, b in zip(img, txt, strict=True):
+        if a != b:
+            raise InputError(f"shard numbers do not match: img_emb_{a} vs text_emb_{b}", where)
+    for what, count in metadata.items():
+        if count and count != len(img):
+            raise InputError(f"{len(img)} embedding shards but {count} {what} shards", where)
+
+
 def _embedding_part(fs: FS, path: str, ext: str) -> Part:
     if ext == "npy":
         return npy_part(fs, path)
@@ -108,37 +141,20 @@ def clip_retrieval_source(
             raise InputError("is a file, expected a clip-retrieval folder", root)
         raise InputError("no such file or folder", root)
     entries = [e for e in fs.listdir(root) if not e.startswith(".")]
-    if not entries:
-        raise InputError(
-            "the folder is empty; expected a clip-retrieval layout "
-            "(img_emb/img_emb_0.npy, text_emb/text_emb_0.npy, metadata/metadata_0.parquet)",
-            root,
-        )
     img = list_shards(fs, join(root, "img_emb"), "img_emb")
     txt = list_shards(fs, join(root, "text_emb"), "text_emb")
     meta = list_shards(fs, join(root, "metadata"), "metadata")
     tmeta = list_shards(fs, join(root, "text_metadata"), "text_metadata")
-    if not img or not txt:
-        which = "img_emb/img_emb_{i}.npy" if not img else "text_emb/text_emb_{i}.npy"
-        raise InputError(
-            f"not a clip-retrieval folder: no {which} shards (found: {', '.join(entries[:10])})",
-            root,
-        )
-    if len(img) != len(txt):
-        raise InputError(
-            f"{len(img)} image shards but {len(txt)} text shards; "
-            "every img_emb_{i} needs its text_emb_{i}",
-            root,
-        )
+    check_clip_layout(
+        entries,
+        [int(s) for s, _, _ in img],
+        [int(s) for s, _, _ in txt],
+        {"metadata": len(meta), "text_metadata": len(tmeta)},
+        root,
+    )
     exts = {e for _, e, _ in img + txt}
     if len(exts) > 1:
         raise InputError("embedding shards mix .npy and .parquet files", root)
-    for (a, _, _), (b, _, _) in zip(img, txt, strict=True):
-        if int(a) != int(b):
-            raise InputError(f"shard numbers do not match: img_emb_{a} vs text_emb_{b}", root)
-    for what, files in (("metadata", meta), ("text_metadata", tmeta)):
-        if files and len(files) != len(img):
-            raise InputError(f"{len(img)} embedding shards but {len(files)} {what} shards", root)
     extra: dict[str, Any] = {}
     if fs.exists(join(root, "extra.npz")):
         extra = _read_extra(fs, join(root, "extra.npz"))

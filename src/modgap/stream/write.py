@@ -144,8 +144,8 @@ def reduce_folder(
     """
     from .._progress import progress as progress_bar
     from ..files import write_json
-    from ..provenance import provenance
     from ..reducers import load_reducer
+    from ..reducers.apply import reduce_summary
 
     engine = engine or LocalEngine()
     compute = resolve(compute)
@@ -253,32 +253,29 @@ def reduce_folder(
     else:
         model_sha = _sha256(apply)
         (staging / MODEL).unlink(missing_ok=True)
-    summary = {
-        "mode": "apply" if apply else "fit",
-        "reducer": reducer.name,
-        "params": reducer.get_params(),
-        "model": str(apply) if apply else str(out / MODEL),
-        "model_sha256": model_sha,
-        "outputs": outputs,
-        "fitted_on": fitted_on if apply is None else None,
-        "streaming": {
+    summary = reduce_summary(
+        reducer,
+        apply=apply,
+        model=str(apply) if apply else str(out / MODEL),
+        model_sha256=model_sha,
+        outputs=outputs,
+        fitted_on=fitted_on,
+        inputs=provenance_inputs or {"images": source.path},
+        counts={
+            "n_images": source.n_images,
+            "n_texts": source.n_texts,
+            "dim_in": source.dim,
+            "dim_out": dim_out,
+        },
+        compute=compute,
+        streaming={
             "shards": len(source.shards),
             "resumed_shards": len(source.shards) - len(todo),
             "image_dtype": image_dtype,
             "text_dtype": text_dtype,
             **engine.describe(),
         },
-        "provenance": provenance(
-            inputs=provenance_inputs or {"images": source.path},
-            counts={
-                "n_images": source.n_images,
-                "n_texts": source.n_texts,
-                "dim_in": source.dim,
-                "dim_out": dim_out,
-            },
-            compute=compute.describe(),
-        ),
-    }
+    )
     write_json(staging / SUMMARY, summary)
     shutil.rmtree(staging / ".done")
     (staging / JOB).unlink()
