@@ -58,6 +58,19 @@ class Format:
 FORMATS: dict[str, Format] = {}
 
 
+def streamed_by(name: str) -> Callable[..., Any]:
+    """A ``Format.stream`` that calls :mod:`modgap.stream.formats`'s ``name`` (imported only
+    when a streaming pass asks for it, so reading a file never loads the streaming code)."""
+
+    def stream(path, texts=None, **kwargs):
+        from ..stream import formats
+
+        return getattr(formats, name)(path, texts, **kwargs)
+
+    stream.__name__ = stream.__qualname__ = name
+    return stream
+
+
 def register(fmt: Format) -> Format:
     """Add ``fmt`` to :data:`FORMATS` (a name or suffix already taken is an error)."""
     if fmt.name in FORMATS:

@@ -17,7 +17,7 @@ from ..errors import InputError, ModgapError
 from ..files import output_folder
 from ._errors import check_input_path, reading
 from ._fields import OPTIONAL, STRING_KEYS, as_dtype, is_identity, npz_arrays, paired_flag, strings
-from ._registry import Format, register
+from ._registry import Format, register, streamed_by
 from .npy import load_npy
 from .npz import open_npz
 from .parquet import read_table, table_strings
@@ -352,13 +352,6 @@ def write_clip_retrieval(
             np.savez(tmp / "extra.npz", **extra)
 
 
-def _stream(path, texts=None, **kwargs):
-    """The streaming source (:mod:`modgap.stream`), imported only when asked for."""
-    from ..stream.formats import clip_retrieval_source
-
-    return clip_retrieval_source(path, texts, **kwargs)
-
-
 register(
     Format(
         "clip-retrieval",
@@ -367,6 +360,6 @@ register(
         read_clip_retrieval,
         write_clip_retrieval,
         folder=True,
-        stream=_stream,
+        stream=streamed_by("clip_retrieval_source"),
     )
 )

@@ -13,7 +13,7 @@ from ..errors import InputError, ModgapError
 from ..files import atomic_path
 from ._errors import check_input_path, check_npy_file, reading
 from ._fields import UNPAIRED_NOTE, as_dtype, canonical, dropped, is_identity, unpaired_equal
-from ._registry import Format, register
+from ._registry import Format, register, streamed_by
 
 __all__ = ["load_npy", "read_npy_pair", "write_npy_pair"]
 
@@ -61,13 +61,6 @@ def write_npy_pair(emb: EmbeddingSet, p: Path, *, texts, pairs_written, dtype, *
     dropped(os.fspath(p), lost + [UNPAIRED_NOTE] * unpaired_equal(emb))
 
 
-def _stream(path, texts=None, **kwargs):
-    """The streaming source (:mod:`modgap.stream`), imported only when asked for."""
-    from ..stream.formats import npy_source
-
-    return npy_source(path, texts, **kwargs)
-
-
 register(
     Format(
         "npy",
@@ -76,6 +69,6 @@ register(
         read_npy_pair,
         write_npy_pair,
         pair_files=True,
-        stream=_stream,
+        stream=streamed_by("npy_source"),
     )
 )

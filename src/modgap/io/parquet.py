@@ -15,7 +15,7 @@ from ..errors import InputError, ModgapError
 from ..files import atomic_path
 from ._errors import check_input_path, reading
 from ._fields import UNPAIRED_NOTE, as_dtype, dropped, is_identity, missing, unpaired_equal
-from ._registry import Format, register
+from ._registry import Format, register, streamed_by
 
 __all__ = ["arrow_matrix", "read_parquet", "read_table", "table_strings", "write_parquet"]
 
@@ -181,13 +181,6 @@ def write_parquet(emb: EmbeddingSet, p: Path, *, texts, pairs_written, dtype, **
     dropped(os.fspath(p), lost)
 
 
-def _stream(path, texts=None, **kwargs):
-    """The streaming source (:mod:`modgap.stream`), imported only when asked for."""
-    from ..stream.formats import parquet_source
-
-    return parquet_source(path, texts, **kwargs)
-
-
 register(
     Format(
         "parquet",
@@ -196,6 +189,6 @@ register(
         read_parquet,
         write_parquet,
         pair_files=True,
-        stream=_stream,
+        stream=streamed_by("parquet_source"),
     )
 )
