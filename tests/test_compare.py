@@ -128,3 +128,40 @@ def test_compare_two_models_and_two_results(tmp_path, capsys):
     assert "at least two" in capsys.readouterr().err
     assert main(["compare", f"{out / 'results.json'}#nope", str(a)]) == 2
     assert "has no row 'nope'" in capsys.readouterr().err
+
+
+def test_bench_records_label_each_data_set_from_its_own_metadata():
+    from modgap.report.clip_benchmark import bench_records
+
+    run = {"results": {"none": {"metrics": {"rsum": {"mean": 1.0}}}}}
+    doc = {"datasets": {"a": run, "b": run}}
+    meta = {"a": {"model": "ViT-B-32", "pretrained": "openai"}, "b": {"model": "siglip"}}
+    got = {(r["dataset"], r["model"], r["pretrained"]) for r in bench_records(doc, metadata=meta)}
+    assert got == {("a", "ViT-B-32", "openai"), ("b", "siglip", "")}
+    got = {(r["dataset"], r["model"]) for r in bench_records(doc, "m", metadata=meta)}
+    assert got == {("a", "m"), ("b", "m")}
+
+
+def test_record_paths_are_the_files_written_and_refuse_a_shared_file(tmp_path):
+    from modgap.errors import ModgapError
+    from modgap.report.clip_benchmark import record_paths, write_records
+
+    recs = [
+        {
+            "dataset": "coco",
+            "model": "ViT-B/32",
+            "pretrained": "openai",
+            "task": t,
+            "language": "en",
+        }
+        for t in ("zeroshot_retrieval", "modgap_clustering")
+    ]
+    template = tmp_path / "{model}_{task}.json"
+    paths = record_paths(recs, template)
+    assert paths == [
+        str(tmp_path / "ViT-B_32_zeroshot_retrieval.json"),
+        str(tmp_path / "ViT-B_32_modgap_clustering.json"),
+    ]
+    assert [str(p) for p in write_records(recs, template)] == paths
+    with pytest.raises(ModgapError, match="share one file"):
+        record_paths(recs, tmp_path / "{model}.json")

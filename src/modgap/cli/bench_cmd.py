@@ -152,10 +152,8 @@ def run_bench_cli(
     if result_format == "clip_benchmark":
         from ..report.clip_benchmark import bench_records
 
-        first = next(iter(embs.values()))
-        model = labels[0] or str(first.metadata.get("model") or "unknown")
-        pretrained = labels[1] or str(first.metadata.get("pretrained") or "")
-        records = bench_records(document, model, pretrained)
+        metadata = {name: dict(emb.metadata) for name, emb in embs.items()}
+        records = bench_records(document, labels[0], labels[1], metadata=metadata)
     write_bench(document, views, out, records=records)
     if not quiet:
         con = table_console(width=200)

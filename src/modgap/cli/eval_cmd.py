@@ -192,7 +192,7 @@ def _write_records(records, json_out, table, quiet, *inputs) -> None:
 
     from ..files import check_paths
     from ..provenance import jsonable
-    from ..report.clip_benchmark import write_records
+    from ..report.clip_benchmark import record_paths, write_records
     from ._output import table_console
 
     to_stdout = str(json_out) == "-"
@@ -202,22 +202,10 @@ def _write_records(records, json_out, table, quiet, *inputs) -> None:
         for rec in records:
             sys.stdout.write(json.dumps(jsonable(rec), allow_nan=False) + "\n")
         return
-    names = [
-        str(json_out).format(
-            dataset=r["dataset"],
-            model=r["model"],
-            pretrained=r["pretrained"],
-            task=r["task"],
-            language=r["language"],
-        )
-        for r in records
-    ]
-    if len(set(names)) < len(names):
-        raise ModgapError(
-            f"--json {json_out}: {len(records)} records (one per task) would share one file; "
-            "put {task} in the name, e.g. results_{task}.json"
-        )
-    check_paths([("the input", p) for p in inputs], [("--json", n) for n in names])
+    check_paths(
+        [("the input", p) for p in inputs],
+        [("--json", n) for n in record_paths(records, json_out)],
+    )
     for path in write_records(records, json_out):
         if not quiet:
             table_console().print(f"wrote {path}", soft_wrap=True, highlight=False)

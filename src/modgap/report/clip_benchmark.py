@@ -85,50 +85,62 @@ def eval_records(
 
 
 def bench_records(
-    document: dict, model: str, pretrained: str = "", language: str = "en"
+    document: dict,
+    model: str | None = None,
+    pretrained: str | None = None,
+    language: str = "en",
+    metadata: dict[str, dict] | None = None,
 ) -> list[dict]:
     """One record per data set × row × task of a benchmark document, with the mean over the
-    splits as the metric (the intervals stay in ``results.json``)."""
+    splits as the metric (the intervals stay in ``results.json``). Each data set is labelled
+    from its own ``metadata`` (``{data set: metadata}``); ``model`` / ``pretrained`` override."""
     out = []
     for dataset, run in document["datasets"].items():
+        meta = (metadata or {}).get(dataset, {})
+        base = model or str(meta.get("model") or "unknown")
+        pre = pretrained if pretrained is not None else str(meta.get("pretrained") or "")
         for row, res in run["results"].items():
             means = {k: m["mean"] for k, m in res["metrics"].items()}
-            name = model if row == "none" else f"{model}+{row}"
+            name = base if row == "none" else f"{base}+{row}"
             out += [
-                _record(dataset, name, pretrained, task, metrics, language)
+                _record(dataset, name, pre, task, metrics, language)
                 for task, metrics in _split(means).items()
             ]
     return out
 
 
-def write_records(records: list[dict], target: str | os.PathLike) -> list[Path]:
-    """Write records the way CLIP_benchmark does, one JSON object per file.
-
-    ``target`` is a file name template with ``{dataset}``, ``{model}``, ``{pretrained}``,
-    ``{task}`` and ``{language}`` (as CLIP_benchmark's ``--output``); a name without placeholders
-    takes one record only. Returns the paths written (each atomically).
-    """
-    from ..files import write_json
-
+def record_paths(records: list[dict], target: str | os.PathLike) -> list[str]:
+    """The file each record goes to: ``target`` is a name template with ``{dataset}``,
+    ``{model}``, ``{pretrained}``, ``{task}`` and ``{language}`` (as CLIP_benchmark's
+    ``--output``; ``/`` in a label becomes ``_``). Several records on one file are refused."""
     template = os.fspath(target)
-    paths: list[Path] = []
-    seen: set[str] = set()
-    for rec in records:
-        path = template.format(
+    paths = [
+        template.format(
             dataset=str(rec["dataset"]).replace("/", "_"),
             model=str(rec["model"]).replace("/", "_"),
             pretrained=str(rec["pretrained"]).replace("/", "_"),
             task=rec["task"],
             language=rec["language"],
         )
-        if path in seen:
-            raise ModgapError(
-                f"--json {template}: several records would go to {path}; put {{task}} (and "
-                "{dataset}, {model} for several) in the name, e.g. results_{task}.json"
-            )
-        seen.add(path)
-        paths.append(write_json(path, rec))
+        for rec in records
+    ]
+    if len(set(paths)) < len(paths):
+        raise ModgapError(
+            f"--json {template}: {len(records)} records would share one file; put {{task}} "
+            "(and {dataset}, {model} for several) in the name, e.g. results_{task}.json"
+        )
     return paths
+
+
+def write_records(records: list[dict], target: str | os.PathLike) -> list[Path]:
+    """Write records the way CLIP_benchmark does, one JSON object per file named by
+    :func:`record_paths`. Returns the paths written (each atomically)."""
+    from ..files import write_json
+
+    return [
+        write_json(path, rec)
+        for path, rec in zip(record_paths(records, target), records, strict=True)
+    ]
 
 
 def label_defaults(path: str, metadata: dict[str, Any]) -> tuple[str, str, str]:
