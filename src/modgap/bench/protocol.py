@@ -153,12 +153,14 @@ def run_bench(
         ``verdicts`` (task -> lines) and ``skipped`` (row -> why).
     views : dict
         Row name -> the evaluated :class:`EmbeddingSet` of the first split after it (for the
-        report's figures).
+        report's figures); reducer rows only, since a score correction leaves the embeddings
+        as they are.
     """
-    from ..measures import measure_all
+    from ..measures import MEASURES, measure_all, resolve_measures
     from ..tasks.suite import run_tasks
 
     compute = resolve(compute, seed=seed)
+    chosen = resolve_measures(measures)
     base_seed = compute.seed
     names = reducer_names(reducers)
     correction_names = _correction_names(corrections)
@@ -207,8 +209,21 @@ def run_bench(
                         )
                         t1 = time.perf_counter()
                         tasks = run_tasks(reduced, ks=ks, folds=folds, compute=rep_compute)
-                        gap = measure_all(reduced, only=measures, compute=rep_compute)
-                        if row["scored_on_fitted_rows"] and "linear_separability" in gap:
+                        refit = row["scored_on_fitted_rows"] and "linear_separability" in chosen
+                        only = measures
+                        if refit:  # its probe on rows the reducer saw would only be replaced
+                            only = [
+                                m
+                                for m in chosen
+                                if m != "linear_separability"
+                                and (reduced.has_pairs or not MEASURES[m][0])
+                            ]
+                        gap = (
+                            {}
+                            if only == []
+                            else measure_all(reduced, only=only, compute=rep_compute)
+                        )
+                        if refit:
                             gap["linear_separability"] = _separability_refit(
                                 name,
                                 reducer_params.get(name, {}),
@@ -233,7 +248,8 @@ def run_bench(
                         seq.append(math.nan)
                 if rep == 0:
                     info[name] = {**row, "details": out, "dim": reduced.dim}
-                    views[name] = reduced.prompts_as_texts()
+                    if name not in correction_names:  # a correction leaves the embeddings alone
+                        views[name] = reduced.prompts_as_texts()
                 else:
                     for k, v in row.get("seconds", {}).items():
                         info[name]["seconds"][k] += v
