@@ -489,6 +489,14 @@ def test_cli_scheduler_without_dask_engine_is_a_usage_error(small, capsys):
     assert "--scheduler needs --engine dask" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option", [["--folds", "2"], ["--encoder", "pocket"]])
+def test_streamed_eval_refuses_what_needs_the_set_in_memory(small, option, capsys):
+    from modgap.cli import main
+
+    assert main(["eval", str(small), "--stream", *option, "-q"]) == 2
+    assert f"{option[0]} needs the set in memory" in capsys.readouterr().err
+
+
 def test_search_topk_equals_a_dense_reference(small):
     from modgap.stream import search_topk
     from modgap.stream.retrieval import task_rows

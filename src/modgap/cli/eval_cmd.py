@@ -110,6 +110,12 @@ def run_eval(
         warnings.append(leak)
     source = streaming.open(inputs, texts, pairs)
     if source is not None:
+        for given, option in ((folds, "--folds"), (encoder, "--encoder")):
+            if given is not None:
+                raise ModgapError(
+                    f"{option} needs the set in memory, and this one is streamed (--stream, "
+                    f"--engine, or larger than the memory budget); drop {option}"
+                )
         results, counts = _eval_stream(
             source,
             task_list,
@@ -122,12 +128,12 @@ def run_eval(
         emb = None
     else:
         emb = read_embeddings(inputs, texts, pairs=pairs)
-    enc = None
-    if encoder is not None:
-        from ..encoders import load_encoder
-
-        enc = load_encoder(encoder, device=compute.device)
     if emb is not None:
+        enc = None
+        if encoder is not None:
+            from ..encoders import load_encoder
+
+            enc = load_encoder(encoder, device=compute.device)
         with progress_bar("evaluating", enabled=progress and not quiet) as bar:
             results = run_tasks(
                 emb,
