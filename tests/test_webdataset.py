@@ -145,9 +145,35 @@ def test_reader_several_shards_in_order(shards):
     assert index.labels is None
     images = list(index.images())
     for i, im in enumerate(images):
-        assert im.mode == "RGB"
         written = Image.open(io.BytesIO(image_bytes(i)))
+        assert im.mode == written.mode
         np.testing.assert_array_equal(np.asarray(im), np.asarray(written))
+
+
+def test_images_keep_their_stored_mode_as_a_file_read_does(tmp_path):
+    """Each encoder converts at its own step (load_image(path, None) keeps the mode), so a
+    shard must hand over greyscale, palette and RGBA images unconverted, as a folder does."""
+    from modgap.encoders import load_image
+
+    rng = np.random.default_rng(0)
+    rgba = Image.fromarray(rng.integers(0, 256, (20, 24, 4), dtype=np.uint8), "RGBA")
+    grey = Image.fromarray(rng.integers(0, 256, (20, 24), dtype=np.uint8), "L")
+    samples = []
+    for i, im in enumerate((rgba, grey, rgba.convert("P"))):
+        (tmp_path / f"{i}.png").write_bytes(_png(im))
+        samples.append({"__key__": f"s{i}", "png": _png(im), "txt": f"image {i}"})
+    write_tar(tmp_path / "000000.tar", samples)
+    got = list(read_webdataset(tmp_path / "000000.tar").images())
+    for i, im in enumerate(got):
+        ref = load_image(tmp_path / f"{i}.png", None)
+        assert im.mode == ref.mode
+        np.testing.assert_array_equal(np.asarray(im), np.asarray(ref))
+
+
+def _png(im) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format="png")
+    return buf.getvalue()
 
 
 def test_find_shards_folder_pattern_and_list(tmp_path, shards):

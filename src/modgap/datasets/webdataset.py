@@ -284,7 +284,8 @@ class WebDatasetIndex:
         return out
 
     def images(self) -> Iterator[Image.Image]:
-        """The images as RGB PIL images, one at a time, in row order (second pass).
+        """The images as PIL images in their stored mode (greyscale, palette, RGBA, RGB), one
+        at a time, in row order (second pass).
 
         Raises
         ------
@@ -325,7 +326,9 @@ class WebDatasetIndex:
 def _decode(data: bytes, key: str, member: str, source: str) -> Image.Image:
     try:
         with Image.open(BytesIO(data)) as im:
-            return im.convert("RGB")
+            # as stored, as encoders.load_image(path, None) reads a file: each encoder converts
+            # at its own step (hf puts a transparent image on white, open_clip resizes first)
+            return im.copy()
     except _IMAGE_ERRORS as e:
         raise InputError(f"sample {key!r}: cannot read image {member} ({e})", source) from None
 
