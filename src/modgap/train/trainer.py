@@ -322,29 +322,28 @@ class Trainer:
 
     @contextmanager
     def _torch_settings(self) -> Iterator[None]:
-        """``threads`` and ``deterministic`` of the config while training or scoring, and the
-        caller's torch settings back afterwards (they are process-wide)."""
+        """``threads`` (torch and BLAS) and ``deterministic`` of the config while training or
+        scoring, and the caller's settings back afterwards (they are process-wide)."""
+        from ..compute import limit_threads
+
         cfg = self.cfg
         saved = (
-            torch.get_num_threads(),
             torch.are_deterministic_algorithms_enabled(),
             torch.is_deterministic_algorithms_warn_only_enabled(),
             torch.backends.cudnn.deterministic,
             torch.backends.cudnn.benchmark,
         )
         try:
-            if cfg.threads:
-                torch.set_num_threads(cfg.threads)
-            if cfg.deterministic:
-                torch.use_deterministic_algorithms(True, warn_only=True)
-                if self.device.type == "cuda":
-                    torch.backends.cudnn.deterministic = True
-                    torch.backends.cudnn.benchmark = False
-            yield
+            with limit_threads(cfg.threads or None):  # torch and BLAS (the evaluation's numpy)
+                if cfg.deterministic:
+                    torch.use_deterministic_algorithms(True, warn_only=True)
+                    if self.device.type == "cuda":
+                        torch.backends.cudnn.deterministic = True
+                        torch.backends.cudnn.benchmark = False
+                yield
         finally:
-            torch.set_num_threads(saved[0])
-            torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
-            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[3:]
+            torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2:]
 
     def score(self, data: FeatureSet) -> dict:
         """Evaluate the current model on ``data`` (the config's protocol)."""
