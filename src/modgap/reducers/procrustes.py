@@ -30,7 +30,13 @@ def orthogonal_procrustes(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     data never reach. Computed in float64; singular values below
     :math:`10^{-10}\sigma_{\max}` count as zero.
     """
-    M = A.astype(np.float64).T @ B.astype(np.float64)
+    return procrustes_from_cross(A.astype(np.float64).T @ B.astype(np.float64))
+
+
+def procrustes_from_cross(M: np.ndarray) -> np.ndarray:
+    """:func:`orthogonal_procrustes` from the cross moment :math:`M = A^\top B` alone (what a
+    streamed fit accumulates over shards)."""
+    M = np.asarray(M, dtype=np.float64)
     U, s, Vt = np.linalg.svd(M)
     r = int(np.sum(s > 1e-10 * s[0])) if s.size and s[0] > 0 else 0
     R = U[:, :r] @ Vt[:r]

@@ -106,8 +106,10 @@ def fit_streaming(
                 {"count": y["n"], "mean": y["mean"], "cov": y["scatter"] / y["n"]},
             )
         else:
-            U, _, Vt = np.linalg.svd(state["pairs"]["cross"])
-            reducer.rotation_ = U @ Vt
+            from ..reducers.procrustes import procrustes_from_cross
+
+            # the same rotation as the in-memory fit (closest to the identity when r < d)
+            reducer.rotation_ = procrustes_from_cross(state["pairs"]["cross"])
         _finish(reducer, source.dim, x["n"], y["n"], compute)
         return {
             "source": source.path,
