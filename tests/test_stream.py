@@ -543,3 +543,18 @@ def test_apply_a_saved_reducer_to_a_folder(small, tmp_path):
     assert s["mode"] == "apply" and not (tmp_path / "app" / "reducer.safetensors").exists()
     for f in sorted((tmp_path / "fit" / "img_emb").iterdir()):
         np.testing.assert_array_equal(np.load(f), np.load(tmp_path / "app" / "img_emb" / f.name))
+
+
+@pytest.mark.parametrize(
+    "index, message",
+    [([0, 1, 2, 99], "points outside the 4 images"), ([0, 1, None, 2], "empty entries")],
+)
+def test_parquet_pairing_column_is_checked_as_in_memory(tmp_path, index, message):
+    from modgap.errors import InputError
+
+    X = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    p = tmp_path / "x.parquet"
+    table = {"image_emb": list(X), "text_emb": list(X), "text_to_image": index}
+    pq.write_table(pa.table(table), p)
+    with pytest.raises(InputError, match=message):
+        open_source(p)

@@ -308,6 +308,23 @@ def npy_source(
     )
 
 
+def _index_column(fs: FS, path: str, n_images: int) -> np.ndarray:
+    """A parquet file's ``text_to_image`` column, checked as the in-memory reader checks it:
+    no nulls, whole numbers, every entry an image index."""
+    import pyarrow.parquet as pq
+
+    from .._array import check_image_index
+
+    with fs.open(path) as f:
+        col = pq.read_table(f, columns=["text_to_image"]).column(0)
+    if col.null_count:
+        raise InputError(f"'text_to_image' has {col.null_count} empty entries", path)
+    values = col.to_numpy()
+    if values.dtype.kind not in "iu":
+        raise InputError(f"'text_to_image' must hold integers, got {values.dtype}", path)
+    return check_image_index(values.astype(np.int64), n_images, "text_to_image", path)
+
+
 def parquet_source(
     path: str,
     texts: Any = None,
@@ -330,14 +347,7 @@ def parquet_source(
             raise missing(tk, names, path, "; name the columns with image_key=/text_key=")
         tpart, _ = parquet_part(fs, path, tk)
         pairing = "index" if "text_to_image" in names else "rows"
-        t2i = None
-        if pairing == "index":
-            import pyarrow.parquet as pq
-
-            with fs.open(path) as f:
-                t2i = np.asarray(
-                    pq.read_table(f, columns=["text_to_image"]).column(0).to_numpy(), dtype=np.int64
-                )
+        t2i = _index_column(fs, path, ipart.rows) if pairing == "index" else None
         layout = {"kind": "parquet", "columns": names}
         shards = (Shard(0, "0", ipart, tpart),)
         return Source(path, "parquet", shards, pairing, layout, dict(storage_options or {}), t2i)
@@ -350,12 +360,7 @@ def parquet_source(
         )
     t2i = None
     if "text_to_image" in tnames:
-        import pyarrow.parquet as pq
-
-        with fs.open(texts) as f:
-            t2i = np.asarray(
-                pq.read_table(f, columns=["text_to_image"]).column(0).to_numpy(), dtype=np.int64
-            )
+        t2i = _index_column(fs, texts, ipart.rows)
         pairing: str | None = "index"
     else:
         pairing = "rows" if ipart.rows == tpart.rows else None
