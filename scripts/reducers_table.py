@@ -90,16 +90,20 @@ def run_row(name, params, X, Y, Xte=None, Yte=None) -> tuple[dict, float]:
 
 
 def build_data(data: Path) -> dict:
-    """Both protocols for every row of :data:`ROWS`, as JSON-able data."""
+    """Both protocols for every row of :data:`ROWS`, as JSON-able data, on one torch and BLAS
+    thread (500 points: thread pools cost more than they give; the caller's come back)."""
+    from modgap.compute import limit_threads
+
+    with limit_threads(1):
+        return _build_data(data)
+
+
+def _build_data(data: Path) -> dict:
     import torch
-    from threadpoolctl import threadpool_limits
 
     from modgap.embeddings import EmbeddingSet
 
     torch.manual_seed(0)
-    # 500 points: BLAS thread pools cost more than they give on a small shared machine
-    torch.set_num_threads(1)
-    threadpool_limits(1)
     z = np.load(data, allow_pickle=False)
     emb = EmbeddingSet(z["image_emb"], z["text_emb"])
     fit_set, test_set = emb.split(0.5, seed=0)

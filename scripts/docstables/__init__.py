@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import functools
 import json
 import math
 import os
@@ -94,13 +95,18 @@ def _load(path: Path):
     return EmbeddingSet(z["image_emb"], z["text_emb"])
 
 
-def _quiet_threads() -> None:
-    # 500 points: thread pools cost more than they give, and one thread makes runs repeatable
-    import torch
-    from threadpoolctl import threadpool_limits
+def single_threaded(fn: Callable) -> Callable:
+    """Run ``fn`` with one torch and BLAS thread, and the caller's back afterwards (500 points:
+    thread pools cost more than they give, and one thread makes runs repeatable)."""
 
-    torch.set_num_threads(1)
-    threadpool_limits(1)
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        from modgap.compute import limit_threads
+
+        with limit_threads(1):
+            return fn(*args, **kwargs)
+
+    return run
 
 
 def _jsonable(x: Any) -> Any:

@@ -14,19 +14,19 @@ from . import (
     ROOT,
     _load,
     _md,
-    _quiet_threads,
     _source_line,
     fmt,
     producer,
+    single_threaded,
     table,
 )
 
 
 @producer("measures-coco500", "coco500")
+@single_threaded
 def _measures() -> dict:
     from modgap.measures import measure_all
 
-    _quiet_threads()
     out = {}
     for label, path in (("clip", COCO), ("random", COCO_RANDOM)):
         m = measure_all(_load(path), seed=0)
@@ -115,13 +115,13 @@ def _k_occurrence_dense(S: np.ndarray, k: int) -> np.ndarray:
 
 
 @producer("hubness-corrections-coco500", "coco500")
+@single_threaded
 def _hubness_corrections() -> dict:
     from scipy.stats import skew
 
     from modgap.measures.hubness import random_retrieval_hubness
     from modgap.tasks.scoring import CSLS, InvertedSoftmax, QBNorm
 
-    _quiet_threads()
     fit, test = _load(COCO).split(0.5, seed=0)
     X = test.image_emb.astype(np.float64)
     Y = test.text_emb.astype(np.float64)
@@ -212,11 +212,11 @@ _CORRECTIONS = [
 
 
 @producer("corrections-coco500", "coco500")
+@single_threaded
 def _corrections() -> dict:
     from modgap.tasks.retrieval import retrieval_metrics
     from modgap.tasks.scoring import get_correction
 
-    _quiet_threads()
     emb = _load(COCO)
     seeds = list(range(10))
     runs: dict[str, list] = {label: [] for label, _, _ in _CORRECTIONS}
@@ -269,11 +269,11 @@ def _corrections_table(doc: dict) -> str:
     return _md(head, rows) + "\n\n" + note + " " + _source_line(doc)
 
 
+@single_threaded
 def _bench(transductive: bool) -> dict:
     from modgap.bench import run_bench
     from modgap.tasks.scoring import CORRECTIONS
 
-    _quiet_threads()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         doc, _ = run_bench(
@@ -337,11 +337,11 @@ table("bench-coco500-transductive", "docs/bench.md", "bench-coco500-transductive
 
 
 @producer("reducers-coco500", "coco500")
+@single_threaded
 def _reducers() -> dict:
     sys.path.insert(0, str(ROOT / "scripts"))
     import reducers_table
 
-    _quiet_threads()
     return reducers_table.build_data(COCO)
 
 
