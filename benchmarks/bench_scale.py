@@ -172,7 +172,10 @@ def measure_cli(root: Path, budget: str) -> dict:
         "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    rc, secs, rss = r.stdout.split()
+    fields = r.stdout.split()
+    if r.returncode != 0 or len(fields) != 3 or fields[0] != "0":  # a failure is not a timing
+        raise RuntimeError(f"modgap measure failed: {r.stdout[-500:]} {r.stderr[-2000:]}")
+    rc, secs, rss = fields
     return {"rc": int(rc), "seconds": float(secs), "peak_rss_mb": float(rss)}
 
 
