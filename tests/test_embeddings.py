@@ -552,3 +552,15 @@ def test_huge_finite_values_are_not_mistaken_for_inf(tmp_path, xy):
     with pytest.warns(ModgapNotice):
         emb = read_embeddings(p)
     np.testing.assert_allclose(emb.image_emb[0], xy[0][0], atol=1e-6)
+
+
+def test_replace_keeps_an_unpaired_set_unpaired_with_equal_counts():
+    from modgap.reducers import get_reducer
+
+    X, Y = gapped_pairs(n=20, d=6, seed=3)
+    emb = EmbeddingSet(X, Y, paired=False)
+    assert not emb.has_pairs
+    assert not emb.replace(normalize=True).has_pairs
+    assert not get_reducer("center").fit(emb).transform_set(emb).has_pairs
+    paired = EmbeddingSet(X, Y)
+    assert paired.replace(normalize=True).has_pairs

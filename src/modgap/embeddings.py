@@ -255,7 +255,6 @@ class EmbeddingSet:
         """A copy with some fields replaced (re-validated). Embeddings are not re-normalised
         unless ``normalize=True`` is passed: reducers may return non-unit rows on purpose."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        fields["paired"] = None if fields["text_to_image"] is None else True
         if not self.has_texts and "text_emb" not in changes:
             fields["text_emb"] = None
         fields.update(changes)
