@@ -138,3 +138,27 @@ def test_class_prompts_are_transformed_as_texts(tmp_path):
     r = load_reducer(out / "reducer.safetensors")
     np.testing.assert_allclose(got.class_text_emb, r.transform_texts(prompts), atol=1e-6)
     assert got.class_names == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("layout", ["npz", "npy", "npy --stream", "clip-retrieval"])
+@pytest.mark.parametrize("where", ["inside", "outside"])
+def test_save_model_lands_on_every_route(tmp_path, layout, where):
+    from modgap import EmbeddingSet
+    from modgap.io import write_embeddings
+
+    X, Y = gapped_pairs(n=40, d=12, seed=22)
+    emb = EmbeddingSet(X, Y)
+    fmt, *extra = layout.split()
+    if fmt == "npy":
+        src = [str(write_embeddings(emb, tmp_path / "img.npy", "npy", texts=tmp_path / "txt.npy"))]
+        src.append(str(tmp_path / "txt.npy"))
+    elif fmt == "npz":
+        src = [str(write_embeddings(emb, tmp_path / "e.npz", "npz"))]
+    else:
+        src = [str(write_embeddings(emb, tmp_path / "cr", "clip-retrieval"))]
+    out = tmp_path / "out"
+    model = out / "models" / "r.safetensors" if where == "inside" else tmp_path / "r.safetensors"
+    argv = ["reduce", "center", *src, "--out", str(out), "--save-model", str(model), "-q"]
+    assert main([*argv, *extra]) == 0
+    fitted = load_reducer(model)
+    np.testing.assert_allclose(fitted.image_mean_, X.mean(axis=0), atol=1e-5)

@@ -155,7 +155,7 @@ def reduce_to_folder(
             dtype=dtype,
             progress=progress,
             compute=compute,
-            save_model=None if inside else save_model,
+            save_model=save_model,
             params=params,
             method=method,
         )
@@ -356,7 +356,10 @@ def _reduce_shards(
     if save_model is not None and apply is None:
         from shutil import copyfile
 
-        copyfile(out_dir / MODEL, save_model)
+        from ..files import atomic_path
+
+        with atomic_path(save_model) as tmp:  # inside --out too: the output is in place now
+            copyfile(out_dir / MODEL, tmp)
         summary["saved_model"] = str(save_model)
     return summary
 
