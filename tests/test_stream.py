@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import _references as ref
 from conftest import gapped_pairs
 from modgap.compute import Compute
 from modgap.embeddings import EmbeddingSet
@@ -558,3 +559,47 @@ def test_parquet_pairing_column_is_checked_as_in_memory(tmp_path, index, message
     pq.write_table(pa.table(table), p)
     with pytest.raises(InputError, match=message):
         open_source(p)
+
+
+# -- ties: the streamed scans decide them as the in-memory kernels do ------------------------
+@pytest.fixture(scope="module")
+def tied(tmp_path_factory):
+    """Images with exact duplicates (ties in real arithmetic), in shards of uneven size."""
+    root = tmp_path_factory.mktemp("tied") / "cr"
+    rng = np.random.default_rng(7)
+    base = rng.normal(size=(60, 16))
+    X = ref.unit32(base[rng.integers(0, 60, 300)])  # every image has duplicates
+    Y = ref.unit32(X + 0.35 * rng.normal(size=X.shape))
+    (root / "img_emb").mkdir(parents=True)
+    (root / "text_emb").mkdir()
+    for i, (a, b) in enumerate([(0, 37), (37, 200), (200, 300)]):
+        np.save(root / "img_emb" / f"img_emb_{i}.npy", X[a:b])
+        np.save(root / "text_emb" / f"text_emb_{i}.npy", Y[a:b])
+    return root
+
+
+@pytest.mark.parametrize("threads", ref.THREADS)
+@pytest.mark.parametrize("block", ref.BLOCKS)
+def test_streamed_retrieval_and_search_on_ties_match_in_memory(tied, block, threads, monkeypatch):
+    from modgap.compute import limit_threads
+    from modgap.stream import search_topk
+    from modgap.stream.retrieval import task_rows
+    from modgap.tasks.mixed import mixed_search_metrics
+    from modgap.tasks.retrieval import retrieval_metrics
+
+    emb = _read(tied)
+    want = retrieval_metrics(emb.image_emb, emb.text_emb, emb.text_to_image)
+    want.update(mixed_search_metrics(emb.image_emb, emb.text_emb, emb.text_to_image))
+    # every pool row block the scans cut holds `block` rows
+    monkeypatch.setattr(Compute, "rows_per_block", lambda self, row_bytes, **kw: block)
+    compute = Compute()
+    with limit_threads(threads):
+        got = stream_retrieval(open_source(tied), sample_queries=None, compute=compute)
+        ids, _ = search_topk(
+            open_source(tied), emb.text_emb[:40], 5, modality="image", compute=compute
+        )
+    for k, v in want.items():  # a tie decided otherwise moves a recall by at least 1/300
+        assert got[k] == pytest.approx(v, abs=1e-12), k
+    q = task_rows(emb.text_emb[:40]).astype(np.float64)
+    S = q @ task_rows(emb.image_emb).T.astype(np.float64)
+    np.testing.assert_array_equal(ids, ref.exact_topk_rows(S, 5))
