@@ -45,8 +45,10 @@ __all__ = [
 
 #: queries sampled per modality for the neighbour, separability and uniformity estimates
 DEFAULT_SAMPLE_QUERIES = 10_000
-#: queries per scan task (a query block x one shard)
-QUERY_BLOCK = 8192
+#: queries per scan task (a query block x one shard). Every query block reads every pool
+#: shard once, so the default sample is one block (its rows cost q x d floats, ~40 MB at
+#: d = 1024; the score blocks are sized from the memory budget whatever q is)
+QUERY_BLOCK = 1 << 14
 
 _MOMENT_MEASURES = ("centroid", "per_dimension", "rmg", "frechet_distance", "alignment", "cosine")
 
