@@ -121,3 +121,14 @@ def test_accumulator_errors():
     a = acc.CentroidGapAccumulator().update(np.ones((2, 3)), np.ones((2, 3)))
     with pytest.raises(InputError, match="cannot merge moments of width 4 into width 3"):
         a.merge(acc.CentroidGapAccumulator().update(np.ones((2, 4)), np.ones((2, 4))))
+
+
+@pytest.mark.parametrize("ridge", [0.0, 0.1])
+def test_frechet_terms_sum_to_the_distance_with_a_ridge(ridge):
+    X, Y = gapped_pairs(n=50, d=6, seed=9)
+    a = acc.FrechetAccumulator(ridge=ridge).update(X, Y)
+    t = a.terms()
+    assert t["centroid"] + t["covariance"] == pytest.approx(a.result(), rel=1e-12)
+    assert a.result() == pytest.approx(frechet_distance(X, Y, ridge=ridge), rel=1e-9)
+    whole = frechet_distance(X, Y, ridge=ridge, terms=True)
+    assert whole["covariance"] == pytest.approx(t["covariance"], rel=1e-9)

@@ -15,7 +15,7 @@ import numpy as np
 
 from ._common import pairing, unit_rows
 from .centroid import gap_from_means, per_dimension_from_delta
-from .frechet import frechet_from_moments, frechet_terms
+from .frechet import frechet_terms
 from .rmg import rmg_from_sums
 
 __all__ = [
@@ -154,19 +154,18 @@ class FrechetAccumulator(_TwoModalities):
         self.ridge = ridge
 
     def result(self) -> float:
+        t = self.terms()
+        return t["centroid"] + t["covariance"]
+
+    def terms(self) -> dict[str, float]:
+        """The centroid and covariance terms (:func:`~modgap.measures.frechet.frechet_terms`),
+        with this accumulator's ridge; they sum to :meth:`result`."""
         _empty_check(self.x, self.y)
         from ..errors import InputError
 
         if min(self.x.n, self.y.n) < 2:
             raise InputError("the Fréchet distance needs at least 2 rows of each modality")
-        return frechet_from_moments(
-            self.x.mean, self.x.cov(), self.y.mean, self.y.cov(), self.ridge
-        )
-
-    def terms(self) -> dict[str, float]:
-        """The centroid and covariance terms (:func:`~modgap.measures.frechet.frechet_terms`)."""
-        self.result()  # the same checks
-        return frechet_terms(self.x.mean, self.x.cov(), self.y.mean, self.y.cov())
+        return frechet_terms(self.x.mean, self.x.cov(), self.y.mean, self.y.cov(), self.ridge)
 
 
 class AlignmentAccumulator:

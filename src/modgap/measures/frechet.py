@@ -18,7 +18,11 @@ def _sqrt_psd(A: np.ndarray) -> np.ndarray:
 
 
 def frechet_terms(
-    mu_x: np.ndarray, cov_x: np.ndarray, mu_y: np.ndarray, cov_y: np.ndarray
+    mu_x: np.ndarray,
+    cov_x: np.ndarray,
+    mu_y: np.ndarray,
+    cov_y: np.ndarray,
+    ridge: float = 0.0,
 ) -> dict[str, float]:
     r"""The two terms of the Fréchet distance between :math:`N(\mu_X, \Sigma_X)` and
     :math:`N(\mu_Y, \Sigma_Y)`.
@@ -33,10 +37,13 @@ def frechet_terms(
     symmetric eigendecompositions in float64 whose round-off negatives are clipped to 0, so it
     is exact for rank-deficient covariances too (fewer rows than dimensions, a collapsed
     modality) without the bias of a ridge (a ridge :math:`\rho` shifts each dimension that one
-    modality spans and the other does not by about :math:`2\sqrt\rho`).
+    modality spans and the other does not by about :math:`2\sqrt\rho`). ``ridge`` (default 0,
+    which is exact) adds :math:`\rho I` to both covariances, for comparison with tools that do.
     """
     A = np.asarray(cov_x, dtype=np.float64)
     B = np.asarray(cov_y, dtype=np.float64)
+    if ridge:
+        A, B = A + ridge * np.eye(A.shape[0]), B + ridge * np.eye(B.shape[0])
     sA = _sqrt_psd(A)
     M = sA @ B @ sA
     tr_sqrt = float(np.sqrt(np.clip(np.linalg.eigvalsh((M + M.T) / 2), 0, None)).sum())
@@ -50,13 +57,8 @@ def frechet_from_moments(
     mu_x: np.ndarray, cov_x: np.ndarray, mu_y: np.ndarray, cov_y: np.ndarray, ridge: float = 0.0
 ) -> float:
     r"""Fréchet distance between :math:`N(\mu_X, \Sigma_X)` and :math:`N(\mu_Y, \Sigma_Y)`:
-    the sum of :func:`frechet_terms`. ``ridge`` (default 0, which is exact) adds
-    :math:`\rho I` to both covariances, for comparison with tools that do."""
-    d = np.shape(mu_x)[0]
-    if ridge:
-        cov_x = np.asarray(cov_x, dtype=np.float64) + ridge * np.eye(d)
-        cov_y = np.asarray(cov_y, dtype=np.float64) + ridge * np.eye(d)
-    t = frechet_terms(mu_x, cov_x, mu_y, cov_y)
+    the sum of :func:`frechet_terms` (with the same ``ridge``)."""
+    t = frechet_terms(mu_x, cov_x, mu_y, cov_y, ridge)
     return t["centroid"] + t["covariance"]
 
 
@@ -92,8 +94,6 @@ def frechet_distance(X: Any, Y: Any, ridge: float = 0.0, terms: bool = False) ->
     X = unit_rows(X, "image_emb", min_rows=2)
     Y = unit_rows(Y, "text_emb", dim=X.shape[1], min_rows=2)
     cx, cy = np.cov(X, rowvar=False), np.cov(Y, rowvar=False)
-    if ridge:
-        cx, cy = cx + ridge * np.eye(X.shape[1]), cy + ridge * np.eye(X.shape[1])
-    t = frechet_terms(X.mean(0), cx, Y.mean(0), cy)
+    t = frechet_terms(X.mean(0), cx, Y.mean(0), cy, ridge)
     value = t["centroid"] + t["covariance"]
     return {"frechet_distance": value, **t} if terms else value
