@@ -335,6 +335,10 @@ def test_interrupted_reduce_resumes_skipping_finished_shards(small, tmp_path, mo
         reduce_to_folder("gaussian", small, out=tmp_path / "out", stream=True)
     assert not (tmp_path / "out").exists()  # nothing half-written at --out
     assert sorted(os.listdir(tmp_path / ".out.partial" / ".done")) == ["0", "1"]
+    # a worker killed mid-write leaves its temporary (a dead pid in its name) beside the shard
+    shard2 = sorted((small / "img_emb").iterdir())[2].name
+    stale = tmp_path / ".out.partial" / "img_emb" / f".{shard2}.999999999.x.tmp.npy"
+    stale.write_bytes(b"half a shard")
     calls.clear()
     with pytest.warns(ModgapNotice, match="2 of 4 shards already written"):
         s = reduce_to_folder("gaussian", small, out=tmp_path / "out", stream=True)
@@ -343,6 +347,7 @@ def test_interrupted_reduce_resumes_skipping_finished_shards(small, tmp_path, mo
         for f in sorted((tmp_path / "ref" / sub).iterdir()):
             np.testing.assert_array_equal(np.load(f), np.load(tmp_path / "out" / sub / f.name))
     assert not (tmp_path / ".out.partial").exists()
+    assert not [p for p in (tmp_path / "out").rglob(".*")]  # no temporaries reach the output
 
 
 def test_reduce_refuses_foreign_folder_before_work(small, tmp_path):

@@ -370,18 +370,14 @@ def _load_reducer(path: str, sha: str) -> Any:
 def _atomic_npy(path: str, blocks, rows: int, dim: int, dtype: np.dtype) -> None:
     from numpy.lib.format import open_memmap
 
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
+    from ..files import atomic_path
+
+    with atomic_path(path, ".npy") as tmp:
         m = open_memmap(tmp, mode="w+", dtype=dtype, shape=(rows, dim))
         for start, z in blocks:
             m[start : start + z.shape[0]] = z
         m.flush()
         del m
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _atomic_parquet(path: str, fs, part, transform, rows: int, dtype: np.dtype) -> None:
@@ -390,16 +386,15 @@ def _atomic_parquet(path: str, fs, part, transform, rows: int, dtype: np.dtype) 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from ..files import atomic_path
     from ..io.parquet import arrow_matrix
     from .source import prepare_rows
 
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    writer = None
-    try:
-        with fs.open(part.path) as f:
-            pf = pq.ParquetFile(f)
+    with atomic_path(path, ".parquet") as tmp, fs.open(part.path) as f:
+        writer = None
+        try:
             start = 0
-            for batch in pf.iter_batches(batch_size=rows):
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=rows):
                 table = pa.Table.from_batches([batch])
                 col = table.column_names.index(part.column)
                 m = prepare_rows(
@@ -409,33 +404,21 @@ def _atomic_parquet(path: str, fs, part, transform, rows: int, dtype: np.dtype) 
                 arr = pa.FixedSizeListArray.from_arrays(pa.array(z.reshape(-1)), z.shape[1])
                 table = table.set_column(col, part.column, arr)
                 if writer is None:
-                    writer = pq.ParquetWriter(tmp, table.schema)
+                    writer = pq.ParquetWriter(str(tmp), table.schema)
                 writer.write_table(table)
                 start += m.shape[0]
-        writer.close()
-        os.replace(tmp, path)
-    except BaseException:
-        if writer is not None:
-            writer.close()
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        finally:
+            if writer is not None:
+                writer.close()
 
 
 def _copy_atomic(fs, src: str, dst: str) -> None:
-    tmp = os.path.join(os.path.dirname(dst), f".{os.path.basename(dst)}.{os.getpid()}.tmp")
-    try:
-        with fs.open(src) as f, open(tmp, "wb") as g:
-            while True:
-                chunk = f.read(1 << 22)
-                if not chunk:
-                    break
-                g.write(chunk)
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    import shutil
+
+    from ..files import atomic_path
+
+    with atomic_path(dst) as tmp, fs.open(src) as f, open(tmp, "wb") as g:
+        shutil.copyfileobj(f, g, 1 << 22)
 
 
 def transform_kernel(shard: Shard, source: Source, job: dict, compute: Compute) -> dict:
@@ -476,8 +459,8 @@ def transform_kernel(shard: Shard, source: Source, job: dict, compute: Compute) 
         for src, sub in ((shard.metadata, "metadata"), (shard.text_metadata, "text_metadata")):
             if src is not None:
                 _copy_atomic(fs, src, os.path.join(root, sub, os.path.basename(src)))
-    marker = os.path.join(root, ".done", shard.name)
-    with open(marker + ".tmp", "w") as f:
-        f.write(f"{shard.n_images} {shard.n_texts}\n")
-    os.replace(marker + ".tmp", marker)
+    from ..files import atomic_path
+
+    with atomic_path(os.path.join(root, ".done", shard.name)) as marker:
+        marker.write_text(f"{shard.n_images} {shard.n_texts}\n")
     return {"name": shard.name, "n_images": shard.n_images, "n_texts": shard.n_texts}

@@ -92,9 +92,10 @@ def _extra(source: Source, reducer: Any, staging: Path) -> None:
             if arrays["class_text_emb"].dtype.kind == "f"
             else np.float32
         )
-    tmp = staging / ".extra.npz.tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, staging / "extra.npz")
+    from ..files import atomic_path
+
+    with atomic_path(staging / "extra.npz", ".npz") as tmp:
+        np.savez(tmp, **arrays)
 
 
 def reduce_folder(
@@ -193,9 +194,7 @@ def reduce_folder(
         model_path = staging / MODEL
         reducer.save(model_path)
     if not resumed:
-        (staging / JOB).write_text(
-            json.dumps({"job": desc, "fitted_on": fitted_on}, indent=1), "utf-8"
-        )
+        write_json(staging / JOB, {"job": desc, "fitted_on": fitted_on})
     dim_out = int(reducer.transform_images(np.eye(1, source.dim, dtype=np.float32)).shape[1])
     for sub in ("img_emb", "text_emb", ".done"):
         (staging / sub).mkdir(exist_ok=True)
@@ -230,7 +229,7 @@ def reduce_folder(
                 open_memmap(files[modality], mode="w+", dtype=dt, shape=(n, dim_out)).flush()
         work["single_files"] = {k: os.fspath(v) for k, v in files.items()}
         outputs = [str(out / img_name), str(out / txt_name)]
-    done = {p.name for p in (staging / ".done").iterdir() if not p.name.endswith(".tmp")}
+    done = {p.name for p in (staging / ".done").iterdir() if not p.name.startswith(".")}
     todo = [s for s in source.shards if s.name not in done]
     if resumed and done:
         notice(
