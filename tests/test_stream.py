@@ -608,3 +608,15 @@ def test_streamed_retrieval_and_search_on_ties_match_in_memory(tied, block, thre
     q = task_rows(emb.text_emb[:40]).astype(np.float64)
     S = q @ task_rows(emb.image_emb).T.astype(np.float64)
     np.testing.assert_array_equal(ids, ref.exact_topk_rows(S, 5))
+
+
+def test_npy_pair_names_with_a_comma_reduce_out_of_core(tmp_path):
+    from modgap.reducers.apply import reduce_to_folder
+
+    X, Y = gapped_pairs(n=30, d=8, seed=4)
+    np.save(tmp_path / "img, v2.npy", X)
+    np.save(tmp_path / "txt, v2.npy", Y)
+    src = [str(tmp_path / "img, v2.npy"), str(tmp_path / "txt, v2.npy")]
+    reduce_to_folder("center", *src, out=tmp_path / "out", stream=True)
+    got = np.load(tmp_path / "out" / "img, v2.npy")
+    assert got.shape == X.shape and (tmp_path / "out" / "txt, v2.npy").is_file()

@@ -103,7 +103,8 @@ def should_stream(source: Source, limit: int | None = None) -> bool:
     ``limit`` (default :data:`AUTO_STREAM_BYTES`), or it is not on a local disk."""
     from ._fs import is_remote
 
-    if is_remote(source.path.split(", ")[0]):
+    first = source.shards[0]
+    if is_remote((first.image or first.text).path):
         return True
     return source.float32_bytes > (AUTO_STREAM_BYTES if limit is None else limit)
 

@@ -214,9 +214,9 @@ def reduce_folder(
     if source.format == "npy":
         from numpy.lib.format import open_memmap
 
-        names = [p.strip() for p in source.path.split(", ")]
-        img_name = os.path.basename(names[0])
-        txt_name = os.path.basename(names[1])
+        shard = source.shards[0]  # a .npy pair is one shard: the two files themselves
+        img_name = os.path.basename(shard.image.path)
+        txt_name = os.path.basename(shard.text.path)
         if txt_name == img_name:
             stem, ext = os.path.splitext(txt_name)
             txt_name = f"{stem}_texts{ext}"
