@@ -132,9 +132,15 @@ def as_dtype(a: np.ndarray, dt: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=dt)
 
 
-def npz_arrays(emb: EmbeddingSet, dtype: np.dtype) -> dict[str, np.ndarray]:
+def npz_arrays(
+    emb: EmbeddingSet, dtype: np.dtype, skip: tuple[str, ...] = ()
+) -> dict[str, np.ndarray]:
+    """The canonical fields of ``emb`` as arrays (embeddings in ``dtype``), but ``skip``
+    (never converted: a writer that stores the embeddings elsewhere passes them here)."""
     arrays: dict[str, np.ndarray] = {}
     for key, val in canonical(emb).items():
+        if key in skip:
+            continue
         if key in STRING_KEYS:
             arrays[key] = np.asarray(list(val), dtype=str)
         elif key in ("image_emb", "text_emb", "class_text_emb"):

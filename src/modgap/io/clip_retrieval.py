@@ -106,8 +106,16 @@ def _metadata(meta: list[Path], n_img: list[int], fields: dict) -> dict:
                 f"{table.num_rows} metadata rows but {n} image embeddings in this shard",
                 os.fspath(f),
             )
-        ids = None if ids is None or id_col is None else ids + table_strings(table, (id_col,))
-        caps = None if caps is None or cap_col is None else caps + table_strings(table, (cap_col,))
+        ids = (
+            None
+            if ids is None or id_col is None
+            else ids + table_strings(table, (id_col,), os.fspath(f))
+        )
+        caps = (
+            None
+            if caps is None or cap_col is None
+            else caps + table_strings(table, (cap_col,), os.fspath(f))
+        )
     out: dict[str, Any] = {}
     if ids is not None and "image_ids" not in fields:
         out["image_ids"] = ids
@@ -225,7 +233,7 @@ def _read_via_source(folder: str) -> dict:
         if col is None:
             caps = []
             break
-        caps += table_strings(read_table(s.text_metadata, [col]), (col,))
+        caps += table_strings(read_table(s.text_metadata, [col]), (col,), s.text_metadata)
     if caps and "texts" not in fields:
         fields["texts"] = caps
     fields["metadata"] = {"clip_retrieval": _layout_of(folder, src)}
@@ -341,8 +349,8 @@ def write_clip_retrieval(
                     )
         extra = {
             k: v
-            for k, v in npz_arrays(emb, dtype).items()
-            if k not in ("image_emb", "text_emb", "image_ids", "text_to_image")
+            for k, v in npz_arrays(emb, dtype, skip=("image_emb", "text_emb")).items()
+            if k not in ("image_ids", "text_to_image")
             and not (k == "texts" and (emb.n_images == emb.n_texts or multi))
         }
         if emb.text_to_image is None:

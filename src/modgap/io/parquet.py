@@ -66,10 +66,12 @@ def read_table(path: str, columns: list[str] | None = None):
         return pq.read_table(path, columns=columns)
 
 
-def table_strings(table: Any, names: tuple[str, ...]) -> list[str] | None:
+def table_strings(table: Any, names: tuple[str, ...], source: str) -> list[str] | None:
+    """The first of ``names`` that ``table`` has, as strings (None: none of them); a failure
+    names ``source``, the file the table came from."""
     for name in names:
         if name in table.column_names:
-            with reading("parquet", f"column '{name}'"):
+            with reading(source, f".parquet column '{name}'"):
                 return [("" if v is None else str(v)) for v in table.column(name).to_pylist()]
     return None
 
@@ -103,7 +105,8 @@ def read_parquet(
             arrow_matrix(ttable.column(tk), tk, texts), "text_emb", texts, dim=x.shape[1]
         )
         fields: dict[str, Any] = {"image_emb": x, "text_emb": y}
-        ids, caps = table_strings(table, ID_COLUMNS), table_strings(ttable, TEXT_COLUMNS)
+        ids = table_strings(table, ID_COLUMNS, path)
+        caps = table_strings(ttable, TEXT_COLUMNS, texts)
         if "text_to_image" in ttable.column_names:
             fields["text_to_image"] = _int_column(ttable, "text_to_image", texts)
         if "labels" in cols:
@@ -118,7 +121,8 @@ def read_parquet(
             "image_emb": arrow_matrix(table.column(ik), ik, path),
             "text_emb": arrow_matrix(table.column(tk), tk, path),
         }
-        ids, caps = table_strings(table, ID_COLUMNS), table_strings(table, TEXT_COLUMNS)
+        ids = table_strings(table, ID_COLUMNS, path)
+        caps = table_strings(table, TEXT_COLUMNS, path)
         for key in ("text_to_image", "labels"):
             if key in cols:
                 fields[key] = _int_column(table, key, path)
