@@ -4,7 +4,6 @@ trusted (regular file, declared array sizes against the file and the machine).""
 
 from __future__ import annotations
 
-import ast
 import os
 import re
 import stat
@@ -262,14 +261,3 @@ def check_npz_member(zf: zipfile.ZipFile, key: str, source: str) -> tuple[tuple[
             source,
         )
     return shape, dtype
-
-
-def literal_list(text: str, source: str, what: str) -> list:
-    """A JSON/Python literal list from a header string, or a one-line error."""
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        raise InputError(f"{what} is not a list", source) from None
-    if not isinstance(value, list):
-        raise InputError(f"{what} is not a list", source)
-    return value

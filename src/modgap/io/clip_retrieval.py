@@ -246,7 +246,7 @@ def _shard_name(i: int, n: int) -> str:
     return str(i).zfill(len(str(n)))
 
 
-def _mirror(emb: EmbeddingSet, shard_size, dtype_given: bool) -> dict | None:
+def _mirror(emb: EmbeddingSet, shard_size) -> dict | None:
     """The layout of the folder ``emb`` was read from, when the writer can mirror it: same
     counts, no explicit shard size."""
     layout = (emb.metadata or {}).get("clip_retrieval")
@@ -283,7 +283,7 @@ def write_clip_retrieval(
     x, y = emb.image_emb, emb.text_emb
     identity = is_identity(emb)
     multi = emb.text_to_image is not None and not identity
-    layout = _mirror(emb, shard_size, dtype_given)
+    layout = _mirror(emb, shard_size)
     if layout is not None:
         names = list(layout["names"])
         ib = np.concatenate([[0], np.cumsum(layout["image_rows"])])

@@ -18,13 +18,12 @@ import numpy as np
 from ..embeddings import FeatureSet
 from ..errors import InputError
 from ..files import atomic_path
-from ._errors import check_input_path, check_npy_file, reading
+from ._errors import check_input_path, reading
 from .npy import load_npy
 
 __all__ = [
     "Vocabulary",
     "load_precomp",
-    "precomp_shapes",
     "tokenize",
     "write_toy_precomp",
 ]
@@ -98,13 +97,6 @@ def _read_captions(path: Path) -> list[str]:
     check_input_path(path)
     with reading(str(path), "captions file"), open(path, encoding="utf-8") as f:
         return [line.strip() for line in f if line.strip()]
-
-
-def precomp_shapes(root: str | os.PathLike, split: str) -> tuple[tuple[int, ...], int]:
-    """``(image array shape, caption count)`` without loading the features (for validation)."""
-    ims, caps = _precomp_files(Path(root), split)
-    shape, _ = check_npy_file(check_input_path(ims))
-    return tuple(shape), len(_read_captions(caps))
 
 
 def load_precomp(

@@ -102,12 +102,11 @@ def linear_separability(
     X = unit_rows(X, "image_emb", min_rows=2)
     Y = unit_rows(Y, "text_emb", dim=X.shape[1], min_rows=2)
     rng = np.random.default_rng(seed)
-    parts, labels, test = [], [], []
+    parts, test = [], []
     for label, (A, B) in enumerate(((X, Y), (Y, X))):
         A = A[seeded_subset(A, B, max_per_modality, seed + label)]
         A = A[canonical_order(A, B)]
         parts.append(A)
-        labels.append(np.full(A.shape[0], label))
         test.append(_stratified_split(A.shape[0], test_fraction, rng))
     X, Y = parts
     tx, ty = test

@@ -239,7 +239,6 @@ def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: C
                 if s.get("ksum"):
                     st["ksum"] = torch.zeros(hi - lo, dtype=torch.float64, device=dev)
                 if s.get("topk"):
-                    k = int(s["topk"])
                     st["top_ids"] = np.full((hi - lo, 0), -1, dtype=np.int64)
                     st["top_scores"] = np.zeros((hi - lo, 0))
                     st["top_key"] = np.zeros((hi - lo, 0), dtype=np.int64)

@@ -22,7 +22,7 @@ Memory: one row block per kernel (from the compute context's budget), the query 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -61,18 +61,6 @@ def sample_index(n: int, size: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=int(size), replace=False))
 
 
-def _bar_rows(source: Source, modality: str | None = None) -> Callable[[Any], int]:
-    def rows(item: Any) -> int:
-        shard = item[1] if isinstance(item, tuple) else item
-        if modality == "image":
-            return shard.n_images
-        if modality == "text":
-            return shard.n_texts
-        return shard.n_images + shard.n_texts
-
-    return rows
-
-
 def moment_pass(
     source: Source,
     *,
@@ -88,11 +76,10 @@ def moment_pass(
     compute = resolve(compute)
     opts = {"covariance": covariance, "matched": matched and source.has_pairs, "cross": cross}
     shards = list(source.shards)
-    rows = _bar_rows(source)
 
     def done(i: int, _: Any) -> None:
         if bar is not None:
-            bar.advance(rows(shards[i]))
+            bar.advance(shards[i].n_images + shards[i].n_texts)
 
     return engine.reduce(moment_kernel, shards, merge_moments, source, opts, compute, on_done=done)
 
@@ -305,7 +292,6 @@ def stream_measures(
                 enabled=progress,
             ) as bar:
                 a.update(run_scans(source, second_specs, engine=engine, compute=compute, bar=bar))
-        if nb:
             from ..measures.neighbours import ratio
 
             for key, rkey, name, n, s in (
@@ -405,7 +391,6 @@ def stream_measures(
         "sample_queries": {"images": int(I.size), "texts": int(T.size)},
         "exact": [k for k in ordered if k not in estimates and k not in ("skipped", "estimates")],
     }
-    del state
     return ordered
 
 

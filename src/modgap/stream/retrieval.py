@@ -76,7 +76,7 @@ def _exact(Q: np.ndarray, C: np.ndarray, iq: np.ndarray, ic: np.ndarray) -> np.n
     ).numpy()
 
 
-def _recall(ranks: np.ndarray, k: int, n: int, key: str, what: str) -> dict:
+def _recall(ranks: np.ndarray, k: int, n: int, what: str) -> dict:
     hits = int((ranks <= k).sum())
     s = ranks.size
     return estimate(
@@ -223,10 +223,8 @@ def stream_retrieval(
     est: dict[str, dict] = {}
     rsum = 0.0
     for k in ks:
-        a = _recall(t2i_rank, k, n_t, "t2i", "text -> image recall of sampled texts")
-        b = _recall(
-            i2t_rank, k, n_i, "i2t", "image -> text recall (best caption) of sampled images"
-        )
+        a = _recall(t2i_rank, k, n_t, "text -> image recall of sampled texts")
+        b = _recall(i2t_rank, k, n_i, "image -> text recall (best caption) of sampled images")
         out[f"image_retrieval_recall@{k}"] = a["value"]
         out[f"text_retrieval_recall@{k}"] = b["value"]
         est[f"image_retrieval_recall@{k}"], est[f"text_retrieval_recall@{k}"] = a, b
@@ -254,7 +252,7 @@ def stream_retrieval(
                 ("mixed_image_query_recall", img_rank, n_img_q),
                 ("mixed_text_query_recall", txt_rank, n_t),
             ):
-                e = _recall(rk, k, n, key, "mixed corpus: partner in the top K")
+                e = _recall(rk, k, n, "mixed corpus: partner in the top K")
                 out[f"{key}@{k}"] = e["value"]
                 est[f"{key}@{k}"] = e
         shares = []

@@ -118,9 +118,6 @@ def build_loss(cfg: TrainConfig) -> DIASLoss:
     return DIASLoss(cfg.loss)
 
 
-# -- checkpoint helpers ---------------------------------------------------------------------------
-
-
 def _provenance(cfg: TrainConfig, device: torch.device) -> dict:
     from .. import __version__
 
@@ -210,7 +207,6 @@ class Trainer:
         self.global_step = 0
         self.best = {"rsum": -math.inf, "epoch": None}
         self.history: list[dict] = []
-        self.last_terms: dict[str, float] = {}
         if resume:
             if last.exists():
                 self._load_checkpoint(last)
@@ -401,7 +397,6 @@ class Trainer:
                 while self.step_in_epoch < self.steps_per_epoch:
                     index = order[self.step_in_epoch * b : (self.step_in_epoch + 1) * b]
                     terms = self.train_step(index)
-                    self.last_terms = terms
                     for k, v in terms.items():
                         running[k] = v if k not in running else 0.9 * running[k] + 0.1 * v
                     self.step_in_epoch += 1
