@@ -247,16 +247,11 @@ def reduce_folder(
         # looked up at call time (kernels.transform_kernel), so a test can interrupt it
         engine.map(kernels.transform_kernel, todo, source, work, compute, on_done=tick)
     _extra(source, reducer, staging)
-    if apply is None:
-        model_sha = work["model_sha256"]
-    else:
-        model_sha = _sha256(apply)
-        (staging / MODEL).unlink(missing_ok=True)
     summary = reduce_summary(
         reducer,
         apply=apply,
         model=str(apply) if apply else str(out / MODEL),
-        model_sha256=model_sha,
+        model_sha256=work["model_sha256"],  # the applied model's when it is one
         outputs=outputs,
         fitted_on=fitted_on,
         inputs=provenance_inputs or {"images": source.path},
