@@ -77,6 +77,22 @@ def test_demo_without_data_says_how_to_install(tmp_path, capsys):
     assert not (tmp_path / "d").exists()
 
 
+def test_demo_refuses_a_foreign_out_folder_before_any_model_loads(
+    fashion_available, tmp_path, monkeypatch, capsys
+):
+    import modgap.encoders.pocket as pocket
+
+    def no_model(*a, **k):
+        raise AssertionError("the pocket model was loaded before --out was checked")
+
+    monkeypatch.setattr(pocket, "PocketEncoder", no_model)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "notes.txt").write_text("mine")
+    assert main(["demo", "--out", str(tmp_path / "d"), "--no-progress"]) == 2
+    assert "files modgap did not write" in capsys.readouterr().err
+    assert (tmp_path / "d" / "notes.txt").read_text() == "mine"
+
+
 def test_demo_limit_too_small(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "d"), "--limit", "3"]) == 2
     assert "Invalid value for '--limit': 3 is not in the range x>=10" in capsys.readouterr().err

@@ -9,7 +9,9 @@ from . import cli
 from ._options import json_option, repeats_option, run_options
 
 
-def run_compare(inputs, out=None, json_out=None, repeats=5, quiet=False, compute=None) -> dict:
+def run_compare(
+    inputs, out=None, json_out=None, repeats=5, progress=True, quiet=False, compute=None
+) -> dict:
     """What ``modgap compare`` does; returns the comparison document."""
     from rich.table import Table
 
@@ -22,7 +24,11 @@ def run_compare(inputs, out=None, json_out=None, repeats=5, quiet=False, compute
     if out is not None:
         check_output_folder(out, "compare.json", "--out")
     announce_replace(json_out)
-    entries = [e for spec in inputs for e in load_entries(spec, repeats=repeats, compute=compute)]
+    entries = [
+        e
+        for spec in inputs
+        for e in load_entries(spec, repeats=repeats, compute=compute, progress=progress)
+    ]
     doc = compare(entries)
     header, rows = render_compare(doc)
     table = Table(
@@ -52,7 +58,7 @@ def run_compare(inputs, out=None, json_out=None, repeats=5, quiet=False, compute
 @json_option
 @repeats_option(5, " for inputs that are embedding sets (benchmarked here, row none)")
 @run_options
-def compare_command(inputs, out, json_out, repeats, run) -> None:
+def compare_command(run, **params) -> None:
     """Compare several results side by side: benchmark results.json files (PATH#ROW picks a
     row, default none), eval/measure JSON, or embedding sets (benchmarked on the spot)."""
-    run(run_compare)(inputs, out, json_out, repeats=repeats, quiet=run.quiet, compute=run.compute)
+    run(run_compare)(**params, **run.options())

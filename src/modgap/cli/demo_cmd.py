@@ -142,7 +142,7 @@ def run_demo(
     from ..datasets.fashion_mnist import find_fashion_mnist
     from ..encoders.pocket import PocketEncoder
     from ..errors import ModgapError
-    from ..files import check_paths, output_folder
+    from ..files import check_output_folder, check_paths, output_folder
     from ..io import write_embeddings
     from ..report import summary_table, write_bench
     from ._output import table_console
@@ -157,6 +157,9 @@ def run_demo(
     fm_root = find_fashion_mnist(fashion_mnist)  # missing data fails before any model loads
     out_dir = Path(out)
     check_paths(reads=[("--fashion-mnist", fm_root)], writes=[("--out", out_dir)])
+    files = {"fashion_mnist": "fashion_mnist_pocket.npz", "photos": "photos_pocket.npz"}
+    # a folder of someone else's files is refused now, not after minutes of embedding
+    check_output_folder(out_dir, files["fashion_mnist"], "--out")
     t0 = time.perf_counter()
     encoder = PocketEncoder(device=compute.device)
     fashion = embed_fashion_mnist(encoder, limit, compute.seed, progress, root=fashion_mnist)
@@ -168,7 +171,6 @@ def run_demo(
         soft_wrap=True,
         highlight=False,
     )
-    files = {"fashion_mnist": "fashion_mnist_pocket.npz", "photos": "photos_pocket.npz"}
     result = None
     with output_folder(out_dir, marker=files["fashion_mnist"], what="--out") as tmp:
         write_embeddings(fashion, tmp / files["fashion_mnist"])

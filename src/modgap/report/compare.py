@@ -52,7 +52,9 @@ def _from_flat(flat: dict) -> dict[str, dict]:
     return out
 
 
-def load_entries(spec: str, repeats: int = 5, compute: Any = None) -> list[dict]:
+def load_entries(
+    spec: str, repeats: int = 5, compute: Any = None, progress: bool = False
+) -> list[dict]:
     """The comparable entries of one input (a results file or an embedding set): each
     ``{"label", "source", "kind", "metrics", "seeds", "n_eval"}``."""
     path, _, row = spec.partition("#")
@@ -105,7 +107,7 @@ def load_entries(spec: str, repeats: int = 5, compute: Any = None) -> list[dict]
     from ..io import read_embeddings
 
     emb = read_embeddings(path)
-    doc, _ = run_bench(emb, reducers=["none"], repeats=repeats, compute=compute)
+    doc, _ = run_bench(emb, reducers=["none"], repeats=repeats, compute=compute, progress=progress)
     label = p.stem if p.suffix else p.name
     return [
         {
