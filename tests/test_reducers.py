@@ -376,3 +376,19 @@ def test_procrustes_with_fewer_pairs_than_dimensions_does_not_depend_on_pair_ord
     a = ProcrustesAlignment().fit(X, Y).transform_images(Xn)
     b = ProcrustesAlignment().fit(X[perm], Y[perm]).transform_images(Xn)
     np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_every_fit_route_checks_parameter_types(tmp_path):
+    from modgap.errors import ModgapError
+    from modgap.stream import open_source
+    from modgap.stream.fit import fit_streaming
+
+    moments = {"count": 10, "mean": np.zeros(3), "cov": np.eye(3)}
+    with pytest.raises(ModgapError, match="normalize='no'"):
+        get_reducer("gaussian", normalize="no").fit_from_moments(moments, moments)
+    X, Y = gapped_pairs(n=20, d=4, seed=1)
+    np.save(tmp_path / "i.npy", X)
+    np.save(tmp_path / "t.npy", Y)
+    src = open_source(tmp_path / "i.npy", tmp_path / "t.npy")
+    with pytest.raises(ModgapError, match="normalize='no'"):
+        fit_streaming(get_reducer("center", normalize="no"), src)

@@ -165,8 +165,7 @@ def load(cls: Any, path: str | os.PathLike, registry: dict, root: type) -> Any:
         )
     obj = klass(**params)
     try:
-        obj._check_param_types()
-        obj._check_params()
+        obj.check_params()
     except ModgapError as e:
         raise InputError(f"invalid reducer file: {e}", src) from None
     fitted = header.get("fitted", {})

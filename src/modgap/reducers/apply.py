@@ -139,7 +139,7 @@ def reduce_to_folder(
         if not method:
             raise ModgapError("give a METHOD to fit (or --apply MODEL to use a saved reducer)")
         reducer = get_reducer(method, **params)
-        reducer._check_params()  # bad values fail before any data is read
+        reducer.check_params()  # bad values fail before any data is read
     shard_route = _shard_route(images, stream, engine)
     if shard_route:
         return _reduce_shards(

@@ -236,14 +236,20 @@ class Reducer(BaseEstimator):
         X, Y = self._fit_checked(image_emb, text_emb, text_to_image, compute)
         return self._fitted_outputs(X, Y)
 
+    def check_params(self) -> Reducer:
+        """Check the parameters' types and values (a one-line :class:`ModgapError`); every
+        fit route calls it first, so bad values fail before any data is read."""
+        self._check_param_types()
+        self._check_params()
+        return self
+
     def _fit_checked(
         self, image_emb: Any, text_emb: Any, text_to_image: Any, compute: Compute | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Validate parameters and data, fit, record the fitted shapes; return the validated
         ``(X, Y)`` so ``fit_transform`` can reuse them."""
         self._compute = compute
-        self._check_param_types()
-        self._check_params()
+        self.check_params()
         X, Y, t2i = self._validate_fit(image_emb, text_emb, text_to_image)
         self._fit(X, Y, t2i)
         self.n_features_in_ = int(X.shape[1])

@@ -131,7 +131,7 @@ class GaussianMap(Reducer):
 
     def fit_from_moments(self, image_moments: Any, text_moments: Any) -> GaussianMap:
         """Fit from precomputed moments (accumulators merged over shards, or result dicts)."""
-        self._check_params()
+        self.check_params()
         mi = _as_moments(image_moments, "image_moments")
         mt = _as_moments(text_moments, "text_moments")
         if np.shape(mi["mean"]) != np.shape(mt["mean"]):

@@ -76,7 +76,7 @@ def fit_streaming(
     from ..embeddings import EmbeddingSet
 
     compute = resolve(compute)
-    reducer._check_params()
+    reducer.check_params()
     name = reducer.name
     if reducer.requires_pairs and not source.has_pairs:
         raise InputError(
