@@ -104,14 +104,9 @@ def parse_open_clip_spec(spec: str) -> tuple[str, str | None]:
 
 
 def _import_open_clip():
-    try:
-        import open_clip
-    except ImportError as e:
-        raise ModgapError(
-            f"open_clip: encoders need the open_clip_torch package ({e}); "
-            "pip install 'modgap[openclip]'"
-        ) from None
-    return open_clip
+    from .._optional import require
+
+    return require("open_clip", "openclip", "an open_clip: encoder", "open_clip_torch")
 
 
 def _given(value: Any) -> bool:

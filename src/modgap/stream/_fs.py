@@ -112,14 +112,10 @@ def open_fs(path: str, storage_options: dict | None = None) -> FS:
     """The filesystem of ``path``: plain ``os`` for a local path, fsspec for ``scheme://``."""
     if not is_remote(path):
         return FS(None)
-    try:
-        import fsspec  # noqa: F401
-    except ImportError:
-        raise ModgapError(
-            f"{path}: reading '{path.split('://')[0]}://' paths needs fsspec "
-            "(pip install 'modgap[scale]')"
-        ) from None
+    from .._optional import require
+
     protocol = path.split("://", 1)[0]
+    require("fsspec", "scale", f"{path}: reading '{protocol}://' paths")
     try:
         fs = _fsspec_fs(protocol, tuple(sorted((storage_options or {}).items())))
     except (ImportError, ValueError) as e:

@@ -163,12 +163,10 @@ class DaskEngine(Engine):
         processes: bool = True,
         threads_per_worker: int = 1,
     ):
-        try:
-            from distributed import Client, LocalCluster
-        except ImportError:
-            raise ModgapError(
-                "--engine dask needs dask.distributed (pip install 'modgap[scale]')"
-            ) from None
+        from .._optional import require
+
+        distributed = require("distributed", "scale", "--engine dask", "dask[distributed]")
+        Client, LocalCluster = distributed.Client, distributed.LocalCluster
         self.scheduler = scheduler
         self._cluster = None
         if scheduler:
