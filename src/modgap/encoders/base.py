@@ -83,31 +83,14 @@ def preprocess_images(
 
 @contextmanager
 def progress_bar(total: int, description: str, enabled: bool = True) -> Iterator:
-    """A rich progress bar; yields ``advance(n)``. Silent for small jobs or when disabled."""
-    if not enabled or total < _MIN_ITEMS_FOR_BAR:
-        yield lambda n=1: None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    """The one progress display (:func:`modgap._progress.progress`), kept on screen; yields
+    ``advance(n)``. Silent for small jobs, when disabled, or off a terminal."""
+    from .._progress import progress
 
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=False,
+    with progress(
+        description, total, enabled=enabled and total >= _MIN_ITEMS_FOR_BAR, transient=False
     ) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n=1: bar.advance(task, n)
+        yield bar.advance
 
 
 @contextmanager
