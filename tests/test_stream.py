@@ -620,3 +620,15 @@ def test_npy_pair_names_with_a_comma_reduce_out_of_core(tmp_path):
     reduce_to_folder("center", *src, out=tmp_path / "out", stream=True)
     got = np.load(tmp_path / "out" / "img, v2.npy")
     assert got.shape == X.shape and (tmp_path / "out" / "txt, v2.npy").is_file()
+
+
+def test_balanced_accuracy_interval_weights_each_class_by_its_own_rows():
+    from modgap.stream.intervals import Z, balanced_interval
+
+    lo, hi = balanced_interval([(90, 100), (5, 10)])  # recalls 0.9 and 0.5: mean 0.7
+    half = Z * np.sqrt(0.9 * 0.1 / 100 + 0.5 * 0.5 / 10) / 2
+    assert lo == pytest.approx(0.7 - half, rel=0.05) and hi == pytest.approx(0.7 + half, rel=0.05)
+    # a count-weighted (plain accuracy) interval would centre on 95/110 = 0.86 instead
+    assert lo < 0.7 < hi < 95 / 110 + 0.1
+    lo, hi = balanced_interval([(10, 10), (10, 10)])  # perfect on few rows: not a zero width
+    assert hi == 1.0 and lo < 0.95

@@ -30,21 +30,24 @@ def probe_accuracy(
     X_test: np.ndarray,
     Y_test: np.ndarray,
     C: float = 1.0,
-) -> float:
+    counts: bool = False,
+) -> Any:
     """Balanced accuracy, on the test rows, of the image-vs-text logistic probe fitted on the
     training rows (the probe of :func:`linear_separability`, for callers that split
-    themselves, e.g. to fit a reducer on the probe's training part only)."""
+    themselves, e.g. to fit a reducer on the probe's training part only). ``counts=True``
+    returns ``(balanced accuracy, [(hits, rows) of the image test rows, of the text ones]``,
+    what an interval of the estimate needs."""
     from sklearn.linear_model import LogisticRegression
 
     Z = np.vstack([X_train, Y_train])
     t = np.r_[np.zeros(len(X_train)), np.ones(len(Y_train))]
     clf = LogisticRegression(C=C, tol=1e-8, max_iter=5000, class_weight="balanced").fit(Z, t)
-    recalls = [
-        np.mean(clf.predict(np.asarray(part)) == label)
+    hits = [
+        (int(np.sum(clf.predict(np.asarray(part)) == label)), len(part))
         for label, part in ((0, X_test), (1, Y_test))
-        if len(part)
     ]
-    return float(np.mean(recalls))
+    balanced = float(np.mean([h / n for h, n in hits if n]))
+    return (balanced, hits) if counts else balanced
 
 
 def linear_separability(
@@ -54,7 +57,8 @@ def linear_separability(
     max_per_modality: int | None = DEFAULT_MAX_PER_MODALITY,
     C: float = 1.0,
     seed: int = 0,
-) -> float:
+    counts: bool = False,
+) -> Any:
     r"""Held-out balanced accuracy of a logistic regression telling images from texts.
 
     Label images 0 and texts 1, split each modality with the same ``test_fraction``
@@ -91,6 +95,8 @@ def linear_separability(
         Inverse L2 regularisation strength.
     seed : int
         Seed of the subsample and of the split.
+    counts : bool
+        Also return the per-modality ``(hits, test rows)`` (see :func:`probe_accuracy`).
 
     Returns
     -------
@@ -110,4 +116,4 @@ def linear_separability(
         test.append(_stratified_split(A.shape[0], test_fraction, rng))
     X, Y = parts
     tx, ty = test
-    return probe_accuracy(X[~tx], Y[~ty], X[tx], Y[ty], C=C)
+    return probe_accuracy(X[~tx], Y[~ty], X[tx], Y[ty], C=C, counts=counts)

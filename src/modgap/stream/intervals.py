@@ -50,6 +50,22 @@ def wilson(successes: int, s: int, n: int) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def balanced_interval(hits: list[tuple[int, int]]) -> tuple[float, float]:
+    r"""Normal interval of a balanced accuracy, the mean of independent per-class recalls
+    ``hits / rows``: variance :math:`\sum_c p_c(1 - p_c)/n_c` over the number of classes
+    squared (a recall of 0 or 1 on few rows gets the Wilson half-width instead of 0)."""
+    parts = [(h / n, n) for h, n in hits if n]
+    if not parts:
+        return (float("nan"), float("nan"))
+    m = sum(p for p, _ in parts) / len(parts)
+    var = 0.0
+    for (h, n), (p, _) in zip([x for x in hits if x[1]], parts, strict=True):
+        lo, hi = wilson(h, n, 10**18)  # no population correction: the probe's own test rows
+        var += max(p * (1 - p) / n, ((hi - lo) / (2 * Z)) ** 2)
+    half = Z * math.sqrt(var) / len(parts)
+    return (max(0.0, m - half), min(1.0, m + half))
+
+
 def _odds(p: float) -> float:
     return float("inf") if p >= 1 else p / (1 - p)
 

@@ -31,7 +31,7 @@ from ..compute import Compute, resolve
 from ..errors import ModgapError
 from ..measures import MEASURES, resolve_measures
 from .engines import Engine, LocalEngine
-from .intervals import estimate, mean_interval, ratio_interval, wilson
+from .intervals import balanced_interval, estimate, mean_interval, ratio_interval
 from .kernels import merge_moments, merge_scans, moment_kernel, pool_rows, scan_kernel
 from .source import Source
 
@@ -342,16 +342,15 @@ def stream_measures(
     if "linear_separability" in names:
         from ..measures.separability import linear_separability
 
-        acc = linear_separability(Xs, Ys, seed=seed, max_per_modality=None)
-        tests = sum(min(max(1, round(s * 0.3)), s - 1) for s in (I.size, T.size))
-        succ = round(acc * tests)
+        acc, hits = linear_separability(Xs, Ys, seed=seed, max_per_modality=None, counts=True)
         results["linear_separability"] = acc
         estimates["linear_separability"] = estimate(
             acc,
-            wilson(succ, tests, 10**18),
+            balanced_interval(hits),
             I.size + T.size,
             n_i + n_t,
-            f"held-out accuracy on {tests} of the sampled rows; Wilson interval",
+            f"balanced accuracy on {hits[0][1]} image and {hits[1][1]} text held-out rows of "
+            "the sample; normal interval of the mean of the two recalls",
         )
     if "cosine" in names:
         from ..measures.cosine import cosine_stats
