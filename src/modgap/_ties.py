@@ -46,6 +46,7 @@ __all__ = [
     "row_scale",
     "score_window",
     "select_topk",
+    "topk_ids",
     "topk_rows",
 ]
 
@@ -395,3 +396,22 @@ def row_scale(Q: Any, C: Any) -> Any:
     # an upper bound is all the window needs: float32 norms, rounded up
     cmax = float(torch.linalg.vector_norm(C, dim=1).max()) if C.shape[0] else 1.0
     return torch.linalg.vector_norm(Q, dim=1).double() * (cmax * (1 + 1e-6))
+
+
+def topk_ids(Q: Any, C: Any, k: int, rows_per_block: int) -> Any:
+    """Each query's exact top-``k`` candidates by dot product (:func:`topk_rows`, ties to the
+    lower index), scoring ``rows_per_block`` queries against every candidate at a time.
+    ``Q``, ``C``: float32 tensors on one device."""
+    import torch
+
+    out = torch.empty((Q.shape[0], k), dtype=torch.int64, device=Q.device)
+    scale = row_scale(Q, C)
+    step = max(1, int(rows_per_block))
+    for s in range(0, Q.shape[0], step):
+        S = Q[s : s + step] @ C.T
+
+        def exact(rows, cols, s=s):
+            return exact_scores(Q, C, rows + s, cols)
+
+        out[s : s + step], _ = topk_rows(S, k, scale[s : s + step], C.shape[1], exact)
+    return out

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 from .._array import to_torch
 from ..compute import Compute, resolve
 
-__all__ = ["bipartite_knn_graph", "kernel_weights", "to_torch"]
+__all__ = ["bipartite_knn_graph", "kernel_weights"]
 
 KERNELS = ("clip", "exp")
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._array import to_torch
 from ..compute import Compute, resolve
-from ._graph import to_torch
 
 __all__ = ["SinkhornResult", "entropic_map", "sinkhorn_log"]
 

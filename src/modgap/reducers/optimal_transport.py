@@ -7,9 +7,9 @@ from typing import ClassVar
 
 import numpy as np
 
+from .._array import to_numpy, to_torch
 from ..compute import Compute, resolve
 from ..errors import ModgapError, notice
-from ._graph import to_torch
 from ._sinkhorn import entropic_map, sinkhorn_log
 from .base import Reducer, register
 
@@ -22,23 +22,21 @@ def nearest_displacement(Q, support, support_mapped, compute: Compute | None = N
     r"""POT's out-of-sample rule for a discrete transport: move each query by the displacement
     of its nearest fitted source point, :math:`T(x) = T(x_{i^*}) + x - x_{i^*}` with
     :math:`i^* = \arg\min_i \lVert x - x_i\rVert` (Ferradans et al., SIAM J. Imaging Sci. 2014).
-    A fitted point is its own nearest neighbour, so it keeps its barycentric image.
+    A fitted point is its own nearest neighbour, so it keeps its barycentric image. The fitted
+    points are unit rows, so the nearest is the largest dot product, found exactly
+    (:func:`modgap._ties.topk_ids`: the same neighbour, ties to the lower index, whatever the
+    BLAS kernel, block size or thread count).
     """
     import torch
+
+    from .._ties import topk_ids
 
     compute = resolve(compute)
     device = compute.torch_device
     S = to_torch(support, device, torch.float32)
-    ss = (S * S).sum(1)
-    mapped = np.asarray(support_mapped, dtype=np.float64)
-    out = np.empty(Q.shape, dtype=np.float64)
-    b = compute.rows_per_block(4 * S.shape[0], buffers=2)
-    for start in range(0, Q.shape[0], b):
-        q = to_torch(Q[start : start + b], device, torch.float32)
-        d = ss[None, :] - 2 * (q @ S.T)  # |q|^2 is constant per row
-        idx = d.argmin(dim=1).cpu().numpy()
-        out[start : start + b] = mapped[idx] + Q[start : start + b] - support[idx]
-    return out
+    q = to_torch(Q, device, torch.float32)
+    idx = to_numpy(topk_ids(q, S, 1, compute.rows_per_block(4 * S.shape[0], buffers=2)))[:, 0]
+    return np.asarray(support_mapped, dtype=np.float64)[idx] + Q - support[idx]
 
 
 def _combine(direction: str, side: str, Z: np.ndarray, mapped) -> np.ndarray:

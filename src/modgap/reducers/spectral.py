@@ -8,8 +8,9 @@ from typing import ClassVar
 import numpy as np
 import scipy.sparse as sp
 
+from .._array import to_torch
 from ..errors import ModgapError, notice
-from ._graph import KERNELS, bipartite_knn_graph, kernel_weights, to_torch
+from ._graph import KERNELS, bipartite_knn_graph, kernel_weights
 from .base import Reducer, register
 
 __all__ = ["SpectralEmbedding", "truncated_svd"]

@@ -287,23 +287,11 @@ def _top1_ids(Q: Any, C: Any, compute: Compute) -> Any:
 
 
 def _topk_ids(Q: Any, C: Any, k: int, compute: Compute) -> Any:
-    """Each query's exact top-``k`` candidates (:func:`modgap._ties.topk_rows`, ties to the
-    lower index), in blocks of queries."""
-    import torch
+    """Each query's exact top-``k`` candidates (:func:`modgap._ties.topk_ids`), in blocks of
+    queries sized from the memory budget."""
+    from .._ties import topk_ids
 
-    from .._ties import exact_scores, row_scale, topk_rows
-
-    step = compute.rows_per_block(4 * C.shape[0], buffers=2)
-    out = torch.empty((Q.shape[0], k), dtype=torch.int64, device=Q.device)
-    scale = row_scale(Q, C)
-    for s in range(0, Q.shape[0], step):
-        S = Q[s : s + step] @ C.T
-
-        def exact(rows, cols, s=s):
-            return exact_scores(Q, C, rows + s, cols)
-
-        out[s : s + step], _ = topk_rows(S, k, scale[s : s + step], C.shape[1], exact)
-    return out
+    return topk_ids(Q, C, k, compute.rows_per_block(4 * C.shape[0], buffers=2))
 
 
 class CSLS(ScoreCorrection):
