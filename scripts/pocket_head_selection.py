@@ -107,6 +107,16 @@ def heads(x: np.ndarray, y: np.ndarray) -> list[dict]:
     return rows
 
 
+def _shipped() -> dict:
+    """The head shape of the bundled pocket model, from its own record."""
+    from importlib.resources import files
+
+    meta = json.loads(files("modgap.data").joinpath("pocket_heads.json").read_text("utf-8"))
+    return {k: meta[k] for k in ("image_hidden", "text_hidden")} | {
+        "epochs": meta["training"]["epochs"]
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--skip-probe", action="store_true", help="only the head shapes")
@@ -116,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {
         "probe": None if args.skip_probe else probe(x[:3000], y[:3000]),
         "heads": heads(x, y),
-        "shipped": {"image_hidden": 512, "text_hidden": None, "epochs": 12},
+        "shipped": _shipped(),
     }
     print(json.dumps(out, indent=1))
     return 0
