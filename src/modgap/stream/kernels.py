@@ -117,6 +117,14 @@ def unit_block(raw: np.ndarray, name: str, path: str, first: int) -> tuple:
     return x, 1.0 / np.sqrt(sq), sq
 
 
+def pool_block(raw: np.ndarray, name: str, path: str, first: int) -> np.ndarray:
+    """:func:`pool_rows` of :meth:`Source.blocks`' checked rows, from the raw block in one
+    float64 pass (:func:`unit_block`) instead of a float32 copy and then a float64 one: the
+    same bits, since the widening of float16/float32 to float64 is exact."""
+    x, _, sq = unit_block(raw, name, path, first)
+    return (x / np.sqrt(sq)[:, None]).astype(np.float32)
+
+
 def _moments_of(x: np.ndarray, inv: np.ndarray, covariance: bool) -> dict:
     n = x.shape[0]
     if not covariance:
@@ -243,12 +251,20 @@ def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: C
                     st["top_scores"] = np.zeros((hi - lo, 0))
                     st["top_key"] = np.zeros((hi - lo, 0), dtype=np.int64)
                 state[s["name"]] = st
+            name = "image_emb" if pool == "image" else "text_emb"
             if group[0].get("norm") == "task":  # the retrieval tasks' row preparation
-                from .retrieval import task_rows as conv
+                from .retrieval import task_rows
+                from .source import prepare_rows
+
+                def conv(raw, path, start, name=name):
+                    return task_rows(prepare_rows(raw, name, path, start))
             else:
-                conv = pool_rows
-            for start, block in source.blocks(shard, pool, rows):
-                P = torch.from_numpy(conv(block)).to(dev)
+
+                def conv(raw, path, start, name=name):
+                    return pool_block(raw, name, path, start)
+
+            for start, raw, path in source.raw_blocks(shard, pool, rows):
+                P = torch.from_numpy(conv(raw, path, start)).to(dev)
                 p0, p1 = g0 + start, g0 + start + P.shape[0]
                 for s in group:
                     lo, hi, Q = Qs[s["name"]]
