@@ -266,3 +266,20 @@ def test_cli_eval_builds_class_prompts_with_an_encoder(tmp_path, monkeypatch, ca
     assert enc.seen == [f"a photo of a c{k}." for k in range(4)]
     doc = json.loads(js.read_text())
     assert {"acc1", "acc5", "mean_per_class_recall"} <= set(doc["tasks"])
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--corrections", "nosuch"], "unknown score correction"),
+        (["--param", "spectral.n_components=4"], "which is not benchmarked"),
+    ],
+)
+def test_bench_option_errors_come_before_any_input_is_read(tmp_path, option, message, capsys):
+    from modgap.cli import main
+
+    missing = tmp_path / "not-read-yet.npz"  # reading it would fail differently
+    argv = ["bench", str(missing), "--out", str(tmp_path / "b"), "--reducers", "none,center"]
+    assert main([*argv, *option]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "not-read-yet" not in err

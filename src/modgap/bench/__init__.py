@@ -5,12 +5,13 @@ over repeated random splits, with intervals, paired differences and verdicts.
 is written by :func:`modgap.report.write_bench` (``results.json`` and ``report.html``).
 """
 
-from .protocol import VERDICT_METRICS, reducer_names, run_bench
+from .protocol import VERDICT_METRICS, check_options, reducer_names, run_bench
 from .stats import LEVEL, interval, paired, summarize, verdict
 
 __all__ = [
     "LEVEL",
     "VERDICT_METRICS",
+    "check_options",
     "interval",
     "paired",
     "reducer_names",

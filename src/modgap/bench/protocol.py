@@ -162,16 +162,10 @@ def run_bench(
     compute = resolve(compute, seed=seed)
     chosen = resolve_measures(measures)
     base_seed = compute.seed
-    names = reducer_names(reducers)
-    correction_names = _correction_names(corrections)
+    names, correction_names = check_options(
+        reducers, corrections, reducer_params, repeats, test_fraction
+    )
     reducer_params = reducer_params or {}
-    for key in reducer_params:
-        if key not in names:
-            raise ModgapError(f"parameters given for '{key}', which is not benchmarked")
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ModgapError(f"repeats must be a positive integer, got {repeats!r}")
-    if not 0 < test_fraction < 1:
-        raise ModgapError(f"test_fraction must be in (0, 1), got {test_fraction}")
     rows = names + correction_names
     values: dict[str, dict[str, list]] = {r: {} for r in rows}
     info: dict[str, dict] = {}
@@ -342,6 +336,27 @@ def _reduce(
         "scored_on_fitted_rows": on_eval,
         "seconds": {"fit": 0.0, "eval": 0.0},
     }
+
+
+def check_options(
+    reducers: Sequence[str] | str | None,
+    corrections: Sequence[str] | None,
+    reducer_params: dict[str, dict] | None,
+    repeats: int,
+    test_fraction: float,
+) -> tuple[list[str], list[str]]:
+    """The benchmark's reducer and score-correction rows, after every check of the options
+    (a one-line :class:`ModgapError`): callers run it before reading any data."""
+    names = reducer_names(reducers)
+    correction_names = _correction_names(corrections)
+    for key in reducer_params or {}:
+        if key not in names:
+            raise ModgapError(f"parameters given for '{key}', which is not benchmarked")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ModgapError(f"repeats must be a positive integer, got {repeats!r}")
+    if not 0 < test_fraction < 1:
+        raise ModgapError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    return names, correction_names
 
 
 def _correction_names(corrections: Sequence[str] | None) -> list[str]:

@@ -89,7 +89,7 @@ def run_bench_cli(
     """What ``modgap bench`` does; returns the results document."""
     from rich.console import Console
 
-    from ..bench import reducer_names, run_bench
+    from ..bench import check_options, run_bench
     from ..compute import resolve
     from ..errors import notice
     from ..files import check_output_folder, check_paths
@@ -105,15 +105,12 @@ def run_bench_cli(
     if pairs is not None and len(sets) > 1:
         raise ModgapError("--pairs goes with a single input; give each set its own pairing")
     k_list = parse_ks(ks)
-    names = reducer_names(reducers)  # unknown names fail before any data is read
     reducer_params = _reducer_params(params)
     correction_list = (
         [c.strip() for c in corrections.split(",") if c.strip()] if corrections else []
     )
-    if not 0 < test_fraction < 1:
-        raise ModgapError(f"--test-fraction must be in (0, 1), got {test_fraction}")
-    if repeats < 1:
-        raise ModgapError(f"--repeats must be at least 1, got {repeats}")
+    # unknown reducers, corrections or parameters fail before any data is read
+    names, _ = check_options(reducers, correction_list, reducer_params, repeats, test_fraction)
     reads = [("the input", p) for p, _ in sets] + [("the texts file", t) for _, t in sets]
     check_paths(reads=[*reads, ("--pairs", pairs)], writes=[("--out", out)])
     check_output_folder(out, "results.json", "--out")
