@@ -67,10 +67,9 @@ def encode_data(model, data: FeatureSet, device=None, batch_size: int = 1024):
     return img, txt, cls
 
 
-def _first_relevant_ranks(s: torch.Tensor, rel: torch.Tensor, exact, scale) -> torch.Tensor:
+def _first_relevant_ranks(s: torch.Tensor, rel: torch.Tensor, exact, scale, d: int) -> torch.Tensor:
     """``1 + #{non-relevant c : s(q, c) > best relevant}``, compared exactly (modgap._ties):
     class-level captions repeat, so ties between identical vectors are the rule here."""
-    d = exact.d
     _, best = topk_rows(s.masked_fill(~rel, float("-inf")), 1, scale, d, exact)
     return 1 + count_above(s.masked_fill(rel, float("-inf")), best[:, 0], scale, d, exact)
 
@@ -126,8 +125,7 @@ def class_retrieval_metrics(
             def exact(rows, cols, qb=qb, c=c):
                 return exact_scores(qb, c, rows, cols)
 
-            exact.d = qb.shape[1]
-            ranks.append(_first_relevant_ranks(s, rel, exact, row_scale(qb, c))[has])
+            ranks.append(_first_relevant_ranks(s, rel, exact, row_scale(qb, c), qb.shape[1])[has])
             aps.append(_average_precision(s, rel)[has])
         r = torch.cat(ranks).numpy()
         key = "text_retrieval_recall" if name == "i2t" else "image_retrieval_recall"
