@@ -161,16 +161,16 @@ def _uniformity_reference(A, B=None):
 
 def test_uniformity_matches_pairwise_reference():
     X, Y = gapped_pairs(70, 5, seed=6)
-    assert uniformity(X) == pytest.approx(_uniformity_reference(X), rel=1e-5)
-    assert cross_uniformity(X, Y[:40]) == pytest.approx(_uniformity_reference(X, Y[:40]), rel=1e-5)
+    assert uniformity(X) == pytest.approx(_uniformity_reference(X), rel=1e-12)
+    assert cross_uniformity(X, Y[:40]) == pytest.approx(_uniformity_reference(X, Y[:40]), rel=1e-12)
 
 
 @pytest.mark.parametrize("block_size", [1, 7, 50])  # incl. sizes not dividing n
 def test_uniformity_blocks(block_size):
     X, Y = gapped_pairs(50, 5, seed=7)
     ref = (_uniformity_reference(X), _uniformity_reference(X, Y))
-    assert uniformity(X, block_size=block_size) == pytest.approx(ref[0], rel=1e-5)
-    assert cross_uniformity(X, Y, block_size=block_size) == pytest.approx(ref[1], rel=1e-5)
+    assert uniformity(X, block_size=block_size) == pytest.approx(ref[0], rel=1e-12)
+    assert cross_uniformity(X, Y, block_size=block_size) == pytest.approx(ref[1], rel=1e-12)
 
 
 def test_uniformity_known_values():

@@ -26,7 +26,16 @@ MAX_BLOCK = 2048
 def _block(block_size: int | None, compute: Compute | None) -> int:
     if block_size is not None:
         return int(block_size)
-    return min(MAX_BLOCK, math.isqrt(resolve(compute).memory_budget // 16))
+    # float64 similarities, their exponents and the mask: ~3 block² matrices of 8 bytes
+    return min(MAX_BLOCK, math.isqrt(resolve(compute).memory_budget // 32))
+
+
+def _exact_device(compute: Compute | None) -> Any:
+    """The compute device, or the CPU where float64 is missing (MPS): the sums need it."""
+    import torch
+
+    dev = device_for(compute)
+    return dev if dev.type != "mps" else torch.device("cpu")
 
 
 def alignment(X: Any, Y: Any, text_to_image: Any = None) -> float:
@@ -46,7 +55,14 @@ def alignment(X: Any, Y: Any, text_to_image: Any = None) -> float:
 
 
 def _log_mean_exp_sim(A, B, same: bool, block: int) -> float:
-    """``log mean exp(-2 ||a - b||²)`` over all (distinct, when ``same``) pairs, in blocks."""
+    """``log mean exp(-2 ||a - b||²)`` over all (distinct, when ``same``) pairs, in blocks.
+
+    ``A`` and ``B`` are float64: a float32 matrix product rounds each similarity by ~1e-7 in an
+    order that depends on the BLAS kernel, which moved the result in its 9th digit between CPUs;
+    in float64 that spread is ~1e-15, for ~1.5x the float32 time (10k rows of 512: 8 s against
+    5 s on 2 cores; :func:`modgap._ties.fixed_scores`, bit-exact products, took three times
+    as long again).
+    """
     import torch
 
     n, m = A.shape[0], B.shape[0]
@@ -63,7 +79,7 @@ def _log_mean_exp_sim(A, B, same: bool, block: int) -> float:
                     rows = torch.arange(a, a + q.shape[0], device=s.device)[:, None]
                     cols = torch.arange(c, c + s.shape[1], device=s.device)[None, :]
                     e = e.masked_fill(cols <= rows, -math.inf)
-                part = float(torch.logsumexp(e.ravel().double(), 0))
+                part = float(torch.logsumexp(e.ravel(), 0))
                 total = float(np.logaddexp(total, part))
     count = n * (n - 1) / 2 if same else n * m
     return total - math.log(count)
@@ -84,9 +100,9 @@ def uniformity(
     over distinct pairs of unit rows (:math:`t = 2`). Lower (more negative) = more uniform; its
     minimum over :math:`S^{d-1}` approaches :math:`-4`, and a collapsed set gives 0. Computed
     in blocks with a running log-sum-exp; with more than ``max_samples`` rows a seeded
-    subsample of that size is used. Similarities are float32 (like the embeddings), the
-    log-sum-exp is accumulated in float64; (drawn in a canonical row order, so the row order of the
-    input does not matter).
+    subsample of that size is used (drawn in a canonical row order, so the row order of the
+    input does not matter). Similarities and the log-sum-exp are float64, so the value
+    depends on the BLAS kernel, block size and thread count only at ~1e-14 relative.
 
     Source: Wang & Isola, ICML 2020.
 
@@ -108,7 +124,7 @@ def uniformity(
 
     X = unit_rows(X, "embeddings", min_rows=2)
     X = X[seeded_subset(X, X, max_samples, seed)]
-    T = torch.from_numpy(X.astype(np.float32)).to(device_for(compute))
+    T = torch.from_numpy(X).to(_exact_device(compute))
     return _log_mean_exp_sim(T, T, same=True, block=_block(block_size, compute))
 
 
@@ -133,7 +149,6 @@ def cross_uniformity(
     Y = unit_rows(Y, "text_emb", dim=X.shape[1])
     X = X[seeded_subset(X, Y, max_samples, seed)]
     Y = Y[seeded_subset(Y, X, max_samples, seed + 1)]
-    dev = device_for(compute)
-    X32 = torch.from_numpy(X.astype(np.float32)).to(dev)
-    Y32 = torch.from_numpy(Y.astype(np.float32)).to(dev)
-    return _log_mean_exp_sim(X32, Y32, same=False, block=_block(block_size, compute))
+    dev = _exact_device(compute)
+    X64, Y64 = torch.from_numpy(X).to(dev), torch.from_numpy(Y).to(dev)
+    return _log_mean_exp_sim(X64, Y64, same=False, block=_block(block_size, compute))
