@@ -7,6 +7,10 @@ float64 reference at several block sizes and thread counts (modgap._ties)."""
 from __future__ import annotations
 
 import math
+import os
+import platform
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -257,3 +261,37 @@ def test_count_above_with_offsets_matches_brute_force(axis, with_active):
     # the float32 corrected scores alone would miscount: the exact step matters
     rough = ((S32.double() - a[:, None] * offset.float().double()) > thr[:, None]).sum(dim=1)
     assert (rough != want).any()
+
+
+#: what `make test`'s second run sets to pick other kernels than this machine's defaults
+KERNEL_CHOICES = ("OPENBLAS_CORETYPE", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")
+_KERNEL_PROBE = """
+import hashlib, numpy as np, threadpoolctl, torch
+a = np.random.default_rng(0).standard_normal((64, 512)).astype(np.float32)
+t = torch.from_numpy(a)
+print([i.get("architecture") for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"])
+print(hashlib.sha1((t @ t.T).numpy().tobytes()).hexdigest())
+"""
+
+
+@pytest.mark.skipif(
+    "MODGAP_OTHER_KERNELS" not in os.environ
+    or platform.machine().lower() not in ("x86_64", "amd64"),
+    reason="only in make test's second run (MODGAP_OTHER_KERNELS=1), on x86",
+)
+def test_the_second_run_uses_other_kernels_and_one_thread():
+    # a kernel choice that did not take would let the second run pass without proving anything
+    def probe(env):
+        run = subprocess.run(
+            [sys.executable, "-c", _KERNEL_PROBE], env=env, capture_output=True, text=True
+        )
+        assert run.returncode == 0, run.stderr
+        return run.stdout.splitlines()
+
+    # without the choices: the kernels this machine picks by itself
+    default_env = {k: v for k, v in os.environ.items() if k not in KERNEL_CHOICES}
+    (numpy_here, torch_here), (numpy_default, torch_default) = probe(None), probe(default_env)
+    assert numpy_here != numpy_default, numpy_here  # OpenBLAS core of numpy and scipy
+    if torch.backends.mkl.is_available():
+        assert torch_here != torch_default  # MKL path of torch's matrix products
+    assert torch.get_num_threads() == 1
