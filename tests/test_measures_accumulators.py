@@ -132,3 +132,50 @@ def test_frechet_terms_sum_to_the_distance_with_a_ridge(ridge):
     assert a.result() == pytest.approx(frechet_distance(X, Y, ridge=ridge), rel=1e-9)
     whole = frechet_distance(X, Y, ridge=ridge, terms=True)
     assert whole["covariance"] == pytest.approx(t["covariance"], rel=1e-9)
+
+
+# -- exact sums: the same bits for any split -------------------------------------------------
+def test_exact_sum_is_the_correctly_rounded_sum_and_split_invariant():
+    from fractions import Fraction
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from modgap.measures._exact import ExactSum, exact_mean
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((3000, 5))
+    X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
+    X[::11, 0] *= np.float32(1e-30)  # tiny entries far below the others
+    want = exact_mean(X)
+    # a plain reference: exact rational mean of the float32 values, rounded once (the 2^-64
+    # grid of the kernel is far below a float64 unit of these means)
+    ref = np.array([float(sum(map(Fraction, X[:, j].tolist())) / X.shape[0]) for j in range(5)])
+    np.testing.assert_array_equal(want, ref)
+
+    @settings(max_examples=30, deadline=None)
+    @given(st.lists(st.integers(1, 2999), max_size=12, unique=True), st.randoms())
+    def split(cuts, rnd):
+        edges = [0, *sorted(cuts), X.shape[0]]
+        parts = [ExactSum(5).add(X[a:b]) for a, b in itertools.pairwise(edges)]
+        rnd.shuffle(parts)
+        total = ExactSum(5)
+        for p in parts:
+            total.merge(p)
+        np.testing.assert_array_equal(total.mean(X.shape[0]), want)
+
+    split()
+
+
+def test_exact_moments_mean_does_not_depend_on_blocks():
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((1000, 8))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    one = acc.Moments(covariance=True, exact=True).update(X)
+    many = acc.Moments(covariance=True, exact=True)
+    for a in range(0, 1000, 37):
+        many.update(X[a : a + 37])
+    np.testing.assert_array_equal(one.mean, many.mean)
+    np.testing.assert_allclose(one.scatter, many.scatter, rtol=1e-12)  # Chan merge: round-off
+    with pytest.raises(ValueError, match="at most 2"):
+        acc.Moments(exact=True).update(X * 3)

@@ -21,6 +21,7 @@ from .._array import as_float_matrix, l2_normalize
 from ..compute import Compute, resolve
 from ..embeddings import EmbeddingSet
 from ..errors import InputError, ModgapError, NotFittedError
+from ..measures.accumulators import Moments
 from . import _persist
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "REDUCERS", "Reducer", "register"]
@@ -38,6 +39,23 @@ def register(cls: type[Reducer]) -> type[Reducer]:
         raise TypeError(f"reducer name {cls.name!r} is taken by {REDUCERS[cls.name]}")
     REDUCERS[cls.name] = cls
     return cls
+
+
+def _moment_dict(m: Any, what: str, need: dict[str, bool]) -> dict:
+    """``{"n", "mean", "scatter" or "cov"}`` of a :class:`Moments` or such a dict (``count``
+    is taken for ``n``), checked."""
+    kind = "Moments(covariance=True)" if need.get("covariance") else "Moments()"
+    if isinstance(m, Moments):
+        m = m.as_dict()
+    if isinstance(m, dict) and "n" not in m and "count" in m:
+        m = {**m, "n": m["count"]}
+    if not isinstance(m, dict) or not {"n", "mean"} <= set(m):
+        raise ModgapError(f"{what} moments must be a {kind} or a dict with 'n' and 'mean'")
+    if m["mean"] is None or int(m["n"]) < 1:
+        raise ModgapError(f"{what}: need {kind} updated with some rows")
+    if need.get("covariance") and m.get("scatter") is None and m.get("cov") is None:
+        raise ModgapError(f"{what}: need {kind} updated with some rows")
+    return {**m, "mean": np.asarray(m["mean"], dtype=np.float64)}
 
 
 class Reducer(BaseEstimator):
@@ -69,6 +87,10 @@ class Reducer(BaseEstimator):
     fitted_arrays: ClassVar[dict[str, str]] = {}
     #: fitted scalars beyond ``n_features_in_``, ``n_images_fit_``, ``n_texts_fit_``
     fitted_scalars: ClassVar[dict[str, type]] = {}
+    #: what one pass of moments must hold for :meth:`fit_from_moments` — ``covariance``
+    #: (scatter matrices), ``cross`` (the cross moment of matched pairs) — or ``None`` when the
+    #: reducer needs the rows themselves (a streamed fit then uses a stated sample)
+    moment_fit: ClassVar[dict[str, bool] | None] = None
 
     def __sklearn_is_fitted__(self) -> bool:
         return self.is_fitted()
@@ -235,6 +257,53 @@ class Reducer(BaseEstimator):
         """Fit, then return ``(transformed images, transformed texts)`` of the fitted data."""
         X, Y = self._fit_checked(image_emb, text_emb, text_to_image, compute)
         return self._fitted_outputs(X, Y)
+
+    def fit_from_moments(
+        self,
+        image: Any,
+        text: Any,
+        pairs: dict | None = None,
+        *,
+        compute: Compute | None = None,
+    ) -> Reducer:
+        """Fit from moments accumulated elsewhere (shard by shard, on Dask): the route of
+        reducers whose :attr:`moment_fit` is set.
+
+        Parameters
+        ----------
+        image, text : Moments or dict
+            Per modality :class:`~modgap.measures.accumulators.Moments` (or its
+            ``{"n", "mean", "scatter"}`` dict) of the rows the in-memory fit would see; the
+            in-memory ``fit`` of such a reducer goes through the same method, so both routes
+            share the arithmetic (means exact, see ``Moments(exact=True)``).
+        pairs : dict, optional
+            ``{"n", "cross"}``: count and :math:`\\sum x_{\\pi(j)}^\\top y_j` of the matched
+            pairs, when :attr:`moment_fit` asks for ``cross``.
+        """
+        if self.moment_fit is None:
+            raise ModgapError(
+                f"reducer '{self.name}' needs the rows themselves, not moments; fit it on "
+                "a set (or a sample of one)"
+            )
+        self._compute = compute
+        self.check_params()
+        image = _moment_dict(image, "images", self.moment_fit)
+        text = _moment_dict(text, "texts", self.moment_fit)
+        if image["mean"].shape != text["mean"].shape:
+            raise ModgapError(
+                f"image moments are {image['mean'].shape[0]}-d but text moments are "
+                f"{text['mean'].shape[0]}-d"
+            )
+        if self.moment_fit.get("cross") and (pairs is None or pairs.get("cross") is None):
+            raise ModgapError(f"reducer '{self.name}' needs the cross moment of matched pairs")
+        self._fit_from_moments(image, text, pairs)
+        self.n_features_in_ = int(image["mean"].shape[0])
+        self.n_images_fit_ = int(image["n"])
+        self.n_texts_fit_ = int(text["n"])
+        return self
+
+    def _fit_from_moments(self, image: dict, text: dict, pairs: dict | None) -> None:
+        raise NotImplementedError
 
     def check_params(self) -> Reducer:
         """Check the parameters' types and values (a one-line :class:`ModgapError`); every

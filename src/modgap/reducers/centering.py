@@ -6,9 +6,16 @@ from typing import ClassVar
 
 import numpy as np
 
+from ..measures.accumulators import Moments
 from .base import Reducer, register
 
 __all__ = ["GapShift", "MeanCentering"]
+
+
+def exact_moments(X: np.ndarray, Y: np.ndarray) -> tuple[dict, dict]:
+    """The exact-mean moments of both modalities, as a streamed fit accumulates them: the
+    same bits from a set in memory as from its shards, on any route and block size."""
+    return tuple(Moments(exact=True).update(A).as_dict() for A in (X, Y))
 
 
 @register
@@ -35,13 +42,16 @@ class MeanCentering(Reducer):
 
     name = "center"
     fitted_arrays: ClassVar[dict[str, str]] = {"image_mean_": "d", "text_mean_": "d"}
+    moment_fit: ClassVar[dict[str, bool]] = {"covariance": False, "cross": False}
 
     def __init__(self, normalize: bool = True):
         self.normalize = normalize
 
     def _fit(self, X, Y, text_to_image):
-        self.image_mean_ = X.mean(axis=0, dtype=np.float64)
-        self.text_mean_ = Y.mean(axis=0, dtype=np.float64)
+        self._fit_from_moments(*exact_moments(X, Y), None)
+
+    def _fit_from_moments(self, image, text, pairs):
+        self.image_mean_, self.text_mean_ = image["mean"], text["mean"]
 
     def _transform_images(self, X):
         return self._maybe_normalize(X - self.image_mean_.astype(np.float32))
@@ -79,6 +89,7 @@ class GapShift(Reducer):
 
     name = "shift"
     fitted_arrays: ClassVar[dict[str, str]] = {"gap_": "d"}
+    moment_fit: ClassVar[dict[str, bool]] = {"covariance": False, "cross": False}
 
     def __init__(self, lam: float = 1.0, normalize: bool = True):
         self.lam = lam
@@ -88,7 +99,10 @@ class GapShift(Reducer):
         self._check_number("lam", -10.0, 10.0)
 
     def _fit(self, X, Y, text_to_image):
-        self.gap_ = X.mean(axis=0, dtype=np.float64) - Y.mean(axis=0, dtype=np.float64)
+        self._fit_from_moments(*exact_moments(X, Y), None)
+
+    def _fit_from_moments(self, image, text, pairs):
+        self.gap_ = image["mean"] - text["mean"]
 
     def _transform_images(self, X):
         return self._maybe_normalize(X - (self.lam * self.gap_ / 2).astype(np.float32))

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
-from ..errors import ModgapError
 from ..measures.accumulators import Moments
 from .base import Reducer, register
 
@@ -44,15 +43,11 @@ def bures_map(cov_source: np.ndarray, cov_target: np.ndarray) -> np.ndarray:
     return (A + A.T) / 2
 
 
-def _as_moments(m: Any, what: str) -> dict:
-    if isinstance(m, Moments):
-        if m.n == 0 or m.scatter is None:
-            raise ModgapError(f"{what}: need Moments(covariance=True) updated with some rows")
-        # population covariance (divisor n): the Gaussian fitted by maximum likelihood
-        return {"count": m.n, "mean": m.mean, "cov": m.scatter / m.n}
-    if isinstance(m, dict) and {"mean", "cov"} <= set(m):
-        return m
-    raise ModgapError(f"{what} must be a Moments accumulator or a dict with 'mean' and 'cov'")
+def _population_cov(m: dict) -> np.ndarray:
+    """The maximum-likelihood covariance (divisor n) of a moments dict."""
+    if m.get("cov") is not None:
+        return np.asarray(m["cov"], dtype=np.float64)
+    return np.asarray(m["scatter"], dtype=np.float64) / m["n"]
 
 
 @register
@@ -95,6 +90,7 @@ class GaussianMap(Reducer):
     """
 
     name = "gaussian"
+    moment_fit: ClassVar[dict[str, bool]] = {"covariance": True, "cross": False}
     fitted_arrays: ClassVar[dict[str, str]] = {
         "image_mean_": "d",
         "text_mean_": "d",
@@ -122,28 +118,18 @@ class GaussianMap(Reducer):
         self._check_number("batch_size", 1, None, integer=True)
 
     def _fit(self, X, Y, text_to_image):
-        acc_i, acc_t = Moments(covariance=True), Moments(covariance=True)
+        acc_i, acc_t = Moments(covariance=True, exact=True), Moments(covariance=True, exact=True)
         for start in range(0, X.shape[0], self.batch_size):
             acc_i.update(X[start : start + self.batch_size].astype(np.float64))
         for start in range(0, Y.shape[0], self.batch_size):
             acc_t.update(Y[start : start + self.batch_size].astype(np.float64))
-        self._fit_moments(_as_moments(acc_i, "images"), _as_moments(acc_t, "texts"))
+        self._fit_from_moments(acc_i.as_dict(), acc_t.as_dict(), None)
 
-    def fit_from_moments(self, image_moments: Any, text_moments: Any) -> GaussianMap:
-        """Fit from precomputed moments (accumulators merged over shards, or result dicts)."""
-        self.check_params()
-        mi = _as_moments(image_moments, "image_moments")
-        mt = _as_moments(text_moments, "text_moments")
-        if np.shape(mi["mean"]) != np.shape(mt["mean"]):
-            raise ModgapError(
-                f"image moments are {np.shape(mi['mean'])[0]}-d but text moments are "
-                f"{np.shape(mt['mean'])[0]}-d"
-            )
-        self._fit_moments(mi, mt)
-        self.n_features_in_ = int(np.shape(mi["mean"])[0])
-        self.n_images_fit_ = int(mi.get("count", 0))
-        self.n_texts_fit_ = int(mt.get("count", 0))
-        return self
+    def _fit_from_moments(self, image, text, pairs):
+        self._fit_moments(
+            {"mean": image["mean"], "cov": _population_cov(image)},
+            {"mean": text["mean"], "cov": _population_cov(text)},
+        )
 
     def _ridged(self, cov: np.ndarray) -> np.ndarray:
         d = cov.shape[0]

@@ -1,16 +1,19 @@
 r"""Fitting reducers on data that does not fit in memory.
 
-* From **full-pass moments** (:func:`~modgap.stream.measures.moment_pass`, exact):
-  ``center`` (the two means), ``shift`` (:math:`\Delta = \mu_X - \mu_Y`), ``gaussian``
-  (means and covariances, :meth:`GaussianMap.fit_from_moments`) and ``procrustes`` (only the
-  cross-moment :math:`M = \sum_j x_{\pi(j)}^\top y_j`: :math:`R = UV^\top` from
-  :math:`M = U\Sigma V^\top`). The fitted attributes are the ones ``fit`` sets on the
-  in-memory set, up to float64 round-off.
+* From **one pass of moments**, for every reducer that declares ``moment_fit`` (``center``,
+  ``shift``, ``gaussian``, ``procrustes``): the pass accumulates what the reducer asks for
+  (means, scatter matrices, the cross moment of matched pairs) over the rows an in-memory set
+  would hold, and the reducer's own :meth:`~modgap.reducers.base.Reducer.fit_from_moments`
+  finishes the fit — the method its in-memory ``fit`` calls too. Means are exact sums
+  (:class:`~modgap.measures.accumulators.Moments` with ``exact=True``), so ``center`` and
+  ``shift`` have the same bits on every route and block size; scatter and cross moments are
+  merged in float64 and agree with the in-memory fit to float64 round-off (about 1e-15
+  relative).
 * On a **stated sample** (``fit_sample`` images, default :data:`DEFAULT_FIT_SAMPLE`, uniform
-  without replacement with the seed, with all their captions): ``spectral``, ``ot-laplace``,
-  ``ot-sinkhorn`` — reducers that need all pairs at once. Every row is then mapped through
-  their out-of-sample extension (Nyström, POT's nearest-point rule, the entropic map).
-"""
+  without replacement with the seed, with all their captions): the other reducers
+  (``spectral``, ``ot-laplace``, ``ot-sinkhorn``), which need all pairs at once. Every row is
+  then mapped through their out-of-sample extension (Nyström, POT's nearest-point rule, the
+  entropic map)."""
 
 from __future__ import annotations
 
@@ -24,13 +27,11 @@ from .engines import Engine
 from .measures import moment_pass, sample_index
 from .source import Source
 
-__all__ = ["DEFAULT_FIT_SAMPLE", "MOMENT_REDUCERS", "fit_streaming", "sample_pairs"]
+__all__ = ["DEFAULT_FIT_SAMPLE", "fit_streaming", "sample_pairs"]
 
 #: images the sample-fitted reducers (spectral, OT) are fitted on, with their captions:
 #: spectral fits 20,000 pairs in ~10 s on 2 cores and Sinkhorn's cached cost at 10,000 is 0.4 GB
 DEFAULT_FIT_SAMPLE = 10_000
-#: reducers fitted exactly from one pass of moments
-MOMENT_REDUCERS = ("center", "shift", "gaussian", "procrustes")
 
 
 def sample_pairs(
@@ -54,13 +55,6 @@ def sample_pairs(
     return images, np.concatenate(texts), np.concatenate(t2i)
 
 
-def _finish(reducer: Any, d: int, n_i: int, n_t: int, compute: Compute) -> None:
-    reducer._compute = compute
-    reducer.n_features_in_ = int(d)
-    reducer.n_images_fit_ = int(n_i)
-    reducer.n_texts_fit_ = int(n_t)
-
-
 def fit_streaming(
     reducer: Any,
     source: Source,
@@ -82,35 +76,25 @@ def fit_streaming(
         raise InputError(
             f"reducer '{name}' needs image-text pairs and the set has none", source.path
         )
-    if name in MOMENT_REDUCERS:
+    if reducer.moment_fit is not None:
+        need = reducer.moment_fit
         with progress_bar(
             f"fitting {name}: moments", total=source.n_images + source.n_texts, enabled=progress
         ) as bar:
             state = moment_pass(
                 source,
-                covariance=name == "gaussian",
-                matched=name == "procrustes",
-                cross=name == "procrustes",
+                covariance=need.get("covariance", False),
+                matched=need.get("cross", False),
+                cross=need.get("cross", False),
+                set_rows=True,
                 engine=engine,
                 compute=compute,
                 bar=bar,
             )
         x, y = state["x"], state["y"]
-        if name == "center":
-            reducer.image_mean_, reducer.text_mean_ = x["mean"], y["mean"]
-        elif name == "shift":
-            reducer.gap_ = x["mean"] - y["mean"]
-        elif name == "gaussian":
-            reducer.fit_from_moments(
-                {"count": x["n"], "mean": x["mean"], "cov": x["scatter"] / x["n"]},
-                {"count": y["n"], "mean": y["mean"], "cov": y["scatter"] / y["n"]},
-            )
-        else:
-            from ..reducers.procrustes import procrustes_from_cross
-
-            # the same rotation as the in-memory fit (closest to the identity when r < d)
-            reducer.rotation_ = procrustes_from_cross(state["pairs"]["cross"])
-        _finish(reducer, source.dim, x["n"], y["n"], compute)
+        if x is None or y is None:
+            raise InputError(f"reducer '{name}' needs rows of both modalities", source.path)
+        reducer.fit_from_moments(x, y, state["pairs"], compute=compute)
         return {
             "source": source.path,
             "rows": "all",

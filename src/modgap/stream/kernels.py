@@ -26,7 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from .._array import NORM_TOL
 from ..compute import Compute
+from ..measures.accumulators import Moments
 from .source import Shard, Source
 
 __all__ = [
@@ -57,30 +59,6 @@ def _rows_per_block(source: Source, compute: Compute, per_row: int) -> int:
 
 
 # -- moments -------------------------------------------------------------------------------
-def _moments(x: np.ndarray, covariance: bool) -> dict:
-    mean = x.mean(axis=0)
-    out = {"n": x.shape[0], "mean": mean, "scatter": None}
-    if covariance:
-        c = x - mean
-        out["scatter"] = c.T @ c
-    return out
-
-
-def _merge_mo(a: dict | None, b: dict | None) -> dict | None:
-    """Chan et al.'s merge: :math:`\\mu = \\mu_a + \\delta n_b/n`,
-    :math:`M = M_a + M_b + \\delta\\delta^\\top n_a n_b/n`."""
-    if a is None or a["n"] == 0:
-        return b
-    if b is None or b["n"] == 0:
-        return a
-    n = a["n"] + b["n"]
-    delta = b["mean"] - a["mean"]
-    scatter = None
-    if a["scatter"] is not None and b["scatter"] is not None:
-        scatter = a["scatter"] + b["scatter"] + np.outer(delta, delta) * (a["n"] * b["n"] / n)
-    return {"n": n, "mean": a["mean"] + delta * (b["n"] / n), "scatter": scatter}
-
-
 def _merge_matched(a: dict | None, b: dict | None) -> dict | None:
     if a is None:
         return b
@@ -102,14 +80,14 @@ def unit_block(raw: np.ndarray, name: str, path: str, first: int) -> tuple:
     """``(x, 1/‖x‖, ‖x‖²)`` of a raw block in float64, checked like :func:`prepare_rows` (and with
     its float32 normalisation of rows off 1 by more than 10⁻³), without materialising the
     normalised rows: the first moments are then one matrix-vector product."""
-    from .source import _NORM_TOL, prepare_rows
+    from .source import prepare_rows
 
     x = np.asarray(raw, dtype=np.float64)
     sq = np.einsum("ij,ij->i", x, x)
     bad = ~np.isfinite(sq) | (sq == 0)
     if bad.any():
         prepare_rows(raw, name, path, first)  # raises with the file and the row
-    off = np.abs(np.sqrt(sq) - 1) > _NORM_TOL
+    off = np.abs(np.sqrt(sq) - 1) > NORM_TOL
     if off.any():
         rows = np.flatnonzero(off)
         x[rows] = prepare_rows(np.asarray(raw)[rows], name, path, rows + first)
@@ -125,19 +103,23 @@ def pool_block(raw: np.ndarray, name: str, path: str, first: int) -> np.ndarray:
     return (x / np.sqrt(sq)[:, None]).astype(np.float32)
 
 
-def _moments_of(x: np.ndarray, inv: np.ndarray, covariance: bool) -> dict:
-    n = x.shape[0]
-    if not covariance:
-        return {"n": n, "mean": (inv @ x) / n, "scatter": None}
-    return _moments(x * inv[:, None], True)
-
-
 def moment_kernel(shard: Shard, source: Source, opts: dict, compute: Compute) -> dict:
     """Moments of one shard (see the module docstring). ``opts``: ``covariance``,
-    ``matched``, ``cross`` (booleans)."""
+    ``matched``, ``cross`` (booleans); ``rows="set"`` for a reducer's fit: the rows as an
+    in-memory :class:`~modgap.embeddings.EmbeddingSet` holds them (:func:`prepare_rows`,
+    float32) and exact means (:class:`~modgap.measures.accumulators.Moments` with
+    ``exact=True``), so a fit from moments has the bits of the in-memory fit on any route
+    and block size. Otherwise rows are unit in float64, as the measures see them."""
     cov, want_pairs, cross = opts.get("covariance"), opts.get("matched"), opts.get("cross")
     rows = _rows_per_block(source, compute, 3 * 8)
-    state: dict[str, Any] = {"x": None, "y": None, "pairs": None}
+    exact = opts.get("rows") == "set"
+    state: dict[str, Any] = {
+        "x": Moments(bool(cov), exact),
+        "y": Moments(bool(cov), exact),
+        "pairs": None,
+    }
+    if exact:
+        return _set_moments(shard, source, state, bool(want_pairs), bool(cross), rows, compute)
 
     def matched(x, ix, sx, y, iy, sy):
         c = np.einsum("ij,ij->i", x, y) * ix * iy
@@ -157,17 +139,17 @@ def moment_kernel(shard: Shard, source: Source, opts: dict, compute: Compute) ->
                 _, ib, ipath = next(it)
                 x, ix, sx = unit_block(ib, "image_emb", ipath, start)
                 y, iy, sy = unit_block(tb, "text_emb", tpath, start)
-                state["x"] = _merge_mo(state["x"], _moments_of(x, ix, cov))
-                state["y"] = _merge_mo(state["y"], _moments_of(y, iy, cov))
+                state["x"].update(x, ix)
+                state["y"].update(y, iy)
                 state["pairs"] = _merge_matched(state["pairs"], matched(x, ix, sx, y, iy, sy))
             return state
         for start, ib, ipath in source.raw_blocks(shard, "image", rows):
             x, ix, _ = unit_block(ib, "image_emb", ipath, start)
-            state["x"] = _merge_mo(state["x"], _moments_of(x, ix, cov))
+            state["x"].update(x, ix)
         t2i = source.shard_pairs(shard) if want_pairs else None
         for start, tb, tpath in source.raw_blocks(shard, "text", rows):
             y, iy, sy = unit_block(tb, "text_emb", tpath, start)
-            state["y"] = _merge_mo(state["y"], _moments_of(y, iy, cov))
+            state["y"].update(y, iy)
             if t2i is not None:
                 g = source.gather("image", t2i[start : start + y.shape[0]])
                 x, ix, sx = unit_block(g, "image_emb", source.path, 0)
@@ -178,10 +160,40 @@ def moment_kernel(shard: Shard, source: Source, opts: dict, compute: Compute) ->
 def merge_moments(a: dict, b: dict) -> dict:
     """Fold two :func:`moment_kernel` results (any order; the engines use one fixed tree)."""
     return {
-        "x": _merge_mo(a["x"], b["x"]),
-        "y": _merge_mo(a["y"], b["y"]),
+        "x": a["x"].merge(b["x"]),
+        "y": a["y"].merge(b["y"]),
         "pairs": _merge_matched(a["pairs"], b["pairs"]),
     }
+
+
+def _set_moments(
+    shard: Shard,
+    source: Source,
+    state: dict,
+    want_pairs: bool,
+    cross: bool,
+    rows: int,
+    compute: Compute,
+) -> dict:
+    """:func:`moment_kernel` with ``rows="set"``: float32 rows as the in-memory set holds
+    them, widened to float64; the matched part is only the cross moment (Procrustes)."""
+
+    def add_pairs(x: np.ndarray, y: np.ndarray) -> None:
+        part = {"n": int(x.shape[0]), "sum": 0.0, "sq": 0.0, "align": 0.0}
+        part["cross"] = x.T @ y if cross else None
+        state["pairs"] = _merge_matched(state["pairs"], part)
+
+    with compute.threads_limit():
+        for _, b in source.blocks(shard, "image", rows):
+            state["x"].update(b.astype(np.float64))
+        t2i = source.shard_pairs(shard) if want_pairs else None
+        for start, b in source.blocks(shard, "text", rows):
+            y = b.astype(np.float64)
+            state["y"].update(y)
+            if t2i is not None:
+                g = source.gather("image", t2i[start : start + y.shape[0]])
+                add_pairs(g.astype(np.float64), y)
+    return state
 
 
 # -- exact scans ---------------------------------------------------------------------------

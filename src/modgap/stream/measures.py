@@ -67,21 +67,29 @@ def moment_pass(
     covariance: bool = True,
     matched: bool = True,
     cross: bool = False,
+    set_rows: bool = False,
     engine: Engine | None = None,
     compute: Compute | None = None,
     bar: Any = None,
 ) -> dict:
-    """One pass over every shard: the merged :func:`moment_kernel` state."""
+    """One pass over every shard: the merged :func:`moment_kernel` state, with ``x`` and ``y``
+    as ``{"n", "mean", "scatter"}`` (``None`` for a modality without rows). ``set_rows``: the
+    rows a reducer's fit sees, with exact means (``rows="set"`` of :func:`moment_kernel`)."""
     engine = engine or LocalEngine()
     compute = resolve(compute)
     opts = {"covariance": covariance, "matched": matched and source.has_pairs, "cross": cross}
+    if set_rows:
+        opts["rows"] = "set"
     shards = list(source.shards)
 
     def done(i: int, _: Any) -> None:
         if bar is not None:
             bar.advance(shards[i].n_images + shards[i].n_texts)
 
-    return engine.reduce(moment_kernel, shards, merge_moments, source, opts, compute, on_done=done)
+    state = engine.reduce(moment_kernel, shards, merge_moments, source, opts, compute, on_done=done)
+    for side in ("x", "y"):
+        state[side] = state[side].as_dict() if state[side].n else None
+    return state
 
 
 def run_scans(

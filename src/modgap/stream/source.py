@@ -25,13 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from .._array import check_image_index, checked_row_norms
+from .._array import check_image_index, checked_row_norms, normalize_off_rows
 from ..errors import InputError
 from ._fs import FS, open_fs
 
 __all__ = ["Part", "Shard", "Source", "prepare_rows"]
-
-_NORM_TOL = 1e-3  # the tolerance of modgap._array.as_float_matrix
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,10 +260,7 @@ def prepare_rows(raw: np.ndarray, name: str, path: str, first: Any = 0) -> np.nd
         return f"row {shard_row} of this shard"
 
     norms = checked_row_norms(arr, name, path, where)
-    off = np.abs(norms - 1) > _NORM_TOL
-    if off.any():
-        arr[off] /= norms[off, None].astype(np.float32)
-    return arr
+    return normalize_off_rows(arr, norms, copy=False)[0]
 
 
 # -- per-format readers --------------------------------------------------------------------
