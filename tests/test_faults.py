@@ -752,6 +752,36 @@ def _(t):
     return argv, "kernel"
 
 
+def _dask(t: Path, scheduler: str) -> list[str]:
+    return [*measure(_clip_folder(t)), "--engine", "dask", "--scheduler", scheduler]
+
+
+@case("option-scheduler-not-an-address")
+def _(t):
+    return _dask(t, "notanaddress"), "--scheduler notanaddress: not a Dask scheduler address"
+
+
+@case("option-scheduler-udp")
+def _(t):
+    return _dask(t, "udp://127.0.0.1:8786"), "unknown scheme 'udp://'"
+
+
+@case("option-scheduler-no-port")
+def _(t):  # the form is refused before anything is dialled
+    return _dask(t, "tcp://10.255.255.1"), "tcp://10.255.255.1: not a Dask scheduler address"
+
+
+@case("option-scheduler-nobody-listening")
+def _(t):
+    import socket
+
+    pytest.importorskip("distributed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    return _dask(t, address), f"cannot reach the Dask scheduler at {address} within 10 s"
+
+
 # commands with nothing to do ---------------------------------------------------------------
 @case("bench-every-reducer-fails")
 def _(t):

@@ -632,3 +632,148 @@ def test_balanced_accuracy_interval_weights_each_class_by_its_own_rows():
     assert lo < 0.7 < hi < 95 / 110 + 0.1
     lo, hi = balanced_interval([(10, 10), (10, 10)])  # perfect on few rows: not a zero width
     assert hi == 1.0 and lo < 0.95
+
+
+# -- a Dask run never waits silently ---------------------------------------------------------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("notanaddress", "not a Dask scheduler address"),
+        ("udp://127.0.0.1:8786", "unknown scheme 'udp://'"),
+        ("tcp://127.0.0.1:99999", "not a Dask scheduler address"),
+        ("tcp://10.255.255.1", "not a Dask scheduler address"),  # no port: checked, not dialled
+    ],
+)
+def test_scheduler_address_is_checked_without_contacting_it(address, message):
+    from modgap.stream.engines import check_scheduler_address
+
+    with pytest.raises(ModgapError, match=message):
+        check_scheduler_address(address)
+    for good in ("tcp://10.255.255.1:8786", "127.0.0.1:8786", "tls://[::1]:8786", "inproc://x"):
+        assert check_scheduler_address(good) == good
+
+
+def test_dask_closed_port_fails_within_the_connect_timeout():
+    if not _have_dask():
+        pytest.skip("dask.distributed is not installed")
+    import time
+
+    from modgap.stream import DaskEngine
+
+    address = f"tcp://127.0.0.1:{_free_port()}"  # nothing listens there
+    t0 = time.monotonic()
+    with pytest.raises(ModgapError, match=r"cannot reach the Dask scheduler at .* within 2 s"):
+        DaskEngine(address, connect_timeout=2)
+    assert time.monotonic() - t0 < 10
+
+
+def test_dask_cluster_without_workers_fails_before_submitting():
+    if not _have_dask():
+        pytest.skip("dask.distributed is not installed")
+    import time
+
+    from distributed import LocalCluster
+
+    from modgap.stream import DaskEngine
+
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
+        engine = DaskEngine(cluster.scheduler_address, worker_timeout=1)
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(ModgapError, match=r"has no workers \(waited 1 s\); start workers"):
+                engine.map(time.sleep, [0.1])
+            assert time.monotonic() - t0 < 10
+        finally:
+            engine.close()
+
+
+@pytest.mark.parametrize("how", ["map", "reduce"])
+def test_dask_workers_all_lost_mid_run_fail_in_one_line(how):
+    if not _have_dask():
+        pytest.skip("dask.distributed is not installed")
+    import threading
+    import time
+
+    from distributed import LocalCluster
+
+    from modgap.stream import DaskEngine
+
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+        dashboard_address=None, silence_logs=40,
+    ) as cluster:  # fmt: skip
+        engine = DaskEngine(cluster.scheduler_address, worker_timeout=2)
+        killer = threading.Timer(1.0, cluster.scale, args=(0,))
+        try:
+            t0 = time.monotonic()
+            killer.start()
+            with pytest.raises(ModgapError) as e:  # tasks that would run 60 s if not stopped
+                if how == "map":
+                    engine.map(time.sleep, [60, 60])
+                else:
+                    engine.reduce(time.sleep, [60, 60, 60], max)
+            assert time.monotonic() - t0 < 25
+        finally:
+            killer.join()
+            engine.close()
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert f"the Dask cluster at {cluster.scheduler_address} has no workers (lost" in msg
+    assert "start workers or use --engine local" in msg
+
+
+@pytest.mark.parametrize("how", ["map", "reduce"])
+def test_dask_scheduler_killed_mid_run_fails_in_one_line(how):
+    if not _have_dask():
+        pytest.skip("dask.distributed is not installed")
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from modgap.stream import DaskEngine
+
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+         "--port", str(port), "--dashboard-address", ":0", "--no-show"], **quiet,
+    )  # fmt: skip
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+         "--no-nanny", "--dashboard-address", ":0"], **quiet,
+    )  # fmt: skip
+    try:
+        engine = DaskEngine(address, connect_timeout=20, worker_timeout=20)
+        try:
+            engine.client.wait_for_workers(1, timeout=20)
+            killer = threading.Timer(1.0, scheduler.kill)
+            t0 = time.monotonic()
+            killer.start()
+            with pytest.raises(ModgapError) as e:
+                if how == "map":
+                    engine.map(time.sleep, [60, 60])
+                else:
+                    engine.reduce(time.sleep, [60, 60, 60], max)
+            assert time.monotonic() - t0 < 15  # well under worker_timeout: said at once
+            killer.join()
+        finally:
+            engine.close()
+    finally:
+        scheduler.kill()
+        worker.kill()
+        scheduler.wait()
+        worker.wait()
+    assert str(e.value) == (
+        f"lost the connection to the Dask cluster at {address} (the scheduler stopped or is "
+        "unreachable); restart it and run again, or use --engine local"
+    )

@@ -247,14 +247,17 @@ def run_with(compute: Any, quiet: bool) -> Callable:
 # -- out-of-core and distributed runs (modgap.stream) -------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Streaming:
-    """``--stream``, ``--engine``, ``--scheduler`` of a command, checked together."""
+    """``--stream``, ``--engine``, ``--scheduler``, ``--worker-timeout`` of a command, checked
+    together."""
 
     stream: bool | None = None
     engine: str = "local"
     scheduler: str | None = None
+    worker_timeout: float | None = None
 
     def check(self) -> Streaming:
-        """Refuse ``--scheduler`` without ``--engine dask`` before any work."""
+        """Refuse ``--scheduler`` without ``--engine dask``, or not in the form of an address,
+        before any work."""
         check_engine(self.engine, self.scheduler)
         return self
 
@@ -265,7 +268,7 @@ class Streaming:
 
     def make_engine(self) -> Any:
         """The run's engine (a Dask client connects here, before any work)."""
-        return make_engine(self.engine, self.scheduler)
+        return make_engine(self.engine, self.scheduler, self.worker_timeout)
 
 
 _stream_flags = _chain(
@@ -290,6 +293,14 @@ _stream_flags = _chain(
         help="Dask scheduler address (tcp://host:8786); without it --engine dask starts a "
         "local cluster.",
     ),
+    click.option(
+        "--worker-timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        metavar="SECONDS",
+        help="--engine dask: fail when the cluster has had no workers for this long (none "
+        "started, or all lost mid-run) [default: 30].",
+    ),
 )
 
 
@@ -298,8 +309,9 @@ def stream_options(f: Callable) -> Callable:
     (:class:`Streaming`)."""
 
     @functools.wraps(f)
-    def callback(*args, stream, engine, scheduler, **kwargs):
-        return f(*args, streaming=Streaming(stream, engine, scheduler).check(), **kwargs)
+    def callback(*args, stream, engine, scheduler, worker_timeout, **kwargs):
+        streaming = Streaming(stream, engine, scheduler, worker_timeout).check()
+        return f(*args, streaming=streaming, **kwargs)
 
     return _stream_flags(callback)
 
@@ -339,16 +351,23 @@ def fit_sample_option(f: Callable) -> Callable:
 
 
 def check_engine(engine: str, scheduler: str | None) -> None:
-    """Refuse ``--scheduler`` without ``--engine dask`` before any work."""
+    """Refuse ``--scheduler`` without ``--engine dask``, or not in the form of a scheduler
+    address, before any work (nothing is contacted here)."""
     if scheduler and engine != "dask":
         raise ModgapError("--scheduler needs --engine dask")
+    if scheduler:
+        from ..stream.engines import check_scheduler_address
+
+        check_scheduler_address(scheduler)
 
 
-def make_engine(engine: str, scheduler: str | None) -> Any:
+def make_engine(engine: str, scheduler: str | None, worker_timeout: float | None = None) -> Any:
     """The run's engine (a Dask client connects here, before any work)."""
     from ..stream import get_engine
 
     check_engine(engine, scheduler)
+    if engine == "dask" and worker_timeout is not None:
+        return get_engine(engine, scheduler, worker_timeout=worker_timeout)
     return get_engine(engine, scheduler)
 
 
