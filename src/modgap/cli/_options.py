@@ -46,7 +46,8 @@ compute_options = _chain(
         "--threads",
         type=click.IntRange(min=1),
         default=None,
-        help="CPU threads for torch and BLAS (default: the libraries' choice).",
+        help="CPU threads for torch and BLAS, at most the CPUs this process may use "
+        "(default: the libraries' choice).",
     ),
     click.option(
         "--seed", type=int, default=0, show_default=True, help="Seed of every sample and split."
