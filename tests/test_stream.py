@@ -9,6 +9,7 @@ the input's layout — on local paths and ``memory://``; an interrupted reduce r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from pathlib import Path
@@ -730,16 +731,12 @@ def test_dask_workers_all_lost_mid_run_fail_in_one_line(how):
     assert "start workers or use --engine local" in msg
 
 
-@pytest.mark.parametrize("how", ["map", "reduce"])
-def test_dask_scheduler_killed_mid_run_fails_in_one_line(how):
-    if not _have_dask():
-        pytest.skip("dask.distributed is not installed")
+@contextlib.contextmanager
+def _process_cluster(cwd: Path | None = None):
+    """A scheduler and one worker in their own processes on a free loopback port (the worker
+    in folder ``cwd``): ``(address, scheduler_process)``."""
     import subprocess
     import sys
-    import threading
-    import time
-
-    from modgap.stream import DaskEngine
 
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
@@ -750,9 +747,26 @@ def test_dask_scheduler_killed_mid_run_fails_in_one_line(how):
     )  # fmt: skip
     worker = subprocess.Popen(
         [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
-         "--no-nanny", "--dashboard-address", ":0"], **quiet,
+         "--no-nanny", "--dashboard-address", ":0"], cwd=cwd, **quiet,
     )  # fmt: skip
     try:
+        yield address, scheduler
+    finally:
+        for p in (scheduler, worker):
+            p.kill()
+            p.wait()
+
+
+@pytest.mark.parametrize("how", ["map", "reduce"])
+def test_dask_scheduler_killed_mid_run_fails_in_one_line(how):
+    if not _have_dask():
+        pytest.skip("dask.distributed is not installed")
+    import threading
+    import time
+
+    from modgap.stream import DaskEngine
+
+    with _process_cluster() as (address, scheduler):
         engine = DaskEngine(address, connect_timeout=20, worker_timeout=20)
         try:
             engine.client.wait_for_workers(1, timeout=20)
@@ -768,12 +782,34 @@ def test_dask_scheduler_killed_mid_run_fails_in_one_line(how):
             killer.join()
         finally:
             engine.close()
-    finally:
-        scheduler.kill()
-        worker.kill()
-        scheduler.wait()
-        worker.wait()
     assert str(e.value) == (
         f"lost the connection to the Dask cluster at {address} (the scheduler stopped or is "
         "unreachable); restart it and run again, or use --engine local"
     )
+
+
+def test_dask_workers_in_another_folder_read_relative_inputs(small, tmp_path, monkeypatch):
+    """The user gives paths relative to their folder; the worker runs in another one."""
+    if not _have_dask():
+        pytest.skip("dask.distributed is not installed")
+    from modgap.reducers.apply import reduce_to_folder
+    from modgap.stream import DaskEngine
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    only = ["centroid", "rmg"]
+    want = stream_measures(open_source(small), only, compute=SMALL)
+    monkeypatch.chdir(small.parent)
+    src = open_source("cr")
+    for s in src.shards:
+        for path in (s.image.path, s.text.path, s.metadata):
+            assert os.path.isabs(path) and os.path.isfile(path), path
+    assert src.path == "cr"  # what the user gave, for messages
+    with _process_cluster(cwd=elsewhere) as (address, _):
+        with DaskEngine(address, connect_timeout=20, worker_timeout=20) as engine:
+            got = stream_measures(src, only, compute=SMALL, engine=engine)
+            reduce_to_folder("center", "cr", out="reduced", engine=engine, compute=SMALL)
+    for k in ("centroid_gap", "rmg"):
+        assert got[k] == want[k]
+    assert _layout(small.parent / "reduced") == _layout(small)
+    assert not list(elsewhere.iterdir())  # nothing was written from the worker's folder

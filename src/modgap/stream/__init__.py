@@ -35,6 +35,7 @@ __all__ = [
     "Part",
     "Shard",
     "Source",
+    "absolute_paths",
     "fit_streaming",
     "get_engine",
     "open_source",
@@ -70,7 +71,8 @@ def open_source(
     storage_options: dict | None = None,
 ) -> Source:
     """A streaming :class:`Source` for ``path`` (and ``texts``), through the format registry's
-    ``stream`` slot. Only headers are read; errors name the file."""
+    ``stream`` slot. Only headers are read; errors name the file. Local file paths in the shard
+    records are absolute (a Dask worker resolves a relative one from its own folder)."""
     from ..io._registry import FORMATS, get_format
 
     given = os.fspath(path)
@@ -95,7 +97,34 @@ def open_source(
 
         t2i = read_pairs(pairs, n_texts=src.n_texts, n_images=src.n_images)
         src = dataclasses.replace(src, pairing="index", text_to_image=t2i)
-    return src
+    return absolute_paths(src)
+
+
+def absolute_paths(source: Source) -> Source:
+    """``source`` with every local file of its shards (embeddings and metadata) as an absolute
+    path, resolved from this process's folder; URLs (``scheme://``) stay as they are.
+
+    The shard records travel to Dask workers, which resolve a relative path from their own
+    working folder, not the user's: ``big/text_emb/text_emb_00.npy`` would not be found there.
+    """
+
+    def fix(path: str | None) -> str | None:
+        return path if path is None or "://" in path else os.path.abspath(path)
+
+    def part(p: Part | None) -> Part | None:
+        return None if p is None else dataclasses.replace(p, path=fix(p.path))
+
+    shards = tuple(
+        dataclasses.replace(
+            s,
+            image=part(s.image),
+            text=part(s.text),
+            metadata=fix(s.metadata),
+            text_metadata=fix(s.text_metadata),
+        )
+        for s in source.shards
+    )
+    return dataclasses.replace(source, shards=shards)
 
 
 def should_stream(source: Source, limit: int | None = None) -> bool:
