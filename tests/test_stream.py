@@ -475,14 +475,66 @@ def test_embedding_reader_reads_parquet_shard_folders(tmp_path):
     np.testing.assert_allclose(emb, back.image_emb, atol=1e-6)
 
 
+# -- when a command streams on its own --------------------------------------------------------
+def _synthetic(n: int, d: int, dtype: str = "float16", root: str = "/data/cr"):
+    """A source record of ``n`` pairs × ``d`` dims (headers only: no file behind it)."""
+    from modgap.stream import Part, Shard, Source
+
+    img = Part(f"{root}/img_emb/img_emb_0.npy", "npy", n, d, dtype, 128)
+    txt = Part(f"{root}/text_emb/text_emb_0.npy", "npy", n, d, dtype, 128)
+    return Source(root, "clip-retrieval", (Shard(0, "0", img, txt),), "rows")
+
+
+def test_auto_stream_decides_from_the_predicted_in_memory_peak():
+    from modgap.stream.auto import IN_MEMORY_BASE, in_memory_peak, should_stream, stream_reason
+
+    c = Compute()  # a 512 MiB working memory for the blocked kernels
+    big = _synthetic(10**6, 256)  # 2.048 GB as float32: measured in memory at 8.58 GB
+    assert big.float32_bytes == 2_048_000_000
+    peak = in_memory_peak(big, "measure", c)
+    assert peak == IN_MEMORY_BASE + 4 * 2_048_000_000 + (512 << 20)
+    assert 8.58e9 < peak < 1.1 * 8.58e9  # the model covers the measured peak, tightly
+    assert in_memory_peak(_synthetic(10**6, 256, "float32"), "measure", c) == peak  # widened
+    # the data term (8.2 GB) against a quarter of what is available now
+    assert should_stream(big, compute=c, available=22 * 10**9)  # 22 GB free of 24.7
+    assert should_stream(big, compute=c, available=32 * 10**9)
+    assert not should_stream(big, compute=c, available=33 * 10**9)
+    why = stream_reason(big, compute=c, available=32 * 10**9)
+    assert why == (
+        "in memory they would take ≈8.2 GB (2.0 GB as float32 and its copies; ≈9.1 GB at "
+        "peak), above the in-memory limit (8.0 GB: 25% of the 32.0 GB available now)"
+    )
+    # the command's own working set: reduce fits in memory where measure would not
+    assert not should_stream(big, command="reduce", compute=c, available=10 * 10**9)
+    assert should_stream(big, command="reduce", compute=c, available=9 * 10**9)
+    # small sets stay in memory on a small or busy machine (the interpreter and the kernels'
+    # working memory are paid by the streamed route too); nothing fits in 1 MB
+    assert not should_stream(_synthetic(10**4, 256), compute=c, available=4 * 10**8)
+    assert should_stream(_synthetic(10**4, 256), compute=c, available=10**6)
+    # not on a local disk: always; a fixed float32 limit instead of the model
+    assert stream_reason(_synthetic(100, 8, root="memory://cr"), available=10**12) == (
+        "not on a local disk"
+    )
+    assert should_stream(big, 10**9) and not should_stream(big, 10**10)
+
+
+def test_available_memory_is_what_the_system_says_now():
+    from modgap.io._errors import machine_memory
+    from modgap.stream.auto import available_memory, memory_limit
+
+    avail = available_memory()
+    assert 0 < avail <= machine_memory() or not os.path.exists("/proc/meminfo")
+    assert memory_limit(10**10) == 25 * 10**8
+
+
 # -- the command line --------------------------------------------------------------------
 def test_cli_streams_automatically_above_the_limit(small, tmp_path, monkeypatch, capsys):
     import json
 
-    import modgap.stream as stream
+    import modgap.stream.auto as auto
     from modgap.cli import main
 
-    monkeypatch.setattr(stream, "AUTO_STREAM_BYTES", 1000)
+    monkeypatch.setattr(auto, "available_memory", lambda: 10**6)  # a machine with 1 MB free
     rc = main(["measure", str(small), "--only", "centroid", "--json", str(tmp_path / "m.json")])
     err = capsys.readouterr().err
     assert rc == 0 and "above the in-memory limit" in err and err.count("notice:") == 1

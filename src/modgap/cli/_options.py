@@ -373,13 +373,18 @@ def make_engine(engine: str, scheduler: str | None, worker_timeout: float | None
 
 
 def open_streaming(
-    images: str, texts: str | None, pairs: str | None, stream: bool | None, engine: str
+    images: str,
+    texts: str | None,
+    pairs: str | None,
+    stream: bool | None,
+    engine: str,
+    command: str = "measure",
 ) -> Any:
     """The streaming source of the input when this run streams (``--stream``, ``--engine
-    dask``, an fsspec URL, or a set above :data:`modgap.stream.AUTO_STREAM_BYTES`, said in one
-    notice line), else None."""
+    dask``, an fsspec URL, or a set whose in-memory run would not fit in the memory available:
+    :func:`modgap.stream.stream_reason`, said in one notice line), else None."""
     from ..errors import notice
-    from ..stream import AUTO_STREAM_BYTES, open_source, should_stream
+    from ..stream import open_source, stream_reason
     from ..stream._fs import is_remote
 
     forced = bool(stream) or engine != "local" or is_remote(images)
@@ -391,12 +396,12 @@ def open_streaming(
         return None  # not a streamable format (or unreadable): the in-memory reader says why
     if forced:
         return source
-    if should_stream(source):
+    why = stream_reason(source, command)  # the run's Compute is current: its memory budget
+    if why is not None:
         notice(
-            f"{images}: {source.n_images:,} images + {source.n_texts:,} texts "
-            f"({source.float32_bytes / 1e9:.1f} GB as float32) are above the in-memory limit "
-            f"({AUTO_STREAM_BYTES / 1e9:.1f} GB): streaming {len(source.shards)} shard(s) "
-            "(exact moments; sampled estimates with intervals; --stream forces this)"
+            f"{images}: {source.n_images:,} images + {source.n_texts:,} texts: {why}: "
+            f"streaming {len(source.shards)} shard(s) (exact moments; sampled estimates with "
+            "intervals; --stream forces this)"
         )
         return source
     return None

@@ -9,6 +9,8 @@
   a stated sample, applied shard by shard into a faithful, resumable clip-retrieval folder.
 * :func:`stream_retrieval`, :func:`search_topk` — exact blocked retrieval and top-K search
   across shards.
+* :func:`should_stream` / :func:`stream_reason` — whether a command should stream a set: the
+  predicted peak of its in-memory route against the memory available (:mod:`.auto`).
 * Engines (:mod:`modgap.stream.engines`): in-process, or Dask (``dask.distributed``); the same
   kernels (:mod:`modgap.stream.kernels`) either way.
 
@@ -22,6 +24,7 @@ import os
 from typing import Any
 
 from ..errors import InputError
+from .auto import in_memory_peak, should_stream, stream_reason
 from .engines import ENGINES, DaskEngine, Engine, LocalEngine, get_engine
 from .measures import DEFAULT_SAMPLE_QUERIES, stream_measures
 from .source import Part, Shard, Source
@@ -38,11 +41,13 @@ __all__ = [
     "absolute_paths",
     "fit_streaming",
     "get_engine",
+    "in_memory_peak",
     "open_source",
     "reduce_folder",
     "search_topk",
     "should_stream",
     "stream_measures",
+    "stream_reason",
     "stream_retrieval",
 ]
 
@@ -125,28 +130,6 @@ def absolute_paths(source: Source) -> Source:
         for s in source.shards
     )
     return dataclasses.replace(source, shards=shards)
-
-
-def should_stream(source: Source, limit: int | None = None) -> bool:
-    """Whether ``source`` is too large to read into memory: its float32 size is above
-    ``limit`` (default :data:`AUTO_STREAM_BYTES`), or it is not on a local disk."""
-    from ._fs import is_remote
-
-    first = source.shards[0]
-    if is_remote((first.image or first.text).path):
-        return True
-    return source.float32_bytes > (AUTO_STREAM_BYTES if limit is None else limit)
-
-
-def _auto_limit() -> int:
-    from ..io._errors import machine_memory
-
-    mem = machine_memory()
-    return min(2 << 30, mem // 8) if mem else 2 << 30
-
-
-#: float32 bytes above which the CLI streams instead of reading into memory
-AUTO_STREAM_BYTES = _auto_limit()
 
 
 def fit_streaming(*args: Any, **kwargs: Any):
