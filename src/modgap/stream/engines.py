@@ -56,8 +56,10 @@ __all__ = [
 CONNECT_TIMEOUT = 10.0
 #: seconds a cluster may have no workers (none yet, or all lost) before the run gives up
 WORKER_TIMEOUT = 30.0
-# how often a waiting run asks the scheduler how many workers it has left
+# how often a waiting run asks the scheduler how many workers it has left, and how long it
+# waits for the answer (a connection to a dead scheduler is retried up to the connect timeout)
 _POLL_S = 1.0
+_ASK_S = 2.0
 
 _SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
 _ADDRESS = re.compile(
@@ -233,6 +235,7 @@ class DaskEngine(Engine):
         if not worker_timeout > 0:
             raise ModgapError(f"--worker-timeout must be positive, got {worker_timeout}")
         self.worker_timeout = float(worker_timeout)
+        self.connect_timeout = float(connect_timeout)
 
         distributed = require("distributed", "scale", "--engine dask", "dask[distributed]")
         Client, LocalCluster = distributed.Client, distributed.LocalCluster
@@ -263,19 +266,32 @@ class DaskEngine(Engine):
         return len(self.client.scheduler_info().get("workers", {}))
 
     def put(self, value):
-        # wrapped in a list: scatter would otherwise split a list or dict into its items
-        return self.client.scatter([value], broadcast=True)[0]
+        # a broadcast to a cluster without workers waits for one: bounded like the tasks
+        self._wait_for_workers()
+        try:
+            # wrapped in a list: scatter would otherwise split a list or dict into its items
+            return self.client.scatter([value], broadcast=True, timeout=self.worker_timeout)[0]
+        except TimeoutError:
+            raise ModgapError(
+                f"{self._where()} has no workers to take the data (waited "
+                f"{self.worker_timeout:g} s); start workers or use --engine local"
+            ) from None
+        except (OSError, CancelledError):
+            raise self._lost() from None
 
     def _where(self) -> str:
         return (
             f"the Dask cluster at {self.scheduler}" if self.scheduler else "the local Dask cluster"
         )
 
-    def _live_workers(self) -> int:
-        """Workers the scheduler has now (asked afresh, not a cached view)."""
+    def _live_workers(self) -> int | None:
+        """Workers the scheduler has now (asked afresh, not a cached view); None when it did
+        not answer within a few seconds (busy, or gone and not yet noticed by the client)."""
         try:
-            return len(self.client.nthreads())
-        except (OSError, TimeoutError):  # CommClosedError is an OSError
+            return len(self.client.nthreads(callback_timeout=_ASK_S))
+        except TimeoutError:
+            return None
+        except OSError:  # CommClosedError is an OSError
             raise self._lost() from None
 
     def _lost(self) -> ModgapError:
@@ -325,6 +341,7 @@ class DaskEngine(Engine):
         index = {f.key: i for i, f in enumerate(futures)}
         pending = set(futures)
         empty_since: float | None = None
+        silent_since: float | None = None  # the scheduler has not answered since
         while pending:
             try:
                 done, pending = wait(pending, timeout=_POLL_S, return_when="FIRST_COMPLETED")
@@ -351,7 +368,14 @@ class DaskEngine(Engine):
                 continue
             if self.client.status not in ("running", "newly-created"):
                 raise self._lost()
-            if self._live_workers():
+            n = self._live_workers()
+            if n is None:
+                silent_since = silent_since or time.monotonic()
+                if time.monotonic() - silent_since >= self.connect_timeout:
+                    raise self._lost()
+                continue
+            silent_since = None
+            if n:
                 empty_since = None
             elif empty_since is None:
                 empty_since = time.monotonic()
