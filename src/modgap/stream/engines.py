@@ -272,10 +272,7 @@ class DaskEngine(Engine):
             # wrapped in a list: scatter would otherwise split a list or dict into its items
             return self.client.scatter([value], broadcast=True, timeout=self.worker_timeout)[0]
         except TimeoutError:
-            raise ModgapError(
-                f"{self._where()} has no workers to take the data (waited "
-                f"{self.worker_timeout:g} s); start workers or use --engine local"
-            ) from None
+            raise self._no_workers(f"waited {self.worker_timeout:g} s") from None
         except (OSError, CancelledError):
             raise self._lost() from None
 
@@ -301,10 +298,9 @@ class DaskEngine(Engine):
             "unreachable); restart it and run again, or use --engine local"
         )
 
-    def _no_workers(self, since: float) -> ModgapError:
+    def _no_workers(self, how: str) -> ModgapError:
         return ModgapError(
-            f"{self._where()} has no workers (lost {time.monotonic() - since:.0f} s ago); "
-            "start workers or use --engine local"
+            f"{self._where()} has no workers ({how}); start workers or use --engine local"
         )
 
     def _wait_for_workers(self) -> None:
@@ -314,10 +310,7 @@ class DaskEngine(Engine):
         try:
             self.client.wait_for_workers(1, timeout=self.worker_timeout)
         except TimeoutError:
-            raise ModgapError(
-                f"{self._where()} has no workers (waited {self.worker_timeout:g} s); "
-                "start workers or use --engine local"
-            ) from None
+            raise self._no_workers(f"waited {self.worker_timeout:g} s") from None
         except OSError:
             raise self._lost() from None
 
@@ -380,7 +373,7 @@ class DaskEngine(Engine):
             elif empty_since is None:
                 empty_since = time.monotonic()
             elif time.monotonic() - empty_since >= self.worker_timeout:
-                raise self._no_workers(empty_since)
+                raise self._no_workers(f"lost {time.monotonic() - empty_since:.0f} s ago")
 
     def map(self, fn, items, *args, on_done=None):
         futures = self._submit_all(fn, items, args)
