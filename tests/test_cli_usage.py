@@ -63,6 +63,12 @@ def test_no_arguments_prints_help_and_exits_2():
         (["train"], "Missing argument 'CONFIG.yaml'"),
         (["embed", "--out", "{tmp}/o"], "Missing argument 'IMAGES_DIR CAPTIONS | SHARDS...'"),
         (["embed", "{tmp}/none", "--out", "{tmp}/o"], "none: not found (expected a .tar shard"),
+        (["measure", "{npz}", "--threads", "100000"], "--threads 100000 is more than the"),
+        (["measure", "{npz}", "--threads", "-2"], "'--threads': -2 is not in the range x>=1"),
+        (
+            ["measure", "{npz}", "--engine", "dask", "--scheduler", "notanaddress"],
+            "--scheduler notanaddress: not a Dask scheduler address",
+        ),
     ],
 )
 def test_usage_errors_are_one_line_and_exit_2(args, message, npz, tmp_path):

@@ -752,6 +752,69 @@ def _(t):
     return argv, "kernel"
 
 
+@case("option-threads-above-the-cpus")
+def _(t):
+    from modgap.compute import available_cpus
+
+    n = available_cpus()
+    return [*measure(_good_npz(t)), "--threads", "100000"], f"give --threads {n} or fewer"
+
+
+@case("option-threads-zero")
+def _(t):
+    return [*measure(_good_npz(t)), "--threads", "0"], "'--threads': 0 is not in the range"
+
+
+def test_threads_are_bounded_by_the_cpus_of_the_process(monkeypatch):
+    from modgap import compute as compute_module
+    from modgap.compute import Compute, available_cpus
+    from modgap.errors import ModgapError
+
+    n = available_cpus()
+    assert 1 <= n <= (os.cpu_count() or 1)
+    assert Compute(threads=n).threads == n
+    with pytest.raises(ModgapError, match=f"more than the {n} CPU"):
+        Compute(threads=n + 1)
+    three = {0, 1, 2}  # a process narrowed to 3 CPUs (taskset, a container)
+    monkeypatch.setattr(compute_module.os, "sched_getaffinity", lambda pid: three, raising=False)
+    assert available_cpus() == 3
+    with pytest.raises(ModgapError, match="give --threads 3 or fewer"):
+        Compute(threads=4)
+    for bad in (0, -1):
+        with pytest.raises(ModgapError, match="positive integer"):
+            Compute(threads=bad)
+
+
+def _dask(t: Path, scheduler: str) -> list[str]:
+    return [*measure(_clip_folder(t)), "--engine", "dask", "--scheduler", scheduler]
+
+
+@case("option-scheduler-not-an-address")
+def _(t):
+    return _dask(t, "notanaddress"), "--scheduler notanaddress: not a Dask scheduler address"
+
+
+@case("option-scheduler-udp")
+def _(t):
+    return _dask(t, "udp://127.0.0.1:8786"), "unknown scheme 'udp://'"
+
+
+@case("option-scheduler-no-port")
+def _(t):  # the form is refused before anything is dialled
+    return _dask(t, "tcp://10.255.255.1"), "tcp://10.255.255.1: not a Dask scheduler address"
+
+
+@case("option-scheduler-nobody-listening")
+def _(t):
+    import socket
+
+    pytest.importorskip("distributed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    return _dask(t, address), f"cannot reach the Dask scheduler at {address} within 10 s"
+
+
 # commands with nothing to do ---------------------------------------------------------------
 @case("bench-every-reducer-fails")
 def _(t):

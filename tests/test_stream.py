@@ -9,6 +9,7 @@ the input's layout — on local paths and ``memory://``; an interrupted reduce r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from pathlib import Path
@@ -532,14 +533,66 @@ def test_embedding_reader_reads_parquet_shard_folders(tmp_path):
     np.testing.assert_allclose(emb, back.image_emb, atol=1e-6)
 
 
+# -- when a command streams on its own --------------------------------------------------------
+def _synthetic(n: int, d: int, dtype: str = "float16", root: str = "/data/cr"):
+    """A source record of ``n`` pairs × ``d`` dims (headers only: no file behind it)."""
+    from modgap.stream import Part, Shard, Source
+
+    img = Part(f"{root}/img_emb/img_emb_0.npy", "npy", n, d, dtype, 128)
+    txt = Part(f"{root}/text_emb/text_emb_0.npy", "npy", n, d, dtype, 128)
+    return Source(root, "clip-retrieval", (Shard(0, "0", img, txt),), "rows")
+
+
+def test_auto_stream_decides_from_the_predicted_in_memory_peak():
+    from modgap.stream.auto import IN_MEMORY_BASE, in_memory_peak, should_stream, stream_reason
+
+    c = Compute()  # a 512 MiB working memory for the blocked kernels
+    big = _synthetic(10**6, 256)  # 2.048 GB as float32: measured in memory at 8.58 GB
+    assert big.float32_bytes == 2_048_000_000
+    peak = in_memory_peak(big, "measure", c)
+    assert peak == IN_MEMORY_BASE + 4 * 2_048_000_000 + (512 << 20)
+    assert 8.58e9 < peak < 1.1 * 8.58e9  # the model covers the measured peak, tightly
+    assert in_memory_peak(_synthetic(10**6, 256, "float32"), "measure", c) == peak  # widened
+    # the data term (8.2 GB) against a quarter of what is available now
+    assert should_stream(big, compute=c, available=22 * 10**9)  # 22 GB free of 24.7
+    assert should_stream(big, compute=c, available=32 * 10**9)
+    assert not should_stream(big, compute=c, available=33 * 10**9)
+    why = stream_reason(big, compute=c, available=32 * 10**9)
+    assert why == (
+        "in memory they would take ≈8.2 GB (2.0 GB as float32 and its copies; ≈9.1 GB at "
+        "peak), above the in-memory limit (8.0 GB: 25% of the 32.0 GB available now)"
+    )
+    # the command's own working set: reduce fits in memory where measure would not
+    assert not should_stream(big, command="reduce", compute=c, available=10 * 10**9)
+    assert should_stream(big, command="reduce", compute=c, available=9 * 10**9)
+    # small sets stay in memory on a small or busy machine (the interpreter and the kernels'
+    # working memory are paid by the streamed route too); nothing fits in 1 MB
+    assert not should_stream(_synthetic(10**4, 256), compute=c, available=4 * 10**8)
+    assert should_stream(_synthetic(10**4, 256), compute=c, available=10**6)
+    # not on a local disk: always; a fixed float32 limit instead of the model
+    assert stream_reason(_synthetic(100, 8, root="memory://cr"), available=10**12) == (
+        "not on a local disk"
+    )
+    assert should_stream(big, 10**9) and not should_stream(big, 10**10)
+
+
+def test_available_memory_is_what_the_system_says_now():
+    from modgap.io._errors import machine_memory
+    from modgap.stream.auto import available_memory, memory_limit
+
+    avail = available_memory()
+    assert 0 < avail <= machine_memory() or not os.path.exists("/proc/meminfo")
+    assert memory_limit(10**10) == 25 * 10**8
+
+
 # -- the command line --------------------------------------------------------------------
 def test_cli_streams_automatically_above_the_limit(small, tmp_path, monkeypatch, capsys):
     import json
 
-    import modgap.stream as stream
+    import modgap.stream.auto as auto
     from modgap.cli import main
 
-    monkeypatch.setattr(stream, "AUTO_STREAM_BYTES", 1000)
+    monkeypatch.setattr(auto, "available_memory", lambda: 10**6)  # a machine with 1 MB free
     rc = main(["measure", str(small), "--only", "centroid", "--json", str(tmp_path / "m.json")])
     err = capsys.readouterr().err
     assert rc == 0 and "above the in-memory limit" in err and err.count("notice:") == 1
@@ -690,3 +743,203 @@ def test_balanced_accuracy_interval_weights_each_class_by_its_own_rows():
     assert lo < 0.7 < hi < 95 / 110 + 0.1
     lo, hi = balanced_interval([(10, 10), (10, 10)])  # perfect on few rows: not a zero width
     assert hi == 1.0 and lo < 0.95
+
+
+# -- a Dask run never waits silently ---------------------------------------------------------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("notanaddress", "not a Dask scheduler address"),
+        ("udp://127.0.0.1:8786", "unknown scheme 'udp://'"),
+        ("tcp://127.0.0.1:99999", "not a Dask scheduler address"),
+        ("tcp://10.255.255.1", "not a Dask scheduler address"),  # no port: checked, not dialled
+    ],
+)
+def test_scheduler_address_is_checked_without_contacting_it(address, message):
+    from modgap.stream.engines import check_scheduler_address
+
+    with pytest.raises(ModgapError, match=message):
+        check_scheduler_address(address)
+    for good in ("tcp://10.255.255.1:8786", "127.0.0.1:8786", "tls://[::1]:8786", "inproc://x"):
+        assert check_scheduler_address(good) == good
+
+
+def test_dask_closed_port_fails_within_the_connect_timeout():
+    if not _have_dask():
+        pytest.skip("dask.distributed is not installed")
+    import time
+
+    from modgap.stream import DaskEngine
+
+    address = f"tcp://127.0.0.1:{_free_port()}"  # nothing listens there
+    t0 = time.monotonic()
+    with pytest.raises(ModgapError, match=r"cannot reach the Dask scheduler at .* within 2 s"):
+        DaskEngine(address, connect_timeout=2)
+    assert time.monotonic() - t0 < 10
+
+
+def test_dask_cluster_without_workers_fails_before_submitting():
+    if not _have_dask():
+        pytest.skip("dask.distributed is not installed")
+    import time
+
+    from distributed import LocalCluster
+
+    from modgap.stream import DaskEngine
+
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
+        engine = DaskEngine(cluster.scheduler_address, worker_timeout=1)
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(ModgapError, match=r"has no workers \(waited 1 s\); start workers"):
+                engine.map(time.sleep, [0.1])
+            assert time.monotonic() - t0 < 10
+        finally:
+            engine.close()
+
+
+@pytest.mark.parametrize("how", ["map", "reduce"])
+def test_dask_workers_all_lost_mid_run_fail_in_one_line(how):
+    if not _have_dask():
+        pytest.skip("dask.distributed is not installed")
+    import threading
+    import time
+
+    from distributed import LocalCluster
+
+    from modgap.stream import DaskEngine
+
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+        dashboard_address=None, silence_logs=40,
+    ) as cluster:  # fmt: skip
+        engine = DaskEngine(cluster.scheduler_address, worker_timeout=2)
+        killer = threading.Timer(1.0, cluster.scale, args=(0,))
+        try:
+            t0 = time.monotonic()
+            killer.start()
+            with pytest.raises(ModgapError) as e:  # tasks that would run 60 s if not stopped
+                if how == "map":
+                    engine.map(time.sleep, [60, 60])
+                else:
+                    engine.reduce(time.sleep, [60, 60, 60], max)
+            assert time.monotonic() - t0 < 25
+        finally:
+            killer.join()
+            engine.close()
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert f"the Dask cluster at {cluster.scheduler_address} has no workers (lost" in msg
+    assert "start workers or use --engine local" in msg
+
+
+@contextlib.contextmanager
+def _process_cluster(cwd: Path | None = None):
+    """A scheduler and one worker in their own processes on a free loopback port (the worker
+    in folder ``cwd``): ``(address, scheduler_process)``."""
+    import subprocess
+    import sys
+
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+         "--port", str(port), "--dashboard-address", ":0", "--no-show"], **quiet,
+    )  # fmt: skip
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+         "--no-nanny", "--dashboard-address", ":0"], cwd=cwd, **quiet,
+    )  # fmt: skip
+    try:
+        yield address, scheduler
+    finally:
+        for p in (scheduler, worker):
+            p.kill()
+            p.wait()
+
+
+@pytest.mark.parametrize("how", ["map", "reduce"])
+def test_dask_scheduler_killed_mid_run_fails_in_one_line(how):
+    if not _have_dask():
+        pytest.skip("dask.distributed is not installed")
+    import threading
+    import time
+
+    from modgap.stream import DaskEngine
+
+    with _process_cluster() as (address, scheduler):
+        engine = DaskEngine(address, connect_timeout=20, worker_timeout=60)
+        try:
+            engine.client.wait_for_workers(1, timeout=20)
+            killer = threading.Timer(1.0, scheduler.kill)
+            t0 = time.monotonic()
+            killer.start()
+            with pytest.raises(ModgapError) as e:
+                if how == "map":
+                    engine.map(time.sleep, [60, 60])
+                else:
+                    engine.reduce(time.sleep, [60, 60, 60], max)
+            assert time.monotonic() - t0 < 20  # long before the 60 s worker_timeout: said at once
+            killer.join()
+        finally:
+            engine.close()
+    assert str(e.value) == (
+        f"lost the connection to the Dask cluster at {address} (the scheduler stopped or is "
+        "unreachable); restart it and run again, or use --engine local"
+    )
+
+
+def test_dask_workers_in_another_folder_read_relative_inputs(small, tmp_path, monkeypatch):
+    """The user gives paths relative to their folder; the worker runs in another one."""
+    if not _have_dask():
+        pytest.skip("dask.distributed is not installed")
+    from modgap.reducers.apply import reduce_to_folder
+    from modgap.stream import DaskEngine
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    only = ["centroid", "rmg"]
+    want = stream_measures(open_source(small), only, compute=SMALL)
+    monkeypatch.chdir(small.parent)
+    src = open_source("cr")
+    for s in src.shards:
+        for path in (s.image.path, s.text.path, s.metadata):
+            assert os.path.isabs(path) and os.path.isfile(path), path
+    assert src.path == "cr"  # what the user gave, for messages
+    with _process_cluster(cwd=elsewhere) as (address, _):
+        with DaskEngine(address, connect_timeout=20, worker_timeout=20) as engine:
+            got = stream_measures(src, only, compute=SMALL, engine=engine)
+            reduce_to_folder("center", "cr", out="reduced", engine=engine, compute=SMALL)
+    for k in ("centroid_gap", "rmg"):
+        assert got[k] == want[k]
+    assert _layout(small.parent / "reduced") == _layout(small)
+    assert not list(elsewhere.iterdir())  # nothing was written from the worker's folder
+
+
+def test_dask_broadcast_to_a_cluster_without_workers_fails_in_one_line():
+    if not _have_dask():
+        pytest.skip("dask.distributed is not installed")
+    import time
+
+    from distributed import LocalCluster
+
+    from modgap.stream import DaskEngine
+
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
+        engine = DaskEngine(cluster.scheduler_address, worker_timeout=1)
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(ModgapError, match=r"has no workers \(waited 1 s\)"):
+                engine.put(np.zeros(3))
+            assert time.monotonic() - t0 < 10
+        finally:
+            engine.close()

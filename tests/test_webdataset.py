@@ -213,6 +213,38 @@ def test_brace_expansion(pattern):
     assert list(braceexpand.braceexpand(pattern)) == expected
 
 
+@pytest.mark.parametrize(
+    "pattern", ["s{000..010}.tar", "{0..10..3}", "x{a,b{1..2}}y{3..1}", "{a}", "a{,b}c{x,{y,z}}"]
+)
+def test_brace_count_without_listing(pattern):
+    from modgap.datasets.shards import count_braces, iter_braces
+
+    assert count_braces(pattern) == len(expand_braces(pattern)) == len(list(iter_braces(pattern)))
+    assert count_braces("wds/{0..99999999}/{a,b}.tar") == 2 * 10**8
+
+
+def test_huge_pattern_with_few_shards_fails_at_the_first_missing_one(shards, capsys):
+    import shutil
+    import time
+
+    seq = shards.parent / "seq"
+    seq.mkdir()
+    for i in range(3):
+        shutil.copy(shards / f"{i:06d}.tar", seq / f"{i}.tar")
+    pattern = str(seq / "{0..99999999}.tar")
+    t0 = time.monotonic()
+    with pytest.raises(InputError) as e:
+        find_shards(pattern)
+    assert str(e.value) == (
+        f"{seq / '3.tar'}: shard not found (shard 4 of the 100,000,000 that {pattern} names; "
+        "the 3 before it exist)"
+    )
+    assert embed(pattern, "--model", "pocket", "--out", shards.parent / "o") == 2
+    assert time.monotonic() - t0 < 5  # the 10^8 names are never listed
+    assert_one_line_error(capsys, "3.tar: shard not found (shard 4 of the 100,000,000")
+    assert not (shards.parent / "o").exists()
+
+
 def test_brace_expansion_unbalanced():
     with pytest.raises(InputError, match="unbalanced braces"):
         expand_braces("shards/{0..3.tar")
@@ -358,7 +390,7 @@ def _truncate(path, where):
         ("truncated_at_member", ["000001.tar", "truncated or damaged tar"]),
         ("truncated_in_header", ["000001.tar", "truncated or damaged tar"]),
         ("truncated_gzip", ["000001.tar.gz", "truncated or damaged tar"]),
-        ("missing_shard", ["000003.tar", "shard not found (1 of the 4 shards"]),
+        ("missing_shard", ["000003.tar", "shard not found (shard 4 of the 4 that"]),
         ("captions_first", ["captions.csv", "a captions file comes second"]),
         ("image_folder", ["no .tar shards in this folder", "needs its captions file"]),
     ],

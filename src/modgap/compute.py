@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import os
 import re
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -25,6 +26,7 @@ from .errors import ModgapError
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
     "Compute",
+    "available_cpus",
     "current",
     "device_for",
     "limit_threads",
@@ -53,6 +55,15 @@ _UNITS = {
     "gib": 2**30,
     "tib": 2**40,
 }
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the system has one, which a
+    container or ``taskset`` narrows; else the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS and Windows have no affinity mask
+        return max(1, os.cpu_count() or 1)
 
 
 def parse_bytes(value: Any) -> int:
@@ -123,7 +134,8 @@ class Compute:
         allocate beside its inputs; block sizes follow from it.
     threads : int or None
         CPU threads for torch and BLAS inside :meth:`threads_limit` (None: the libraries'
-        defaults).
+        defaults); at most :func:`available_cpus` (more only oversubscribes the cores, and
+        asking BLAS for 10⁵ threads exhausts the process limit of the whole machine).
     seed : int
         Seed of every sample, split and initialisation.
     """
@@ -140,6 +152,12 @@ class Compute:
                 raise ModgapError(f"threads must be a positive integer, got {self.threads!r}")
             if self.threads < 1:
                 raise ModgapError(f"threads must be a positive integer, got {self.threads}")
+            cpus = available_cpus()
+            if self.threads > cpus:
+                raise ModgapError(
+                    f"--threads {self.threads} is more than the {cpus} CPU(s) this process may "
+                    f"use: give --threads {cpus} or fewer (or leave it out)"
+                )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ModgapError(f"seed must be an integer, got {self.seed!r}")
         dev = str(self.device).strip().lower() if self.device is not None else "auto"

@@ -46,7 +46,8 @@ compute_options = _chain(
         "--threads",
         type=click.IntRange(min=1),
         default=None,
-        help="CPU threads for torch and BLAS (default: the libraries' choice).",
+        help="CPU threads for torch and BLAS, at most the CPUs this process may use "
+        "(default: the libraries' choice).",
     ),
     click.option(
         "--seed", type=int, default=0, show_default=True, help="Seed of every sample and split."
@@ -247,14 +248,17 @@ def run_with(compute: Any, quiet: bool) -> Callable:
 # -- out-of-core and distributed runs (modgap.stream) -------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Streaming:
-    """``--stream``, ``--engine``, ``--scheduler`` of a command, checked together."""
+    """``--stream``, ``--engine``, ``--scheduler``, ``--worker-timeout`` of a command, checked
+    together."""
 
     stream: bool | None = None
     engine: str = "local"
     scheduler: str | None = None
+    worker_timeout: float | None = None
 
     def check(self) -> Streaming:
-        """Refuse ``--scheduler`` without ``--engine dask`` before any work."""
+        """Refuse ``--scheduler`` without ``--engine dask``, or not in the form of an address,
+        before any work."""
         check_engine(self.engine, self.scheduler)
         return self
 
@@ -265,7 +269,7 @@ class Streaming:
 
     def make_engine(self) -> Any:
         """The run's engine (a Dask client connects here, before any work)."""
-        return make_engine(self.engine, self.scheduler)
+        return make_engine(self.engine, self.scheduler, self.worker_timeout)
 
 
 _stream_flags = _chain(
@@ -290,6 +294,14 @@ _stream_flags = _chain(
         help="Dask scheduler address (tcp://host:8786); without it --engine dask starts a "
         "local cluster.",
     ),
+    click.option(
+        "--worker-timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        metavar="SECONDS",
+        help="--engine dask: fail when the cluster has had no workers for this long (none "
+        "started, or all lost mid-run) [default: 30].",
+    ),
 )
 
 
@@ -298,8 +310,9 @@ def stream_options(f: Callable) -> Callable:
     (:class:`Streaming`)."""
 
     @functools.wraps(f)
-    def callback(*args, stream, engine, scheduler, **kwargs):
-        return f(*args, streaming=Streaming(stream, engine, scheduler).check(), **kwargs)
+    def callback(*args, stream, engine, scheduler, worker_timeout, **kwargs):
+        streaming = Streaming(stream, engine, scheduler, worker_timeout).check()
+        return f(*args, streaming=streaming, **kwargs)
 
     return _stream_flags(callback)
 
@@ -339,27 +352,39 @@ def fit_sample_option(f: Callable) -> Callable:
 
 
 def check_engine(engine: str, scheduler: str | None) -> None:
-    """Refuse ``--scheduler`` without ``--engine dask`` before any work."""
+    """Refuse ``--scheduler`` without ``--engine dask``, or not in the form of a scheduler
+    address, before any work (nothing is contacted here)."""
     if scheduler and engine != "dask":
         raise ModgapError("--scheduler needs --engine dask")
+    if scheduler:
+        from ..stream.engines import check_scheduler_address
+
+        check_scheduler_address(scheduler)
 
 
-def make_engine(engine: str, scheduler: str | None) -> Any:
+def make_engine(engine: str, scheduler: str | None, worker_timeout: float | None = None) -> Any:
     """The run's engine (a Dask client connects here, before any work)."""
     from ..stream import get_engine
 
     check_engine(engine, scheduler)
+    if engine == "dask" and worker_timeout is not None:
+        return get_engine(engine, scheduler, worker_timeout=worker_timeout)
     return get_engine(engine, scheduler)
 
 
 def open_streaming(
-    images: str, texts: str | None, pairs: str | None, stream: bool | None, engine: str
+    images: str,
+    texts: str | None,
+    pairs: str | None,
+    stream: bool | None,
+    engine: str,
+    command: str = "measure",
 ) -> Any:
     """The streaming source of the input when this run streams (``--stream``, ``--engine
-    dask``, an fsspec URL, or a set above :data:`modgap.stream.AUTO_STREAM_BYTES`, said in one
-    notice line), else None."""
+    dask``, an fsspec URL, or a set whose in-memory run would not fit in the memory available:
+    :func:`modgap.stream.stream_reason`, said in one notice line), else None."""
     from ..errors import notice
-    from ..stream import AUTO_STREAM_BYTES, open_source, should_stream
+    from ..stream import open_source, stream_reason
     from ..stream._fs import is_remote
 
     forced = bool(stream) or engine != "local" or is_remote(images)
@@ -371,12 +396,12 @@ def open_streaming(
         return None  # not a streamable format (or unreadable): the in-memory reader says why
     if forced:
         return source
-    if should_stream(source):
+    why = stream_reason(source, command)  # the run's Compute is current: its memory budget
+    if why is not None:
         notice(
-            f"{images}: {source.n_images:,} images + {source.n_texts:,} texts "
-            f"({source.float32_bytes / 1e9:.1f} GB as float32) are above the in-memory limit "
-            f"({AUTO_STREAM_BYTES / 1e9:.1f} GB): streaming {len(source.shards)} shard(s) "
-            "(exact moments; sampled estimates with intervals; --stream forces this)"
+            f"{images}: {source.n_images:,} images + {source.n_texts:,} texts: {why}: "
+            f"streaming {len(source.shards)} shard(s) (exact moments; sampled estimates with "
+            "intervals; --stream forces this)"
         )
         return source
     return None

@@ -89,8 +89,9 @@ def reduce_to_folder(
     compute : Compute, optional
     stream : bool, optional
         Fit out of core (moments in one pass; spectral and OT on ``fit_sample`` images) and
-        transform shard by shard. ``None``: when the input is larger than
-        :data:`modgap.stream.AUTO_STREAM_BYTES` or not on a local disk, with a notice.
+        transform shard by shard. ``None``: when fitting it in memory would not fit in the
+        memory available (:func:`modgap.stream.stream_reason`) or it is not on a local disk,
+        with a notice.
         A clip-retrieval folder (and a streamed ``.npy`` pair) is always *written* shard by
         shard, mirroring the input (:func:`modgap.stream.reduce_folder`): same shard names,
         dtypes and metadata files, resumable after an interruption.
@@ -284,12 +285,13 @@ def _reduce_shards(
     method,
 ) -> dict:
     from ..errors import notice
-    from ..stream import get_engine, open_source, should_stream
+    from ..stream import get_engine, open_source, stream_reason
     from ..stream.fit import DEFAULT_FIT_SAMPLE, fit_streaming
     from ..stream.write import reduce_folder
 
     source = open_source(images, texts, pairs=pairs)
-    if source.format == "npy" and stream is None and not should_stream(source):
+    why = stream_reason(source, "reduce", compute)
+    if source.format == "npy" and stream is None and why is None:
         # small .npy pairs keep the in-memory route (and its pairs-file handling)
         return reduce_to_folder(
             method,
@@ -305,12 +307,11 @@ def _reduce_shards(
             stream=False,
         )
     eng = get_engine(engine) if not hasattr(engine, "reduce") else engine
-    streaming = bool(stream) or eng.name != "local" or (stream is None and should_stream(source))
+    streaming = bool(stream) or eng.name != "local" or (stream is None and why is not None)
     if streaming and stream is None and eng.name == "local":
         notice(
-            f"{images}: {source.n_images:,} images + {source.n_texts:,} texts "
-            f"({source.float32_bytes / 1e9:.1f} GB as float32): fitting out of core "
-            "(--stream forces this)"
+            f"{images}: {source.n_images:,} images + {source.n_texts:,} texts: {why}: "
+            "fitting out of core (--stream forces this)"
         )
     size = DEFAULT_FIT_SAMPLE if fit_sample is None else int(fit_sample)
 

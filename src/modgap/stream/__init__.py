@@ -9,6 +9,8 @@
   a stated sample, applied shard by shard into a faithful, resumable clip-retrieval folder.
 * :func:`stream_retrieval`, :func:`search_topk` — exact blocked retrieval and top-K search
   across shards.
+* :func:`should_stream` / :func:`stream_reason` — whether a command should stream a set: the
+  predicted peak of its in-memory route against the memory available (:mod:`.auto`).
 * Engines (:mod:`modgap.stream.engines`): in-process, or Dask (``dask.distributed``); the same
   kernels (:mod:`modgap.stream.kernels`) either way.
 
@@ -22,6 +24,7 @@ import os
 from typing import Any
 
 from ..errors import InputError
+from .auto import in_memory_peak, should_stream, stream_reason
 from .engines import ENGINES, DaskEngine, Engine, LocalEngine, get_engine
 from .measures import DEFAULT_SAMPLE_QUERIES, stream_measures
 from .source import Part, Shard, Source
@@ -35,13 +38,16 @@ __all__ = [
     "Part",
     "Shard",
     "Source",
+    "absolute_paths",
     "fit_streaming",
     "get_engine",
+    "in_memory_peak",
     "open_source",
     "reduce_folder",
     "search_topk",
     "should_stream",
     "stream_measures",
+    "stream_reason",
     "stream_retrieval",
 ]
 
@@ -70,7 +76,8 @@ def open_source(
     storage_options: dict | None = None,
 ) -> Source:
     """A streaming :class:`Source` for ``path`` (and ``texts``), through the format registry's
-    ``stream`` slot. Only headers are read; errors name the file."""
+    ``stream`` slot. Only headers are read; errors name the file. Local file paths in the shard
+    records are absolute (a Dask worker resolves a relative one from its own folder)."""
     from ..io._registry import FORMATS, get_format
 
     given = os.fspath(path)
@@ -95,29 +102,34 @@ def open_source(
 
         t2i = read_pairs(pairs, n_texts=src.n_texts, n_images=src.n_images)
         src = dataclasses.replace(src, pairing="index", text_to_image=t2i)
-    return src
+    return absolute_paths(src)
 
 
-def should_stream(source: Source, limit: int | None = None) -> bool:
-    """Whether ``source`` is too large to read into memory: its float32 size is above
-    ``limit`` (default :data:`AUTO_STREAM_BYTES`), or it is not on a local disk."""
-    from ._fs import is_remote
+def absolute_paths(source: Source) -> Source:
+    """``source`` with every local file of its shards (embeddings and metadata) as an absolute
+    path, resolved from this process's folder; URLs (``scheme://``) stay as they are.
 
-    first = source.shards[0]
-    if is_remote((first.image or first.text).path):
-        return True
-    return source.float32_bytes > (AUTO_STREAM_BYTES if limit is None else limit)
+    The shard records travel to Dask workers, which resolve a relative path from their own
+    working folder, not the user's: ``big/text_emb/text_emb_00.npy`` would not be found there.
+    """
 
+    def fix(path: str | None) -> str | None:
+        return path if path is None or "://" in path else os.path.abspath(path)
 
-def _auto_limit() -> int:
-    from ..io._errors import machine_memory
+    def part(p: Part | None) -> Part | None:
+        return None if p is None else dataclasses.replace(p, path=fix(p.path))
 
-    mem = machine_memory()
-    return min(2 << 30, mem // 8) if mem else 2 << 30
-
-
-#: float32 bytes above which the CLI streams instead of reading into memory
-AUTO_STREAM_BYTES = _auto_limit()
+    shards = tuple(
+        dataclasses.replace(
+            s,
+            image=part(s.image),
+            text=part(s.text),
+            metadata=fix(s.metadata),
+            text_metadata=fix(s.text_metadata),
+        )
+        for s in source.shards
+    )
+    return dataclasses.replace(source, shards=shards)
 
 
 def fit_streaming(*args: Any, **kwargs: Any):

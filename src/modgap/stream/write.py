@@ -202,10 +202,11 @@ def reduce_folder(
         (staging / "metadata").mkdir(exist_ok=True)
     if any(s.text_metadata for s in source.shards):
         (staging / "text_metadata").mkdir(exist_ok=True)
+    # absolute: the job travels to Dask workers, which resolve relative paths from their folder
     work = {
-        "model": os.fspath(model_path),
+        "model": os.path.abspath(model_path),
         "model_sha256": _sha256(model_path),
-        "staging": os.fspath(staging),
+        "staging": os.path.abspath(staging),
         "image_dtype": image_dtype,
         "text_dtype": text_dtype,
         "dim_out": dim_out,
@@ -227,7 +228,7 @@ def reduce_folder(
         ):
             if not files[modality].exists():
                 open_memmap(files[modality], mode="w+", dtype=dt, shape=(n, dim_out)).flush()
-        work["single_files"] = {k: os.fspath(v) for k, v in files.items()}
+        work["single_files"] = {k: os.path.abspath(v) for k, v in files.items()}
         outputs = [str(out / img_name), str(out / txt_name)]
     done = {p.name for p in (staging / ".done").iterdir() if not p.name.startswith(".")}
     todo = [s for s in source.shards if s.name not in done]
