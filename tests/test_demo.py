@@ -168,3 +168,21 @@ def test_demo_full_is_the_whole_benchmark(monkeypatch, tmp_path, extra, expected
     monkeypatch.setattr(demo_cmd, "run_demo", fake_run_demo)
     assert main(["demo", "--out", str(tmp_path / "d"), *extra]) == 0
     assert seen == expected
+
+
+@pytest.mark.parametrize(("warm", "code"), [(30.0, 0), (400.0, 1)])
+def test_bench_demo_fails_over_the_warm_budget(monkeypatch, capsys, warm, code):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_demo.py"
+    spec = importlib.util.spec_from_file_location("bench_demo", path)
+    bench_demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_demo)
+    runs = iter([(200.0, 900.0), (warm, 600.0)])  # cold, then warm: no demo is run here
+    monkeypatch.setattr(bench_demo, "_timed", lambda cmd, env: next(runs))
+    monkeypatch.setattr("sys.argv", ["bench_demo.py"])
+    assert bench_demo.main() == code
+    captured = capsys.readouterr()
+    assert ('"within_budget": true' in captured.out) == (code == 0)
+    assert ("over its budget of 90 s" in captured.err) == (code == 1)
