@@ -261,7 +261,7 @@ def run_demo(
         if not (whole and set(REDUCERS) <= set(names) and repeats >= FULL["repeats"]):
             console.print(
                 "the full benchmark (all 10,000 test images, every reducer, "
-                f"{FULL['repeats']} splits; tens of minutes on 2 cores): {full_command(out)}",
+                f"{FULL['repeats']} splits; hours on 2 cores): {full_command(out)}",
                 soft_wrap=True,
                 highlight=False,
             )
@@ -303,7 +303,7 @@ def run_demo(
     "--full",
     is_flag=True,
     help="The full benchmark: all 10,000 test images embedded and benchmarked, every reducer, "
-    f"{FULL['repeats']} splits (tens of minutes on 2 cores); options given explicitly still win.",
+    f"{FULL['repeats']} splits (hours on 2 cores); options given explicitly still win.",
 )
 @click.option(
     "--fashion-mnist",
