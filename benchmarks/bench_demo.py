@@ -7,8 +7,13 @@ MiniLM towers and embeds every image and caption; the second only loads cached t
 and applies the small projection heads. Both run the benchmark part too, as ``make demo`` does,
 unless ``--no-bench``.
 
-Usage: ``python benchmarks/bench_demo.py [--limit N] [--no-bench]`` (needs the ``encoders``
-extra and the Debian package ``dataset-fashion-mnist``; without ``--limit`` the whole demo).
+The default demo is sized for about a minute warm on an idle 2-core machine: the script exits
+with status 1 (after printing its JSON) when the warm run takes longer than ``--budget``
+seconds (default ``modgap.cli.demo_cmd.WARM_BUDGET_S``), so the demo cannot grow back silently.
+
+Usage: ``python benchmarks/bench_demo.py [--limit N] [--no-bench] [--budget S]`` (needs the
+``encoders`` extra and the Debian package ``dataset-fashion-mnist``; without ``--limit`` the
+default demo, as ``make demo`` runs it).
 """
 
 from __future__ import annotations
@@ -34,10 +39,18 @@ def _timed(cmd: list[str], env: dict) -> tuple[float, float]:
     return seconds, usage.ru_maxrss / 1024  # Linux: KiB
 
 
-def main() -> None:
+def main() -> int:
+    from modgap.cli.demo_cmd import WARM_BUDGET_S
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--limit", type=int, default=None, help="embed the first N test images")
     ap.add_argument("--no-bench", action="store_true", help="embed only (modgap demo --no-bench)")
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=WARM_BUDGET_S,
+        help="fail when the warm run takes longer (seconds; default %(default)s)",
+    )
     a = ap.parse_args()
     args = ["--no-progress", "-q"]
     if a.limit:
@@ -59,11 +72,21 @@ def main() -> None:
                 "cold_peak_rss_mb": round(cold_mb, 1),
                 "warm_peak_rss_mb": round(warm_mb, 1),
                 "cold_over_warm": round(cold / warm, 2),
+                "warm_budget_s": a.budget,
+                "within_budget": warm <= a.budget,
             },
             indent=2,
         )
     )
+    if warm > a.budget:
+        print(
+            f"error: the warm demo took {warm:.1f} s, over its budget of {a.budget:.0f} s; "
+            "make the default demo smaller (modgap/cli/demo_cmd.py) or state a new budget",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -235,11 +235,18 @@ def _demo_table(doc: dict) -> str:
             fmt(b["warm_peak_rss_mb"], 0) + " MB",
         ],
     ]
-    what = "the whole demo" if not b.get("limit") else f"`--limit {b['limit']}`"
+    what = "the default demo" if not b.get("limit") else f"`--limit {b['limit']}`"
+    budget = (
+        f" The script fails when the warm run takes over {b['warm_budget_s']:.0f} s."
+        if "warm_budget_s" in b
+        else ""
+    )
     return (
         _md(["run", "wall time", "peak RSS"], rows)
         + f"\n\n`modgap demo {' '.join(b.get('args', []))}` ({what}), each run in a fresh "
-        f"process with its own peak resident memory; cold / warm = {b['cold_over_warm']:.1f}. "
+        f"process with its own peak resident memory; cold / warm = {b['cold_over_warm']:.1f}."
+        + budget
+        + " "
         + _where(doc)
     )
 

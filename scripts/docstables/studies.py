@@ -35,14 +35,17 @@ for _name in ("coco500", "coco500-scratch", "fmnist"):
     table(_id, "docs/dias.md", _id)(_render_ablation)
 
 
-@producer("pocket-demo-set", "studies", "modgap demo --no-bench; modgap measure, modgap eval")
+@producer(
+    "pocket-demo-set", "studies", "modgap demo --full --no-bench; modgap measure, modgap eval"
+)
 def _pocket() -> dict:
     from modgap.io import read_embeddings
     from modgap.measures import measure_all
     from modgap.tasks.suite import run_tasks
 
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "modgap", "demo", "--no-bench", "-q", "--no-progress"]
+        # --full: the whole test split (the default demo embeds only the first 2,000 images)
+        cmd = [sys.executable, "-m", "modgap", "demo", "--full", "--no-bench", "-q"]
         subprocess.run([*cmd, "--out", f"{tmp}/demo"], cwd=ROOT, check=True)
         emb = read_embeddings(f"{tmp}/demo/fashion_mnist_pocket.npz")
         measures = measure_all(emb, seed=0)

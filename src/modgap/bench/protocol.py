@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._progress import progress as progress_bar
@@ -107,6 +107,7 @@ def run_bench(
     progress: bool = False,
     console: Any = None,
     compute: Compute | None = None,
+    on_step: Callable[[str], None] | None = None,
 ) -> tuple[dict, dict]:
     """Benchmark gap reducers on one embedding set.
 
@@ -142,6 +143,9 @@ def run_bench(
         Where progress goes.
     compute : Compute, optional
         Device, memory budget and seed of every fit, task and measure.
+    on_step : callable, optional
+        Called with one line (``"split 1/3, row 2/7: center"``) as each row of each split
+        starts, for callers that log steps where a live bar would not show (a pipe, a log).
 
     Returns
     -------
@@ -180,8 +184,11 @@ def run_bench(
             rep_compute = compute.replace(seed=rep_seed)
             fit_set, eval_set = emb.split(test_fraction=test_fraction, seed=rep_seed)
             split_sizes.append((fit_set.n_images, eval_set.n_images))
-            for name in rows:
-                bar.describe(f"split {rep + 1}/{repeats}: {name}")
+            for k, name in enumerate(rows, 1):
+                step = f"split {rep + 1}/{repeats}, row {k}/{len(rows)}: {name}"
+                bar.describe(step)
+                if on_step is not None:
+                    on_step(step)
                 if name in skipped:
                     bar.advance()
                     continue
