@@ -480,6 +480,23 @@ def _(t):
     return measure(_parquet(t, image_emb=["x"] * 12, text_emb=list(Y))), str(t / "e.parquet")
 
 
+@case("parquet-no-rows")
+def _(t):
+    import pyarrow as pa
+
+    empty = pa.array([], pa.list_(pa.float32()))
+    return measure(_parquet(t, image_emb=empty, text_emb=empty)), str(t / "e.parquet")
+
+
+@case("parquet-no-rows-streamed")
+def _(t):
+    import pyarrow as pa
+
+    empty = pa.array([], pa.list_(pa.float32()))
+    p = _parquet(t, image_emb=empty, text_emb=empty)
+    return [*measure(p), "--stream"], f"{p}: no rows"
+
+
 # safetensors / torch ----------------------------------------------------------------------
 @case("safetensors-truncated")
 def _(t):
@@ -726,6 +743,27 @@ def _(t):
     return [*measure(_good_npz(t)), "--memory-budget", "0"], "memory budget"
 
 
+@case("option-memory-budget-overflows")
+def _(t):
+    return [*measure(_good_npz(t)), "--memory-budget", "1e400"], "--memory-budget"
+
+
+@case("option-memory-budget-overflows-with-unit")
+def _(t):
+    return [*measure(_good_npz(t)), "--memory-budget", "1e400GB"], "--memory-budget"
+
+
+@case("option-seed-negative")
+def _(t):
+    img, txt = _npy_pair(t)
+    return ["measure", str(img), str(txt), "--stream", "--seed", "-1"], "--seed"
+
+
+@case("option-seed-above-32-bits")
+def _(t):
+    return [*measure(_good_npz(t)), "--seed", str(2**32)], "--seed"
+
+
 @case("option-k-zero")
 def _(t):
     return ["eval", str(_good_npz(t)), "--k", "0"], "--k"
@@ -907,6 +945,29 @@ def test_the_suite_is_large_enough():
     classes = {name.split("-")[0] for name in CASES}
     assert {"npz", "npy", "cr", "parquet", "safetensors", "torch", "pairs", "reducer", "option",
             "ckpt", "train", "reduce", "measure", "bench"} <= classes  # fmt: skip
+
+
+# -- inputs at the edge that are not faults -----------------------------------------------------
+def test_one_dimensional_embeddings_are_measured(tmp_path, capsys):
+    """d = 1: every measure is defined (a 1 x 1 covariance is still a matrix), none fails."""
+    rng = np.random.default_rng(0)
+    X = np.where(rng.random((20, 1)) < 0.7, 1.0, -1.0).astype(np.float32)
+    Y = np.where(rng.random((20, 1)) < 0.4, 1.0, -1.0).astype(np.float32)
+    p = _npz(tmp_path / "d1.npz", image_emb=X, text_emb=Y)
+    assert main(["measure", str(p), "--json", str(tmp_path / "m.json"), "-q"]) == 0, capsys
+    got = json.loads((tmp_path / "m.json").read_text())["measures"]
+    # the closed form in one dimension: (mu_x - mu_y)^2 + (s_x - s_y)^2
+    want = (X.mean() - Y.mean()) ** 2 + (X.std(ddof=1) - Y.std(ddof=1)) ** 2
+    assert got["frechet_distance"] == pytest.approx(want, rel=1e-9)
+    assert 0 <= got["linear_separability"] <= 1 and "skipped" not in got
+
+
+def test_pca_figure_of_one_dimensional_embeddings():
+    from modgap.report.figures import pca_pairs_figure
+
+    X, Y = np.ones((5, 1), np.float32), -np.ones((5, 1), np.float32)
+    png = pca_pairs_figure({"none": EmbeddingSet(X, Y)})
+    assert png.startswith(b"\x89PNG")
 
 
 # -- property-based corruption of every format -----------------------------------------------

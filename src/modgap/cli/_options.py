@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from ..compute import MAX_SEED
 from ..errors import ModgapError
 
 
@@ -49,7 +50,11 @@ compute_options = _chain(
         help="CPU threads for torch and BLAS (default: the libraries' choice).",
     ),
     click.option(
-        "--seed", type=int, default=0, show_default=True, help="Seed of every sample and split."
+        "--seed",
+        type=click.IntRange(0, MAX_SEED),  # checked here, so the option is blamed
+        default=0,
+        show_default=True,
+        help=f"Seed of every sample and split (0 to {MAX_SEED}).",
     ),
 )
 
@@ -166,9 +171,13 @@ def run_options(f: Callable) -> Callable:
 
 def make_compute(device: str, memory_budget: str, threads: int | None, seed: int) -> Any:
     """The run's :class:`~modgap.compute.Compute`; a bad device fails here, before any work."""
-    from ..compute import Compute
+    from ..compute import Compute, parse_bytes
 
-    return Compute(device=device, memory_budget=memory_budget, threads=threads, seed=seed).check()
+    try:
+        budget = parse_bytes(memory_budget)
+    except ModgapError as e:  # the library's message, blamed on the option that gave the value
+        raise ModgapError(f"--memory-budget: {e}") from None
+    return Compute(device=device, memory_budget=budget, threads=threads, seed=seed).check()
 
 
 def parse_ks(text: str) -> tuple[int, ...]:
