@@ -804,6 +804,67 @@ def _(t):
     return ["embed", str(t / "nope"), str(t / "c.csv"), "--out", str(t / "e")], str(t / "nope")
 
 
+# results files given to compare, edited by hand --------------------------------------------
+def _bench_results(t: Path, name: str, edit: Callable[[dict], None] | None = None) -> Path:
+    """A benchmark results.json as modgap writes it (one data set, row none), then edited."""
+    metric = {"mean": 0.5, "ci95": [0.25, "inf"], "values": [0.25, 0.75]}  # "inf": strict JSON
+    doc = {
+        "datasets": {
+            "d": {
+                "setting": {"seeds": [0, 1], "n_fit_images": 30.0, "n_eval_images": 30.0},
+                "results": {"none": {"metrics": {"image_retrieval_recall@1": metric}}},
+            }
+        }
+    }
+    if edit is not None:
+        edit(doc["datasets"]["d"]["results"]["none"]["metrics"]["image_retrieval_recall@1"])
+    (t / name).mkdir()
+    (t / name / "results.json").write_text(json.dumps(doc))
+    return t / name / "results.json"
+
+
+def _compare_edited(t: Path, edit: Callable[[dict], None]) -> tuple[list[str], str]:
+    good, bad = _bench_results(t, "a"), _bench_results(t, "b", edit)
+    return ["compare", str(good), str(bad), "-q"], f"{bad}: 'datasets.d.results.none.metrics."
+
+
+@case("compare-mean-a-word")
+def _(t):
+    return _compare_edited(t, lambda m: m.update(mean="abc"))
+
+
+@case("compare-mean-null")
+def _(t):
+    return _compare_edited(t, lambda m: m.update(mean=None))
+
+
+@case("compare-mean-a-list")
+def _(t):
+    return _compare_edited(t, lambda m: m.update(mean=[0.5, 0.6]))
+
+
+@case("compare-interval-a-word")
+def _(t):
+    return _compare_edited(t, lambda m: m.update(ci95=["low", 0.7]))
+
+
+@case("compare-values-null")
+def _(t):
+    return _compare_edited(t, lambda m: m.update(values=None))
+
+
+@case("compare-measure-json-a-word")
+def _(t):
+    good = _bench_results(t, "a")
+    (t / "m.json").write_text(json.dumps({"measures": {"centroid_gap": "abc", "rmg": 0.3}}))
+    return [
+        "compare",
+        str(good),
+        str(t / "m.json"),
+        "-q",
+    ], f"{t / 'm.json'}: 'measures.centroid_gap'"
+
+
 # training configs and checkpoints ----------------------------------------------------------
 @case("train-joint-dim-1e9")
 def _(t):
@@ -944,7 +1005,7 @@ def test_the_suite_is_large_enough():
     assert len(CASES) >= 60
     classes = {name.split("-")[0] for name in CASES}
     assert {"npz", "npy", "cr", "parquet", "safetensors", "torch", "pairs", "reducer", "option",
-            "ckpt", "train", "reduce", "measure", "bench"} <= classes  # fmt: skip
+            "ckpt", "train", "reduce", "measure", "bench", "compare"} <= classes  # fmt: skip
 
 
 # -- inputs at the edge that are not faults -----------------------------------------------------
