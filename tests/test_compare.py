@@ -148,6 +148,14 @@ def test_compare_reads_the_non_finite_strings_modgap_writes(tmp_path, capsys):
     assert entries[1]["metrics"]["itr"]["mean"] == "-inf"
 
 
+def test_record_name_templates_keep_literal_braces_and_every_field(tmp_path):
+    from modgap.report.clip_benchmark import record_paths
+
+    rec = {"dataset": "coco", "model": "a/b", "pretrained": "p", "task": "t", "language": "en"}
+    template = str(tmp_path / "{{x}}_{dataset}_{model}_{pretrained}_{task}_{language}.json")
+    assert record_paths([rec], template) == [str(tmp_path / "{x}_coco_a_b_p_t_en.json")]
+
+
 def test_bench_records_label_each_data_set_from_its_own_metadata():
     from modgap.report.clip_benchmark import bench_records
 

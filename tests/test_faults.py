@@ -764,6 +764,36 @@ def _(t):
     return [*measure(_good_npz(t)), "--seed", str(2**32)], "--seed"
 
 
+def _records_to(t: Path, template: str) -> tuple[list[str], str]:
+    argv = ["eval", str(_good_npz(t)), "--format", "clip_benchmark", "--json", template]
+    return argv, f"--json {template}"
+
+
+@case("option-json-template-unknown-field")
+def _(t):
+    return _records_to(t, "{bogus}")
+
+
+@case("option-json-template-positional")
+def _(t):
+    return _records_to(t, "{0}")
+
+
+@case("option-json-template-lone-brace")
+def _(t):
+    return _records_to(t, "{task.json")
+
+
+@case("option-json-template-huge-width")
+def _(t):
+    return _records_to(t, "{task:>99999999999}")
+
+
+@case("option-json-template-conversion")
+def _(t):
+    return _records_to(t, "{task!r}")
+
+
 @case("option-k-zero")
 def _(t):
     return ["eval", str(_good_npz(t)), "--k", "0"], "--k"

@@ -106,7 +106,8 @@ results_format_options = _chain(
         default="modgap",
         show_default=True,
         help="clip_benchmark: one {dataset, model, pretrained, task, metrics, language} record "
-        "per task, as CLIP_benchmark writes them (--json is then a name template with {task}).",
+        "per task, as CLIP_benchmark writes them (--json is then a name template with {task}; "
+        "also {dataset}, {model}, {pretrained}, {language}, plain, no format specs).",
     ),
     click.option(
         "--dataset",
