@@ -1013,6 +1013,12 @@ def test_fault(name, tmp_path, capsys, monkeypatch):
     t = tmp_path / "case"
     t.mkdir()
     argv, blame = CASES[name](t)
+    fails_cleanly(argv, blame, t, capsys)
+
+
+def fails_cleanly(argv: list[str], blame: str, t: Path, capsys) -> str:
+    """Run ``argv``: exit 2, one ``error:`` line naming ``blame``, no traceback, the inputs
+    under ``t`` untouched and nothing new there. Returns the line."""
     capsys.readouterr()
     before = _snapshot(t)
     code = main(argv)
@@ -1029,6 +1035,7 @@ def test_fault(name, tmp_path, capsys, monkeypatch):
     # a failed run leaves nothing new behind, except a training run's own files when the failure
     # is in its data or checkpoint (the run folder existed before)
     assert not [c for c in created if not c.startswith("run/")], created
+    return lines[0]
 
 
 def test_the_suite_is_large_enough():
@@ -1036,6 +1043,23 @@ def test_the_suite_is_large_enough():
     classes = {name.split("-")[0] for name in CASES}
     assert {"npz", "npy", "cr", "parquet", "safetensors", "torch", "pairs", "reducer", "option",
             "ckpt", "train", "reduce", "measure", "bench", "compare"} <= classes  # fmt: skip
+
+
+# -- faults that need more than files to set up ------------------------------------------------
+def test_embed_refuses_an_image_above_the_pixel_limit(tmp_path, capsys, monkeypatch):
+    """PIL refuses to decode an image of more than twice ``MAX_IMAGE_PIXELS`` (a decompression
+    bomb guard); a lower limit makes a small file such an image."""
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    Image.new("L", (100, 100)).save(tmp_path / "images" / "big.png")
+    Image.new("L", (10, 10)).save(tmp_path / "images" / "small.png")
+    (tmp_path / "c.csv").write_text("image,caption\nsmall.png,a dot\nbig.png,a square\n")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    argv = ["embed", str(tmp_path / "images"), str(tmp_path / "c.csv"), "--out",
+            str(tmp_path / "e"), "--no-progress"]  # fmt: skip
+    line = fails_cleanly(argv, str(tmp_path / "images" / "big.png"), tmp_path, capsys)
+    assert "too large" in line and "resize it below 2,000 pixels" in line
 
 
 # -- inputs at the edge that are not faults -----------------------------------------------------
