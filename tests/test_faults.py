@@ -895,6 +895,32 @@ def _(t):
     ], f"{t / 'm.json'}: 'measures.centroid_gap'"
 
 
+# caption files -------------------------------------------------------------------------------
+def _embed_captions(t: Path, name: str, data: bytes) -> tuple[list[str], Path]:
+    (t / "images").mkdir()
+    (t / name).write_bytes(data)
+    return ["embed", str(t / "images"), str(t / name), "--out", str(t / "e")], t / name
+
+
+@case("embed-captions-latin1")
+def _(t):
+    argv, p = _embed_captions(t, "c.csv", "image,caption\na.png,un café\n".encode("latin-1"))
+    return argv, f"{p}: line 2 (byte 26): not UTF-8 text (byte 0xe9); save the file as UTF-8"
+
+
+@case("embed-captions-latin1-jsonl")
+def _(t):
+    data = '{"image": "a.png", "caption": "café"}\n'.encode("latin-1")
+    argv, p = _embed_captions(t, "c.jsonl", data)
+    return argv, f"{p}: line 1 (byte 34): not UTF-8"
+
+
+@case("embed-captions-utf16")
+def _(t):
+    argv, p = _embed_captions(t, "c.csv", "image,caption\na.png,a dot\n".encode("utf-16"))
+    return argv, f"{p}: UTF-16 text; save the file as UTF-8"
+
+
 # training configs and checkpoints ----------------------------------------------------------
 @case("train-joint-dim-1e9")
 def _(t):
@@ -1062,7 +1088,50 @@ def test_embed_refuses_an_image_above_the_pixel_limit(tmp_path, capsys, monkeypa
     assert "too large" in line and "resize it below 2,000 pixels" in line
 
 
+def test_embed_refuses_a_csv_field_above_the_limit(tmp_path, capsys, monkeypatch):
+    """A field longer than any caption (an unclosed quote swallowing the file): one line."""
+    import csv
+
+    from modgap.datasets import caption_file
+
+    monkeypatch.setattr(caption_file, "MAX_FIELD", 200)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "c.csv").write_text('image,caption\na.png,"a dot\n' + "x" * 300 + "\n")
+    argv = [
+        "embed",
+        str(tmp_path / "images"),
+        str(tmp_path / "c.csv"),
+        "--out",
+        str(tmp_path / "e"),
+    ]
+    old = csv.field_size_limit(100)  # below the reader's limit, so that limit decides
+    try:
+        line = fails_cleanly(argv, f"{tmp_path / 'c.csv'}: line 2: not a readable CSV", tmp_path,
+                             capsys)  # fmt: skip
+    finally:
+        csv.field_size_limit(old)
+    assert "field larger than field limit (200)" in line and "unclosed quote" in line
+
+
 # -- inputs at the edge that are not faults -----------------------------------------------------
+def test_caption_files_with_a_byte_order_mark_and_a_megabyte_caption(tmp_path):
+    """Excel's UTF-8 byte-order mark is not part of the first column's name; a 1 MB caption
+    (above the csv module's default field limit) is read whole, and the limit is put back."""
+    import csv
+
+    from modgap.datasets.caption_file import read_caption_file
+
+    (tmp_path / "a.png").write_bytes(b"")
+    long = "word " * 200_000
+    (tmp_path / "c.csv").write_text(f"\ufeffimage,caption\na.png,café\na.png,{long}\n", "utf-8")
+    (tmp_path / "c.jsonl").write_text('\ufeff{"image": "a.png", "caption": "café"}\n', "utf-8")
+    limit = csv.field_size_limit()
+    table = read_caption_file(tmp_path / "c.csv", tmp_path)
+    assert table.captions == ["café", long.strip()] and table.image_ids == ["a.png"]
+    assert csv.field_size_limit() == limit
+    assert read_caption_file(tmp_path / "c.jsonl", tmp_path).captions == ["café"]
+
+
 def test_one_dimensional_embeddings_are_measured(tmp_path, capsys):
     """d = 1: every measure is defined (a 1 x 1 covariance is still a matrix), none fails."""
     rng = np.random.default_rng(0)
