@@ -794,6 +794,11 @@ def _(t):
     return _records_to(t, "{task!r}")
 
 
+@case("option-threads-beyond-a-c-int")
+def _(t):
+    return [*measure(_good_npz(t)), "--threads", str(2**70)], "--threads"
+
+
 @case("option-k-zero")
 def _(t):
     return ["eval", str(_good_npz(t)), "--k", "0"], "--k"
@@ -926,6 +931,18 @@ def _(t):
 def _(t):
     cfg, _ = _toy_train(t, model={"joint_dim": 1_000_000_000, "word_dim": 4})
     return ["train", str(cfg)], "joint_dim"
+
+
+@case("train-seed-negative")
+def _(t):
+    cfg, _ = _toy_train(t, seed=-1)
+    return ["train", str(cfg)], f"{cfg}: seed: must be 0 to"
+
+
+@case("train-threads-beyond-a-c-int")
+def _(t):
+    cfg, _ = _toy_train(t, threads=2**70)
+    return ["train", str(cfg)], f"{cfg}: threads: must be 0 to"
 
 
 @case("train-unknown-key")

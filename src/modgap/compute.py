@@ -26,6 +26,7 @@ from .errors import ModgapError
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
     "MAX_SEED",
+    "MAX_THREADS",
     "Compute",
     "current",
     "device_for",
@@ -42,6 +43,9 @@ DEFAULT_MEMORY_BUDGET = 512 << 20
 #: the largest seed: numpy wants seeds >= 0 and scikit-learn below 2**32, and runs derive seeds
 #: from it by adding small offsets (``seed + 1``, one per split or class), which must fit too
 MAX_SEED = 2**31 - 1
+
+#: the most CPU threads: beyond the cores of any machine, and a C int for torch and OpenMP
+MAX_THREADS = 4096
 
 _UNITS = {
     "": 1,
@@ -148,8 +152,10 @@ class Compute:
         if self.threads is not None:
             if isinstance(self.threads, bool) or not isinstance(self.threads, int):
                 raise ModgapError(f"threads must be a positive integer, got {self.threads!r}")
-            if self.threads < 1:
-                raise ModgapError(f"threads must be a positive integer, got {self.threads}")
+            if not 1 <= self.threads <= MAX_THREADS:
+                raise ModgapError(
+                    f"threads must be between 1 and {MAX_THREADS}, got {self.threads}"
+                )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ModgapError(f"seed must be an integer, got {self.seed!r}")
         if not 0 <= self.seed <= MAX_SEED:

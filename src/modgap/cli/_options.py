@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from ..compute import MAX_SEED
+from ..compute import MAX_SEED, MAX_THREADS
 from ..errors import ModgapError
 
 
@@ -45,7 +45,7 @@ compute_options = _chain(
     ),
     click.option(
         "--threads",
-        type=click.IntRange(min=1),
+        type=click.IntRange(1, MAX_THREADS),
         default=None,
         help="CPU threads for torch and BLAS (default: the libraries' choice).",
     ),
