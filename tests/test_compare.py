@@ -130,6 +130,32 @@ def test_compare_two_models_and_two_results(tmp_path, capsys):
     assert "has no row 'nope'" in capsys.readouterr().err
 
 
+def test_compare_reads_the_non_finite_strings_modgap_writes(tmp_path, capsys):
+    """Strict JSON has no inf or NaN; modgap writes them as "inf", "-inf", "nan" strings, and
+    compare reads them back as floats (only other strings are errors)."""
+    metric = {"mean": "inf", "ci95": ["nan", "nan"], "values": ["inf", "-inf"]}
+    bench = {"datasets": {"d": {"setting": {"seeds": [0, 1], "n_eval_images": 30.0},
+                                "results": {"none": {"metrics": {"rmg": metric}}}}}}  # fmt: skip
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "results.json").write_text(json.dumps(bench))
+    (tmp_path / "m.json").write_text(json.dumps({"measures": {"rmg": "nan", "itr": "-inf"}}))
+    out = tmp_path / "cmp"
+    argv = ["compare", str(tmp_path / "b" / "results.json"), str(tmp_path / "m.json")]
+    assert main([*argv, "--out", str(out), "-q"]) == 0, capsys.readouterr().err
+    entries = json.loads((out / "compare.json").read_text())["entries"]
+    assert entries[0]["metrics"]["rmg"]["mean"] == "inf"  # written back the same way
+    assert entries[1]["metrics"]["rmg"]["mean"] == "nan"
+    assert entries[1]["metrics"]["itr"]["mean"] == "-inf"
+
+
+def test_record_name_templates_keep_literal_braces_and_every_field(tmp_path):
+    from modgap.report.clip_benchmark import record_paths
+
+    rec = {"dataset": "coco", "model": "a/b", "pretrained": "p", "task": "t", "language": "en"}
+    template = str(tmp_path / "{{x}}_{dataset}_{model}_{pretrained}_{task}_{language}.json")
+    assert record_paths([rec], template) == [str(tmp_path / "{x}_coco_a_b_p_t_en.json")]
+
+
 def test_bench_records_label_each_data_set_from_its_own_metadata():
     from modgap.report.clip_benchmark import bench_records
 

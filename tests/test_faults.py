@@ -480,6 +480,23 @@ def _(t):
     return measure(_parquet(t, image_emb=["x"] * 12, text_emb=list(Y))), str(t / "e.parquet")
 
 
+@case("parquet-no-rows")
+def _(t):
+    import pyarrow as pa
+
+    empty = pa.array([], pa.list_(pa.float32()))
+    return measure(_parquet(t, image_emb=empty, text_emb=empty)), str(t / "e.parquet")
+
+
+@case("parquet-no-rows-streamed")
+def _(t):
+    import pyarrow as pa
+
+    empty = pa.array([], pa.list_(pa.float32()))
+    p = _parquet(t, image_emb=empty, text_emb=empty)
+    return [*measure(p), "--stream"], f"{p}: no rows"
+
+
 # safetensors / torch ----------------------------------------------------------------------
 @case("safetensors-truncated")
 def _(t):
@@ -726,6 +743,62 @@ def _(t):
     return [*measure(_good_npz(t)), "--memory-budget", "0"], "memory budget"
 
 
+@case("option-memory-budget-overflows")
+def _(t):
+    return [*measure(_good_npz(t)), "--memory-budget", "1e400"], "--memory-budget"
+
+
+@case("option-memory-budget-overflows-with-unit")
+def _(t):
+    return [*measure(_good_npz(t)), "--memory-budget", "1e400GB"], "--memory-budget"
+
+
+@case("option-seed-negative")
+def _(t):
+    img, txt = _npy_pair(t)
+    return ["measure", str(img), str(txt), "--stream", "--seed", "-1"], "--seed"
+
+
+@case("option-seed-above-32-bits")
+def _(t):
+    return [*measure(_good_npz(t)), "--seed", str(2**32)], "--seed"
+
+
+def _records_to(t: Path, template: str) -> tuple[list[str], str]:
+    argv = ["eval", str(_good_npz(t)), "--format", "clip_benchmark", "--json", template]
+    return argv, f"--json {template}"
+
+
+@case("option-json-template-unknown-field")
+def _(t):
+    return _records_to(t, "{bogus}")
+
+
+@case("option-json-template-positional")
+def _(t):
+    return _records_to(t, "{0}")
+
+
+@case("option-json-template-lone-brace")
+def _(t):
+    return _records_to(t, "{task.json")
+
+
+@case("option-json-template-huge-width")
+def _(t):
+    return _records_to(t, "{task:>99999999999}")
+
+
+@case("option-json-template-conversion")
+def _(t):
+    return _records_to(t, "{task!r}")
+
+
+@case("option-threads-beyond-a-c-int")
+def _(t):
+    return [*measure(_good_npz(t)), "--threads", str(2**70)], "--threads"
+
+
 @case("option-k-zero")
 def _(t):
     return ["eval", str(_good_npz(t)), "--k", "0"], "--k"
@@ -829,11 +902,110 @@ def _(t):
     return ["embed", str(t / "nope"), str(t / "c.csv"), "--out", str(t / "e")], str(t / "nope")
 
 
+# results files given to compare, edited by hand --------------------------------------------
+def _bench_results(t: Path, name: str, edit: Callable[[dict], None] | None = None) -> Path:
+    """A benchmark results.json as modgap writes it (one data set, row none), then edited."""
+    metric = {"mean": 0.5, "ci95": [0.25, "inf"], "values": [0.25, 0.75]}  # "inf": strict JSON
+    doc = {
+        "datasets": {
+            "d": {
+                "setting": {"seeds": [0, 1], "n_fit_images": 30.0, "n_eval_images": 30.0},
+                "results": {"none": {"metrics": {"image_retrieval_recall@1": metric}}},
+            }
+        }
+    }
+    if edit is not None:
+        edit(doc["datasets"]["d"]["results"]["none"]["metrics"]["image_retrieval_recall@1"])
+    (t / name).mkdir()
+    (t / name / "results.json").write_text(json.dumps(doc))
+    return t / name / "results.json"
+
+
+def _compare_edited(t: Path, edit: Callable[[dict], None]) -> tuple[list[str], str]:
+    good, bad = _bench_results(t, "a"), _bench_results(t, "b", edit)
+    return ["compare", str(good), str(bad), "-q"], f"{bad}: 'datasets.d.results.none.metrics."
+
+
+@case("compare-mean-a-word")
+def _(t):
+    return _compare_edited(t, lambda m: m.update(mean="abc"))
+
+
+@case("compare-mean-null")
+def _(t):
+    return _compare_edited(t, lambda m: m.update(mean=None))
+
+
+@case("compare-mean-a-list")
+def _(t):
+    return _compare_edited(t, lambda m: m.update(mean=[0.5, 0.6]))
+
+
+@case("compare-interval-a-word")
+def _(t):
+    return _compare_edited(t, lambda m: m.update(ci95=["low", 0.7]))
+
+
+@case("compare-values-null")
+def _(t):
+    return _compare_edited(t, lambda m: m.update(values=None))
+
+
+@case("compare-measure-json-a-word")
+def _(t):
+    good = _bench_results(t, "a")
+    (t / "m.json").write_text(json.dumps({"measures": {"centroid_gap": "abc", "rmg": 0.3}}))
+    return [
+        "compare",
+        str(good),
+        str(t / "m.json"),
+        "-q",
+    ], f"{t / 'm.json'}: 'measures.centroid_gap'"
+
+
+# caption files -------------------------------------------------------------------------------
+def _embed_captions(t: Path, name: str, data: bytes) -> tuple[list[str], Path]:
+    (t / "images").mkdir()
+    (t / name).write_bytes(data)
+    return ["embed", str(t / "images"), str(t / name), "--out", str(t / "e")], t / name
+
+
+@case("embed-captions-latin1")
+def _(t):
+    argv, p = _embed_captions(t, "c.csv", "image,caption\na.png,un café\n".encode("latin-1"))
+    return argv, f"{p}: line 2 (byte 26): not UTF-8 text (byte 0xe9); save the file as UTF-8"
+
+
+@case("embed-captions-latin1-jsonl")
+def _(t):
+    data = '{"image": "a.png", "caption": "café"}\n'.encode("latin-1")
+    argv, p = _embed_captions(t, "c.jsonl", data)
+    return argv, f"{p}: line 1 (byte 34): not UTF-8"
+
+
+@case("embed-captions-utf16")
+def _(t):
+    argv, p = _embed_captions(t, "c.csv", "image,caption\na.png,a dot\n".encode("utf-16"))
+    return argv, f"{p}: UTF-16 text; save the file as UTF-8"
+
+
 # training configs and checkpoints ----------------------------------------------------------
 @case("train-joint-dim-1e9")
 def _(t):
     cfg, _ = _toy_train(t, model={"joint_dim": 1_000_000_000, "word_dim": 4})
     return ["train", str(cfg)], "joint_dim"
+
+
+@case("train-seed-negative")
+def _(t):
+    cfg, _ = _toy_train(t, seed=-1)
+    return ["train", str(cfg)], f"{cfg}: seed: must be 0 to"
+
+
+@case("train-threads-beyond-a-c-int")
+def _(t):
+    cfg, _ = _toy_train(t, threads=2**70)
+    return ["train", str(cfg)], f"{cfg}: threads: must be 0 to"
 
 
 @case("train-unknown-key")
@@ -947,6 +1119,12 @@ def test_fault(name, tmp_path, capsys, monkeypatch):
     t = tmp_path / "case"
     t.mkdir()
     argv, blame = CASES[name](t)
+    fails_cleanly(argv, blame, t, capsys)
+
+
+def fails_cleanly(argv: list[str], blame: str, t: Path, capsys) -> str:
+    """Run ``argv``: exit 2, one ``error:`` line naming ``blame``, no traceback, the inputs
+    under ``t`` untouched and nothing new there. Returns the line."""
     capsys.readouterr()
     before = _snapshot(t)
     code = main(argv)
@@ -963,13 +1141,97 @@ def test_fault(name, tmp_path, capsys, monkeypatch):
     # a failed run leaves nothing new behind, except a training run's own files when the failure
     # is in its data or checkpoint (the run folder existed before)
     assert not [c for c in created if not c.startswith("run/")], created
+    return lines[0]
 
 
 def test_the_suite_is_large_enough():
     assert len(CASES) >= 60
     classes = {name.split("-")[0] for name in CASES}
     assert {"npz", "npy", "cr", "parquet", "safetensors", "torch", "pairs", "reducer", "option",
-            "ckpt", "train", "reduce", "measure", "bench"} <= classes  # fmt: skip
+            "ckpt", "train", "reduce", "measure", "bench", "compare"} <= classes  # fmt: skip
+
+
+# -- faults that need more than files to set up ------------------------------------------------
+def test_embed_refuses_an_image_above_the_pixel_limit(tmp_path, capsys, monkeypatch):
+    """PIL refuses to decode an image of more than twice ``MAX_IMAGE_PIXELS`` (a decompression
+    bomb guard); a lower limit makes a small file such an image."""
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    Image.new("L", (100, 100)).save(tmp_path / "images" / "big.png")
+    Image.new("L", (10, 10)).save(tmp_path / "images" / "small.png")
+    (tmp_path / "c.csv").write_text("image,caption\nsmall.png,a dot\nbig.png,a square\n")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    argv = ["embed", str(tmp_path / "images"), str(tmp_path / "c.csv"), "--out",
+            str(tmp_path / "e"), "--no-progress"]  # fmt: skip
+    line = fails_cleanly(argv, str(tmp_path / "images" / "big.png"), tmp_path, capsys)
+    assert "too large" in line and "resize it below 2,000 pixels" in line
+
+
+def test_embed_refuses_a_csv_field_above_the_limit(tmp_path, capsys, monkeypatch):
+    """A field longer than any caption (an unclosed quote swallowing the file): one line."""
+    import csv
+
+    from modgap.datasets import caption_file
+
+    monkeypatch.setattr(caption_file, "MAX_FIELD", 200)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "c.csv").write_text('image,caption\na.png,"a dot\n' + "x" * 300 + "\n")
+    argv = [
+        "embed",
+        str(tmp_path / "images"),
+        str(tmp_path / "c.csv"),
+        "--out",
+        str(tmp_path / "e"),
+    ]
+    old = csv.field_size_limit(100)  # below the reader's limit, so that limit decides
+    try:
+        line = fails_cleanly(argv, f"{tmp_path / 'c.csv'}: line 2: not a readable CSV", tmp_path,
+                             capsys)  # fmt: skip
+    finally:
+        csv.field_size_limit(old)
+    assert "field larger than field limit (200)" in line and "unclosed quote" in line
+
+
+# -- inputs at the edge that are not faults -----------------------------------------------------
+def test_caption_files_with_a_byte_order_mark_and_a_megabyte_caption(tmp_path):
+    """Excel's UTF-8 byte-order mark is not part of the first column's name; a 1 MB caption
+    (above the csv module's default field limit) is read whole, and the limit is put back."""
+    import csv
+
+    from modgap.datasets.caption_file import read_caption_file
+
+    (tmp_path / "a.png").write_bytes(b"")
+    long = "word " * 200_000
+    (tmp_path / "c.csv").write_text(f"\ufeffimage,caption\na.png,café\na.png,{long}\n", "utf-8")
+    (tmp_path / "c.jsonl").write_text('\ufeff{"image": "a.png", "caption": "café"}\n', "utf-8")
+    limit = csv.field_size_limit()
+    table = read_caption_file(tmp_path / "c.csv", tmp_path)
+    assert table.captions == ["café", long.strip()] and table.image_ids == ["a.png"]
+    assert csv.field_size_limit() == limit
+    assert read_caption_file(tmp_path / "c.jsonl", tmp_path).captions == ["café"]
+
+
+def test_one_dimensional_embeddings_are_measured(tmp_path, capsys):
+    """d = 1: every measure is defined (a 1 x 1 covariance is still a matrix), none fails."""
+    rng = np.random.default_rng(0)
+    X = np.where(rng.random((20, 1)) < 0.7, 1.0, -1.0).astype(np.float32)
+    Y = np.where(rng.random((20, 1)) < 0.4, 1.0, -1.0).astype(np.float32)
+    p = _npz(tmp_path / "d1.npz", image_emb=X, text_emb=Y)
+    assert main(["measure", str(p), "--json", str(tmp_path / "m.json"), "-q"]) == 0, capsys
+    got = json.loads((tmp_path / "m.json").read_text())["measures"]
+    # the closed form in one dimension: (mu_x - mu_y)^2 + (s_x - s_y)^2
+    want = (X.mean() - Y.mean()) ** 2 + (X.std(ddof=1) - Y.std(ddof=1)) ** 2
+    assert got["frechet_distance"] == pytest.approx(want, rel=1e-9)
+    assert 0 <= got["linear_separability"] <= 1 and "skipped" not in got
+
+
+def test_pca_figure_of_one_dimensional_embeddings():
+    from modgap.report.figures import pca_pairs_figure
+
+    X, Y = np.ones((5, 1), np.float32), -np.ones((5, 1), np.float32)
+    png = pca_pairs_figure({"none": EmbeddingSet(X, Y)})
+    assert png.startswith(b"\x89PNG")
 
 
 # -- property-based corruption of every format -----------------------------------------------

@@ -390,6 +390,8 @@ def test_torch_bfloat16_tensors_and_plain_lists(tmp_path):
         ("p.csv", "text_to_image\n0\n0\n1\n2\n2\n"),
         ("q.csv", "caption_id,image_index\n0,0\n1,0\n2,1\n3,2\n4,2\n"),
         ("r.tsv", "# one per line\n0\n\n0\n1\n2\n2\n"),
+        ("bom.txt", "\ufeff0\n0\n1\n2\n2\n"),  # a byte-order mark, as Excel and Notepad write
+        ("bom.csv", "\ufefftext_to_image,caption_id\n0,0\n0,1\n1,2\n2,3\n2,4\n"),
     ],
 )
 def test_pairs_text_files(tmp_path, name, content):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Iterator
@@ -25,6 +26,8 @@ from .errors import ModgapError
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
+    "MAX_SEED",
+    "MAX_THREADS",
     "Compute",
     "available_cpus",
     "current",
@@ -38,6 +41,13 @@ __all__ = [
 
 #: working memory a kernel may allocate beside the data it is given (score blocks, buffers)
 DEFAULT_MEMORY_BUDGET = 512 << 20
+
+#: the largest seed: numpy wants seeds >= 0 and scikit-learn below 2**32, and runs derive seeds
+#: from it by adding small offsets (``seed + 1``, one per split or class), which must fit too
+MAX_SEED = 2**31 - 1
+
+#: the most CPU threads: beyond the cores of any machine, and a C int for torch and OpenMP
+MAX_THREADS = 4096
 
 _UNITS = {
     "": 1,
@@ -77,6 +87,10 @@ def parse_bytes(value: Any) -> int:
         if not m or m.group(2).lower() not in _UNITS:
             raise ModgapError(f"memory budget {value!r} is not a size (examples: 2GB, 512MiB, 1e9)")
         n = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    if math.isinf(n):  # 1e400 or 1e400GB overflows the float, and no int is infinite
+        raise ModgapError(
+            f"memory budget {value!r} is too large to be a size (examples: 2GB, 512MiB, 1e9)"
+        )
     if not n >= 2**20:
         raise ModgapError(f"memory budget must be at least 1 MiB, got {value!r}")
     return int(n)
@@ -150,8 +164,10 @@ class Compute:
         if self.threads is not None:
             if isinstance(self.threads, bool) or not isinstance(self.threads, int):
                 raise ModgapError(f"threads must be a positive integer, got {self.threads!r}")
-            if self.threads < 1:
-                raise ModgapError(f"threads must be a positive integer, got {self.threads}")
+            if not 1 <= self.threads <= MAX_THREADS:
+                raise ModgapError(
+                    f"threads must be between 1 and {MAX_THREADS}, got {self.threads}"
+                )
             cpus = available_cpus()
             if self.threads > cpus:
                 raise ModgapError(
@@ -160,6 +176,8 @@ class Compute:
                 )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ModgapError(f"seed must be an integer, got {self.seed!r}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ModgapError(f"seed must be between 0 and {MAX_SEED}, got {self.seed}")
         dev = str(self.device).strip().lower() if self.device is not None else "auto"
         object.__setattr__(self, "device", dev)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from ..compute import MAX_SEED, MAX_THREADS
 from ..errors import ModgapError
 
 
@@ -44,13 +45,17 @@ compute_options = _chain(
     ),
     click.option(
         "--threads",
-        type=click.IntRange(min=1),
+        type=click.IntRange(1, MAX_THREADS),
         default=None,
         help="CPU threads for torch and BLAS, at most the CPUs this process may use "
         "(default: the libraries' choice).",
     ),
     click.option(
-        "--seed", type=int, default=0, show_default=True, help="Seed of every sample and split."
+        "--seed",
+        type=click.IntRange(0, MAX_SEED),  # checked here, so the option is blamed
+        default=0,
+        show_default=True,
+        help=f"Seed of every sample and split (0 to {MAX_SEED}).",
     ),
 )
 
@@ -102,7 +107,8 @@ results_format_options = _chain(
         default="modgap",
         show_default=True,
         help="clip_benchmark: one {dataset, model, pretrained, task, metrics, language} record "
-        "per task, as CLIP_benchmark writes them (--json is then a name template with {task}).",
+        "per task, as CLIP_benchmark writes them (--json is then a name template with {task}; "
+        "also {dataset}, {model}, {pretrained}, {language}, plain, no format specs).",
     ),
     click.option(
         "--dataset",
@@ -167,9 +173,13 @@ def run_options(f: Callable) -> Callable:
 
 def make_compute(device: str, memory_budget: str, threads: int | None, seed: int) -> Any:
     """The run's :class:`~modgap.compute.Compute`; a bad device fails here, before any work."""
-    from ..compute import Compute
+    from ..compute import Compute, parse_bytes
 
-    return Compute(device=device, memory_budget=memory_budget, threads=threads, seed=seed).check()
+    try:
+        budget = parse_bytes(memory_budget)
+    except ModgapError as e:  # the library's message, blamed on the option that gave the value
+        raise ModgapError(f"--memory-budget: {e}") from None
+    return Compute(device=device, memory_budget=budget, threads=threads, seed=seed).check()
 
 
 def parse_ks(text: str) -> tuple[int, ...]:

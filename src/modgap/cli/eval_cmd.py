@@ -98,6 +98,10 @@ def run_eval(
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
     if result_format == "clip_benchmark" and json_out is None:
         raise ModgapError("--format clip_benchmark writes records: give --json NAME_{task}.json")
+    if result_format == "clip_benchmark" and str(json_out) != "-":
+        from ..report.clip_benchmark import check_template
+
+        check_template(json_out)  # a bad template fails before any work, not after it
     check_paths(
         reads=[("the input", inputs), ("the texts file", texts), ("--pairs", pairs)],
         writes=[("--json", json_out)],

@@ -8,9 +8,11 @@ may have several captions.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -44,11 +46,60 @@ def _pick(keys, wanted: tuple[str, ...], what: str, source: str) -> str:
     )
 
 
+#: the longest CSV field read (characters): far above any caption a tokenizer keeps (they
+#: truncate at a few hundred tokens), low enough that a file with a lost quote fails fast
+MAX_FIELD = 1 << 24
+
+
+def _not_utf8(path: Path) -> InputError:
+    """The first byte of ``path`` that is not UTF-8, located by line and byte offset (UTF-8
+    never puts a newline byte inside a character, so lines can be checked one by one)."""
+    with path.open("rb") as f:
+        if f.read(2) in (b"\xff\xfe", b"\xfe\xff"):
+            return InputError(
+                "UTF-16 text; save the file as UTF-8 (e.g. iconv -f utf-16 -t utf-8)", str(path)
+            )
+    offset = 0
+    with path.open("rb") as f:
+        for lineno, line in enumerate(f, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return InputError(
+                    f"line {lineno} (byte {offset + e.start}): not UTF-8 text (byte "
+                    f"0x{line[e.start]:02x}); save the file as UTF-8 (e.g. iconv -f latin1 "
+                    "-t utf-8)",
+                    str(path),
+                )
+            offset += len(line)
+    return InputError("not UTF-8 text; save the file as UTF-8", str(path))
+
+
+@contextlib.contextmanager
+def _field_limit(limit: int) -> Iterator[None]:
+    """The csv module's field size limit, raised to ``limit`` inside the block (it is
+    process-wide, so it is put back after)."""
+    old = csv.field_size_limit()
+    csv.field_size_limit(max(old, limit))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
+
+
 def _rows(path: Path) -> list[tuple[int, str, str]]:
+    try:
+        return _read_rows(path)
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
+
+
+def _read_rows(path: Path) -> list[tuple[int, str, str]]:
     source = str(path)
     rows: list[tuple[int, str, str]] = []
+    # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first column's name
     if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-        with path.open(encoding="utf-8") as f:
+        with path.open(encoding="utf-8-sig") as f:
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
                     continue
@@ -64,17 +115,24 @@ def _rows(path: Path) -> list[tuple[int, str, str]]:
         return rows
     if path.suffix.lower() not in (".csv", ".tsv"):
         raise InputError("captions must be a .csv, .tsv or .jsonl file", source)
-    with path.open(encoding="utf-8", newline="") as f:
+    with path.open(encoding="utf-8-sig", newline="") as f, _field_limit(MAX_FIELD):
         reader = csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-        if reader.fieldnames is None:
-            raise InputError("empty captions file", source)
-        image_key = _pick(reader.fieldnames, IMAGE_KEYS, "image", source)
-        caption_key = _pick(reader.fieldnames, CAPTION_KEYS, "caption", source)
-        for lineno, row in enumerate(reader, 2):
-            image, caption = row.get(image_key), row.get(caption_key)
-            if image is None or caption is None:
-                raise InputError(f"line {lineno}: missing fields", source)
-            rows.append((lineno, image, caption))
+        try:
+            if reader.fieldnames is None:
+                raise InputError("empty captions file", source)
+            image_key = _pick(reader.fieldnames, IMAGE_KEYS, "image", source)
+            caption_key = _pick(reader.fieldnames, CAPTION_KEYS, "caption", source)
+            for lineno, row in enumerate(reader, 2):
+                image, caption = row.get(image_key), row.get(caption_key)
+                if image is None or caption is None:
+                    raise InputError(f"line {lineno}: missing fields", source)
+                rows.append((lineno, image, caption))
+        except csv.Error as e:
+            hint = " (an unclosed quote?)" if "field larger" in str(e) else ""
+            # line_num counts the lines read whole; the bad one is the next
+            raise InputError(
+                f"line {reader.line_num + 1}: not a readable CSV ({e}){hint}", source
+            ) from None
     return rows
 
 

@@ -58,7 +58,16 @@ def load_image(image: ImageLike, mode: str | None = "RGB") -> Image.Image:
             return im.copy() if mode is None else im.convert(mode)
     except FileNotFoundError:
         raise InputError("image file not found", str(path)) from None
-    except (UnidentifiedImageError, OSError) as e:
+    except Image.DecompressionBombError as e:
+        # PIL's guard against decompression bombs; an encoder resizes to a few hundred pixels,
+        # so shrinking the file loses nothing
+        raise InputError(
+            f"image too large to open ({e}); resize it below "
+            f"{2 * Image.MAX_IMAGE_PIXELS:,} pixels first",
+            str(path),
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
+        # PIL's decoders raise all of these on damaged files
         raise InputError(f"cannot read image ({e})", str(path)) from None
 
 

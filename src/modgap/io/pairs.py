@@ -67,7 +67,7 @@ def _is_number(s: str) -> bool:
 
 def _read_pairs_text(p: Path, given: str) -> np.ndarray:
     with reading(given, "the pairs file"):
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # a byte-order mark is not the first entry
     # (line number in the file, content): blank lines and # comments are skipped
     lines = [(i + 1, ln.strip()) for i, ln in enumerate(text.splitlines())]
     lines = [(i, ln) for i, ln in lines if ln and not ln.startswith("#")]

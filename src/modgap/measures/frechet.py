@@ -40,8 +40,9 @@ def frechet_terms(
     modality spans and the other does not by about :math:`2\sqrt\rho`). ``ridge`` (default 0,
     which is exact) adds :math:`\rho I` to both covariances, for comparison with tools that do.
     """
-    A = np.asarray(cov_x, dtype=np.float64)
-    B = np.asarray(cov_y, dtype=np.float64)
+    # one dimension: np.cov gives a 0-d array, the 1 x 1 matrix it stands for
+    A = np.atleast_2d(np.asarray(cov_x, dtype=np.float64))
+    B = np.atleast_2d(np.asarray(cov_y, dtype=np.float64))
     if ridge:
         A, B = A + ridge * np.eye(A.shape[0]), B + ridge * np.eye(B.shape[0])
     sA = _sqrt_psd(A)

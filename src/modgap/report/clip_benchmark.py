@@ -23,7 +23,14 @@ from typing import Any
 
 from ..errors import ModgapError
 
-__all__ = ["TASK_NAMES", "bench_records", "eval_records", "write_records"]
+__all__ = [
+    "TASK_NAMES",
+    "TEMPLATE_FIELDS",
+    "bench_records",
+    "check_template",
+    "eval_records",
+    "write_records",
+]
 
 #: modgap task -> CLIP_benchmark task name
 TASK_NAMES = {
@@ -109,11 +116,47 @@ def bench_records(
     return out
 
 
+#: the fields a record file name template may hold (CLIP_benchmark's ``--output`` names)
+TEMPLATE_FIELDS = ("dataset", "model", "pretrained", "task", "language")
+
+
+def check_template(target: str | os.PathLike) -> str:
+    """``target`` if it is a record file name template :func:`record_paths` can fill: only the
+    named fields of :data:`TEMPLATE_FIELDS`, each plain (``{task}``: no position, attribute,
+    index, conversion or format spec — what ``str.format`` would fail on, or would let grow a
+    name without bound). Raises :class:`ModgapError` naming ``--json`` otherwise."""
+    import string
+
+    template = os.fspath(target)
+    fields = ", ".join(f"{{{f}}}" for f in TEMPLATE_FIELDS)
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as e:  # a lone brace: "{task.json", "x}.json"
+        raise ModgapError(
+            f"--json {template}: not a name template ({e}); write a literal brace as {{{{ or }}}}"
+        ) from None
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        if name not in TEMPLATE_FIELDS:
+            raise ModgapError(
+                f"--json {template}: unknown field {{{name}}} in the name template "
+                f"(fields: {fields})"
+            )
+        if spec or conversion:
+            raise ModgapError(
+                f"--json {template}: write the field as plain {{{name}}}, without "
+                f"'{'!' + conversion if conversion else ':' + spec}'"
+            )
+    return template
+
+
 def record_paths(records: list[dict], target: str | os.PathLike) -> list[str]:
     """The file each record goes to: ``target`` is a name template with ``{dataset}``,
     ``{model}``, ``{pretrained}``, ``{task}`` and ``{language}`` (as CLIP_benchmark's
-    ``--output``; ``/`` in a label becomes ``_``). Several records on one file are refused."""
-    template = os.fspath(target)
+    ``--output``; ``/`` in a label becomes ``_``), checked by :func:`check_template`. Several
+    records on one file are refused."""
+    template = check_template(target)
     paths = [
         template.format(
             dataset=str(rec["dataset"]).replace("/", "_"),

@@ -33,22 +33,84 @@ __all__ = [
 COMPARE_FORMAT = "modgap.compare/1"
 
 
-def _single(value: Any) -> dict | None:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    try:
-        v = float(value)  # "inf" / "nan" strings of strict JSON come back as numbers
-    except ValueError:
-        return None
-    return {"mean": v, "ci95": [math.nan, math.nan]}
+#: the strings :func:`modgap.provenance.jsonable` writes for the floats strict JSON lacks
+_NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 
 
-def _from_flat(flat: dict) -> dict[str, dict]:
+def _shown(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _number(value: Any, key: str, path: str) -> float:
+    """``value`` as a float: a JSON number, or ``"inf"``/``"-inf"``/``"nan"`` as modgap writes
+    them; anything else is a hand edit that broke the file, blamed on ``key``."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and value.strip().lower() in _NON_FINITE:
+        return _NON_FINITE[value.strip().lower()]
+    raise InputError(
+        f'\'{key}\' must be a number (or "inf", "-inf", "nan"), got {_shown(value)}; '
+        "correct it or write the file again",
+        path,
+    )
+
+
+def _object(value: Any, key: str, path: str) -> dict:
+    if not isinstance(value, dict):
+        raise InputError(f"'{key}' must be a JSON object, got {_shown(value)}", path)
+    return value
+
+
+def _numbers(value: Any, key: str, path: str, length: int | None = None) -> list[float]:
+    if not isinstance(value, list) or (length is not None and len(value) != length):
+        size = f"{length} " if length is not None else ""
+        raise InputError(f"'{key}' must be a list of {size}numbers, got {_shown(value)}", path)
+    return [_number(v, f"{key}[{i}]", path) for i, v in enumerate(value)]
+
+
+def _bench_metric(m: Any, key: str, path: str) -> dict:
+    """One metric of a benchmark row, ``{"mean", "ci95", "values"}``, checked and read back
+    as floats (non-finite ones included)."""
+    m = _object(m, key, path)
+    if "mean" not in m:
+        raise InputError(f"'{key}' has no 'mean'", path)
+    out = {**m, "mean": _number(m["mean"], f"{key}.mean", path)}
+    if "ci95" in m:
+        ci = m["ci95"]
+        # a missing bound (null) reads as an unknown one, as the table shows it
+        if isinstance(ci, list) and len(ci) == 2:
+            ci = [math.nan if v is None else v for v in ci]
+        out["ci95"] = _numbers(ci, f"{key}.ci95", path, length=2)
+    if "values" in m:
+        out["values"] = _numbers(m["values"], f"{key}.values", path)
+    return out
+
+
+def _setting(run: dict, key: str, path: str) -> dict:
+    """The split setting a row was scored under: seeds and image counts, checked."""
+    setting = _object(run.get("setting", {}), f"{key}.setting", path)
+    out = dict(setting)
+    seeds = setting.get("seeds")
+    if seeds is not None and (
+        not isinstance(seeds, list)
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in seeds)
+    ):
+        raise InputError(f"'{key}.setting.seeds' must be a list of integers, got {_shown(seeds)}",
+                         path)  # fmt: skip
+    for name in ("n_fit_images", "n_eval_images"):
+        if setting.get(name) is not None:
+            out[name] = _number(setting[name], f"{key}.setting.{name}", path)
+    return out
+
+
+def _from_flat(flat: dict, section: str, path: str) -> dict[str, dict]:
+    """The single values of an eval / measure JSON; nested objects are details, not metrics."""
     out = {}
     for k, v in flat.items():
-        s = _single(v)
-        if s is not None and k != "n_clusters":
-            out[k] = s
+        if k in ("skipped", "n_clusters") or isinstance(v, dict):
+            continue
+        out[k] = {"mean": _number(v, f"{section}.{k}", path), "ci95": [math.nan, math.nan]}
     return out
 
 
@@ -69,37 +131,18 @@ def load_entries(
             raise InputError("not a modgap results file (not a JSON object)", path)
         label = p.parent.name if p.name == "results.json" else p.stem
         if "datasets" in doc:
-            out = []
-            for name, run in doc["datasets"].items():
-                pick = row or "none"
-                if pick not in run.get("results", {}):
-                    raise InputError(
-                        f"data set '{name}' has no row '{pick}' (rows: "
-                        f"{', '.join(run.get('results', {})) or 'none'})",
-                        path,
-                    )
-                res = run["results"][pick]
-                out.append(
-                    {
-                        "label": f"{label}:{name}" + (f"#{pick}" if row else ""),
-                        "source": path,
-                        "kind": "bench",
-                        "metrics": {k: dict(m) for k, m in res["metrics"].items()},
-                        "seeds": run["setting"].get("seeds"),
-                        "n_eval": run["setting"].get("n_eval_images"),
-                        "ratio": _ratio(run["setting"]),
-                    }
-                )
-            return out
+            return _bench_entries(doc, label, path, row)
         if row:
             raise InputError(f"'#{row}' selects a benchmark row; this file has none", path)
-        flat = {**doc.get("measures", {}), **doc.get("tasks", {})}
-        if not flat:
+        sections = {s: _object(doc[s], s, path) for s in ("measures", "tasks") if s in doc}
+        if not any(sections.values()):
             raise InputError(
                 "not a modgap results file (no 'datasets', 'tasks' or 'measures')", path
             )
         kind = "eval" if "tasks" in doc else "measure"
-        metrics = _from_flat({k: v for k, v in flat.items() if k != "skipped"})
+        metrics = {
+            k: v for s, flat in sections.items() for k, v in _from_flat(flat, s, path).items()
+        }
         return [{"label": label, "source": path, "kind": kind, "metrics": metrics, "seeds": None}]
     if row:
         raise InputError(f"'#{row}' selects a benchmark row; give a results.json", path)
@@ -120,6 +163,38 @@ def load_entries(
             "ratio": _ratio(doc["setting"]),
         }
     ]
+
+
+def _bench_entries(doc: dict, label: str, path: str, row: str) -> list[dict]:
+    """One entry per data set of a benchmark's results.json: its row ``row`` (default
+    ``none``), every value checked so a hand-edited file fails with the key to blame."""
+    out = []
+    for name, run in _object(doc["datasets"], "datasets", path).items():
+        key = f"datasets.{name}"
+        run = _object(run, key, path)
+        results = _object(run.get("results", {}), f"{key}.results", path)
+        pick = row or "none"
+        if pick not in results:
+            raise InputError(
+                f"data set '{name}' has no row '{pick}' (rows: {', '.join(results) or 'none'})",
+                path,
+            )
+        res = _object(results[pick], f"{key}.results.{pick}", path)
+        where = f"{key}.results.{pick}.metrics"
+        metrics = _object(res.get("metrics"), where, path)
+        setting = _setting(run, key, path)
+        out.append(
+            {
+                "label": f"{label}:{name}" + (f"#{pick}" if row else ""),
+                "source": path,
+                "kind": "bench",
+                "metrics": {k: _bench_metric(m, f"{where}.{k}", path) for k, m in metrics.items()},
+                "seeds": setting.get("seeds"),
+                "n_eval": setting.get("n_eval_images"),
+                "ratio": _ratio(setting),
+            }
+        )
+    return out
 
 
 def _ratio(setting: dict) -> float:

@@ -67,6 +67,8 @@ def pca_pairs_figure(views: dict, max_pairs: int = 150, seed: int = 0) -> bytes:
         mu = Z.mean(axis=0)
         _, _, vt = np.linalg.svd(Z - mu, full_matrices=False)
         P = (Z - mu) @ vt[:2].T
+        # fewer than two components (d = 1): a flat second axis, not a missing one
+        P = np.pad(P, ((0, 0), (0, 2 - P.shape[1])))
         px, py = P[: len(X)], P[len(X) :]
         if emb.text_to_image is not None:
             sel = rng.choice(len(Y), size=min(max_pairs, len(Y)), replace=False)

@@ -432,15 +432,17 @@ def parquet_part(fs: FS, path: str, column: str) -> tuple[Part, list[str]]:
             raise missing(column, names, path, "; name the column with image_key=/text_key=")
         t = pf.schema_arrow.field(column).type
         rows = pf.metadata.num_rows
+        if rows == 0:  # before the first row is looked at: there is none
+            raise InputError("no rows (the file holds a table of 0 rows)", path)
         if pa.types.is_fixed_size_list(t):
             dim, vt = t.list_size, t.value_type
         else:
             if not (pa.types.is_list(t) or pa.types.is_large_list(t)):
                 raise InputError(f"column '{column}' has type {t}; expected a list of floats", path)
-            first = next(pf.iter_batches(batch_size=1, columns=[column]))
-            dim, vt = len(first.column(0)[0]), t.value_type
-    if rows == 0:
-        raise InputError("the file has 0 rows", path)
+            first = next(pf.iter_batches(batch_size=1, columns=[column])).column(0)[0]
+            if not first.is_valid:
+                raise InputError(f"column '{column}' has a null first row", path)
+            dim, vt = len(first), t.value_type
     return Part(
         path, "parquet", int(rows), int(dim), np.dtype(vt.to_pandas_dtype()).name, column=column
     ), names

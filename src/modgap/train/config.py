@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from ..compute import MAX_SEED, MAX_THREADS
 from ..errors import ModgapError
 from .losses import DEFAULT_WEIGHTS, MASK_RULES, MATCHING_LOSSES, LossConfig
 from .model import POOLINGS
@@ -312,8 +313,10 @@ def _validate(cfg: TrainConfig) -> None:
     if c.every_steps < 0:
         _fail("checkpoint.every_steps", f"must be >= 0, got {c.every_steps}")
     _choice("device", cfg.device.split(":")[0], ("auto", "cpu", "cuda"))
-    if cfg.threads < 0:
-        _fail("threads", f"must be >= 0 (0: torch's default), got {cfg.threads}")
+    if not 0 <= cfg.threads <= MAX_THREADS:
+        _fail("threads", f"must be 0 to {MAX_THREADS} (0: torch's default), got {cfg.threads}")
+    if not 0 <= cfg.seed <= MAX_SEED:  # the seeds numpy and torch take, as --seed
+        _fail("seed", f"must be 0 to {MAX_SEED}, got {cfg.seed}")
 
 
 def config_from_dict(raw: dict, base_dir: str | os.PathLike | None = None) -> TrainConfig:
