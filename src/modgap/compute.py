@@ -164,10 +164,8 @@ class Compute:
         if self.threads is not None:
             if isinstance(self.threads, bool) or not isinstance(self.threads, int):
                 raise ModgapError(f"threads must be a positive integer, got {self.threads!r}")
-            if not 1 <= self.threads <= MAX_THREADS:
-                raise ModgapError(
-                    f"threads must be between 1 and {MAX_THREADS}, got {self.threads}"
-                )
+            if self.threads < 1:
+                raise ModgapError(f"threads must be a positive integer, got {self.threads}")
             cpus = available_cpus()
             if self.threads > cpus:
                 raise ModgapError(

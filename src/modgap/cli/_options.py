@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from ..compute import MAX_SEED, MAX_THREADS
+from ..compute import MAX_SEED
 from ..errors import ModgapError
 
 
@@ -45,7 +45,7 @@ compute_options = _chain(
     ),
     click.option(
         "--threads",
-        type=click.IntRange(1, MAX_THREADS),
+        type=click.IntRange(1),  # the upper bound is the machine's: Compute says it
         default=None,
         help="CPU threads for torch and BLAS, at most the CPUs this process may use "
         "(default: the libraries' choice).",
