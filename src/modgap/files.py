@@ -388,6 +388,12 @@ def check_paths(
     ModgapError
         One line naming both paths.
     """
+    writes = list(writes)
+    for label, p in writes:
+        # a URL here would land in a local folder named like it (``./s3:/bucket/o``)
+        if p is not None and _URL.match(os.fspath(p)):
+            local = local_path(label, p)
+            raise ModgapError(f"{label} {p}: give the local path {local}, not a file:// URL")
     rs = [(label, Path(p)) for label, p in reads if p is not None and str(p) != "-"]
     ws = [(label, Path(p)) for label, p in writes if p is not None and str(p) != "-"]
     resolved_r = [(label, p, p.resolve(), _identity(p)) for label, p in rs]
