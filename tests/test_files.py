@@ -144,3 +144,12 @@ def test_check_paths(tmp_path):
     with pytest.raises(ModgapError, match="are the same place"):
         check_paths([], [("--json", tmp_path / "r.json"), ("--save-model", tmp_path / "r.json")])
     check_paths(reads, [("--json", "-")])  # stdout is no path
+
+
+def test_outputs_to_urls_are_refused_by_check_paths(tmp_path):
+    """Library callers too: an output URL would land in a local folder named like it."""
+    with pytest.raises(ModgapError, match="--out s3://b/o: modgap writes outputs to local"):
+        check_paths(reads=[], writes=[("--out", "s3://b/o")])
+    with pytest.raises(ModgapError, match=f"give the local path {tmp_path}/o"):
+        check_paths(reads=[], writes=[("--json", f"file://{tmp_path}/o")])
+    assert list(tmp_path.iterdir()) == []

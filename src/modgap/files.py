@@ -292,7 +292,11 @@ def check_output_folder(
     try:
         written = set(json.loads((path / MANIFEST).read_text("utf-8"))["files"])
     except (OSError, ValueError, KeyError, TypeError):
-        written = set()
+        raise ModgapError(
+            f"{what} {path} has no readable {MANIFEST}, the list of the files modgap wrote there "
+            "(an earlier version's output, or edited), so replacing it could delete files that "
+            "are not modgap's; move it away or choose a new or empty folder"
+        ) from None
     foreign = [name for name in _listing(path) if name != MANIFEST and name not in written]
     if foreign:
         raise ModgapError(
