@@ -130,3 +130,51 @@ def test_training_log_in_a_pipe_is_whole_lines(tmp_path):
     for ln in lines:  # every loss term and the validation rSum, on one uncut line
         assert "match" in ln and "total" in ln and "val rSum" in ln and "best" in ln
     assert "━" not in proc.stderr  # no progress bar drawn into a pipe
+
+
+# -- URLs as paths: file:// is a local path, other URLs are refused for outputs --------------
+@pytest.mark.parametrize(
+    ("args", "blame"),
+    [
+        (["reduce", "center", "{npz}", "--out", "memory://o"], "--out memory://o"),
+        (["reduce", "center", "{npz}", "--out", "s3://bucket/o"], "--out s3://bucket/o"),
+        (["reduce", "center", "{npz}", "--out", "file://host/o"], "--out file://host/o"),
+        (
+            ["reduce", "center", "{npz}", "--out", "o", "--save-model", "memory://m.safetensors"],
+            "--save-model memory://m.safetensors",
+        ),
+        (
+            ["reduce", "center", "{npz}", "--out", "o", "--save-model", "s3://b/m.safetensors"],
+            "--save-model s3://b/m.safetensors",
+        ),
+        (["measure", "{npz}", "--json", "memory://m.json"], "--json memory://m.json"),
+        (["eval", "{npz}", "--json", "gs://b/m.json"], "--json gs://b/m.json"),
+        (["bench", "{npz}", "--out", "s3://bucket/b"], "--out s3://bucket/b"),
+        (["train", "cfg.yaml", "--out", "memory://run"], "--out memory://run"),
+        (["embed", "imgs", "caps.csv", "--out", "memory://e"], "--out memory://e"),
+        (["demo", "--out", "s3://bucket/demo"], "--out s3://bucket/demo"),
+    ],
+)
+def test_url_outputs_are_refused_in_one_line(args, blame, npz, tmp_path, monkeypatch, capsys):
+    from modgap.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main([a.format(npz=npz) for a in args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and blame in err[0], err
+    assert "local paths only" in err[0] or "file:///abs/path" in err[0]
+    assert list(tmp_path.iterdir()) == []  # no ./memory:/o, ./s3:/bucket/o ...
+
+
+def test_file_urls_are_local_paths(npz, tmp_path, monkeypatch, capsys):
+    from modgap.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "work").mkdir()
+    url = f"file://{tmp_path}/"
+    args = ["reduce", "center", f"file://{npz}", "--out", url + "o"]
+    assert main([*args, "--save-model", url + "m.safetensors", "-q"]) == 0
+    assert (tmp_path / "o" / "reduce.json").is_file() and (tmp_path / "m.safetensors").is_file()
+    assert main(["measure", url + "o/x.npz", "--json", url + "work/m.json", "-q"]) == 0
+    assert json.loads((tmp_path / "work" / "m.json").read_text())["measures"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors", "o", "work"]

@@ -1029,6 +1029,44 @@ def _(t):
     return ["train", str(cfg), "--out", str(t)], str(cfg)
 
 
+@case("reduce-out-holds-a-user-file")
+def _(t):
+    npz = _good_npz(t)
+    assert main(["reduce", "center", str(npz), "--out", str(t / "o"), "-q"]) == 0
+    (t / "o" / "notes.txt").write_text("mine")  # replacing the folder would delete it
+    return ["reduce", "shift", str(npz), "--out", str(t / "o")], str(t / "o" / "notes.txt")
+
+
+@case("reduce-out-from-before-the-manifest")
+def _(t):
+    npz = _good_npz(t)
+    assert main(["reduce", "center", str(npz), "--out", str(t / "o"), "-q"]) == 0
+    (t / "o" / ".modgap-files.json").unlink()  # no record of what modgap wrote: not replaced
+    return ["reduce", "shift", str(npz), "--out", str(t / "o")], str(t / "o")
+
+
+@case("reduce-stream-out-holds-a-user-folder")
+def _(t):
+    cr = _clip_folder(t)
+    assert main(["reduce", "center", str(cr), "--out", str(t / "o"), "-q"]) == 0
+    (t / "o" / "mine").mkdir()
+    (t / "o" / "mine" / "a.txt").write_text("mine")
+    return ["reduce", "shift", str(cr), "--out", str(t / "o")], str(t / "o" / "mine")
+
+
+@case("bench-out-holds-a-user-file")
+def _(t):
+    from modgap.files import output_folder
+
+    npz = _good_npz(t)
+    with output_folder(t / "b", marker="results.json") as tmp:  # as an earlier bench wrote it
+        (tmp / "results.json").write_text("{}")
+        (tmp / "report.html").write_text("<html></html>")
+    (t / "b" / "paper.tex").write_text("mine")
+    argv = ["bench", str(npz), "--reducers", "center", "--repeats", "2", "--out", str(t / "b")]
+    return argv, str(t / "b" / "paper.tex")
+
+
 @case("ckpt-state-truncated")
 def _(t):
     cfg, run = _trained(t)

@@ -7,10 +7,11 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from modgap.errors import ModgapError
-from modgap.files import atomic_path, check_paths, clean_stale, output_folder
+from modgap.files import atomic_path, check_paths, clean_stale, output_folder, output_lock
 
 
 def _dead_pid() -> int:
@@ -24,13 +25,63 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
     dead, alive = _dead_pid(), os.getpid()
     stale = [tmp_path / f".res.json.{dead}.abc12345.tmp.json", tmp_path / f".res.json.{dead}.x.old"]
     keep = [tmp_path / f".res.json.{alive}.def67890.tmp.json", tmp_path / ".res.json.notes"]
+    target.write_text("current")  # there: a dead run's .old copy is not needed
     for p in stale + keep:
         p.write_text("x")
     (tmp_path / f".res.json.{dead}.folder.tmp").mkdir()
     clean_stale(target)
     assert all(not p.exists() for p in stale)
     assert not (tmp_path / f".res.json.{dead}.folder.tmp").exists()
-    assert all(p.exists() for p in keep)
+    assert all(p.exists() for p in keep) and target.read_text() == "current"
+
+
+def test_an_output_moved_aside_by_a_dead_run_is_put_back(tmp_path):
+    """Killed between moving OUT aside and renaming the new one in: OUT is missing and its
+    ``.old`` copy is the only whole set left; the next run restores it (the newest one)."""
+    out = tmp_path / "out"
+    dead = _dead_pid()
+    for rand, text in (("older_01", "old"), ("newer_02", "newest")):
+        aside = tmp_path / f".out.{dead}.{rand}.old"
+        aside.mkdir()
+        (aside / "done.json").write_text(text)
+        os.utime(aside, ns=(0, 10**9 if rand == "older_01" else 2 * 10**9))
+    with pytest.warns(UserWarning, match="put back"):
+        clean_stale(out)
+    assert (out / "done.json").read_text() == "newest"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_second_writer_of_an_output_fails_at_once(tmp_path):
+    out = tmp_path / "out"
+    code = (
+        "import sys; from modgap.cli import main\n"
+        "sys.exit(main(['reduce', 'center', sys.argv[1], '--out', sys.argv[2], '-q']))"
+    )
+    np.savez(tmp_path / "x.npz", image_emb=np.eye(4, 3) + 1, text_emb=np.eye(4, 3) - 1)
+    with output_lock(out):
+        proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "x.npz"), str(out)],
+                              capture_output=True, text=True)  # fmt: skip
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip() == (
+            f"error: another modgap run is writing {out} (pid {os.getpid()}); wait for it or "
+            "choose another --out"
+        )
+        with output_lock(out):  # the same process may nest it
+            pass
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["x.npz"]
+
+
+def test_a_killed_writer_leaves_no_lock(tmp_path):
+    out = tmp_path / "out"
+    code = (
+        "import os, signal, sys; from modgap.files import output_lock\n"
+        "with output_lock(sys.argv[1]): os.kill(os.getpid(), signal.SIGKILL)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True)
+    assert proc.returncode == -9 and (tmp_path / ".out.lock").exists()
+    with output_lock(out), output_folder(out) as tmp:  # the lock file is taken over
+        (tmp / "a").write_text("a")
+    assert (out / "a").exists() and not (tmp_path / ".out.lock").exists()
 
 
 def test_atomic_path_replaces_whole_and_cleans_up_on_error(tmp_path):
@@ -93,3 +144,12 @@ def test_check_paths(tmp_path):
     with pytest.raises(ModgapError, match="are the same place"):
         check_paths([], [("--json", tmp_path / "r.json"), ("--save-model", tmp_path / "r.json")])
     check_paths(reads, [("--json", "-")])  # stdout is no path
+
+
+def test_outputs_to_urls_are_refused_by_check_paths(tmp_path):
+    """Library callers too: an output URL would land in a local folder named like it."""
+    with pytest.raises(ModgapError, match="--out s3://b/o: modgap writes outputs to local"):
+        check_paths(reads=[], writes=[("--out", "s3://b/o")])
+    with pytest.raises(ModgapError, match=f"give the local path {tmp_path}/o"):
+        check_paths(reads=[], writes=[("--json", f"file://{tmp_path}/o")])
+    assert list(tmp_path.iterdir()) == []

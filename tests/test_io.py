@@ -314,7 +314,8 @@ def test_clip_retrieval_writer_replaces_existing_folder_atomically(tmp_path, row
 def test_clip_retrieval_without_ids_or_captions_writes_no_metadata(tmp_path):
     x, y = gapped_pairs(6, 4)
     write_embeddings(EmbeddingSet(x, y), tmp_path / "f")
-    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == ["img_emb", "metadata", "text_emb"]
+    names = sorted(p.name for p in (tmp_path / "f").iterdir())
+    assert names == [".modgap-files.json", "img_emb", "metadata", "text_emb"]
     assert list((tmp_path / "f/metadata").iterdir()) == []
     back = read_embeddings(tmp_path / "f")
     assert back.image_ids is None and back.texts is None and back.has_pairs

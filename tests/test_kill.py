@@ -165,3 +165,107 @@ def test_sigkill_during_train_then_resume_is_exact(toy_config, tmp_path):
         if not k.startswith("rng."):
             assert (a[k] == b[k]).all(), k
     assert _leftovers(out / "checkpoints", "last.json") == []
+
+
+# -- two runs onto one output ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory) -> Path:
+    """A clip-retrieval folder of 8 shards: reduced shard by shard through a staging folder."""
+    from modgap.embeddings import EmbeddingSet
+    from modgap.io import write_embeddings
+
+    X, Y = gapped_pairs(n=800, d=16, seed=5)
+    root = tmp_path_factory.mktemp("race") / "cr"
+    return write_embeddings(EmbeddingSet(X, Y), root, format="clip-retrieval", shard_size=100)
+
+
+def test_two_runs_onto_one_out_never_mix(sharded, tmp_path):
+    """Two ``modgap reduce`` runs (center, shift) started together onto one --out: one writes,
+    the other stops at once with one line naming the output and the writer's pid; the folder
+    always holds one whole set. MODGAP_RACE_TRIALS sets the number of trials (default 2, each
+    two interpreter starts; 20 for a thorough check)."""
+    from modgap.cli import main
+
+    refs = {}
+    for method in ("center", "shift"):
+        ref = tmp_path / f"ref-{method}"
+        assert main(["reduce", method, str(sharded), "--out", str(ref), "-q"]) == 0
+        refs[method] = _snapshot(ref)
+    assert refs["center"] != refs["shift"]
+    out = tmp_path / "out"
+    wrote = set()
+    for trial in range(int(os.environ.get("MODGAP_RACE_TRIALS", "2"))):
+        procs = {
+            m: subprocess.Popen(_cmd("reduce", m, str(sharded), "--out", str(out), "-q"),
+                                env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for m in (("center", "shift") if trial % 2 else ("shift", "center"))
+        }  # fmt: skip
+        codes = {}
+        for m, p in procs.items():
+            _, err = p.communicate(timeout=120)
+            codes[m] = p.returncode
+            if p.returncode:
+                assert p.returncode == 2 and "another modgap run is writing" in err, err
+                assert len(err.strip().splitlines()) == 1 and str(out) in err, err
+        assert 0 in codes.values(), codes
+        now = _snapshot(out)
+        assert now in refs.values(), f"mixed output in trial {trial} (exits {codes})"
+        wrote.add("center" if now == refs["center"] else "shift")
+        assert _leftovers(tmp_path, "out") == [], trial  # no lock, staging or temporary left
+    assert wrote  # (which run wins is the scheduler's choice)
+
+
+# -- a kill between moving the old output aside and renaming the new one in ------------------
+def test_kill_between_the_renames_puts_the_old_output_back(big_npz, tmp_path):
+    import textwrap
+
+    out = tmp_path / "out"
+    run = {"check": True, "env": ENV, "capture_output": True}
+    subprocess.run(_cmd("reduce", "center", str(big_npz), "--out", str(out), "-q"), **run)
+    old = _snapshot(out)
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys
+        import modgap.files as files
+        real = os.replace
+
+        def replace(src, dst):
+            real(src, dst)
+            if str(src) == {str(out)!r}:  # the old output is aside: die before the new one lands
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        files.os.replace = replace
+        from modgap.cli import main
+        sys.exit(main(["reduce", "shift", {str(big_npz)!r}, "--out", {str(out)!r}, "-q"]))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], env=ENV, capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert not out.exists() and any(e.endswith(".old") for e in _leftovers(tmp_path, "out"))
+    from modgap.files import clean_stale
+
+    with pytest.warns(UserWarning, match="put back"):
+        clean_stale(out)  # what the next run does first, under the output's lock
+    assert _snapshot(out) == old
+    subprocess.run(_cmd("reduce", "shift", str(big_npz), "--out", str(out), "-q"), **run)
+    assert json.loads((out / "reduce.json").read_text())["reducer"] == "shift"
+    assert _leftovers(tmp_path, "out") == []  # the killed run's lock file is gone too
+
+
+def test_the_next_run_removes_what_killed_runs_left(sharded, tmp_path):
+    """Folders moved aside (``.old``) and staging copies (``.tmp``) of dead processes, beside an
+    output written in memory and one written shard by shard, are gone after the next run."""
+    from modgap.cli import main
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    X, Y = gapped_pairs(n=50, d=8, seed=6)
+    np.savez(tmp_path / "in.npz", image_emb=X, text_emb=Y)
+    for name, data in (("mem", tmp_path / "in.npz"), ("st", sharded)):
+        out = tmp_path / name
+        assert main(["reduce", "center", str(data), "--out", str(out), "-q"]) == 0
+        for left in (f".{name}.{dead}.k2j_x9ab.old", f".{name}.{dead}.q1w2e3r4.tmp"):
+            (tmp_path / left).mkdir()
+            (tmp_path / left / "big.npy").write_bytes(b"\0" * 1000)
+        assert main(["reduce", "shift", str(data), "--out", str(out), "-q"]) == 0
+        assert _leftovers(tmp_path, name) == [], name

@@ -24,6 +24,7 @@ from conftest import gapped_pairs
 from modgap.compute import Compute
 from modgap.embeddings import EmbeddingSet
 from modgap.errors import InputError, ModgapError, ModgapNotice
+from modgap.files import MANIFEST
 from modgap.io import read_embeddings, write_embeddings
 from modgap.measures import measure_all
 from modgap.stream import LocalEngine, open_source, stream_measures, stream_retrieval
@@ -406,7 +407,43 @@ def test_interrupted_reduce_resumes_skipping_finished_shards(small, tmp_path, mo
         for f in sorted((tmp_path / "ref" / sub).iterdir()):
             np.testing.assert_array_equal(np.load(f), np.load(tmp_path / "out" / sub / f.name))
     assert not (tmp_path / ".out.partial").exists()
-    assert not [p for p in (tmp_path / "out").rglob(".*")]  # no temporaries reach the output
+    # no temporaries reach the output (only the list of the files modgap wrote)
+    assert [p.name for p in (tmp_path / "out").rglob(".*")] == [MANIFEST]
+
+
+def test_resume_redoes_shards_whose_files_were_removed_or_cut(small, tmp_path, monkeypatch):
+    """A ``.done`` marker counts only while the files it lists are there at their sizes."""
+    from modgap.reducers.apply import reduce_to_folder
+    from modgap.stream import kernels
+
+    reduce_to_folder("center", small, out=tmp_path / "ref", stream=True)
+    real = kernels.transform_kernel
+    calls: list[str] = []
+
+    def flaky(shard, *args):
+        calls.append(shard.name)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(shard, *args)
+
+    monkeypatch.setattr(kernels, "transform_kernel", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        reduce_to_folder("center", small, out=tmp_path / "out", stream=True)
+    staging = tmp_path / ".out.partial"
+    assert sorted(os.listdir(staging / ".done")) == ["0", "1", "2"]
+    shards = sorted((staging / "img_emb").iterdir())
+    shards[0].unlink()  # shard 0: its image file is gone
+    texts = sorted((staging / "text_emb").iterdir())[1]
+    texts.write_bytes(texts.read_bytes()[:-64])  # shard 1: its text file is cut short
+    calls.clear()
+    with pytest.warns(ModgapNotice) as notes:
+        s = reduce_to_folder("center", small, out=tmp_path / "out", stream=True)
+    said = " ".join(str(n.message) for n in notes)
+    assert "shard 0 changed" in said and "shard 1 changed" in said, said
+    assert sorted(calls) == ["0", "1", "3"] and s["streaming"]["resumed_shards"] == 1
+    for sub in ("img_emb", "text_emb"):
+        for f in sorted((tmp_path / "ref" / sub).iterdir()):
+            np.testing.assert_array_equal(np.load(f), np.load(tmp_path / "out" / sub / f.name))
 
 
 def test_reduce_refuses_foreign_folder_before_work(small, tmp_path):

@@ -271,3 +271,59 @@ def test_features_format_class_relevance_and_zero_shot(tmp_path):
     )
     # six well separated classes: far above chance (1/6) after training
     assert test["zeroshot_acc1"] > 0.5 and test["class_map_t2i"] > 0.5
+
+
+def test_every_checkpoint_resumes_to_the_same_run(toy, reference, tmp_path):
+    """The process ends right after each checkpoint it writes — mid-epoch, at an epoch's last
+    step (step 8 of 8, before the epoch's evaluation), after an epoch's end and after the last
+    epoch — and --resume reaches the same weights, history and test scores."""
+    ref_out, ref_res = reference
+    cfg = tiny(toy, checkpoint={"every_steps": 4})  # steps 8, 16, 24 end an epoch
+    written: list[tuple[int, int]] = []
+
+    class Ended(Exception):
+        pass
+
+    def ending_after(k: int):
+        class Ending(Trainer):
+            def save_checkpoint(self):
+                path = super().save_checkpoint()
+                written.append((self.epoch, self.step_in_epoch))
+                if len(written) == k:
+                    raise Ended
+                return path
+
+        return Ending
+
+    k = 0
+    while True:
+        k += 1
+        written.clear()
+        out = tmp_path / f"end{k}"
+        try:
+            ending_after(k)(config_from_dict(cfg), out, progress=False).fit()
+            break  # k is past the last checkpoint
+        except Ended:
+            pass
+        res = Trainer(config_from_dict(cfg), out, resume=True, progress=False).fit()
+        assert_same_state(final_state(out), final_state(ref_out))
+        assert res["test"] == ref_res["test"] and res["best_epoch"] == ref_res["best_epoch"]
+        assert res["history"] == ref_res["history"], written[-1]
+    assert (0, 8) in written and (1, 0) in written and written[-1] == (3, 0)
+    assert k == len(written) + 1
+
+
+def test_resuming_a_finished_run_rewrites_the_same_results(toy, reference, tmp_path, capsys):
+    ref_out, ref_res = reference
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny(toy)))
+    out = tmp_path / "run"
+    assert main(["train", str(cfg_path), "--out", str(out), "-q"]) == 0
+    before = json.loads((out / "results.json").read_text())
+    capsys.readouterr()
+    assert main(["train", str(cfg_path), "--resume", "--out", str(out), "--no-progress"]) == 0
+    assert "already finished its 3 epochs" in capsys.readouterr().err
+    after = json.loads((out / "results.json").read_text())
+    for key in ("test", "val", "history", "best_epoch", "selected_model"):
+        assert after[key] == before[key] == ref_res[key], key
+    assert_same_state(final_state(out), final_state(ref_out))

@@ -88,10 +88,38 @@ def folds_option(f: Callable) -> Callable:
     )(f)
 
 
+class PathParam(click.ParamType):
+    """A path option or argument, read by :func:`modgap.files.local_path`: a ``file://`` URL is
+    its local path; an output refuses any other URL (one line naming the option), an input keeps
+    it for the streaming readers (``s3://``, ``memory://`` through fsspec)."""
+
+    name = "path"
+
+    def __init__(self, output: bool):
+        self.output = output
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: Any) -> Any:
+        from ..files import local_path
+
+        if not isinstance(value, str):
+            return value
+        label = "path"
+        if param is not None:
+            opts = [o for o in param.opts if o.startswith("--")]
+            label = opts[0] if opts else param.human_readable_name
+        return local_path(label, value, output=self.output)
+
+
+#: the type of every option or argument naming something modgap writes / reads
+OUTPUT_PATH = PathParam(output=True)
+INPUT_PATH = PathParam(output=False)
+
+
 def json_option(f: Callable) -> Callable:
     return click.option(
         "--json",
         "json_out",
+        type=OUTPUT_PATH,
         default=None,
         metavar="PATH",
         help="Write the results and their provenance as JSON to PATH ('-': stdout, the table "
@@ -131,6 +159,7 @@ results_format_options = _chain(
 def pairs_option(f: Callable) -> Callable:
     return click.option(
         "--pairs",
+        type=INPUT_PATH,
         default=None,
         metavar="FILE",
         help="text_to_image: one image index per text (.npy, or text/CSV).",

@@ -13,6 +13,8 @@ import click
 from ..errors import ModgapError
 from . import cli
 from ._options import (
+    INPUT_PATH,
+    OUTPUT_PATH,
     folds_option,
     k_option,
     pairs_option,
@@ -168,8 +170,10 @@ def run_bench_cli(
 
 
 @cli.command("bench")
-@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
-@click.option("--out", "-o", required=True, metavar="DIR", help="Output folder (one unit).")
+@click.argument("inputs", nargs=-1, required=True, type=INPUT_PATH, metavar="INPUT...")
+@click.option(
+    "--out", "-o", required=True, type=OUTPUT_PATH, metavar="DIR", help="Output folder (one unit)."
+)
 @pairs_option
 @click.option(
     "--reducers",

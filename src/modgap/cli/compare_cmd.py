@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from . import cli
-from ._options import json_option, repeats_option, run_options
+from ._options import INPUT_PATH, OUTPUT_PATH, json_option, repeats_option, run_options
 
 
 def run_compare(
@@ -51,9 +51,14 @@ def run_compare(
 
 
 @cli.command("compare")
-@click.argument("inputs", nargs=-1, required=True, metavar="RESULTS...")
+@click.argument("inputs", nargs=-1, required=True, type=INPUT_PATH, metavar="RESULTS...")
 @click.option(
-    "--out", "-o", default=None, metavar="DIR", help="Write compare.json and report.html."
+    "--out",
+    "-o",
+    type=OUTPUT_PATH,
+    default=None,
+    metavar="DIR",
+    help="Write compare.json and report.html.",
 )
 @json_option
 @repeats_option(5, " for inputs that are embedding sets (benchmarked here, row none)")

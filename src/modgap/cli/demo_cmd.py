@@ -19,7 +19,7 @@ import click
 import numpy as np
 
 from . import cli
-from ._options import repeats_option, run_options
+from ._options import INPUT_PATH, OUTPUT_PATH, repeats_option, run_options
 
 DEFAULT_OUT = "modgap-demo"
 
@@ -276,7 +276,9 @@ def run_demo(
 
 
 @cli.command("demo")
-@click.option("--out", "-o", default=DEFAULT_OUT, show_default=True, help="Output folder.")
+@click.option(
+    "--out", "-o", type=OUTPUT_PATH, default=DEFAULT_OUT, show_default=True, help="Output folder."
+)
 @click.option(
     "--limit",
     type=click.IntRange(min=10),
@@ -307,6 +309,7 @@ def run_demo(
 )
 @click.option(
     "--fashion-mnist",
+    type=INPUT_PATH,
     default=None,
     metavar="DIR",
     help="Folder with the Fashion-MNIST *-ubyte.gz files (default: the Debian package's "

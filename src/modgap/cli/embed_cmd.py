@@ -18,7 +18,7 @@ import click
 
 from ..errors import ModgapError
 from . import cli
-from ._options import run_options
+from ._options import INPUT_PATH, OUTPUT_PATH, run_options
 
 # a second argument with one of these suffixes makes the folder form
 CAPTION_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".json")
@@ -38,7 +38,9 @@ def split_inputs(inputs: tuple[str, ...]) -> tuple[str, str] | None:
 
 
 @cli.command("embed")
-@click.argument("inputs", nargs=-1, required=True, metavar="IMAGES_DIR CAPTIONS | SHARDS...")
+@click.argument(
+    "inputs", nargs=-1, required=True, type=INPUT_PATH, metavar="IMAGES_DIR CAPTIONS | SHARDS..."
+)
 @click.option(
     "--model",
     "-m",
@@ -47,7 +49,9 @@ def split_inputs(inputs: tuple[str, ...]) -> tuple[str, str] | None:
     help="Encoder: pocket (bundled, offline), open_clip:ARCH/PRETRAINED, hf:NAME_OR_DIR, "
     "st:NAME_OR_DIR.",
 )
-@click.option("--out", "-o", required=True, metavar="FOLDER", help="Output folder.")
+@click.option(
+    "--out", "-o", required=True, type=OUTPUT_PATH, metavar="FOLDER", help="Output folder."
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Items per batch.")
 @click.option(
     "--txt-captions",

@@ -11,6 +11,7 @@ import click
 from ..errors import ModgapError
 from . import cli
 from ._options import (
+    INPUT_PATH,
     Streaming,
     folds_option,
     json_option,
@@ -266,8 +267,8 @@ def _eval_stream(source, tasks, ks, streaming, sample_queries, progress, compute
 
 
 @cli.command("eval")
-@click.argument("inputs", metavar="INPUT")
-@click.argument("texts", required=False, metavar="[TEXTS]")
+@click.argument("inputs", type=INPUT_PATH, metavar="INPUT")
+@click.argument("texts", required=False, type=INPUT_PATH, metavar="[TEXTS]")
 @pairs_option
 @json_option
 @click.option(

@@ -10,6 +10,7 @@ import click
 
 from . import cli
 from ._options import (
+    INPUT_PATH,
     Streaming,
     json_option,
     pairs_option,
@@ -224,8 +225,8 @@ def _stream_results(source, names, streaming, sample_queries, compute, progress:
 
 
 @cli.command("measure")
-@click.argument("images", metavar="INPUT")
-@click.argument("texts", required=False, metavar="[TEXTS]")
+@click.argument("images", type=INPUT_PATH, metavar="INPUT")
+@click.argument("texts", required=False, type=INPUT_PATH, metavar="[TEXTS]")
 @pairs_option
 @json_option
 @click.option(

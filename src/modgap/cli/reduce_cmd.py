@@ -10,6 +10,8 @@ import click
 from ..errors import ModgapError
 from . import cli
 from ._options import (
+    INPUT_PATH,
+    OUTPUT_PATH,
     finite,
     fit_sample_option,
     pairs_option,
@@ -50,13 +52,25 @@ def _print_summary(summary: dict) -> None:
 
 
 @cli.command("reduce")
-@click.argument("args", nargs=-1, required=True, metavar="METHOD INPUT [TEXTS]")
-@click.option("--out", "-o", required=True, metavar="FOLDER", help="Output folder (one unit).")
+@click.argument("args", nargs=-1, required=True, type=INPUT_PATH, metavar="METHOD INPUT [TEXTS]")
 @click.option(
-    "--apply", default=None, metavar="MODEL", help="Transform with this saved reducer instead."
+    "--out",
+    "-o",
+    required=True,
+    type=OUTPUT_PATH,
+    metavar="FOLDER",
+    help="Output folder (one unit).",
+)
+@click.option(
+    "--apply",
+    type=INPUT_PATH,
+    default=None,
+    metavar="MODEL",
+    help="Transform with this saved reducer instead.",
 )
 @click.option(
     "--save-model",
+    type=OUTPUT_PATH,
     default=None,
     metavar="PATH",
     help="Also save the fitted reducer here (it is always in FOLDER/reducer.safetensors).",

@@ -6,14 +6,19 @@ from __future__ import annotations
 import click
 
 from . import cli
-from ._options import output_options
+from ._options import INPUT_PATH, OUTPUT_PATH, output_options
 
 
 @cli.command("train")
-@click.argument("config", metavar="CONFIG.yaml")
+@click.argument("config", type=INPUT_PATH, metavar="CONFIG.yaml")
 @click.option("--resume", is_flag=True, help="Continue the run in the output folder.")
 @click.option(
-    "--out", "-o", default=None, metavar="DIR", help="Output folder (default: the config's 'out')."
+    "--out",
+    "-o",
+    type=OUTPUT_PATH,
+    default=None,
+    metavar="DIR",
+    help="Output folder (default: the config's 'out').",
 )
 @click.option(
     "--device", default=None, help="Override the config's device (auto, cpu, cuda, cuda:N)."

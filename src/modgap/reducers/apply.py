@@ -109,11 +109,7 @@ def reduce_to_folder(
     dict
         The summary written to ``OUT/reduce.json``.
     """
-    from .._progress import progress as progress_bar
-    from ..files import check_output_folder, check_paths, output_folder, write_json
-    from ..io import FORMATS, detect_format, read_embeddings, write_embeddings
-    from ..io.pairs import write_pairs
-    from ._registry import get_reducer, load_reducer
+    from ..files import check_paths, output_lock
 
     compute = resolve(compute)
     params = dict(params or {})
@@ -129,6 +125,54 @@ def reduce_to_folder(
         ],
         writes=[("--out", out_dir), ("--save-model", None if inside else save_model)],
     )
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # a second run onto the same --out fails now, not after its fit (and never mixes files)
+    with output_lock(out_dir, "--out"):
+        return _reduce_locked(
+            method,
+            images,
+            texts,
+            out_dir,
+            apply=apply,
+            save_model=save_model,
+            pairs=pairs,
+            params=params,
+            progress=progress,
+            compute=compute,
+            stream=stream,
+            engine=engine,
+            fit_sample=fit_sample,
+            dtype=dtype,
+            inside=inside,
+        )
+
+
+def _reduce_locked(
+    method: str | None,
+    images: str,
+    texts: str | None,
+    out_dir: Path,
+    *,
+    apply: str | os.PathLike | None,
+    save_model: str | os.PathLike | None,
+    pairs: str | os.PathLike | None,
+    params: dict[str, Any],
+    progress: bool,
+    compute: Compute,
+    stream: bool | None,
+    engine: Any,
+    fit_sample: int | None,
+    dtype: Any,
+    inside: bool,
+) -> dict:
+    """:func:`reduce_to_folder`'s work, under the lock of ``out_dir``."""
+    from .._progress import progress as progress_bar
+    from ..files import check_output_folder, clean_stale, output_folder, write_json
+    from ..io import FORMATS, detect_format, read_embeddings, write_embeddings
+    from ..io.pairs import write_pairs
+    from ._registry import get_reducer, load_reducer
+
+    clean_stale(out_dir)  # an output a killed run moved aside is put back before it is judged
     check_output_folder(out_dir, SUMMARY, "--out")
     if apply is not None:
         if params:

@@ -453,10 +453,14 @@ def transform_kernel(shard: Shard, source: Source, job: dict, compute: Compute) 
     staging folder ``job["staging"]`` under the input's own names: embeddings in
     ``job["image_dtype"]`` / ``job["text_dtype"]``, metadata files copied byte for byte. Each
     file lands by rename; a marker ``.done/{name}`` is written last, so a resumed job skips
-    exactly the shards that are complete."""
+    exactly the shards that are complete. The marker lists the files behind it with their
+    sizes, so a resumed job also redoes a shard whose files were removed or cut short."""
+    import json
+
     reducer = _load_reducer(job["model"], job["model_sha256"])
     fs = source.fs()
     root = job["staging"]
+    written: list[str] = []
     rows = _rows_per_block(source, compute, 4 * 4)
     with compute.threads_limit():
         for modality, sub, tr, dt in (
@@ -472,6 +476,7 @@ def transform_kernel(shard: Shard, source: Source, job: dict, compute: Compute) 
                     out[g0 + s : g0 + s + b.shape[0]] = tr(b).astype(dt, copy=False)
                 out.flush()
                 del out
+                written.append(single[modality])
                 continue
             name = os.path.basename(part.path)
             dst = os.path.join(root, sub, name)
@@ -483,11 +488,16 @@ def transform_kernel(shard: Shard, source: Source, job: dict, compute: Compute) 
                 _atomic_npy(dst, blocks, part.rows, job["dim_out"], np.dtype(dt))
             else:
                 _atomic_parquet(dst, fs, part, tr, rows, np.dtype(dt))
+            written.append(dst)
         for src, sub in ((shard.metadata, "metadata"), (shard.text_metadata, "text_metadata")):
             if src is not None:
-                _copy_atomic(fs, src, os.path.join(root, sub, os.path.basename(src)))
+                dst = os.path.join(root, sub, os.path.basename(src))
+                _copy_atomic(fs, src, dst)
+                written.append(dst)
     from ..files import atomic_path
 
+    files = {os.path.relpath(f, root): os.path.getsize(f) for f in written}
+    record = {"n_images": shard.n_images, "n_texts": shard.n_texts, "files": files}
     with atomic_path(os.path.join(root, ".done", shard.name)) as marker:
-        marker.write_text(f"{shard.n_images} {shard.n_texts}\n")
+        marker.write_text(json.dumps(record) + "\n")
     return {"name": shard.name, "n_images": shard.n_images, "n_texts": shard.n_texts}

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..compute import Compute, resolve
 from ..errors import ModgapError, notice
-from ..files import check_output_folder, swap_in
+from ..files import check_output_folder, clean_stale, output_lock, swap_in
 from . import kernels
 from .engines import Engine, LocalEngine
 from .source import Source, local_fingerprint
@@ -98,6 +98,38 @@ def _extra(source: Source, reducer: Any, staging: Path) -> None:
         np.savez(tmp, **arrays)
 
 
+def _finished(staging: Path, source: Source) -> set[str]:
+    """The shards whose ``.done`` marker holds and whose files are all there at the sizes the
+    marker records; other markers are removed, so those shards are written again."""
+    done: set[str] = set()
+    if not (staging / ".done").is_dir():
+        return done
+    wanted = {s.name: s for s in source.shards}
+    for marker in sorted((staging / ".done").iterdir()):
+        if marker.name.startswith("."):
+            continue
+        try:
+            record = json.loads(marker.read_text("utf-8"))
+            files = record["files"]
+            shard = wanted[marker.name]
+            ok = (record["n_images"], record["n_texts"]) == (shard.n_images, shard.n_texts)
+            for rel, size in files.items():
+                f = staging / rel
+                inside = not Path(rel).is_absolute() and ".." not in Path(rel).parts
+                ok = ok and inside and f.is_file() and f.stat().st_size == size
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            ok = False
+        if ok:
+            done.add(marker.name)
+        else:
+            notice(
+                f"{staging}: the files of shard {marker.name} changed since it was written; "
+                "writing it again"
+            )
+            marker.unlink()
+    return done
+
+
 def reduce_folder(
     source: Source,
     out: str | os.PathLike,
@@ -143,15 +175,51 @@ def reduce_folder(
     dict
         The summary written to ``OUT/reduce.json``.
     """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # one writer per output and its staging folder, from the first look at them to the swap-in
+    with output_lock(out, "--out"):
+        clean_stale(out)
+        replacing = check_output_folder(out, SUMMARY, "--out")
+        return _reduce_locked(
+            source,
+            out,
+            replacing,
+            reducer=reducer,
+            fit=fit,
+            apply=apply,
+            job=job,
+            dtype=dtype,
+            engine=engine or LocalEngine(),
+            compute=resolve(compute),
+            progress=progress,
+            resume=resume,
+            provenance_inputs=provenance_inputs,
+        )
+
+
+def _reduce_locked(
+    source: Source,
+    out: Path,
+    replacing: bool,
+    *,
+    reducer: Any,
+    fit: Any,
+    apply: Any,
+    job: dict | None,
+    dtype: Any,
+    engine: Engine,
+    compute: Compute,
+    progress: bool,
+    resume: bool,
+    provenance_inputs: dict | None,
+) -> dict:
+    """:func:`reduce_folder`'s work, under the output's lock."""
     from .._progress import progress as progress_bar
     from ..files import write_json
     from ..reducers import load_reducer
     from ..reducers.apply import reduce_summary
 
-    engine = engine or LocalEngine()
-    compute = resolve(compute)
-    out = Path(out)
-    replacing = check_output_folder(out, SUMMARY, "--out")
     if source.format not in ("clip-retrieval", "npy"):
         raise ModgapError(
             f"{source.path}: shard-by-shard reduce writes clip-retrieval folders and .npy "
@@ -211,6 +279,9 @@ def reduce_folder(
         "text_dtype": text_dtype,
         "dim_out": dim_out,
     }
+    # markers are checked before the .npy pair below is (re)allocated, so a removed output
+    # file cannot pass for a finished one
+    done = _finished(staging, source) if resumed else set()
     outputs = [str(out)]
     if source.format == "npy":
         from numpy.lib.format import open_memmap
@@ -230,7 +301,6 @@ def reduce_folder(
                 open_memmap(files[modality], mode="w+", dtype=dt, shape=(n, dim_out)).flush()
         work["single_files"] = {k: os.path.abspath(v) for k, v in files.items()}
         outputs = [str(out / img_name), str(out / txt_name)]
-    done = {p.name for p in (staging / ".done").iterdir() if not p.name.startswith(".")}
     todo = [s for s in source.shards if s.name not in done]
     if resumed and done:
         notice(

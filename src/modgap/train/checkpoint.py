@@ -80,6 +80,7 @@ def write_checkpoint(
     history: list,
     scaler: Any,
     config: dict,
+    running: dict[str, float] | None = None,
 ) -> Path:
     """Write the tensor file, then ``last.json`` (the commit point), then prune old files."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -107,6 +108,7 @@ def write_checkpoint(
         "optim_extra": extra_state,
         "scaler": scaler.state_dict() if scaler is not None else None,
         "config": config,
+        "running": dict(running or {}),
     }
     write_json(ckpt_dir / "last.json", meta)
     for old in ckpt_dir.glob("state-*.safetensors"):
@@ -160,7 +162,14 @@ def read_checkpoint(
             f"{steps_per_epoch} (batch size or data changed); resume with the same config",
             src,
         )
-    if step_in_epoch >= spe or global_step != epoch * spe + step_in_epoch or epoch > epochs:
+    # step == steps per epoch: the epoch's last step was taken (a checkpoint due at that step)
+    # but not its end (evaluation, history): resuming finishes that epoch first
+    last_step = step_in_epoch == spe and epoch < epochs
+    if (
+        (step_in_epoch >= spe and not last_step)
+        or global_step != epoch * spe + step_in_epoch
+        or epoch > epochs
+    ):
         raise InputError(
             f"impossible step counters in the checkpoint (epoch {epoch}, step {step_in_epoch} "
             f"of {spe}, global step {global_step}, {epochs} epochs configured)",
@@ -185,6 +194,12 @@ def read_checkpoint(
         raise InputError("checkpoint field 'best' must be null or {rsum, epoch}", src)
     if meta.get("scaler") is not None and not isinstance(meta["scaler"], dict):
         raise InputError("checkpoint field 'scaler' must be null or an object", src)
+    running = meta.setdefault("running", {})  # absent in checkpoints of earlier versions
+    if not isinstance(running, dict) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        for v in running.values()
+    ):
+        raise InputError("checkpoint field 'running' must map loss names to numbers", src)
     tensors, _ = _read_tensors(last.parent / name)
     _check_tensors(tensors, "model.", model.state_dict(), last.parent / name)
     _check_tensors(tensors, "loss.", loss.state_dict(), last.parent / name)

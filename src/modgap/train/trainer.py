@@ -33,7 +33,7 @@ import yaml
 from ..compute import resolve_device
 from ..embeddings import FeatureSet
 from ..errors import InputError, ModgapError, notice
-from ..files import atomic_path, write_json
+from ..files import atomic_path, output_lock, write_json
 from .checkpoint import load_best, read_checkpoint, save_best, write_checkpoint
 from .config import ConfigError, TrainConfig, load_config
 from .data import build_data, epoch_order, eval_folds, image_batch, text_batch
@@ -207,6 +207,7 @@ class Trainer:
         self.global_step = 0
         self.best = {"rsum": -math.inf, "epoch": None}
         self.history: list[dict] = []
+        self.running: dict[str, float] = {}  # smoothed losses, carried across epochs
         if resume:
             if last.exists():
                 self._load_checkpoint(last)
@@ -235,6 +236,7 @@ class Trainer:
             history=self.history,
             scaler=self.scaler,
             config=self._config_dump(),
+            running=self.running,
         )
 
     def _load_checkpoint(self, last: Path) -> None:
@@ -272,6 +274,7 @@ class Trainer:
         self.step_in_epoch = state["step_in_epoch"]
         self.global_step = state["global_step"]
         self.history = list(state["history"])
+        self.running = {str(k): float(v) for k, v in state["running"].items()}
         if state.get("best"):
             self.best = state["best"]
 
@@ -366,7 +369,7 @@ class Trainer:
         On a terminal a progress bar per epoch shows the running losses; in a log file or a
         pipe every epoch ends with one plain line holding all of them (never cut to a width).
         """
-        with self._torch_settings():
+        with output_lock(self.out, "--out"), self._torch_settings():
             return self._fit()
 
     def _fit(self) -> dict:
@@ -386,7 +389,12 @@ class Trainer:
         b = cfg.optim.batch_size
         n = self.train_data.n_texts
         every = cfg.checkpoint.every_steps
-        running: dict[str, float] = {}
+        running = self.running
+        if self.epoch >= cfg.optim.epochs:
+            notice(
+                f"{self.out} already finished its {cfg.optim.epochs} epochs; writing its results "
+                "again"
+            )
         while self.epoch < cfg.optim.epochs:
             order = epoch_order(n, cfg.seed, self.epoch)
             title = f"epoch {self.epoch + 1}/{cfg.optim.epochs}"
