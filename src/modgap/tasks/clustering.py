@@ -144,7 +144,7 @@ def cluster_sample(
             mask = np.zeros(n_i, dtype=bool)
             mask[keep_i] = True
             keep_t = np.flatnonzero(mask[text_to_image])
-        else:
+        elif n_t:
             keep_t = np.sort(
                 rng.choice(n_t, size=max(2, int(n_t * max_points / (n_i + n_t))), replace=False)
             )
