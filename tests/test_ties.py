@@ -295,3 +295,37 @@ def test_the_second_run_uses_other_kernels_and_one_thread():
     if torch.backends.mkl.is_available():
         assert torch_here != torch_default  # MKL path of torch's matrix products
     assert torch.get_num_threads() == 1
+
+
+def test_merge_topk_of_split_lists_is_the_order_of_one_block():
+    """The streamed merge of per-shard top-k lists and the in-memory select_topk share one
+    rule (merge_topk): lists cut anywhere and merged give the whole block's top-k, ties
+    (duplicated candidates) by key then id."""
+    import torch
+
+    from modgap._ties import exact_scores, merge_topk, row_scale, topk_rows
+
+    rng = np.random.default_rng(0)
+    C = rng.normal(size=(60, 8)).astype(np.float32)
+    C[10] = C[40]
+    C[41] = C[10]
+    C /= np.linalg.norm(C, axis=1, keepdims=True)
+    Q = np.vstack([C[10], rng.normal(size=(5, 8))]).astype(np.float32)
+    Q /= np.linalg.norm(Q, axis=1, keepdims=True)
+    Qt, Ct = torch.from_numpy(Q), torch.from_numpy(C)
+    scale = row_scale(Qt, Ct)
+    k = 6
+
+    def top(lo, hi):
+        def exact(r, c):
+            return exact_scores(Qt, Ct[lo:hi], r, c)
+
+        ids, sc = topk_rows(Qt @ Ct[lo:hi].T, k, scale, 8, exact)
+        return ids.numpy() + lo, sc.numpy(), np.zeros(ids.shape, np.int64)
+
+    whole = top(0, 60)
+    parts = [top(a, b) for a, b in ((0, 17), (17, 41), (41, 60))]
+    ids, sc, _ = merge_topk(parts, k, scale.numpy())
+    np.testing.assert_array_equal(ids, whole[0])
+    np.testing.assert_array_equal(sc, whole[1])
+    assert list(ids[0, :3]) == [10, 40, 41]  # the duplicates tie: lower id first

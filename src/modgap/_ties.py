@@ -42,6 +42,7 @@ __all__ = [
     "count_above",
     "exact_scores",
     "fixed_scores",
+    "merge_topk",
     "offset_window",
     "row_scale",
     "score_window",
@@ -328,24 +329,60 @@ def select_topk(
     cand = index[r, c]
     s64 = exact(r, cand)
     key = tie_key(r, cand) if tie_key is not None else torch.zeros_like(cand)
-    grid = torch.round(s64 / (TIE_TOL * scale[r])).to(torch.int64)
-    # one sort by (row, -score cell, tie key, id)
-    order = np.lexsort(
-        (cand.cpu().numpy(), key.cpu().numpy(), -grid.cpu().numpy(), r.cpu().numpy())
-    )
-    order_t = torch.from_numpy(order).to(dev)
-    r_s = r[order_t]
-    pos = torch.arange(r_s.numel(), device=dev)
-    first = torch.ones_like(r_s, dtype=torch.bool)
-    first[1:] = r_s[1:] != r_s[:-1]
-    start = torch.cummax(torch.where(first, pos, torch.zeros_like(pos)), dim=0).values
-    rank = pos - start
-    keep = rank < k
-    ids = torch.full((rows, k), -1, dtype=torch.int64, device=dev)
-    scores = torch.full((rows, k), float("-inf"), dtype=torch.float64, device=dev)
-    ids[r_s[keep], rank[keep]] = cand[order_t][keep]
-    scores[r_s[keep], rank[keep]] = s64[order_t][keep]
+    # the reachable candidates as per-row lists (the rest -inf, id -1), ordered by the one
+    # merge rule of every top-k in modgap, in memory and streamed
+    r_np, c_np = r.cpu().numpy(), c.cpu().numpy()
+    ids_l = np.full((rows, L), -1, dtype=np.int64)
+    sc_l = np.full((rows, L), -np.inf)
+    key_l = np.zeros((rows, L), dtype=np.int64)
+    ids_l[r_np, c_np] = cand.cpu().numpy()
+    sc_l[r_np, c_np] = s64.cpu().numpy()
+    key_l[r_np, c_np] = key.cpu().numpy()
+    top_ids, top_sc, _ = merge_topk([(ids_l, sc_l, key_l)], k, scale.cpu().numpy())
+    ids = torch.from_numpy(top_ids).to(dev)
+    scores = torch.from_numpy(top_sc).to(dev)
     return ids, scores, short
+
+
+def merge_topk(lists: Any, k: int, scale: Any = None) -> tuple[Any, Any, Any]:
+    """The top ``k`` of each row of several exact candidate lists: **the** order of every
+    top-k in modgap (:func:`select_topk` on one block, the merge of shards and query blocks
+    in :mod:`modgap.stream`, the mixed corpus of images and texts).
+
+    Candidates are ordered by their exact score on the tie grid ``round(s / (TIE_TOL ·
+    scale))`` (descending), then by their tie key (smaller first), then by their id; entries
+    with score ``-inf`` (id -1) come last.
+
+    Parameters
+    ----------
+    lists : sequence of ``(ids, scores, keys)``
+        numpy arrays of one number of rows each: int64 ids, float64 exact scores, int64 tie
+        keys, any number of columns.
+    k : int
+        How many to keep per row (fewer when the lists hold fewer columns).
+    scale : float64 array (rows,), optional
+        Per row, ``‖q‖ · max‖c‖`` (:func:`row_scale`); 1 (unit rows) when absent.
+
+    Returns
+    -------
+    ids, scores, keys : numpy arrays (rows, min(k, columns))
+    """
+    import numpy as np
+
+    ids = np.concatenate([np.asarray(a[0], dtype=np.int64) for a in lists], axis=1)
+    sc = np.concatenate([np.asarray(a[1], dtype=np.float64) for a in lists], axis=1)
+    key = np.concatenate([np.asarray(a[2], dtype=np.int64) for a in lists], axis=1)
+    if ids.shape[1] == 0:
+        return ids, sc, key
+    finite = np.isfinite(sc)
+    unit = TIE_TOL if scale is None else TIE_TOL * np.asarray(scale, dtype=np.float64)[:, None]
+    # invalid entries (-inf, id -1) sort last
+    neg = np.where(finite, -np.round(np.where(finite, sc, 0) / unit), np.inf)
+    rows = np.arange(ids.shape[0])[:, None].repeat(ids.shape[1], 1)
+    order = np.lexsort((ids.ravel(), key.ravel(), neg.ravel(), rows.ravel())).reshape(ids.shape)
+    take = (order - rows * ids.shape[1])[:, :k]
+    r = np.arange(ids.shape[0])[:, None]
+    return ids[r, take], sc[r, take], key[r, take]
 
 
 def topk_rows(

@@ -223,47 +223,25 @@ def _write_records(records, json_out, table, quiet, *inputs) -> None:
 
 
 def _eval_stream(source, tasks, ks, streaming, sample_queries, progress, compute):
-    """Retrieval and mixed search on a streamed source (:func:`modgap.stream.stream_retrieval`);
-    the tasks that need the whole set in memory are listed as skipped."""
-    from ..errors import ModgapError
-    from ..stream import stream_retrieval
-    from ..tasks.suite import TASKS
+    """Every task the streamed source supports (:func:`modgap.stream.tasks.stream_eval`):
+    retrieval and mixed search by exact scans, zero-shot exactly with the images streamed,
+    clustering on the in-memory sample rule; the rest under ``skipped`` with the reason."""
+    from ..stream.tasks import stream_eval
 
-    wanted = list(tasks) if tasks else ["retrieval", "mixed"]
-    unknown = [t for t in wanted if t not in TASKS]
-    if unknown:
-        raise ModgapError(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
-    in_memory = [t for t in wanted if t not in ("retrieval", "mixed")]
-    if tasks and in_memory:
-        raise ModgapError(
-            f"task(s) {', '.join(in_memory)} need the set in memory; drop --stream/--engine "
-            "or ask for retrieval, mixed"
-        )
     eng = streaming.make_engine()
     try:
-        results = stream_retrieval(
+        results = stream_eval(
             source,
+            tasks,
             ks,
             sample_queries=sample_queries,
-            mixed="mixed" in wanted,
             engine=eng,
             compute=compute,
             progress=progress,
         )
     finally:
         eng.close()
-    if "retrieval" not in wanted:
-        results = {
-            k: v
-            for k, v in results.items()
-            if k.startswith("mixed") or k in ("estimates", "sampling")
-        }
-    if not tasks:
-        results["skipped"] = {
-            t: "not streamed (needs the set in memory)" for t in ("zeroshot", "clustering")
-        }
-    counts = source.describe()
-    return results, counts
+    return results, source.describe()
 
 
 @cli.command("eval")

@@ -13,7 +13,8 @@ numbers and numpy arrays (so any engine can ship them):
   one modality, exactly (:mod:`modgap._ties`): the exact best score, the count of rows whose
   exact score beats a per-query threshold (self and listed partners excluded), the sum of the
   uniformity kernel :math:`e^{-2\lVert q - p\rVert^2} = e^{4 q\cdot p - 4}`, and the exact
-  top-K. Merged across shards by max, sum and a top-K merge under the same total order.
+  top-K. Merged across shards by max, sum and :func:`modgap._ties.merge_topk`, the order of
+  every in-memory top-K too.
 * :func:`transform_kernel` — one shard through a saved reducer, written atomically.
 """
 
@@ -222,7 +223,7 @@ def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: C
     """
     import torch
 
-    from .._ties import count_above, topk_rows
+    from .._ties import count_above, merge_topk, topk_rows
 
     b, shard = item
     out: dict = {}
@@ -308,9 +309,12 @@ def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: C
                             valid.cpu().numpy(), ids.cpu().numpy() + p0 + s.get("id_offset", 0), -1
                         )
                         key = np.full(gid.shape, int(own), dtype=np.int64)
-                        st["top_ids"], st["top_scores"], st["top_key"] = _topk_merge(
-                            (st["top_ids"], st["top_scores"], st["top_key"]),
-                            (gid, np.where(valid.cpu().numpy(), sc.cpu().numpy(), -np.inf), key),
+                        sc = np.where(valid.cpu().numpy(), sc.cpu().numpy(), -np.inf)
+                        st["top_ids"], st["top_scores"], st["top_key"] = merge_topk(
+                            [
+                                (st["top_ids"], st["top_scores"], st["top_key"]),
+                                (gid, sc, key),
+                            ],
                             int(s["topk"]),
                         )
                     if s.get("threshold") is not None:
@@ -337,31 +341,11 @@ def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: C
     return out
 
 
-def _topk_merge(a: tuple, b: tuple, k: int) -> tuple:
-    """The top ``k`` of two exact candidate lists per row, in the order of
-    :func:`modgap._ties.select_topk`: exact score on the tie grid (descending), then the tie
-    key (own modality last), then the id."""
-    from .._ties import TIE_TOL
-
-    ids = np.concatenate([a[0], b[0]], axis=1)
-    sc = np.concatenate([a[1], b[1]], axis=1)
-    key = np.concatenate([a[2], b[2]], axis=1)
-    if ids.shape[1] == 0:
-        return ids, sc, key
-    grid = np.where(np.isfinite(sc), np.round(np.where(np.isfinite(sc), sc, 0) / TIE_TOL), np.inf)
-    # invalid entries (-inf, id -1) sort last
-    neg = np.where(np.isfinite(sc), -grid, np.inf)
-    rows = np.arange(ids.shape[0])[:, None].repeat(ids.shape[1], 1)
-    order = np.lexsort((ids.ravel(), key.ravel(), neg.ravel(), rows.ravel())).reshape(ids.shape)
-    order = order - rows * ids.shape[1]
-    take = order[:, :k]
-    r = np.arange(ids.shape[0])[:, None]
-    return ids[r, take], sc[r, take], key[r, take]
-
-
 def merge_scans(a: dict, b: dict) -> dict:
     """Fold two :func:`scan_kernel` results: max of ``best``, sums of ``count`` and
-    ``ksum``, top-K merge of the lists."""
+    ``ksum``, top-K merge of the lists (:func:`modgap._ties.merge_topk`)."""
+    from .._ties import merge_topk
+
     out = dict(a)
     for key, vb in b.items():
         va = out.get(key)
@@ -376,9 +360,11 @@ def merge_scans(a: dict, b: dict) -> dict:
                 m[f] = va[f] + v
         if "top_ids" in vb:
             k = max(va["top_ids"].shape[1], vb["top_ids"].shape[1])
-            m["top_ids"], m["top_scores"], m["top_key"] = _topk_merge(
-                (va["top_ids"], va["top_scores"], va["top_key"]),
-                (vb["top_ids"], vb["top_scores"], vb["top_key"]),
+            m["top_ids"], m["top_scores"], m["top_key"] = merge_topk(
+                [
+                    (va["top_ids"], va["top_scores"], va["top_key"]),
+                    (vb["top_ids"], vb["top_scores"], vb["top_key"]),
+                ],
                 k,
             )
         out[key] = m

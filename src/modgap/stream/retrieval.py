@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from .._ties import merge_topk
 from ..compute import Compute, resolve
 from ..errors import InputError, ModgapError
 from .engines import Engine, LocalEngine
 from .intervals import LEVEL, Z, estimate, wilson
-from .kernels import _topk_merge
 from .measures import DEFAULT_SAMPLE_QUERIES, _pairs_of, run_scans, sample_index
 from .source import Source
 
@@ -257,9 +257,11 @@ def stream_retrieval(
                 est[f"{key}@{k}"] = e
         shares = []
         for own, other in (("ii", "it_top"), ("tt", "ti_top")):
-            _, _, key = _topk_merge(
-                (r[own]["top_ids"], r[own]["top_scores"], r[own]["top_key"]),
-                (r[other]["top_ids"], r[other]["top_scores"], r[other]["top_key"]),
+            _, _, key = merge_topk(
+                [
+                    (r[own]["top_ids"], r[own]["top_scores"], r[own]["top_key"]),
+                    (r[other]["top_ids"], r[other]["top_scores"], r[other]["top_key"]),
+                ],
                 kmax,
             )
             shares.append(key)
@@ -333,9 +335,8 @@ def search_topk(
     r = run_scans(source, specs, engine=engine, compute=compute)
     ids, sc, key = r[pools[0]]["top_ids"], r[pools[0]]["top_scores"], r[pools[0]]["top_key"]
     if len(pools) == 2:
-        ids, sc, key = _topk_merge(
-            (ids, sc, key),
-            (r["text"]["top_ids"], r["text"]["top_scores"], r["text"]["top_key"]),
+        ids, sc, key = merge_topk(
+            [(ids, sc, key), (r["text"]["top_ids"], r["text"]["top_scores"], r["text"]["top_key"])],
             int(k),
         )
     return ids, sc

@@ -39,7 +39,7 @@ import numpy as np
 from .._array import as_float_matrix, check_pairing, l2_normalize, to_numpy
 from ..errors import InputError, ModgapError
 
-__all__ = ["clustering_metrics", "modality_purity"]
+__all__ = ["cluster_points", "cluster_sample", "clustering_metrics", "modality_purity"]
 
 DEFAULT_MAX_CLUSTERS = 100
 
@@ -96,9 +96,6 @@ def clustering_metrics(
         ``pair_coclustering_chance`` (with pairs), ``modality_purity``,
         ``modality_purity_blind``, ``n_clusters``.
     """
-    from sklearn.cluster import KMeans
-    from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score
-
     X = as_float_matrix(image_emb, "image_emb", normalize=False)
     Y = as_float_matrix(text_emb, "text_emb", dim=X.shape[1], normalize=False, allow_empty=True)
     n_i, n_t = len(X), len(Y)
@@ -111,28 +108,84 @@ def clustering_metrics(
     if y_img is not None and y_img.shape != (n_i,):
         raise InputError(f"'labels' must have shape ({n_i},), got {tuple(y_img.shape)}")
 
+    keep_i, keep_t = cluster_sample(n_i, n_t, t2i, max_points, seed)
+    default_k = None if y_img is None else len(np.unique(y_img))
+    return cluster_points(
+        X[keep_i],
+        Y[keep_t],
+        None if t2i is None else t2i[keep_t],
+        keep_i,
+        None if y_img is None else y_img[keep_i],
+        default_k=default_k,
+        n_clusters=n_clusters,
+        seed=seed,
+        n_init=n_init,
+        has_texts=n_t > 0,
+    )
+
+
+def cluster_sample(
+    n_i: int, n_t: int, text_to_image: np.ndarray | None, max_points: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rows :func:`clustering_metrics` clusters: all of them up to ``max_points`` points,
+    else a uniform sample of ``max(2, ⌊n_i · max_points / (n_i + n_t)⌋)`` images
+    (``numpy.random.default_rng(seed).choice``, sorted) with all their captions (without
+    pairs, texts sampled the same way). The same rows in memory and on a streamed source.
+
+    Returns ``(image rows, text rows)``, sorted int64.
+    """
     rng = np.random.default_rng(seed)
     keep_t = np.arange(n_t)
     if n_i + n_t > max_points:
         keep_i = np.sort(
             rng.choice(n_i, size=max(2, int(n_i * max_points / (n_i + n_t))), replace=False)
         )
-        if t2i is not None:
+        if text_to_image is not None:
             mask = np.zeros(n_i, dtype=bool)
             mask[keep_i] = True
-            keep_t = np.flatnonzero(mask[t2i])
-        else:
+            keep_t = np.flatnonzero(mask[text_to_image])
+        elif n_t:
             keep_t = np.sort(
                 rng.choice(n_t, size=max(2, int(n_t * max_points / (n_i + n_t))), replace=False)
             )
     else:
         keep_i = np.arange(n_i)
+    return keep_i.astype(np.int64), keep_t.astype(np.int64)
+
+
+def cluster_points(
+    X: Any,
+    Y: Any,
+    text_image: np.ndarray | None,
+    image_rows: np.ndarray,
+    image_labels: np.ndarray | None,
+    *,
+    default_k: int | None,
+    n_clusters: int | None = None,
+    seed: int = 0,
+    n_init: int = 3,
+    has_texts: bool | None = None,
+) -> dict:
+    """k-means on the rows :func:`cluster_sample` chose, and the scores of
+    :func:`clustering_metrics`.
+
+    ``X``, ``Y``: the chosen image and text rows; ``text_image``: the global image row of each
+    chosen text (None: unpaired); ``image_rows``: the global row of each chosen image (sorted);
+    ``image_labels``: the chosen images' classes; ``default_k``: the number of classes of all
+    the labels (None without labels); ``has_texts``: whether the whole set has texts
+    (default: whether ``Y`` has rows).
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score
+
+    keep_i = np.arange(len(X))
+    keep_t = np.arange(len(Y))
+    t2i = None if text_image is None else np.searchsorted(image_rows, text_image)
+    y_img = image_labels
     Z = l2_normalize(np.concatenate([X[keep_i], Y[keep_t]]))
     is_text = np.r_[np.zeros(len(keep_i), bool), np.ones(len(keep_t), bool)]
 
-    if y_img is not None:
-        default_k = len(np.unique(y_img))
-    else:
+    if default_k is None:
         default_k = min(len(keep_i), DEFAULT_MAX_CLUSTERS)
     k = int(n_clusters) if n_clusters is not None else max(2, default_k)
     if k < 2 or k > len(Z):
@@ -153,14 +206,14 @@ def clustering_metrics(
         out["cluster_ami"] = float(adjusted_mutual_info_score(semantic, points))
         out["cluster_ari"] = float(adjusted_rand_score(semantic, points))
     if t2i is not None and len(keep_t):
-        position = np.full(n_i, -1, dtype=np.int64)
-        position[keep_i] = np.arange(len(keep_i))
-        partner = a_img[position[t2i[keep_t]]]
+        partner = a_img[t2i[keep_t]]
         out["pair_coclustering"] = float(np.mean(partner == a_txt))
         p_img = np.bincount(a_img, minlength=k) / max(len(a_img), 1)
         p_txt = np.bincount(a_txt, minlength=k) / max(len(a_txt), 1)
         out["pair_coclustering_chance"] = float(p_img @ p_txt)
-    if n_t:  # images alone (a zero-shot set) have no modality to mix
+    if (
+        len(Y) if has_texts is None else has_texts
+    ):  # images alone (a zero-shot set) have no modality to mix
         out["modality_purity"] = modality_purity(assign, is_text)
         out["modality_purity_blind"] = float(max(p, 1 - p))
     out["n_clusters"] = k

@@ -30,8 +30,13 @@ __all__ = [
     "ENSEMBLE_TEMPLATES",
     "class_embeddings",
     "ensemble_class_embeddings",
+    "merge_zero_shot_counts",
     "prediction_concentration",
+    "require_zero_shot",
+    "zero_shot_counts",
+    "zero_shot_from_counts",
     "zero_shot_from_encoder",
+    "zero_shot_labels",
     "zero_shot_metrics",
 ]
 
@@ -187,12 +192,151 @@ def prediction_concentration(predictions: Any, labels: Any, n_classes: int) -> d
     """
     pred = np.bincount(np.asarray(predictions, dtype=np.int64), minlength=n_classes)
     true = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes)
+    return _concentration(pred, true)
+
+
+def _concentration(pred: np.ndarray, true: np.ndarray) -> dict:
+    """:func:`prediction_concentration` from the per-class counts of predictions and labels."""
     n = max(int(true.sum()), 1)
     return {
         "prediction_entropy": _normalised_entropy(pred),
         "label_entropy": _normalised_entropy(true),
         "prediction_top_share": float(pred.max() / n),
         "label_top_share": float(true.max() / n),
+    }
+
+
+def require_zero_shot(labels: Any, class_text_emb: Any) -> None:
+    """One-line errors when the labels or the class prompts of zero-shot are missing."""
+    if labels is None:
+        raise InputError(
+            "zero-shot classification needs image labels ('labels', one class index per image)"
+        )
+    if class_text_emb is None:
+        raise InputError(
+            "zero-shot classification needs class prompt embeddings ('class_text_emb') or an "
+            "encoder with class names"
+        )
+
+
+def zero_shot_labels(labels: Any, n_images: int, n_classes: int) -> np.ndarray:
+    """The labels as int64 class indices, checked: one per image, integers in
+    ``[0, n_classes)``."""
+    y = to_numpy(labels)
+    if y.ndim != 1 or y.shape[0] != n_images:
+        raise InputError(f"'labels' must have shape ({n_images},), got {tuple(y.shape)}")
+    if y.size and not np.all(y == np.round(y)):
+        raise InputError("'labels' must be integer class indices")
+    y = y.astype(np.int64)
+    if y.size and (y.min() < 0 or y.max() >= n_classes):
+        raise InputError(
+            f"'labels' go from {int(y.min())} to {int(y.max())} but there are {n_classes} "
+            f"classes; labels must be in [0, {n_classes})"
+        )
+    return y
+
+
+def zero_shot_counts(
+    image_emb: Any,
+    labels: np.ndarray,
+    classes: np.ndarray,
+    *,
+    device: Any = None,
+    compute: Compute | None = None,
+    predictions: bool = False,
+) -> dict:
+    """The zero-shot kernel: per-class counts of one block of images, which add up over
+    blocks and shards (:func:`merge_zero_shot_counts`) and give the metrics
+    (:func:`zero_shot_from_counts`). The in-memory route is one block; a streamed source
+    runs it on every block of its images.
+
+    Each image is L2-normalised and assigned its exact top ``min(5, c)`` classes by cosine
+    (:func:`modgap._ties.topk_rows`: float32 blocks, the near-ties recomputed exactly, ties to
+    the lower class index), so the counts do not depend on the block, device or thread count.
+
+    Parameters
+    ----------
+    image_emb : array (n, d)
+        Image embeddings (float32 rows as an :class:`~modgap.embeddings.EmbeddingSet` holds
+        them).
+    labels : int64 array (n,)
+        Checked class indices (:func:`zero_shot_labels`).
+    classes : float32 array (c, d)
+        Unit class embeddings (:func:`ensemble_class_embeddings`).
+    predictions : bool
+        Also return the top-1 class of each image (``"predictions"``).
+
+    Returns
+    -------
+    dict
+        ``n`` images, ``hit5`` (top-5 hits), and per class (length c): ``labels`` (images of
+        the class), ``hit1`` (of them predicted correctly), ``predicted`` (images predicted as
+        the class).
+    """
+    import torch
+
+    c, d = classes.shape
+    X = as_float_matrix(image_emb, "image_emb", dim=d, normalize=False, allow_empty=True)
+    y = np.asarray(labels, dtype=np.int64)
+    k5 = min(5, c)
+    dev = device_for(compute, device)
+    Wt = torch.from_numpy(np.ascontiguousarray(classes, dtype=np.float32)).to(dev)
+    Wt = Wt / Wt.norm(dim=1, keepdim=True)
+    yt = torch.from_numpy(y).to(dev)
+    top1 = torch.empty(len(y), dtype=torch.int64, device=dev)
+    hit5 = torch.empty(len(y), dtype=torch.bool, device=dev)
+    step = resolve(compute).rows_per_block(4 * max(c, 1) + 4 * d, buffers=2)
+    with torch.no_grad():
+        for s in range(0, len(y), step):
+            xb = torch.nn.functional.normalize(to_torch(X[s : s + step], dev), dim=1)
+            logits = xb @ Wt.T
+
+            def exact(rows, cols, xb=xb):
+                return exact_scores(xb, Wt, rows, cols)
+
+            # the exact top classes (modgap._ties): ties go to the lower class index
+            top, _ = topk_rows(logits, k5, row_scale(xb, Wt), d, exact)
+            top1[s : s + step] = top[:, 0]
+            hit5[s : s + step] = (top == yt[s : s + step, None]).any(dim=1)
+    pred = top1.cpu().numpy()
+    out = {
+        "n": int(y.size),
+        "hit5": int(hit5.sum()),
+        "labels": np.bincount(y, minlength=c),
+        "hit1": np.bincount(y[pred == y], minlength=c),
+        "predicted": np.bincount(pred, minlength=c),
+    }
+    if predictions:
+        out["predictions"] = pred
+    return out
+
+
+def merge_zero_shot_counts(a: dict, b: dict) -> dict:
+    """Add two :func:`zero_shot_counts` results (``b``'s images after ``a``'s)."""
+    out = {k: a[k] + b[k] for k in ("n", "hit5", "labels", "hit1", "predicted")}
+    if "predictions" in a and "predictions" in b:
+        out["predictions"] = np.concatenate([a["predictions"], b["predictions"]])
+    return out
+
+
+def zero_shot_from_counts(counts: dict) -> dict:
+    """``acc1``, ``acc5``, ``mean_per_class_recall`` and the prediction concentration from
+    merged :func:`zero_shot_counts`.
+
+    ``mean_per_class_recall`` is the mean over the classes present in the labels of
+    ``hit1 / labels`` in class order: the arithmetic of
+    ``sklearn.metrics.balanced_accuracy_score``, so the same bits.
+    """
+    n = counts["n"]
+    if n == 0:
+        raise InputError("zero-shot classification needs at least one image")
+    true = np.asarray(counts["labels"])
+    present = true > 0
+    return {
+        "acc1": int(counts["hit1"].sum()) / n,
+        "acc5": counts["hit5"] / n,
+        "mean_per_class_recall": float(np.mean(counts["hit1"][present] / true[present])),
+        **_concentration(np.asarray(counts["predicted"]), true),
     }
 
 
@@ -229,63 +373,19 @@ def zero_shot_metrics(
         ``acc1``, ``acc5``, ``mean_per_class_recall`` in [0, 1], and the prediction
         concentration next to the labels' (:func:`prediction_concentration`):
         ``prediction_entropy``, ``label_entropy``, ``prediction_top_share``,
-        ``label_top_share``.
+        ``label_top_share``. One block of :func:`zero_shot_counts`, the kernel of the
+        streamed route (:func:`modgap.stream.tasks.stream_zero_shot`) too.
     """
-    import torch
-    from sklearn.metrics import balanced_accuracy_score
-
-    if labels is None:
-        raise InputError(
-            "zero-shot classification needs image labels ('labels', one class index per image)"
-        )
-    if class_text_emb is None:
-        raise InputError(
-            "zero-shot classification needs class prompt embeddings ('class_text_emb') or an "
-            "encoder with class names"
-        )
+    require_zero_shot(labels, class_text_emb)
     W = ensemble_class_embeddings(class_text_emb)
     X = as_float_matrix(image_emb, "image_emb", dim=W.shape[1], normalize=False)
-    y = to_numpy(labels)
-    if y.ndim != 1 or y.shape[0] != X.shape[0]:
-        raise InputError(f"'labels' must have shape ({X.shape[0]},), got {tuple(y.shape)}")
-    if y.size and not np.all(y == np.round(y)):
-        raise InputError("'labels' must be integer class indices")
-    y = y.astype(np.int64)
-    c = W.shape[0]
-    if y.min() < 0 or y.max() >= c:
-        raise InputError(
-            f"'labels' go from {int(y.min())} to {int(y.max())} but there are {c} classes; "
-            f"labels must be in [0, {c})"
-        )
-    k5 = min(5, c)
-    dev = device_for(compute, device)
-    Wt = torch.from_numpy(W).to(dev)
-    Wt = Wt / Wt.norm(dim=1, keepdim=True)
-    yt = torch.from_numpy(y).to(dev)
-    top1 = torch.empty(len(y), dtype=torch.int64, device=dev)
-    hit5 = torch.empty(len(y), dtype=torch.bool, device=dev)
-    step = resolve(compute).rows_per_block(4 * max(c, 1) + 4 * W.shape[1], buffers=2)
-    with torch.no_grad():
-        for s in range(0, len(y), step):
-            xb = torch.nn.functional.normalize(to_torch(X[s : s + step], dev), dim=1)
-            logits = xb @ Wt.T
-
-            def exact(rows, cols, xb=xb):
-                return exact_scores(xb, Wt, rows, cols)
-
-            # the exact top classes (modgap._ties): ties go to the lower class index
-            top, _ = topk_rows(logits, k5, row_scale(xb, Wt), Wt.shape[1], exact)
-            top1[s : s + step] = top[:, 0]
-            hit5[s : s + step] = (top == yt[s : s + step, None]).any(dim=1)
-    pred = top1.cpu().numpy()
-    out = {
-        "acc1": float(np.mean(pred == y)),
-        "acc5": float(np.mean(hit5.cpu().numpy())),
-        "mean_per_class_recall": float(balanced_accuracy_score(y, pred)),
-        **prediction_concentration(pred, y, c),
-    }
+    y = zero_shot_labels(labels, X.shape[0], W.shape[0])
+    counts = zero_shot_counts(
+        X, y, W, device=device, compute=compute, predictions=return_predictions
+    )
+    out = zero_shot_from_counts(counts)
     if return_predictions:
-        out["predictions"] = pred.tolist()
+        out["predictions"] = counts["predictions"].tolist()
     return out
 
 
