@@ -28,8 +28,9 @@ import numpy as np
 
 from .._array import NORM_TOL
 from ..compute import Compute
+from ..io.source import Shard, Source
 from ..measures.accumulators import Moments
-from .source import Shard, Source
+from .blocks import task_rows, topk_merge
 
 __all__ = [
     "merge_moments",
@@ -80,7 +81,7 @@ def unit_block(raw: np.ndarray, name: str, path: str, first: int) -> tuple:
     """``(x, 1/‖x‖, ‖x‖²)`` of a raw block in float64, checked like :func:`prepare_rows` (and with
     its float32 normalisation of rows off 1 by more than 10⁻³), without materialising the
     normalised rows: the first moments are then one matrix-vector product."""
-    from .source import prepare_rows
+    from ..io.source import prepare_rows
 
     x = np.asarray(raw, dtype=np.float64)
     sq = np.einsum("ij,ij->i", x, x)
@@ -265,8 +266,7 @@ def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: C
                 state[s["name"]] = st
             name = "image_emb" if pool == "image" else "text_emb"
             if group[0].get("norm") == "task":  # the retrieval tasks' row preparation
-                from .retrieval import task_rows
-                from .source import prepare_rows
+                from ..io.source import prepare_rows
 
                 def conv(raw, path, start, name=name):
                     return task_rows(prepare_rows(raw, name, path, start))
@@ -308,7 +308,7 @@ def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: C
                             valid.cpu().numpy(), ids.cpu().numpy() + p0 + s.get("id_offset", 0), -1
                         )
                         key = np.full(gid.shape, int(own), dtype=np.int64)
-                        st["top_ids"], st["top_scores"], st["top_key"] = _topk_merge(
+                        st["top_ids"], st["top_scores"], st["top_key"] = topk_merge(
                             (st["top_ids"], st["top_scores"], st["top_key"]),
                             (gid, np.where(valid.cpu().numpy(), sc.cpu().numpy(), -np.inf), key),
                             int(s["topk"]),
@@ -337,28 +337,6 @@ def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: C
     return out
 
 
-def _topk_merge(a: tuple, b: tuple, k: int) -> tuple:
-    """The top ``k`` of two exact candidate lists per row, in the order of
-    :func:`modgap._ties.select_topk`: exact score on the tie grid (descending), then the tie
-    key (own modality last), then the id."""
-    from .._ties import TIE_TOL
-
-    ids = np.concatenate([a[0], b[0]], axis=1)
-    sc = np.concatenate([a[1], b[1]], axis=1)
-    key = np.concatenate([a[2], b[2]], axis=1)
-    if ids.shape[1] == 0:
-        return ids, sc, key
-    grid = np.where(np.isfinite(sc), np.round(np.where(np.isfinite(sc), sc, 0) / TIE_TOL), np.inf)
-    # invalid entries (-inf, id -1) sort last
-    neg = np.where(np.isfinite(sc), -grid, np.inf)
-    rows = np.arange(ids.shape[0])[:, None].repeat(ids.shape[1], 1)
-    order = np.lexsort((ids.ravel(), key.ravel(), neg.ravel(), rows.ravel())).reshape(ids.shape)
-    order = order - rows * ids.shape[1]
-    take = order[:, :k]
-    r = np.arange(ids.shape[0])[:, None]
-    return ids[r, take], sc[r, take], key[r, take]
-
-
 def merge_scans(a: dict, b: dict) -> dict:
     """Fold two :func:`scan_kernel` results: max of ``best``, sums of ``count`` and
     ``ksum``, top-K merge of the lists."""
@@ -376,7 +354,7 @@ def merge_scans(a: dict, b: dict) -> dict:
                 m[f] = va[f] + v
         if "top_ids" in vb:
             k = max(va["top_ids"].shape[1], vb["top_ids"].shape[1])
-            m["top_ids"], m["top_scores"], m["top_key"] = _topk_merge(
+            m["top_ids"], m["top_scores"], m["top_key"] = topk_merge(
                 (va["top_ids"], va["top_scores"], va["top_key"]),
                 (vb["top_ids"], vb["top_scores"], vb["top_key"]),
                 k,
@@ -415,7 +393,7 @@ def _atomic_parquet(path: str, fs, part, transform, rows: int, dtype: np.dtype) 
 
     from ..files import atomic_path
     from ..io.parquet import arrow_matrix
-    from .source import prepare_rows
+    from ..io.source import prepare_rows
 
     with atomic_path(path, ".parquet") as tmp, fs.open(part.path) as f:
         writer = None

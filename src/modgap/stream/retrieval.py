@@ -27,28 +27,13 @@ import numpy as np
 
 from ..compute import Compute, resolve
 from ..errors import InputError, ModgapError
+from ..io.source import Source
+from .blocks import pairs_of, scan_rows, task_rows, topk_merge
 from .engines import Engine, LocalEngine
 from .intervals import LEVEL, Z, estimate, wilson
-from .kernels import _topk_merge
-from .measures import DEFAULT_SAMPLE_QUERIES, _pairs_of, run_scans, sample_index
-from .source import Source
+from .measures import DEFAULT_SAMPLE_QUERIES, run_scans, sample_index
 
 __all__ = ["search_topk", "stream_retrieval", "task_rows"]
-
-
-def task_rows(block: np.ndarray) -> np.ndarray:
-    """Rows as the retrieval kernels see them: float32, divided by their float32 norm when it
-    is off 1 by more than 10⁻⁶ (the rule of :func:`modgap.tasks.retrieval.retrieval_ranks`,
-    row by row)."""
-    import torch
-
-    t = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32))
-    n = torch.linalg.vector_norm(t, dim=1)
-    off = (n - 1).abs() > 1e-6
-    if bool(off.any()):
-        t = t.clone()
-        t[off] = t[off] / n[off][:, None]
-    return t.numpy()
 
 
 def _captions_of(source: Source, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -141,9 +126,9 @@ def stream_retrieval(
         I, cap_owner = I[keep], remap[cap_owner]
     Qx = task_rows(source.gather("image", I))
     Qy = task_rows(source.gather("text", T))
-    Xm = task_rows(source.gather("image", _pairs_of(source, T)))
+    Xm = task_rows(source.gather("image", pairs_of(source, T)))
     Cm = task_rows(source.gather("text", cap_t))
-    t2i_T = _pairs_of(source, T)
+    t2i_T = pairs_of(source, T)
     pos_t = _exact(Qy, Xm, np.arange(T.size), np.arange(T.size))
     cap_scores = _exact(Qx, Cm, cap_owner, np.arange(cap_t.size))
     best_i = np.full(I.size, -np.inf)
@@ -211,10 +196,9 @@ def stream_retrieval(
                 "norm": "task",
             },
         ]
-    from .measures import _scan_rows
 
     with progress_bar(
-        "retrieval: scanning every candidate", total=_scan_rows(source, specs), enabled=progress
+        "retrieval: scanning every candidate", total=scan_rows(source, specs), enabled=progress
     ) as bar:
         r = run_scans(source, specs, engine=engine, compute=compute, bar=bar)
     t2i_rank = r["t2i"]["count"] + 1
@@ -257,7 +241,7 @@ def stream_retrieval(
                 est[f"{key}@{k}"] = e
         shares = []
         for own, other in (("ii", "it_top"), ("tt", "ti_top")):
-            _, _, key = _topk_merge(
+            _, _, key = topk_merge(
                 (r[own]["top_ids"], r[own]["top_scores"], r[own]["top_key"]),
                 (r[other]["top_ids"], r[other]["top_scores"], r[other]["top_key"]),
                 kmax,
@@ -333,7 +317,7 @@ def search_topk(
     r = run_scans(source, specs, engine=engine, compute=compute)
     ids, sc, key = r[pools[0]]["top_ids"], r[pools[0]]["top_scores"], r[pools[0]]["top_key"]
     if len(pools) == 2:
-        ids, sc, key = _topk_merge(
+        ids, sc, key = topk_merge(
             (ids, sc, key),
             (r["text"]["top_ids"], r["text"]["top_scores"], r["text"]["top_key"]),
             int(k),
