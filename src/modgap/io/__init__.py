@@ -36,6 +36,7 @@ __all__ = [
     "Format",
     "absolute_paths",
     "detect_format",
+    "is_remote",
     "open_source",
     "read_embeddings",
     "read_pairs",

@@ -263,8 +263,7 @@ def _reduce_locked(
 def _shard_route(images: str, stream: bool | None, engine: Any) -> bool:
     """Whether the input goes through the shard-by-shard writer: every clip-retrieval folder
     (faithful output), and any streamed input."""
-    from ..io import source_format
-    from ..io._fs import is_remote
+    from ..io import is_remote, source_format
 
     if stream or (engine is not None and engine != "local") or is_remote(images):
         return True

@@ -70,7 +70,7 @@ def _extra(source: Source, reducer: Any, staging: Path) -> None:
     if not source.layout.get("extra"):
         return
     fs = source.fs()
-    from ..io._fs import join
+    from ..io.sources import join
 
     with fs.open(join(source.path, "extra.npz")) as f:
         import io
