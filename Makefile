@@ -49,6 +49,7 @@ FIGURE_TESTS := tests/test_docs.py tests/test_ties.py \
 	tests/test_hubness.py::test_coco500_clip_has_hubs
 
 test: install system-deps
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
 	env $(OTHER_KERNELS) $(PY) -m pytest -q $(FIGURE_TESTS)
 
@@ -56,6 +57,7 @@ demo: install system-deps
 	$(PY) -m modgap demo
 
 lint: install
+	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 

@@ -581,7 +581,7 @@ def _synthetic(n: int, d: int, dtype: str = "float16", root: str = "/data/cr"):
 
 
 def test_auto_stream_decides_from_the_predicted_in_memory_peak():
-    from modgap.stream.auto import IN_MEMORY_BASE, in_memory_peak, should_stream, stream_reason
+    from modgap.io.auto import IN_MEMORY_BASE, in_memory_peak, should_stream, stream_reason
 
     c = Compute()  # a 512 MiB working memory for the blocked kernels
     big = _synthetic(10**6, 256)  # 2.048 GB as float32: measured in memory at 8.58 GB
@@ -615,7 +615,7 @@ def test_auto_stream_decides_from_the_predicted_in_memory_peak():
 
 def test_available_memory_is_what_the_system_says_now():
     from modgap.io._errors import machine_memory
-    from modgap.stream.auto import available_memory, memory_limit
+    from modgap.io.auto import available_memory, memory_limit
 
     avail = available_memory()
     assert 0 < avail <= machine_memory() or not os.path.exists("/proc/meminfo")
@@ -626,7 +626,7 @@ def test_available_memory_is_what_the_system_says_now():
 def test_cli_streams_automatically_above_the_limit(small, tmp_path, monkeypatch, capsys):
     import json
 
-    import modgap.stream.auto as auto
+    import modgap.io.auto as auto
     from modgap.cli import main
 
     monkeypatch.setattr(auto, "available_memory", lambda: 10**6)  # a machine with 1 MB free

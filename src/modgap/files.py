@@ -29,6 +29,7 @@ run replaces it only when it holds nothing else.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -50,6 +51,7 @@ __all__ = [
     "local_path",
     "output_folder",
     "output_lock",
+    "sha256_file",
     "swap_in",
     "write_json",
 ]
@@ -415,3 +417,13 @@ def check_paths(
         for bl, bp, br, bid in resolved_w[i + 1 :]:
             if (aid is not None and aid == bid) or _inside(ar, br) or _inside(br, ar):
                 raise ModgapError(f"{al} {ap} and {bl} {bp} are the same place; give two paths")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 hex digest of the file at ``path``, read in 1 MiB chunks (a model file is
+    named by it in ``reduce.json`` and checked by it before a worker applies it)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -423,8 +423,8 @@ def open_streaming(
     dask``, an fsspec URL, or a set whose in-memory run would not fit in the memory available:
     :func:`modgap.stream.stream_reason`, said in one notice line), else None."""
     from ..errors import notice
+    from ..io import is_remote
     from ..stream import open_source, stream_reason
-    from ..stream._fs import is_remote
 
     forced = bool(stream) or engine != "local" or is_remote(images)
     try:

@@ -15,6 +15,7 @@ then rename). See ``docs/formats.md``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -25,15 +26,21 @@ from ..embeddings import EmbeddingSet
 from ..errors import InputError, ModgapError
 from . import clip_retrieval, npy, npz, parquet, safetensors_file, torch_file  # noqa: F401
 from ._errors import check_input_path
+from ._fs import is_remote
 from ._registry import FORMATS, Format, detect_format, get_format, output_format, supported
 from .pairs import read_pairs, write_pairs
+from .source import Part, Source
 
 __all__ = [
     "FORMATS",
     "Format",
+    "absolute_paths",
     "detect_format",
+    "is_remote",
+    "open_source",
     "read_embeddings",
     "read_pairs",
+    "source_format",
     "write_embeddings",
     "write_pairs",
 ]
@@ -172,3 +179,80 @@ def write_embeddings(
 
 
 del supported  # re-exported by the registry module only
+
+
+def source_format(path: str) -> str:
+    """The format name of ``path`` for a streaming source: :func:`detect_format` on a local
+    disk; by suffix for a URL, the folder format when it has none (a URL cannot be listed
+    cheaply here)."""
+    if not is_remote(path):
+        return detect_format(path)
+    suffix = os.path.splitext(path.rstrip("/"))[1].lower()
+    for f in FORMATS.values():
+        if suffix and suffix in f.suffixes:
+            return f.name
+    return next(f.name for f in FORMATS.values() if f.folder)
+
+
+def open_source(
+    path: str | os.PathLike,
+    texts: str | os.PathLike | None = None,
+    *,
+    pairs: str | os.PathLike | None = None,
+    format: str | None = None,
+    image_key: str | None = None,
+    text_key: str | None = None,
+    storage_options: dict | None = None,
+) -> Source:
+    """A streaming :class:`~modgap.io.source.Source` for ``path`` (and ``texts``), through the
+    format registry's ``stream`` slot. Only headers are read; errors name the file. Local file
+    paths in the shard records are absolute (a Dask worker resolves a relative one from its own
+    folder)."""
+    given = os.fspath(path)
+    name = format or source_format(given)
+    fmt = get_format(name, given)
+    if fmt.stream is None:
+        streamable = ", ".join(f.name for f in FORMATS.values() if f.stream is not None)
+        raise InputError(
+            f"the {fmt.name} format cannot be streamed (streamable: {streamable}); "
+            "it is read into memory instead",
+            given,
+        )
+    src = fmt.stream(
+        given,
+        None if texts is None else os.fspath(texts),
+        image_key=image_key,
+        text_key=text_key,
+        storage_options=storage_options,
+    )
+    if pairs is not None:
+        t2i = read_pairs(pairs, n_texts=src.n_texts, n_images=src.n_images)
+        src = dataclasses.replace(src, pairing="index", text_to_image=t2i)
+    return absolute_paths(src)
+
+
+def absolute_paths(source: Source) -> Source:
+    """``source`` with every local file of its shards (embeddings and metadata) as an absolute
+    path, resolved from this process's folder; URLs (``scheme://``) stay as they are.
+
+    The shard records travel to Dask workers, which resolve a relative path from their own
+    working folder, not the user's: ``big/text_emb/text_emb_00.npy`` would not be found there.
+    """
+
+    def fix(path: str | None) -> str | None:
+        return path if path is None or "://" in path else os.path.abspath(path)
+
+    def part(p: Part | None) -> Part | None:
+        return None if p is None else dataclasses.replace(p, path=fix(p.path))
+
+    shards = tuple(
+        dataclasses.replace(
+            s,
+            image=part(s.image),
+            text=part(s.text),
+            metadata=fix(s.metadata),
+            text_metadata=fix(s.text_metadata),
+        )
+        for s in source.shards
+    )
+    return dataclasses.replace(source, shards=shards)

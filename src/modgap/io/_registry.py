@@ -41,7 +41,8 @@ class Format:
     pair_files : bool
         Images and texts may come as two files (``texts=``).
     stream : callable or None
-        ``stream(path, texts=None, ...) -> modgap.stream.Source`` for out-of-core passes.
+        ``stream(path, texts=None, ...) -> modgap.io.source.Source`` for out-of-core passes
+        (the format's function in :mod:`modgap.io.sources`).
     """
 
     name: str
@@ -56,19 +57,6 @@ class Format:
 
 #: every registered format by name, in registration order
 FORMATS: dict[str, Format] = {}
-
-
-def streamed_by(name: str) -> Callable[..., Any]:
-    """A ``Format.stream`` that calls :mod:`modgap.stream.formats`'s ``name`` (imported only
-    when a streaming pass asks for it, so reading a file never loads the streaming code)."""
-
-    def stream(path, texts=None, **kwargs):
-        from ..stream import formats
-
-        return getattr(formats, name)(path, texts, **kwargs)
-
-    stream.__name__ = stream.__qualname__ = name
-    return stream
 
 
 def register(fmt: Format) -> Format:

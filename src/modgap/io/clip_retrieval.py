@@ -17,10 +17,12 @@ from ..errors import InputError, ModgapError
 from ..files import output_folder
 from ._errors import check_input_path, reading
 from ._fields import OPTIONAL, STRING_KEYS, as_dtype, is_identity, npz_arrays, paired_flag, strings
-from ._registry import Format, register, streamed_by
+from ._registry import Format, register
 from .npy import load_npy
 from .npz import open_npz
 from .parquet import read_table, table_strings
+from .source import read_part
+from .sources import check_clip_layout, clip_retrieval_source
 
 __all__ = ["read_clip_retrieval", "shards", "write_clip_retrieval"]
 
@@ -125,8 +127,6 @@ def _metadata(meta: list[Path], n_img: list[int], fields: dict) -> dict:
 
 
 def read_clip_retrieval(folder: str, texts=None, image_key=None, text_key=None) -> dict:
-    from ..stream.formats import check_clip_layout
-
     root = Path(folder)
     with reading(folder, "clip-retrieval folder"):
         entries = [e for e in root.iterdir() if not e.name.startswith(".")]
@@ -176,8 +176,6 @@ def read_clip_retrieval(folder: str, texts=None, image_key=None, text_key=None) 
 
 def _layout_of(folder: str, source: Any = None) -> dict:
     """The layout a writer mirrors: shard names, rows, dtypes, metadata columns, where."""
-    from ..stream.formats import clip_retrieval_source
-
     src = source if source is not None else clip_retrieval_source(folder)
     layout = dict(src.layout)
     layout["root"] = os.path.abspath(folder)
@@ -193,8 +191,6 @@ def _read_via_source(folder: str) -> dict:
     through its streaming source (the same checks, shard by shard)."""
     import pyarrow.parquet as pq
 
-    from ..stream.formats import clip_retrieval_source
-
     src = clip_retrieval_source(folder)
     fields: dict[str, Any] = {}
     for modality, key in (("image", "image_emb"), ("text", "text_emb")):
@@ -203,8 +199,6 @@ def _read_via_source(folder: str) -> dict:
         for s in src.shards:
             g0 = s.image_start if modality == "image" else s.text_start
             part = src.part(s, modality)
-            from ..stream.source import read_part
-
             for start, raw in read_part(src.fs(), part, 1 << 16):
                 blk = out[g0 + start : g0 + start + raw.shape[0]]
                 with reading(part.path, "shard"):
@@ -368,6 +362,6 @@ register(
         read_clip_retrieval,
         write_clip_retrieval,
         folder=True,
-        stream=streamed_by("clip_retrieval_source"),
+        stream=clip_retrieval_source,
     )
 )

@@ -13,7 +13,8 @@ from ..errors import InputError, ModgapError
 from ..files import atomic_path
 from ._errors import check_input_path, check_npy_file, reading
 from ._fields import UNPAIRED_NOTE, as_dtype, canonical, dropped, is_identity, unpaired_equal
-from ._registry import Format, register, streamed_by
+from ._registry import Format, register
+from .sources import npy_source
 
 __all__ = ["load_npy", "read_npy_pair", "write_npy_pair"]
 
@@ -69,6 +70,6 @@ register(
         read_npy_pair,
         write_npy_pair,
         pair_files=True,
-        stream=streamed_by("npy_source"),
+        stream=npy_source,
     )
 )

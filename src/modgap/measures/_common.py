@@ -16,8 +16,9 @@ __all__ = ["as_pairs", "canonical_order", "pairing", "seeded_subset", "unit_rows
 def unit_rows(x: Any, name: str, dim: int | None = None, min_rows: int = 1) -> np.ndarray:
     """Validate an embedding matrix and return its rows L2-normalised, as float64.
 
-    Every measure works on the unit sphere (DESIGN.md: "embeddings are L2-normalised first"),
-    so rows are normalised silently here; float64 keeps sums over millions of rows exact enough.
+    Every measure works on the unit sphere (CLIP-like embeddings are compared by cosine, and
+    docs/measures.md defines each measure on unit rows), so rows are normalised silently here;
+    float64 keeps sums over millions of rows exact enough.
     """
     arr = to_numpy(x)
     if arr.dtype == object or not (

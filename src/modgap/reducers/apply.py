@@ -9,27 +9,20 @@ previous one in a single rename (:func:`modgap.files.output_folder`).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
 from ..compute import Compute, resolve
 from ..errors import ModgapError
+from ..files import sha256_file
+from .summary import reduce_summary
 
 __all__ = ["SUMMARY", "fitted_rows_warning", "reduce_to_folder"]
 
 #: the summary file of a reduce output folder (also its marker)
 SUMMARY = "reduce.json"
 MODEL = "reducer.safetensors"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _output_names(
@@ -235,9 +228,9 @@ def _reduce_locked(
             model_rel = MODEL if not inside else os.path.relpath(save_model, out_dir)
             (tmp / model_rel).parent.mkdir(parents=True, exist_ok=True)
             reducer.save(tmp / model_rel)
-            model_sha = _sha256(tmp / model_rel)
+            model_sha = sha256_file(tmp / model_rel)
         else:
-            model_sha = _sha256(Path(apply))
+            model_sha = sha256_file(Path(apply))
         summary = reduce_summary(
             reducer,
             apply=apply,
@@ -267,46 +260,14 @@ def _reduce_locked(
     return summary
 
 
-def reduce_summary(
-    reducer: Any,
-    *,
-    apply: Any,
-    model: str,
-    model_sha256: str,
-    outputs: list[str],
-    fitted_on: dict | None,
-    inputs: dict,
-    counts: dict,
-    compute: Compute,
-    **extra: Any,
-) -> dict:
-    """The ``reduce.json`` record of one run, in-memory or streamed: what was fitted or
-    applied, which model file (and its SHA-256), the outputs, which rows the reducer saw
-    (``fitted_on``; ``None`` when a saved model was applied) and the provenance."""
-    from ..provenance import provenance
-
-    return {
-        "mode": "apply" if apply else "fit",
-        "reducer": reducer.name,
-        "params": reducer.get_params(),
-        "model": model,
-        "model_sha256": model_sha256,
-        "outputs": outputs,
-        "fitted_on": fitted_on if apply is None else None,
-        **extra,
-        "provenance": provenance(inputs=inputs, counts=counts, compute=compute.describe()),
-    }
-
-
 def _shard_route(images: str, stream: bool | None, engine: Any) -> bool:
     """Whether the input goes through the shard-by-shard writer: every clip-retrieval folder
     (faithful output), and any streamed input."""
-    from ..stream import _format_of
-    from ..stream._fs import is_remote
+    from ..io import is_remote, source_format
 
     if stream or (engine is not None and engine != "local") or is_remote(images):
         return True
-    fmt = _format_of(images)
+    fmt = source_format(images)
     return fmt == "clip-retrieval" or (stream is None and fmt == "npy")
 
 

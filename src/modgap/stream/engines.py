@@ -24,7 +24,7 @@ within :data:`CONNECT_TIMEOUT` seconds, and a cluster left with no workers for
 ``worker_timeout`` seconds (default :data:`WORKER_TIMEOUT`), a worker that keeps dying or a
 scheduler that goes away ends the run with one line.
 
-Kernels and their arguments are module-level functions, :class:`~modgap.stream.source.Source`
+Kernels and their arguments are module-level functions, :class:`~modgap.io.source.Source`
 records and plain arrays/dicts; no user file is ever unpickled. Dask's own task transport
 between your processes uses cloudpickle: connect only to a scheduler you run.
 """

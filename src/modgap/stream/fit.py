@@ -23,9 +23,9 @@ import numpy as np
 
 from ..compute import Compute, resolve
 from ..errors import InputError, notice
+from ..io.source import Source
 from .engines import Engine
 from .measures import moment_pass, sample_index
-from .source import Source
 
 __all__ = ["DEFAULT_FIT_SAMPLE", "fit_streaming", "sample_pairs"]
 

@@ -28,9 +28,11 @@ from typing import Any
 import numpy as np
 
 from .._array import NORM_TOL
+from .._ties import count_above, merge_topk, topk_rows
 from ..compute import Compute
+from ..io.source import Shard, Source
 from ..measures.accumulators import Moments
-from .source import Shard, Source
+from .blocks import task_rows
 
 __all__ = [
     "merge_moments",
@@ -81,7 +83,7 @@ def unit_block(raw: np.ndarray, name: str, path: str, first: int) -> tuple:
     """``(x, 1/‖x‖, ‖x‖²)`` of a raw block in float64, checked like :func:`prepare_rows` (and with
     its float32 normalisation of rows off 1 by more than 10⁻³), without materialising the
     normalised rows: the first moments are then one matrix-vector product."""
-    from .source import prepare_rows
+    from ..io.source import prepare_rows
 
     x = np.asarray(raw, dtype=np.float64)
     sq = np.einsum("ij,ij->i", x, x)
@@ -223,8 +225,6 @@ def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: C
     """
     import torch
 
-    from .._ties import count_above, merge_topk, topk_rows
-
     b, shard = item
     out: dict = {}
     todo = [s for s in specs if b * s["block"] < len(s["queries"])]
@@ -266,8 +266,7 @@ def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: C
                 state[s["name"]] = st
             name = "image_emb" if pool == "image" else "text_emb"
             if group[0].get("norm") == "task":  # the retrieval tasks' row preparation
-                from .retrieval import task_rows
-                from .source import prepare_rows
+                from ..io.source import prepare_rows
 
                 def conv(raw, path, start, name=name):
                     return task_rows(prepare_rows(raw, name, path, start))
@@ -344,7 +343,6 @@ def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: C
 def merge_scans(a: dict, b: dict) -> dict:
     """Fold two :func:`scan_kernel` results: max of ``best``, sums of ``count`` and
     ``ksum``, top-K merge of the lists (:func:`modgap._ties.merge_topk`)."""
-    from .._ties import merge_topk
 
     out = dict(a)
     for key, vb in b.items():
@@ -401,7 +399,7 @@ def _atomic_parquet(path: str, fs, part, transform, rows: int, dtype: np.dtype) 
 
     from ..files import atomic_path
     from ..io.parquet import arrow_matrix
-    from .source import prepare_rows
+    from ..io.source import prepare_rows
 
     with atomic_path(path, ".parquet") as tmp, fs.open(part.path) as f:
         writer = None

@@ -1,4 +1,4 @@
-r"""Every gap measure of a :class:`~modgap.stream.source.Source`, out of core.
+r"""Every gap measure of a :class:`~modgap.io.source.Source`, out of core.
 
 * **Exact, in one pass** over the shards (:func:`~modgap.stream.kernels.moment_kernel`,
   merged in a tree): centroid gap, per-dimension gap, Fréchet distance, RMG, alignment, and the
@@ -29,11 +29,12 @@ import numpy as np
 
 from ..compute import Compute, resolve
 from ..errors import ModgapError
+from ..io.source import Source
 from ..measures import MEASURES, resolve_measures
+from .blocks import QUERY_BLOCK, pairs_of, scan_rows
 from .engines import Engine, LocalEngine
 from .intervals import balanced_interval, estimate, mean_interval, ratio_interval
 from .kernels import merge_moments, merge_scans, moment_kernel, pool_rows, scan_kernel
-from .source import Source
 
 __all__ = [
     "DEFAULT_SAMPLE_QUERIES",
@@ -45,10 +46,6 @@ __all__ = [
 
 #: queries sampled per modality for the neighbour, separability and uniformity estimates
 DEFAULT_SAMPLE_QUERIES = 10_000
-#: queries per scan task (a query block x one shard). Every query block reads every pool
-#: shard once, so the default sample is one block (its rows cost q x d floats, ~40 MB at
-#: d = 1024; the score blocks are sized from the memory budget whatever q is)
-QUERY_BLOCK = 1 << 14
 
 _MOMENT_MEASURES = ("centroid", "per_dimension", "rmg", "frechet_distance", "alignment", "cosine")
 
@@ -126,13 +123,6 @@ def run_scans(
         parts = [merged[(s["name"], b)] for b in range(nb)]
         out[s["name"]] = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     return out
-
-
-def _scan_rows(source: Source, specs: list[dict]) -> int:
-    n_blocks = max(math.ceil(len(s["queries"]) / s.get("block", QUERY_BLOCK)) for s in specs)
-    pools = {s["pool"] for s in specs}
-    per = sum(source.n_images if p == "image" else source.n_texts for p in pools)
-    return n_blocks * per
 
 
 def _moment_results(state: dict, names: list[str], source: Source, paired: bool) -> dict:
@@ -286,7 +276,7 @@ def stream_measures(
         k += 1
         with progress_bar(
             f"pass {k}/{passes}: {'neighbours, nearest other modality' if nb else 'uniformity'}",
-            total=_scan_rows(source, first),
+            total=scan_rows(source, first),
             enabled=progress,
         ) as bar:
             a = run_scans(source, first, engine=engine, compute=compute, bar=bar)
@@ -296,7 +286,7 @@ def stream_measures(
             k += 1
             with progress_bar(
                 f"pass {k}/{passes}: neighbours, own modality",
-                total=_scan_rows(source, second_specs),
+                total=scan_rows(source, second_specs),
                 enabled=progress,
             ) as bar:
                 a.update(run_scans(source, second_specs, engine=engine, compute=compute, bar=bar))
@@ -367,7 +357,7 @@ def stream_measures(
         if t2i is not None:  # the whole set: the in-memory function, exactly
             q = cosine_stats(Xs, Ys, t2i, seed=seed, compute=compute)
         else:
-            matched = source.gather("image", _pairs_of(source, T))
+            matched = source.gather("image", pairs_of(source, T))
             q = cosine_stats(matched, Ys, None, seed=seed, compute=compute)
         for side in ("matched", "unmatched"):
             exact = results.pop(f"{side}_cosine")
@@ -399,17 +389,3 @@ def stream_measures(
         "exact": [k for k in ordered if k not in estimates and k not in ("skipped", "estimates")],
     }
     return ordered
-
-
-def _pairs_of(source: Source, texts: np.ndarray) -> np.ndarray:
-    """Global image index of the given texts (reads only their shards' pairing)."""
-    if source.pairing == "rows":
-        return texts
-    starts = source.starts("text")
-    out = np.empty(texts.size, dtype=np.int64)
-    which = np.searchsorted(starts, texts, side="right") - 1
-    for s in np.unique(which):
-        sel = np.flatnonzero(which == s)
-        t2i = source.shard_pairs(source.shards[int(s)])
-        out[sel] = t2i[texts[sel] - starts[s]]
-    return out

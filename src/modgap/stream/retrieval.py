@@ -28,27 +28,13 @@ import numpy as np
 from .._ties import merge_topk
 from ..compute import Compute, resolve
 from ..errors import InputError, ModgapError
+from ..io.source import Source
+from .blocks import pairs_of, scan_rows, task_rows
 from .engines import Engine, LocalEngine
 from .intervals import LEVEL, Z, estimate, wilson
-from .measures import DEFAULT_SAMPLE_QUERIES, _pairs_of, run_scans, sample_index
-from .source import Source
+from .measures import DEFAULT_SAMPLE_QUERIES, run_scans, sample_index
 
 __all__ = ["search_topk", "stream_retrieval", "task_rows"]
-
-
-def task_rows(block: np.ndarray) -> np.ndarray:
-    """Rows as the retrieval kernels see them: float32, divided by their float32 norm when it
-    is off 1 by more than 10⁻⁶ (the rule of :func:`modgap.tasks.retrieval.retrieval_ranks`,
-    row by row)."""
-    import torch
-
-    t = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32))
-    n = torch.linalg.vector_norm(t, dim=1)
-    off = (n - 1).abs() > 1e-6
-    if bool(off.any()):
-        t = t.clone()
-        t[off] = t[off] / n[off][:, None]
-    return t.numpy()
 
 
 def _captions_of(source: Source, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -141,9 +127,9 @@ def stream_retrieval(
         I, cap_owner = I[keep], remap[cap_owner]
     Qx = task_rows(source.gather("image", I))
     Qy = task_rows(source.gather("text", T))
-    Xm = task_rows(source.gather("image", _pairs_of(source, T)))
+    Xm = task_rows(source.gather("image", pairs_of(source, T)))
     Cm = task_rows(source.gather("text", cap_t))
-    t2i_T = _pairs_of(source, T)
+    t2i_T = pairs_of(source, T)
     pos_t = _exact(Qy, Xm, np.arange(T.size), np.arange(T.size))
     cap_scores = _exact(Qx, Cm, cap_owner, np.arange(cap_t.size))
     best_i = np.full(I.size, -np.inf)
@@ -211,10 +197,9 @@ def stream_retrieval(
                 "norm": "task",
             },
         ]
-    from .measures import _scan_rows
 
     with progress_bar(
-        "retrieval: scanning every candidate", total=_scan_rows(source, specs), enabled=progress
+        "retrieval: scanning every candidate", total=scan_rows(source, specs), enabled=progress
     ) as bar:
         r = run_scans(source, specs, engine=engine, compute=compute, bar=bar)
     t2i_rank = r["t2i"]["count"] + 1

@@ -32,10 +32,10 @@ import numpy as np
 
 from ..compute import Compute, resolve
 from ..errors import ModgapError, notice
-from ..files import check_output_folder, clean_stale, output_lock, swap_in
+from ..files import check_output_folder, clean_stale, output_lock, sha256_file, swap_in
+from ..io.source import Source, local_fingerprint
 from . import kernels
 from .engines import Engine, LocalEngine
-from .source import Source, local_fingerprint
 
 __all__ = ["reduce_folder", "staging_path"]
 
@@ -47,12 +47,6 @@ JOB = ".job.json"
 def staging_path(out: Path) -> Path:
     """Where the output folder ``out`` is built (stable across runs, for resuming)."""
     return out.parent / f".{out.name}.partial"
-
-
-def _sha256(path: str | os.PathLike) -> str:
-    from ..reducers.apply import _sha256 as sha
-
-    return sha(Path(path))
 
 
 def _out_dtypes(source: Source, dtype: Any) -> tuple[str, str]:
@@ -76,7 +70,7 @@ def _extra(source: Source, reducer: Any, staging: Path) -> None:
     if not source.layout.get("extra"):
         return
     fs = source.fs()
-    from ._fs import join
+    from ..io.sources import join
 
     with fs.open(join(source.path, "extra.npz")) as f:
         import io
@@ -217,8 +211,7 @@ def _reduce_locked(
     """:func:`reduce_folder`'s work, under the output's lock."""
     from .._progress import progress as progress_bar
     from ..files import write_json
-    from ..reducers import load_reducer
-    from ..reducers.apply import reduce_summary
+    from ..reducers import load_reducer, reduce_summary
 
     if source.format not in ("clip-retrieval", "npy"):
         raise ModgapError(
@@ -230,7 +223,7 @@ def _reduce_locked(
     desc = {
         "format": 1,
         "input": local_fingerprint(source),
-        "apply": None if apply is None else _sha256(apply),
+        "apply": None if apply is None else sha256_file(apply),
         "image_dtype": image_dtype,
         "text_dtype": text_dtype,
         **(job or {}),
@@ -273,7 +266,7 @@ def _reduce_locked(
     # absolute: the job travels to Dask workers, which resolve relative paths from their folder
     work = {
         "model": os.path.abspath(model_path),
-        "model_sha256": _sha256(model_path),
+        "model_sha256": sha256_file(model_path),
         "staging": os.path.abspath(staging),
         "image_dtype": image_dtype,
         "text_dtype": text_dtype,

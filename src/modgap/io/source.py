@@ -27,6 +27,9 @@ import numpy as np
 
 from .._array import check_image_index, checked_row_norms, normalize_off_rows
 from ..errors import InputError
+from ._arrow import arrow_matrix
+from ._errors import _header, reading
+from ._fields import missing
 from ._fs import FS, open_fs
 
 __all__ = ["Part", "Shard", "Source", "prepare_rows"]
@@ -309,9 +312,6 @@ def _npy_blocks(fs: FS, part: Part, rows: int) -> Iterator[tuple[int, np.ndarray
 def _parquet_blocks(fs: FS, part: Part, rows: int) -> Iterator[tuple[int, np.ndarray]]:
     import pyarrow.parquet as pq
 
-    from ..io._errors import reading
-    from ..io.parquet import arrow_matrix
-
     with fs.open(part.path) as f, reading(part.path, ".parquet"):
         pf = pq.ParquetFile(f)
         start = 0
@@ -354,9 +354,6 @@ def gather_part(fs: FS, part: Part, local: np.ndarray) -> np.ndarray:
         return out
     import pyarrow.parquet as pq
 
-    from ..io._errors import reading
-    from ..io.parquet import arrow_matrix
-
     with fs.open(part.path) as f, reading(part.path, ".parquet"):
         pf = pq.ParquetFile(f)
         bounds = np.cumsum(
@@ -374,8 +371,6 @@ def gather_part(fs: FS, part: Part, local: np.ndarray) -> np.ndarray:
 def read_image_index(fs: FS, shard: Shard, n_images: int) -> np.ndarray:
     """The ``image_index`` column of a multi-caption shard's text metadata, checked."""
     import pyarrow.parquet as pq
-
-    from ..io._errors import reading
 
     path = shard.text_metadata
     if path is None:
@@ -395,8 +390,6 @@ def read_image_index(fs: FS, shard: Shard, n_images: int) -> np.ndarray:
 
 def npy_part(fs: FS, path: str) -> Part:
     """A :class:`Part` from a ``.npy`` header, checked against the file (no rows read)."""
-    from ..io._errors import _header, reading
-
     with reading(path, ".npy"):
         size = fs.size(path)
         if size == 0:
@@ -421,9 +414,6 @@ def parquet_part(fs: FS, path: str, column: str) -> tuple[Part, list[str]]:
     names (reads the footer and one row only)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from ..io._errors import reading
-    from ..io._fields import missing
 
     with fs.open(path) as f, reading(path, ".parquet"):
         pf = pq.ParquetFile(f)

@@ -1,4 +1,4 @@
-"""Building a :class:`~modgap.stream.source.Source` for each streamable format.
+"""Building a :class:`~modgap.io.source.Source` for each streamable format.
 
 These are the ``stream`` slots of the format registry (:mod:`modgap.io._registry`): a
 clip-retrieval folder (``.npy`` or parquet shards, the multi-caption layout included), a pair
@@ -13,7 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from .._array import check_image_index
 from ..errors import InputError
+from ._errors import reading
+from ._fields import missing, paired_flag
 from ._fs import FS, join, open_fs
 from .source import Part, Shard, Source, npy_part, parquet_part
 
@@ -85,16 +88,12 @@ def _embedding_part(fs: FS, path: str, ext: str) -> Part:
 def _parquet_columns(fs: FS, path: str) -> list[str]:
     import pyarrow.parquet as pq
 
-    from ..io._errors import reading
-
     with fs.open(path) as f, reading(path, ".parquet"):
         return list(pq.ParquetFile(f).schema_arrow.names)
 
 
 def _parquet_rows(fs: FS, path: str) -> int:
     import pyarrow.parquet as pq
-
-    from ..io._errors import reading
 
     with fs.open(path) as f, reading(path, ".parquet"):
         return int(pq.ParquetFile(f).metadata.num_rows)
@@ -105,9 +104,6 @@ def _read_extra(fs: FS, path: str) -> dict:
     pairing of multi-caption sets there); other keys are only named."""
     import io
     import zipfile
-
-    from ..io._errors import reading
-    from ..io._fields import paired_flag
 
     out: dict[str, Any] = {}
     with reading(path, ".npz"), fs.open(path) as f:
@@ -313,8 +309,6 @@ def _index_column(fs: FS, path: str, n_images: int) -> np.ndarray:
     no nulls, whole numbers, every entry an image index."""
     import pyarrow.parquet as pq
 
-    from .._array import check_image_index
-
     with fs.open(path) as f:
         col = pq.read_table(f, columns=["text_to_image"]).column(0)
     if col.null_count:
@@ -342,8 +336,6 @@ def parquet_source(
         ik, tk = image_key or "image_emb", text_key or "text_emb"
         ipart, names = parquet_part(fs, path, ik)
         if tk not in names:
-            from ..io._fields import missing
-
             raise missing(tk, names, path, "; name the columns with image_key=/text_key=")
         tpart, _ = parquet_part(fs, path, tk)
         pairing = "index" if "text_to_image" in names else "rows"

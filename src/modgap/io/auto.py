@@ -19,6 +19,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..compute import resolve
+from ._errors import machine_memory
+from ._fs import is_remote
+
 __all__ = [
     "IN_MEMORY_BASE",
     "IN_MEMORY_FACTOR",
@@ -68,8 +72,6 @@ def available_memory() -> int:
                     return int(line.split()[1]) * 1024  # the kernel writes kB (KiB)
     except (OSError, ValueError, IndexError):
         pass
-    from ..io._errors import machine_memory
-
     return machine_memory()
 
 
@@ -83,8 +85,6 @@ def memory_limit(available: int | None = None) -> int:
 def in_memory_peak(source: Any, command: str = "measure", compute: Any = None) -> int:
     """Predicted peak resident bytes of ``command`` (``measure``, ``eval``, ``reduce``) run on
     ``source`` read into memory (the model of the module docstring)."""
-    from ..compute import resolve
-
     budget = resolve(compute).memory_budget
     return int(IN_MEMORY_BASE + _data_bytes(source, command) + budget)
 
@@ -105,8 +105,6 @@ def stream_reason(
     :func:`in_memory_peak` is above :func:`memory_limit` (``available``: bytes of memory to
     plan with; default: measured now).
     """
-    from ._fs import is_remote
-
     first = source.shards[0]
     if is_remote((first.image or first.text).path):
         return "not on a local disk"
@@ -139,8 +137,6 @@ def should_stream(
     """Whether ``command`` should stream ``source`` (:func:`stream_reason`). ``limit``, when
     given, is a fixed float32 size instead of the memory model (the set streams above it)."""
     if limit is not None:
-        from ._fs import is_remote
-
         first = source.shards[0]
         return is_remote((first.image or first.text).path) or source.float32_bytes > limit
     return stream_reason(source, command, compute, available) is not None
