@@ -29,6 +29,7 @@ import numpy as np
 from .._array import NORM_TOL
 from ..compute import Compute
 from ..measures.accumulators import Moments
+from .hubness import unit32_rows
 from .source import Shard, Source
 
 __all__ = [
@@ -215,7 +216,10 @@ def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: C
     pool row)`` int64 pairs: partners, not counted), ``threshold`` (float64 per query: count
     rows scoring exactly above it), and the flags ``best``, ``ksum``, ``topk`` (K), with
     ``id_offset`` and ``own`` (whether the pool is the queries' modality: tied top-K entries
-    of the own modality go last) for the top-K ids.
+    of the own modality go last) for the top-K ids; ``norm`` (the same for every spec of
+    a pool): how pool rows are prepared — ``"task"`` as the retrieval tasks do, ``"unit32"``
+    / ``"set"`` as hubness does (the set's rows, divided by their float32 norm or not),
+    otherwise :func:`pool_rows`.
 
     Returns ``{(name, block): {...}}`` with ``best`` (float64), ``count`` (int64), ``ksum``
     (float64), ``top_ids`` / ``top_scores`` / ``top_key`` as asked.
@@ -270,6 +274,14 @@ def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: C
 
                 def conv(raw, path, start, name=name):
                     return task_rows(prepare_rows(raw, name, path, start))
+            elif group[0].get("norm") in ("unit32", "set"):  # hubness: the set's rows
+                from .source import prepare_rows
+
+                unit = group[0]["norm"] == "unit32"
+
+                def conv(raw, path, start, name=name, unit=unit):
+                    rows = prepare_rows(raw, name, path, start)
+                    return unit32_rows(rows) if unit else rows
             else:
 
                 def conv(raw, path, start, name=name):
