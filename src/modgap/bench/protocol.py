@@ -217,7 +217,7 @@ def run_bench(
                                 m
                                 for m in chosen
                                 if m != "linear_separability"
-                                and (reduced.has_pairs or not MEASURES[m][0])
+                                and (reduced.has_pairs or not MEASURES[m].needs_pairs)
                             ]
                         gap = (
                             {}

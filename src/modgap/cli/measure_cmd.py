@@ -188,7 +188,7 @@ def _memory_results(emb, names, selected, compute, progress: bool) -> dict:
     from .._progress import progress as progress_bar
     from ..measures import MEASURES, measure_all
 
-    todo = [n for n in selected if emb.has_pairs or not MEASURES[n][0]]
+    todo = [n for n in selected if emb.has_pairs or not MEASURES[n].needs_pairs]
     with progress_bar("measuring", total=len(todo), enabled=progress) as bar:
         started: list[str] = []
 

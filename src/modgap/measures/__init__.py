@@ -7,6 +7,7 @@ See ``docs/measures.md`` for every formula and its source.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from ..compute import Compute, resolve
@@ -24,6 +25,8 @@ from .separability import linear_separability
 
 __all__ = [
     "MEASURES",
+    "STREAM_ROUTES",
+    "Measure",
     *accumulators.__all__,
     "alignment",
     "centroid_gap",
@@ -121,33 +124,91 @@ def _cosine(emb, seed, report, compute):
     }
 
 
-#: name -> (needs pairs, runner, flat keys it produces). Order = order of the report.
-MEASURES: dict[str, tuple[bool, Callable, tuple[str, ...]]] = {
-    "centroid": (False, _centroid, ("centroid_gap", "centroid_cosine")),
-    "per_dimension": (False, _per_dimension, ("gap_dims_50", "gap_dims_90", "per_dimension")),
-    "linear_separability": (False, _separability, ("linear_separability",)),
-    "rmg": (True, _rmg, ("rmg",)),
-    "neighbours": (False, _neighbours, ("itr", "tir", "tmr", "imr")),
-    "frechet_distance": (
-        False,
-        _frechet,
-        ("frechet_distance", "frechet_centroid_term", "frechet_covariance_term"),
-    ),
-    "hubness": (False, _hubness, _HUBNESS_KEYS),
-    "alignment": (True, _alignment, ("alignment",)),
-    "uniformity": (False, _uniformity, ("uniformity_image", "uniformity_text", "uniformity_cross")),
-    "cosine": (
-        True,
-        _cosine,
-        (
-            "matched_cosine_mean",
-            "matched_cosine_std",
-            "unmatched_cosine_mean",
-            "unmatched_cosine_std",
-            "matched_cosine",
-            "unmatched_cosine",
+@dataclass(frozen=True)
+class Measure:
+    """One gap measure and its recipe on every route.
+
+    Attributes
+    ----------
+    name : str
+        The name ``--only`` takes.
+    keys : tuple of str
+        The flat result keys its runner produces, in report order.
+    needs_pairs : bool
+        Whether it needs image-text pairs (otherwise listed under ``skipped``).
+    run : callable
+        ``run(emb, seed, report, compute) -> dict``: the in-memory route.
+    stream : str or None
+        How :func:`modgap.stream.stream_measures` computes it on a source:
+        ``"moments"`` exact from the one moment pass (its accumulator,
+        :class:`~modgap.measures.accumulators.Moments`); ``"scan"`` a uniform query sample
+        scored exactly against the complete pool (exact when the sample is the whole set, an
+        estimate with its sample size and interval otherwise); ``"sample"`` fitted on a stated
+        uniform sample; ``None``: not streamed, for the reason in ``stream_reason``.
+    stream_reason : str
+        Why a measure with ``stream=None`` is listed under ``skipped`` on a streamed route.
+    """
+
+    name: str
+    keys: tuple[str, ...]
+    needs_pairs: bool
+    run: Callable[..., dict]
+    stream: str | None
+    stream_reason: str = ""
+
+    def __post_init__(self) -> None:
+        if self.stream not in STREAM_ROUTES:
+            raise ValueError(f"measure {self.name}: stream must be one of {STREAM_ROUTES}")
+        if self.stream is None and not self.stream_reason:
+            raise ValueError(f"measure {self.name}: a measure that does not stream says why")
+
+
+#: how a measure may run on a source (see :class:`Measure`)
+STREAM_ROUTES = ("moments", "scan", "sample", None)
+
+_COSINE_KEYS = (
+    "matched_cosine_mean",
+    "matched_cosine_std",
+    "unmatched_cosine_mean",
+    "unmatched_cosine_std",
+    "matched_cosine",
+    "unmatched_cosine",
+)
+
+#: name -> :class:`Measure`. Order = order of the report.
+MEASURES: dict[str, Measure] = {
+    m.name: m
+    for m in (
+        Measure("centroid", ("centroid_gap", "centroid_cosine"), False, _centroid, "moments"),
+        Measure(
+            "per_dimension",
+            ("gap_dims_50", "gap_dims_90", "per_dimension"),
+            False,
+            _per_dimension,
+            "moments",
         ),
-    ),
+        Measure("linear_separability", ("linear_separability",), False, _separability, "sample"),
+        Measure("rmg", ("rmg",), True, _rmg, "moments"),
+        Measure("neighbours", ("itr", "tir", "tmr", "imr"), False, _neighbours, "scan"),
+        Measure(
+            "frechet_distance",
+            ("frechet_distance", "frechet_centroid_term", "frechet_covariance_term"),
+            False,
+            _frechet,
+            "moments",
+        ),
+        Measure("hubness", _HUBNESS_KEYS, False, _hubness, "scan"),
+        Measure("alignment", ("alignment",), True, _alignment, "moments"),
+        Measure(
+            "uniformity",
+            ("uniformity_image", "uniformity_text", "uniformity_cross"),
+            False,
+            _uniformity,
+            "scan",
+        ),
+        # mean, std and count exact from the moments; the quantiles on the query sample
+        Measure("cosine", _COSINE_KEYS, True, _cosine, "moments"),
+    )
 }
 
 
@@ -158,7 +219,7 @@ def resolve_measures(only: Iterable[str] | str | None) -> list[str]:
         return list(MEASURES)
     if isinstance(only, str):
         only = [only]
-    by_key = {key: name for name, (_, _, keys) in MEASURES.items() for key in keys}
+    by_key = {key: m.name for m in MEASURES.values() for key in m.keys}
     chosen: set[str] = set()
     for raw in only:
         name = str(raw).strip()
@@ -225,7 +286,7 @@ def measure_all(
         emb = emb.prompts_as_texts()
     names = resolve_measures(only)
     if only is not None and not emb.has_pairs:
-        paired = [n for n in names if MEASURES[n][0]]
+        paired = [n for n in names if MEASURES[n].needs_pairs]
         if paired:
             raise ModgapError(
                 f"{', '.join(paired)} need(s) image-text pairs and the set has none "
@@ -234,8 +295,7 @@ def measure_all(
     results: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     for name in names:
-        needs_pairs, run, _ = MEASURES[name]
-        if needs_pairs and not emb.has_pairs:
+        if MEASURES[name].needs_pairs and not emb.has_pairs:
             skipped[name] = "needs image-text pairs"
             continue
 
@@ -245,7 +305,7 @@ def measure_all(
 
         if progress is not None:
             progress(name)
-        results.update(run(emb, seed, report, compute))
+        results.update(MEASURES[name].run(emb, seed, report, compute))
     if skipped:
         results["skipped"] = skipped
     return results

@@ -23,17 +23,33 @@ from .._array import as_float_matrix, to_numpy, to_torch
 from ..compute import Compute, device_for, resolve
 from ..errors import ModgapError
 
-__all__ = ["hubness", "k_occurrence", "random_retrieval_hubness"]
+__all__ = [
+    "hubness",
+    "hubness_from_topk",
+    "hubness_statistics",
+    "k_occurrence",
+    "random_retrieval_hubness",
+    "unit32",
+]
 
 
 def _unit_tensor(x: Any, name: str, device: Any, dim: int | None):
-    import torch
 
     t = to_torch(as_float_matrix(x, name, dim=dim, normalize=False), device)
+    return unit32(t).contiguous()
+
+
+def unit32(t: Any) -> Any:
+    """Rows divided by their float32 norm unless every row is within 10⁻⁶ of unit (then
+    kept as they are, no copy): the rows hubness ranks. The streamed route
+    (:func:`modgap.stream.measures.stream_measures`) divides every row, which is the same
+    rows whenever one row of the set is off by more (float16 storage, most real sets)."""
+    import torch
+
     norms = torch.linalg.vector_norm(t, dim=1)
-    if (norms - 1).abs().max() > 1e-6:  # unit rows already (the usual case): no copy
+    if (norms - 1).abs().max() > 1e-6:
         t = t / norms[:, None]
-    return t.contiguous()
+    return t
 
 
 def k_occurrence(
@@ -234,16 +250,130 @@ def hubness(
     Y = as_float_matrix(text_emb, "text_emb", dim=X.shape[1], normalize=False)
     for name, Q, C in (("t2i", Y, X), ("i2t", X, Y)):
         n = k_occurrence(Q, C, k, block_size=block_size, device=device, compute=compute)
-        h = _n_hubs(C.shape[0], hub_fraction)
-        chance = random_retrieval_hubness(Q.shape[0], C.shape[0], int(k), hub_fraction)
-        out[f"hubness_skew_{name}"] = _skewness(n)
-        out[f"hubness_skew_{name}_chance"] = chance["skew"]
-        out[f"antihub_share_{name}"] = float(np.mean(n == 0))
-        out[f"antihub_share_{name}_chance"] = chance["antihub_share"]
-        out[f"hub_occupancy_{name}"] = _occupancy(n, h)
-        out[f"hub_occupancy_{name}_chance"] = chance["hub_occupancy"]
-        out[f"hubness_max_{name}"] = int(n.max())
-        out[f"hubness_max_{name}_chance"] = chance["max"]
+        out.update(hubness_statistics(n, Q.shape[0], int(k), name, hub_fraction))
         if return_counts:
             out[f"k_occurrence_{name}"] = n
     return out
+
+
+def _statistics(n: np.ndarray, h: int) -> dict[str, float]:
+    return {
+        "hubness_skew": _skewness(n),
+        "antihub_share": float(np.mean(n == 0)),
+        "hub_occupancy": _occupancy(n, h),
+        "hubness_max": int(n.max()),
+    }
+
+
+def hubness_statistics(
+    counts: np.ndarray, n_queries: int, k: int, direction: str, hub_fraction: float = 0.01
+) -> dict[str, Any]:
+    """The hubness keys of one direction (``t2i`` or ``i2t``) from the k-occurrence
+    ``counts`` of every candidate over all ``n_queries`` queries, with their chance values
+    (:func:`random_retrieval_hubness`); see :func:`hubness`."""
+    n_c = counts.shape[0]
+    chance = _chance(n_queries, n_c, k, hub_fraction)
+    out: dict[str, Any] = {}
+    for stat, value in _statistics(counts, _n_hubs(n_c, hub_fraction)).items():
+        out[f"{stat}_{direction}"] = value
+        out[f"{stat}_{direction}_chance"] = chance[stat]
+    return out
+
+
+def _chance(n_queries: int, n_candidates: int, k: int, hub_fraction: float) -> dict[str, float]:
+    c = random_retrieval_hubness(n_queries, n_candidates, int(k), hub_fraction)
+    return {
+        "hubness_skew": c["skew"],
+        "antihub_share": c["antihub_share"],
+        "hub_occupancy": c["hub_occupancy"],
+        "hubness_max": c["max"],
+    }
+
+
+def _sampled(counts: np.ndarray, s: int, n: int, h: int) -> dict[str, float]:
+    r"""Estimates of the statistics of the k-occurrence over all ``n`` queries from the
+    counts of ``s`` of them drawn without replacement (a hypergeometric thinning of each
+    :math:`N_k(c)`). The skewness from the unbiased factorial moments
+    :math:`\widehat{\sum_c (N)_r} = \sum_c (N^s)_r\,(n)_r / (s)_r`, ``r = 1, 2, 3``; the
+    anti-hub share, occupancy and largest count (scaled by ``n / s``) by plug-in."""
+    x = counts.astype(np.float64)
+    f = [1.0]
+    for r in range(1, 4):
+        f.append(f[-1] * (n - r + 1) / max(s - r + 1, 1))
+    m = x.size
+    f1 = float(x.sum()) * f[1] / m
+    f2 = float((x * (x - 1)).sum()) * f[2] / m
+    f3 = float((x * (x - 1) * (x - 2)).sum()) * f[3] / m
+    e2, e3 = f2 + f1, f3 + 3 * f2 + f1  # x² = (x)₂ + x, x³ = (x)₃ + 3(x)₂ + x
+    var = e2 - f1 * f1
+    third = e3 - 3 * f1 * e2 + 2 * f1**3
+    return {
+        "hubness_skew": float(third / var**1.5) if var > 0 else 0.0,
+        "antihub_share": float(np.mean(counts == 0)),
+        "hub_occupancy": _occupancy(counts, h),
+        "hubness_max": float(counts.max()) * n / s,
+    }
+
+
+def hubness_from_topk(
+    top_ids: np.ndarray,
+    n_queries: int,
+    n_candidates: int,
+    k: int,
+    direction: str,
+    *,
+    hub_fraction: float = 0.01,
+    n_boot: int = 200,
+    seed: int = 0,
+) -> tuple[dict[str, Any], dict[str, tuple[float, float]]]:
+    r"""Hubness of one direction from the exact top-``k`` candidate ids of ``s`` queries
+    drawn uniformly without replacement from ``n_queries`` (the streamed route: each sampled
+    query scored against the complete pool).
+
+    When ``s == n_queries`` the counts are :func:`k_occurrence`'s and every value is
+    :func:`hubness_statistics`' exactly. Otherwise each candidate's sampled count is a
+    thinning of its k-occurrence :math:`N_k(c)` (:func:`_sampled`): the skewness is
+    estimated from unbiased factorial moments; the anti-hub share, hub occupancy and largest
+    count (scaled by :math:`n_q / s`) are plug-ins, biased upward when the sample is a small
+    share of the queries (a candidate retrieved by few queries is often missed by the
+    sample). The 95% interval is the percentile interval over ``n_boot`` bootstrap resamples
+    of the queries (Efron & Tibshirani 1993): it carries the sampling variability, not that
+    bias. The anti-hub share gets a bracket instead: a candidate no query retrieves is not
+    retrieved by the sample either, so the sampled share :math:`z` is an upper bound, and
+    since a retrieved candidate is missed with probability at most :math:`1 - \pi`,
+    :math:`E z \le a + (1 - \pi)(1 - a)`, i.e. :math:`a \ge (z - (1 - \pi))/\pi`
+    (in expectation) — the interval is :math:`[\max(0, (z - 1 + \pi)/\pi), z]`. The
+    chance values are exact (they depend on the counts only).
+
+    Returns
+    -------
+    (dict, dict)
+        The keys of :func:`hubness_statistics` for ``direction``, and ``key -> (low, high)``
+        for the estimated ones (empty when the sample is every query).
+    """
+    ids = np.asarray(top_ids, dtype=np.int64)
+    s = ids.shape[0]
+    h = _n_hubs(n_candidates, hub_fraction)
+    if s >= n_queries:
+        counts = np.bincount(ids.ravel(), minlength=n_candidates)
+        return hubness_statistics(counts, n_queries, k, direction, hub_fraction), {}
+    chance = _chance(n_queries, n_candidates, k, hub_fraction)
+    out: dict[str, Any] = {}
+    rng = np.random.default_rng(seed)
+
+    def stats(rows: np.ndarray) -> dict[str, float]:
+        return _sampled(np.bincount(ids[rows].ravel(), minlength=n_candidates), s, n_queries, h)
+
+    point = stats(np.arange(s))
+    boot = [stats(rng.integers(0, s, s)) for _ in range(n_boot)]
+    intervals = {}
+    for stat, value in point.items():
+        key = f"{stat}_{direction}"
+        out[key] = float(value)
+        out[f"{key}_chance"] = chance[stat]
+        lo, hi = np.percentile([b[stat] for b in boot], [2.5, 97.5])
+        if stat == "antihub_share":  # see the docstring: a bracket, not a bootstrap
+            pi = s / n_queries
+            lo, hi = max(0.0, (value - (1 - pi)) / pi), value
+        intervals[key] = (float(lo), float(hi))
+    return out, intervals

@@ -30,9 +30,10 @@ import numpy as np
 from .._array import NORM_TOL
 from .._ties import count_above, merge_topk, topk_rows
 from ..compute import Compute
-from ..io.source import Shard, Source
+from ..io.source import Shard, Source, prepare_rows
 from ..measures.accumulators import Moments
 from .blocks import task_rows
+from .hubness import unit32_rows
 
 __all__ = [
     "merge_moments",
@@ -83,7 +84,6 @@ def unit_block(raw: np.ndarray, name: str, path: str, first: int) -> tuple:
     """``(x, 1/‖x‖, ‖x‖²)`` of a raw block in float64, checked like :func:`prepare_rows` (and with
     its float32 normalisation of rows off 1 by more than 10⁻³), without materialising the
     normalised rows: the first moments are then one matrix-vector product."""
-    from ..io.source import prepare_rows
 
     x = np.asarray(raw, dtype=np.float64)
     sq = np.einsum("ij,ij->i", x, x)
@@ -218,7 +218,10 @@ def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: C
     pool row)`` int64 pairs: partners, not counted), ``threshold`` (float64 per query: count
     rows scoring exactly above it), and the flags ``best``, ``ksum``, ``topk`` (K), with
     ``id_offset`` and ``own`` (whether the pool is the queries' modality: tied top-K entries
-    of the own modality go last) for the top-K ids.
+    of the own modality go last) for the top-K ids; ``norm`` (the same for every spec of
+    a pool): how pool rows are prepared — ``"task"`` as the retrieval tasks do, ``"unit32"``
+    / ``"set"`` as hubness does (the set's rows, divided by their float32 norm or not),
+    otherwise :func:`pool_rows`.
 
     Returns ``{(name, block): {...}}`` with ``best`` (float64), ``count`` (int64), ``ksum``
     (float64), ``top_ids`` / ``top_scores`` / ``top_key`` as asked.
@@ -266,10 +269,15 @@ def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: C
                 state[s["name"]] = st
             name = "image_emb" if pool == "image" else "text_emb"
             if group[0].get("norm") == "task":  # the retrieval tasks' row preparation
-                from ..io.source import prepare_rows
 
                 def conv(raw, path, start, name=name):
                     return task_rows(prepare_rows(raw, name, path, start))
+            elif group[0].get("norm") in ("unit32", "set"):  # hubness: the set's rows
+                unit = group[0]["norm"] == "unit32"
+
+                def conv(raw, path, start, name=name, unit=unit):
+                    rows = prepare_rows(raw, name, path, start)
+                    return unit32_rows(rows) if unit else rows
             else:
 
                 def conv(raw, path, start, name=name):

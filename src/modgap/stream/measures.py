@@ -33,6 +33,7 @@ from ..io.source import Source
 from ..measures import MEASURES, resolve_measures
 from .blocks import QUERY_BLOCK, pairs_of, scan_rows
 from .engines import Engine, LocalEngine
+from .hubness import hubness_k, hubness_results, hubness_specs
 from .intervals import balanced_interval, estimate, mean_interval, ratio_interval
 from .kernels import merge_moments, merge_scans, moment_kernel, pool_rows, scan_kernel
 
@@ -46,8 +47,6 @@ __all__ = [
 
 #: queries sampled per modality for the neighbour, separability and uniformity estimates
 DEFAULT_SAMPLE_QUERIES = 10_000
-
-_MOMENT_MEASURES = ("centroid", "per_dimension", "rmg", "frechet_distance", "alignment", "cosine")
 
 
 def sample_index(n: int, size: int | None, seed: int) -> np.ndarray:
@@ -127,7 +126,7 @@ def run_scans(
 
 def _moment_results(state: dict, names: list[str], source: Source, paired: bool) -> dict:
     from ..measures.centroid import gap_from_means, per_dimension_from_delta
-    from ..measures.frechet import frechet_from_moments
+    from ..measures.frechet import frechet_terms
     from ..measures.rmg import rmg_from_sums
 
     x, y, p = state["x"], state["y"], state["pairs"]
@@ -142,9 +141,12 @@ def _moment_results(state: dict, names: list[str], source: Source, paired: bool)
     if "frechet_distance" in names:
         if min(x["n"], y["n"]) < 2:
             raise ModgapError("the Fréchet distance needs at least 2 rows of each modality")
-        out["frechet_distance"] = frechet_from_moments(
+        t = frechet_terms(
             x["mean"], x["scatter"] / (x["n"] - 1), y["mean"], y["scatter"] / (y["n"] - 1)
         )
+        out["frechet_distance"] = t["centroid"] + t["covariance"]
+        out["frechet_centroid_term"] = t["centroid"]
+        out["frechet_covariance_term"] = t["covariance"]
     if paired and "rmg" in names:
         out["rmg"] = rmg_from_sums(
             x["mean"] * x["n"], x["n"], y["mean"] * y["n"], y["n"], p["sum"], p["n"]
@@ -219,7 +221,7 @@ def stream_measures(
     names = resolve_measures(only)
     paired = source.has_pairs
     if only is not None and not paired:
-        need = [n for n in names if MEASURES[n][0]]
+        need = [n for n in names if MEASURES[n].needs_pairs]
         if need:
             raise ModgapError(
                 f"{', '.join(need)} need(s) image-text pairs and the set has none "
@@ -229,14 +231,17 @@ def stream_measures(
         raise ModgapError(f"--sample-queries must be at least 2, got {sample_queries}")
     results: dict[str, Any] = {}
     estimates: dict[str, dict] = {}
-    skipped = {n: "needs image-text pairs" for n in names if MEASURES[n][0] and not paired}
+    skipped = {n: "needs image-text pairs" for n in names if MEASURES[n].needs_pairs and not paired}
+    # the records say how each measure runs here; one that cannot is listed with its reason
+    skipped.update({n: MEASURES[n].stream_reason for n in names if MEASURES[n].stream is None})
     names = [n for n in names if n not in skipped]
     n_i, n_t = source.n_images, source.n_texts
-    moments = [n for n in names if n in _MOMENT_MEASURES]
+    moments = [n for n in names if MEASURES[n].stream == "moments"]
     passes = (
         bool(moments)
         + 2 * ("neighbours" in names)
         + ("uniformity" in names and "neighbours" not in names)
+        + ("hubness" in names)
     )
     k = 0
     state = None
@@ -255,7 +260,7 @@ def stream_measures(
 
     I = sample_index(n_i, sample_queries, seed)
     T = sample_index(n_t, sample_queries, seed + 1)
-    sampled = {"neighbours", "uniformity", "linear_separability", "cosine"} & set(names)
+    sampled = {"neighbours", "uniformity", "hubness", "linear_separability", "cosine"} & set(names)
     Xs = source.gather("image", I) if sampled else None
     Ys = source.gather("text", T) if sampled else None
     if "neighbours" in names or "uniformity" in names:
@@ -337,6 +342,30 @@ def stream_measures(
                     "log of the mean kernel exp(-2|u-v|^2) of sampled queries against the "
                     "whole pool; normal interval of the mean, on the log scale",
                 )
+    if "hubness" in names:
+        k += 1
+        hk = hubness_k(n_i, n_t)  # the in-memory route's k
+        hub: dict[str, Any] = {key: float("nan") for key in MEASURES["hubness"].keys}
+        hub_est: dict[str, tuple] = {}
+        if hk >= 1:
+            specs = hubness_specs(Xs, Ys, hk)
+            with progress_bar(
+                f"pass {k}/{passes}: hubness",
+                total=scan_rows(source, specs),
+                enabled=progress,
+            ) as bar:
+                scanned = run_scans(source, specs, engine=engine, compute=compute, bar=bar)
+            hub, hub_est = hubness_results(scanned, n_i, n_t, hk, seed)
+        results.update(hub)
+        for key, (interval, s, n) in hub_est.items():
+            estimates[key] = estimate(
+                results[key],
+                interval,
+                s,
+                n,
+                "k-occurrence counts of the sampled queries' exact top-k over the whole pool, "
+                "extrapolated over the sampling rate; bootstrap percentile interval over queries",
+            )
     if "linear_separability" in names:
         from ..measures.separability import linear_separability
 
@@ -376,7 +405,7 @@ def stream_measures(
             )
     ordered: dict[str, Any] = {}
     for name in MEASURES:
-        for key in MEASURES[name][2]:
+        for key in MEASURES[name].keys:
             if key in results:
                 ordered[key] = results[key]
     if skipped:
