@@ -123,7 +123,7 @@ def reduce_command(
     """Fit a modality-gap reducer (center, shift, gaussian, procrustes, spectral, ot-laplace,
     ot-sinkhorn) and write the reduced embeddings and the fitted reducer, or apply a saved
     one (--apply). With --apply, give only INPUT [TEXTS]."""
-    from ..reducers.apply import reduce_to_folder
+    from ..workflow import reduce_to_folder
 
     positional = list(args)
     method = None if apply else positional.pop(0)

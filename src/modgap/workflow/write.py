@@ -1,4 +1,5 @@
-"""``modgap reduce`` shard by shard: a faithful, resumable output folder that lands whole.
+"""The shard-by-shard writer of ``modgap reduce``: a faithful, resumable output folder that
+lands whole.
 
 The output mirrors the input: the same shard names and count (``img_emb_00`` ...
 ``img_emb_12`` stay exactly that), row order and counts, the input's dtypes (float16 stays
@@ -16,12 +17,15 @@ At the end the staging folder replaces ``OUT`` in one rename (an existing ``OUT`
 ``modgap reduce`` is moved aside first and deleted after), as :func:`modgap.files.output_folder`
 does: after a kill at any moment ``OUT`` holds the old complete folder or the new one.
 
-With Dask, workers write their shards straight into the staging folder, which must therefore
-be on a filesystem every worker sees (any local cluster; a shared disk for a real cluster).
+Every shard is one task (:func:`.shard.transform_kernel`) that the engine schedules; the
+engine does nothing else. With Dask, workers write their shards straight into the staging
+folder, which must therefore be on a filesystem every worker sees (any local cluster; a shared
+disk for a real cluster).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -30,29 +34,34 @@ from typing import Any
 
 import numpy as np
 
+from .._progress import progress as progress_bar
 from ..compute import Compute, resolve
 from ..errors import ModgapError, notice
-from ..files import check_output_folder, clean_stale, output_lock, swap_in
-from . import kernels
-from .engines import Engine, LocalEngine
-from .source import Source, local_fingerprint
+from ..files import (
+    atomic_path,
+    check_output_folder,
+    clean_stale,
+    output_lock,
+    swap_in,
+    write_json,
+)
+from ..io import write_pairs
+from ..reducers import load_reducer
+from ..stream import Engine, LocalEngine, Source
+from ..stream.source import local_fingerprint
+from . import shard as shard_kernels
+from .summary import MODEL, SUMMARY, reduce_summary, sha256
 
-__all__ = ["reduce_folder", "staging_path"]
+__all__ = ["SHARD_FORMATS", "reduce_folder", "staging_path"]
 
-SUMMARY = "reduce.json"
-MODEL = "reducer.safetensors"
+#: input formats this writer mirrors (a folder of shards, or a pair of .npy files as one shard)
+SHARD_FORMATS = ("clip-retrieval", "npy")
 JOB = ".job.json"
 
 
 def staging_path(out: Path) -> Path:
     """Where the output folder ``out`` is built (stable across runs, for resuming)."""
     return out.parent / f".{out.name}.partial"
-
-
-def _sha256(path: str | os.PathLike) -> str:
-    from ..reducers.apply import _sha256 as sha
-
-    return sha(Path(path))
 
 
 def _out_dtypes(source: Source, dtype: Any) -> tuple[str, str]:
@@ -76,11 +85,7 @@ def _extra(source: Source, reducer: Any, staging: Path) -> None:
     if not source.layout.get("extra"):
         return
     fs = source.fs()
-    from ._fs import join
-
-    with fs.open(join(source.path, "extra.npz")) as f:
-        import io
-
+    with fs.open(source.path.rstrip("/") + "/extra.npz") as f:
         data = io.BytesIO(f.read())
     with np.load(data, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
@@ -92,8 +97,6 @@ def _extra(source: Source, reducer: Any, staging: Path) -> None:
             if arrays["class_text_emb"].dtype.kind == "f"
             else np.float32
         )
-    from ..files import atomic_path
-
     with atomic_path(staging / "extra.npz", ".npz") as tmp:
         np.savez(tmp, **arrays)
 
@@ -144,6 +147,8 @@ def reduce_folder(
     progress: bool = False,
     resume: bool = True,
     provenance_inputs: dict | None = None,
+    pairs_name: str | None = None,
+    model_copy: str | None = None,
 ) -> dict:
     """Transform every shard of ``source`` into the folder ``out`` (see the module docstring).
 
@@ -169,6 +174,14 @@ def reduce_folder(
         As for :func:`~modgap.stream.stream_measures`.
     resume : bool
         Reuse a matching staging folder (default); False starts afresh.
+    provenance_inputs : dict, optional
+        The inputs as the user gave them, for the provenance record.
+    pairs_name : str, optional
+        A ``.npy`` pair read with a pairs file: write ``source.text_to_image`` under this name
+        beside the two outputs (a ``.npy`` pair cannot hold a pairing that is not row by row).
+    model_copy : str, optional
+        A path inside ``out`` (relative to it) that also receives the fitted reducer, written
+        in the staging folder so it is part of the output (``--save-model`` inside ``--out``).
 
     Returns
     -------
@@ -195,6 +208,8 @@ def reduce_folder(
             progress=progress,
             resume=resume,
             provenance_inputs=provenance_inputs,
+            pairs_name=pairs_name,
+            model_copy=model_copy,
         )
 
 
@@ -213,14 +228,11 @@ def _reduce_locked(
     progress: bool,
     resume: bool,
     provenance_inputs: dict | None,
+    pairs_name: str | None,
+    model_copy: str | None,
 ) -> dict:
     """:func:`reduce_folder`'s work, under the output's lock."""
-    from .._progress import progress as progress_bar
-    from ..files import write_json
-    from ..reducers import load_reducer
-    from ..reducers.apply import reduce_summary
-
-    if source.format not in ("clip-retrieval", "npy"):
+    if source.format not in SHARD_FORMATS:
         raise ModgapError(
             f"{source.path}: shard-by-shard reduce writes clip-retrieval folders and .npy "
             f"pairs; a {source.format} input is reduced in memory (drop --stream/--engine)"
@@ -230,7 +242,7 @@ def _reduce_locked(
     desc = {
         "format": 1,
         "input": local_fingerprint(source),
-        "apply": None if apply is None else _sha256(apply),
+        "apply": None if apply is None else sha256(apply),
         "image_dtype": image_dtype,
         "text_dtype": text_dtype,
         **(job or {}),
@@ -273,7 +285,7 @@ def _reduce_locked(
     # absolute: the job travels to Dask workers, which resolve relative paths from their folder
     work = {
         "model": os.path.abspath(model_path),
-        "model_sha256": _sha256(model_path),
+        "model_sha256": sha256(model_path),
         "staging": os.path.abspath(staging),
         "image_dtype": image_dtype,
         "text_dtype": text_dtype,
@@ -315,9 +327,15 @@ def _reduce_locked(
         def tick(i: int, _: Any) -> None:
             bar.advance(todo[i].n_images + todo[i].n_texts)
 
-        # looked up at call time (kernels.transform_kernel), so a test can interrupt it
-        engine.map(kernels.transform_kernel, todo, source, work, compute, on_done=tick)
+        # looked up at call time (shard.transform_kernel), so a test can interrupt it
+        engine.map(shard_kernels.transform_kernel, todo, source, work, compute, on_done=tick)
     _extra(source, reducer, staging)
+    if pairs_name is not None and source.format == "npy" and source.text_to_image is not None:
+        write_pairs(source.text_to_image, staging / pairs_name)
+        outputs.append(str(out / pairs_name))
+    if model_copy is not None and apply is None:
+        (staging / model_copy).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(model_path, staging / model_copy)
     summary = reduce_summary(
         reducer,
         apply=apply,
