@@ -141,7 +141,8 @@ def reduce_command(
         "reg": reg,
     }
     params.update({k: v for k, v in typed.items() if v is not None})
-    eng = streaming.make_engine() if streaming.engine != "local" else None
+    # a distributed engine connects here, before any work; the in-process one is the default
+    eng = None if streaming.in_process else streaming.make_engine()
     try:
         summary = run(reduce_to_folder)(
             method,
