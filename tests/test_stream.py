@@ -274,7 +274,7 @@ def _layout(folder: Path) -> dict:
 
 def test_reduce_center_is_faithful_and_engines_agree(big, tmp_path, dask_engine):
     from modgap.reducers import load_reducer
-    from modgap.reducers.apply import reduce_to_folder
+    from modgap.workflow import reduce_to_folder
 
     mem = reduce_to_folder("center", big, out=tmp_path / "mem", stream=False)
     st = reduce_to_folder("center", big, out=tmp_path / "st", stream=True, compute=SMALL)
@@ -323,7 +323,7 @@ def test_moment_fits_do_not_depend_on_route_or_budget(off_norm, tmp_path, dask_e
     merged in float64) fit the same arrays to 1e-12 relative and the same float16 outputs up
     to one unit on a handful of values."""
     from modgap.reducers import load_reducer
-    from modgap.reducers.apply import reduce_to_folder
+    from modgap.workflow import reduce_to_folder
 
     routes = {
         "mem": {"stream": False},
@@ -377,11 +377,11 @@ def test_streamed_procrustes_is_the_in_memory_fit_with_fewer_pairs_than_dims(tmp
 
 
 def test_interrupted_reduce_resumes_skipping_finished_shards(small, tmp_path, monkeypatch):
-    from modgap.reducers.apply import reduce_to_folder
-    from modgap.stream import kernels
+    from modgap.workflow import reduce_to_folder
+    from modgap.workflow import shard as shard_kernels
 
     reduce_to_folder("gaussian", small, out=tmp_path / "ref", stream=True)
-    real = kernels.transform_kernel
+    real = shard_kernels.transform_kernel
     calls: list[str] = []
 
     def flaky(shard, *args):
@@ -390,7 +390,7 @@ def test_interrupted_reduce_resumes_skipping_finished_shards(small, tmp_path, mo
             raise KeyboardInterrupt
         return real(shard, *args)
 
-    monkeypatch.setattr(kernels, "transform_kernel", flaky)
+    monkeypatch.setattr(shard_kernels, "transform_kernel", flaky)
     with pytest.raises(KeyboardInterrupt):
         reduce_to_folder("gaussian", small, out=tmp_path / "out", stream=True)
     assert not (tmp_path / "out").exists()  # nothing half-written at --out
@@ -413,11 +413,11 @@ def test_interrupted_reduce_resumes_skipping_finished_shards(small, tmp_path, mo
 
 def test_resume_redoes_shards_whose_files_were_removed_or_cut(small, tmp_path, monkeypatch):
     """A ``.done`` marker counts only while the files it lists are there at their sizes."""
-    from modgap.reducers.apply import reduce_to_folder
-    from modgap.stream import kernels
+    from modgap.workflow import reduce_to_folder
+    from modgap.workflow import shard as shard_kernels
 
     reduce_to_folder("center", small, out=tmp_path / "ref", stream=True)
-    real = kernels.transform_kernel
+    real = shard_kernels.transform_kernel
     calls: list[str] = []
 
     def flaky(shard, *args):
@@ -426,7 +426,7 @@ def test_resume_redoes_shards_whose_files_were_removed_or_cut(small, tmp_path, m
             raise KeyboardInterrupt
         return real(shard, *args)
 
-    monkeypatch.setattr(kernels, "transform_kernel", flaky)
+    monkeypatch.setattr(shard_kernels, "transform_kernel", flaky)
     with pytest.raises(KeyboardInterrupt):
         reduce_to_folder("center", small, out=tmp_path / "out", stream=True)
     staging = tmp_path / ".out.partial"
@@ -447,7 +447,7 @@ def test_resume_redoes_shards_whose_files_were_removed_or_cut(small, tmp_path, m
 
 
 def test_reduce_refuses_foreign_folder_before_work(small, tmp_path):
-    from modgap.reducers.apply import reduce_to_folder
+    from modgap.workflow import reduce_to_folder
 
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("x")
@@ -458,7 +458,7 @@ def test_reduce_refuses_foreign_folder_before_work(small, tmp_path):
 
 
 def test_spectral_fits_on_a_stated_sample(small, tmp_path):
-    from modgap.reducers.apply import reduce_to_folder
+    from modgap.workflow import reduce_to_folder
 
     s = reduce_to_folder(
         "spectral",
@@ -521,7 +521,7 @@ def test_writer_pads_names_and_mirrors_a_read_folder(small, tmp_path):
 # -- interoperability: embedding-reader reads modgap's folders -----------------------------
 def test_embedding_reader_reads_modgap_output(big, tmp_path):
     er = pytest.importorskip("embedding_reader", reason="embedding-reader is in the dev extra")
-    from modgap.reducers.apply import reduce_to_folder
+    from modgap.workflow import reduce_to_folder
 
     reduce_to_folder("center", big, out=tmp_path / "out", stream=True)
     out = tmp_path / "out"
@@ -543,7 +543,7 @@ def test_embedding_reader_reads_modgap_output(big, tmp_path):
 
 def test_embedding_reader_reads_parquet_shard_folders(tmp_path):
     er = pytest.importorskip("embedding_reader", reason="embedding-reader is in the dev extra")
-    from modgap.reducers.apply import reduce_to_folder
+    from modgap.workflow import reduce_to_folder
 
     x, y = gapped_pairs(500, 16, seed=4)
     root = tmp_path / "pq"
@@ -684,7 +684,7 @@ def test_search_topk_equals_a_dense_reference(small):
 
 
 def test_apply_a_saved_reducer_to_a_folder(small, tmp_path):
-    from modgap.reducers.apply import reduce_to_folder
+    from modgap.workflow import reduce_to_folder
 
     reduce_to_folder("gaussian", small, out=tmp_path / "fit", stream=True)
     s = reduce_to_folder(
@@ -759,7 +759,7 @@ def test_streamed_retrieval_and_search_on_ties_match_in_memory(tied, block, thre
 
 
 def test_npy_pair_names_with_a_comma_reduce_out_of_core(tmp_path):
-    from modgap.reducers.apply import reduce_to_folder
+    from modgap.workflow import reduce_to_folder
 
     X, Y = gapped_pairs(n=30, d=8, seed=4)
     np.save(tmp_path / "img, v2.npy", X)
@@ -939,8 +939,8 @@ def test_dask_workers_in_another_folder_read_relative_inputs(small, tmp_path, mo
     """The user gives paths relative to their folder; the worker runs in another one."""
     if not _have_dask():
         pytest.skip("dask.distributed is not installed")
-    from modgap.reducers.apply import reduce_to_folder
     from modgap.stream import DaskEngine
+    from modgap.workflow import reduce_to_folder
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

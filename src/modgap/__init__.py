@@ -77,7 +77,7 @@ _EXPORTS: dict[str, str] = {
     "QBNorm": "tasks.scoring",
     "CORRECTIONS": "tasks.scoring",
     "get_correction": "tasks.scoring",
-    "reduce_to_folder": "reducers.apply",
+    "reduce_to_folder": "workflow",
     "embed_folder": "encoders.embed",
     "FeatureSet": "embeddings",
     "read_webdataset": "datasets",

@@ -310,6 +310,33 @@ class Streaming:
         """The run's engine (a Dask client connects here, before any work)."""
         return make_engine(self.engine, self.scheduler, self.worker_timeout)
 
+    @property
+    def in_process(self) -> bool:
+        """Whether ``--engine`` runs the work in this process
+        (:func:`modgap.stream.runs_in_process`, the one place that knows)."""
+        from ..stream import runs_in_process
+
+        return runs_in_process(self.engine)
+
+
+class EngineChoice(click.Choice):
+    """``--engine``: a name of :data:`modgap.stream.ENGINES`, the engine registry, read when
+    the option is parsed or shown (so ``modgap --help`` does not import the streaming code,
+    and a registered engine is a choice without touching the CLI)."""
+
+    def __init__(self) -> None:
+        super().__init__((), case_sensitive=True)
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        from ..stream import ENGINES
+
+        return tuple(ENGINES)
+
+    @choices.setter
+    def choices(self, value: Any) -> None:
+        pass  # always the registry's names
+
 
 _stream_flags = _chain(
     click.option(
@@ -321,7 +348,7 @@ _stream_flags = _chain(
     ),
     click.option(
         "--engine",
-        type=click.Choice(["local", "dask"]),
+        type=EngineChoice(),
         default="local",
         show_default=True,
         help="Who runs the per-shard work: this process, or dask.distributed.",
@@ -393,20 +420,20 @@ def fit_sample_option(f: Callable) -> Callable:
 def check_engine(engine: str, scheduler: str | None) -> None:
     """Refuse ``--scheduler`` without ``--engine dask``, or not in the form of a scheduler
     address, before any work (nothing is contacted here)."""
-    if scheduler and engine != "dask":
-        raise ModgapError("--scheduler needs --engine dask")
     if scheduler:
-        from ..stream.engines import check_scheduler_address
+        from ..stream.engines import check_scheduler_address, runs_in_process
 
+        if runs_in_process(engine):
+            raise ModgapError("--scheduler needs --engine dask")
         check_scheduler_address(scheduler)
 
 
 def make_engine(engine: str, scheduler: str | None, worker_timeout: float | None = None) -> Any:
     """The run's engine (a Dask client connects here, before any work)."""
-    from ..stream import get_engine
+    from ..stream import get_engine, runs_in_process
 
     check_engine(engine, scheduler)
-    if engine == "dask" and worker_timeout is not None:
+    if worker_timeout is not None and not runs_in_process(engine):
         return get_engine(engine, scheduler, worker_timeout=worker_timeout)
     return get_engine(engine, scheduler)
 
@@ -424,9 +451,9 @@ def open_streaming(
     :func:`modgap.stream.stream_reason`, said in one notice line), else None."""
     from ..errors import notice
     from ..io import is_remote
-    from ..stream import open_source, stream_reason
+    from ..stream import open_source, runs_in_process, stream_reason
 
-    forced = bool(stream) or engine != "local" or is_remote(images)
+    forced = bool(stream) or not runs_in_process(engine) or is_remote(images)
     try:
         source = open_source(images, texts, pairs=pairs)
     except ModgapError:

@@ -96,8 +96,8 @@ def run_bench_cli(
     from ..errors import notice
     from ..files import check_output_folder, check_paths
     from ..io import read_embeddings
-    from ..reducers.apply import fitted_rows_warning
     from ..report import bench_document, summary_table, write_bench
+    from ..workflow import fitted_rows_warning
     from ._output import table_console
 
     compute = resolve(compute)

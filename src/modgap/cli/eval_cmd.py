@@ -89,8 +89,8 @@ def run_eval(
     from ..files import check_paths
     from ..io import read_embeddings
     from ..provenance import jsonable, provenance
-    from ..reducers.apply import fitted_rows_warning
     from ..tasks.suite import run_tasks
+    from ..workflow import fitted_rows_warning
     from ._output import announce_replace, print_and_save
 
     streaming = (streaming or Streaming()).check()

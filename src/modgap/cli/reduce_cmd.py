@@ -123,7 +123,7 @@ def reduce_command(
     """Fit a modality-gap reducer (center, shift, gaussian, procrustes, spectral, ot-laplace,
     ot-sinkhorn) and write the reduced embeddings and the fitted reducer, or apply a saved
     one (--apply). With --apply, give only INPUT [TEXTS]."""
-    from ..reducers.apply import reduce_to_folder
+    from ..workflow import reduce_to_folder
 
     positional = list(args)
     method = None if apply else positional.pop(0)
@@ -141,7 +141,8 @@ def reduce_command(
         "reg": reg,
     }
     params.update({k: v for k, v in typed.items() if v is not None})
-    eng = streaming.make_engine() if streaming.engine != "local" else None
+    # a distributed engine connects here, before any work; the in-process one is the default
+    eng = None if streaming.in_process else streaming.make_engine()
     try:
         summary = run(reduce_to_folder)(
             method,

@@ -7,7 +7,6 @@ builds one; ``load_reducer(path)`` reads a saved one. See docs/reducers.md.
 
 from ._registry import REDUCERS, get_reducer, load_reducer
 from .base import Reducer
-from .summary import reduce_summary
 
 # import order = registry order = the order of the docs and the bench table
 # isort: off
@@ -31,5 +30,4 @@ __all__ = [
     "SpectralEmbedding",
     "get_reducer",
     "load_reducer",
-    "reduce_summary",
 ]

@@ -5,8 +5,8 @@
   (``memory://``, ``s3://``): headers only, nothing is loaded.
 * :func:`stream_measures` — every gap measure in one exact moment pass plus exact scans of a
   uniform query sample against the whole pool (estimates with their interval).
-* :func:`fit_streaming` / :func:`reduce_folder` — reducers fitted from full-pass moments or on
-  a stated sample, applied shard by shard into a faithful, resumable clip-retrieval folder.
+* :func:`fit_streaming` — reducers fitted from full-pass moments or on a stated sample (the
+  reduced folder is written by :mod:`modgap.workflow`, shard by shard, on these engines).
 * :func:`stream_retrieval`, :func:`search_topk` — exact blocked retrieval and top-K search
   across shards.
 * :func:`should_stream` / :func:`stream_reason` — whether a command should stream a set: the
@@ -25,7 +25,7 @@ from typing import Any
 from ..io import absolute_paths, open_source
 from ..io.auto import in_memory_peak, should_stream, stream_reason
 from ..io.source import Part, Shard, Source
-from .engines import ENGINES, DaskEngine, Engine, LocalEngine, get_engine
+from .engines import ENGINES, DaskEngine, Engine, LocalEngine, get_engine, runs_in_process
 from .measures import DEFAULT_SAMPLE_QUERIES, stream_measures
 
 __all__ = [
@@ -42,7 +42,7 @@ __all__ = [
     "get_engine",
     "in_memory_peak",
     "open_source",
-    "reduce_folder",
+    "runs_in_process",
     "search_topk",
     "should_stream",
     "stream_measures",
@@ -53,12 +53,6 @@ __all__ = [
 
 def fit_streaming(*args: Any, **kwargs: Any):
     from .fit import fit_streaming as f
-
-    return f(*args, **kwargs)
-
-
-def reduce_folder(*args: Any, **kwargs: Any):
-    from .write import reduce_folder as f
 
     return f(*args, **kwargs)
 

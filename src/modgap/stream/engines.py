@@ -49,6 +49,7 @@ __all__ = [
     "LocalEngine",
     "check_scheduler_address",
     "get_engine",
+    "runs_in_process",
     "tree_order",
 ]
 
@@ -119,6 +120,9 @@ class Engine:
     """The interface of an engine (see the module docstring)."""
 
     name = "engine"
+    #: whether the tasks run in this very process (then a run needs no workers, sees the
+    #: caller's memory budget and never ships data); the one place a caller learns it
+    in_process = False
 
     def put(self, value: Any) -> Any:
         """Make ``value`` (an array shared by many tasks) available to every task."""
@@ -162,6 +166,7 @@ class LocalEngine(Engine):
     """Run every task in this process, in item order."""
 
     name = "local"
+    in_process = True
 
     def map(self, fn, items, *args, on_done=None):
         out = []
@@ -441,10 +446,21 @@ def get_engine(
     if isinstance(name, Engine):
         return name
     name = name or ("dask" if scheduler else "local")
-    if name not in ENGINES:
-        raise ModgapError(f"unknown engine '{name}' (choose one of: {', '.join(ENGINES)})")
-    if scheduler and name != "dask":
-        raise ModgapError("--scheduler needs --engine dask")
-    if name == "dask":
-        return DaskEngine(scheduler, **kwargs)
-    return LocalEngine()
+    if runs_in_process(name):
+        if scheduler:
+            raise ModgapError("--scheduler needs --engine dask")
+        return ENGINES[name]()
+    return ENGINES[name](scheduler, **kwargs)
+
+
+def runs_in_process(engine: str | Engine | None) -> bool:
+    """Whether ``engine`` — an :class:`Engine`, a name in :data:`ENGINES`, or None for the
+    default — runs its tasks in this process (:attr:`Engine.in_process`). Callers decide
+    "is this the local engine" here, never by comparing names or classes."""
+    if engine is None:
+        return True
+    if isinstance(engine, Engine):
+        return engine.in_process
+    if engine not in ENGINES:
+        raise ModgapError(f"unknown engine '{engine}' (choose one of: {', '.join(ENGINES)})")
+    return bool(getattr(ENGINES[engine], "in_process", False))

@@ -1,4 +1,5 @@
-"""``modgap reduce`` shard by shard: a faithful, resumable output folder that lands whole.
+"""The shard-by-shard writer of ``modgap reduce``: a faithful, resumable output folder that
+lands whole.
 
 The output mirrors the input: the same shard names and count (``img_emb_00`` ...
 ``img_emb_12`` stay exactly that), row order and counts, the input's dtypes (float16 stays
@@ -16,12 +17,15 @@ At the end the staging folder replaces ``OUT`` in one rename (an existing ``OUT`
 ``modgap reduce`` is moved aside first and deleted after), as :func:`modgap.files.output_folder`
 does: after a kill at any moment ``OUT`` holds the old complete folder or the new one.
 
-With Dask, workers write their shards straight into the staging folder, which must therefore
-be on a filesystem every worker sees (any local cluster; a shared disk for a real cluster).
+Every shard is one task (:func:`.shard.transform_kernel`) that the engine schedules; the
+engine does nothing else. With Dask, workers write their shards straight into the staging
+folder, which must therefore be on a filesystem every worker sees (any local cluster; a shared
+disk for a real cluster).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -30,17 +34,29 @@ from typing import Any
 
 import numpy as np
 
+from .._progress import progress as progress_bar
 from ..compute import Compute, resolve
 from ..errors import ModgapError, notice
-from ..files import check_output_folder, clean_stale, output_lock, sha256_file, swap_in
-from ..io.source import Source, local_fingerprint
-from . import kernels
-from .engines import Engine, LocalEngine
+from ..files import (
+    atomic_path,
+    check_output_folder,
+    clean_stale,
+    output_lock,
+    sha256_file,
+    swap_in,
+    write_json,
+)
+from ..io import write_pairs
+from ..io.source import local_fingerprint
+from ..reducers import load_reducer
+from ..stream import Engine, LocalEngine, Source
+from . import shard as shard_kernels
+from .summary import MODEL, SUMMARY, reduce_summary
 
-__all__ = ["reduce_folder", "staging_path"]
+__all__ = ["SHARD_FORMATS", "reduce_folder", "staging_path"]
 
-SUMMARY = "reduce.json"
-MODEL = "reducer.safetensors"
+#: input formats this writer mirrors (a folder of shards, or a pair of .npy files as one shard)
+SHARD_FORMATS = ("clip-retrieval", "npy")
 JOB = ".job.json"
 
 
@@ -70,11 +86,7 @@ def _extra(source: Source, reducer: Any, staging: Path) -> None:
     if not source.layout.get("extra"):
         return
     fs = source.fs()
-    from ..io.sources import join
-
-    with fs.open(join(source.path, "extra.npz")) as f:
-        import io
-
+    with fs.open(source.path.rstrip("/") + "/extra.npz") as f:
         data = io.BytesIO(f.read())
     with np.load(data, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
@@ -86,8 +98,6 @@ def _extra(source: Source, reducer: Any, staging: Path) -> None:
             if arrays["class_text_emb"].dtype.kind == "f"
             else np.float32
         )
-    from ..files import atomic_path
-
     with atomic_path(staging / "extra.npz", ".npz") as tmp:
         np.savez(tmp, **arrays)
 
@@ -138,6 +148,8 @@ def reduce_folder(
     progress: bool = False,
     resume: bool = True,
     provenance_inputs: dict | None = None,
+    pairs_name: str | None = None,
+    model_copy: str | None = None,
 ) -> dict:
     """Transform every shard of ``source`` into the folder ``out`` (see the module docstring).
 
@@ -163,6 +175,14 @@ def reduce_folder(
         As for :func:`~modgap.stream.stream_measures`.
     resume : bool
         Reuse a matching staging folder (default); False starts afresh.
+    provenance_inputs : dict, optional
+        The inputs as the user gave them, for the provenance record.
+    pairs_name : str, optional
+        A ``.npy`` pair read with a pairs file: write ``source.text_to_image`` under this name
+        beside the two outputs (a ``.npy`` pair cannot hold a pairing that is not row by row).
+    model_copy : str, optional
+        A path inside ``out`` (relative to it) that also receives the fitted reducer, written
+        in the staging folder so it is part of the output (``--save-model`` inside ``--out``).
 
     Returns
     -------
@@ -189,6 +209,8 @@ def reduce_folder(
             progress=progress,
             resume=resume,
             provenance_inputs=provenance_inputs,
+            pairs_name=pairs_name,
+            model_copy=model_copy,
         )
 
 
@@ -207,13 +229,11 @@ def _reduce_locked(
     progress: bool,
     resume: bool,
     provenance_inputs: dict | None,
+    pairs_name: str | None,
+    model_copy: str | None,
 ) -> dict:
     """:func:`reduce_folder`'s work, under the output's lock."""
-    from .._progress import progress as progress_bar
-    from ..files import write_json
-    from ..reducers import load_reducer, reduce_summary
-
-    if source.format not in ("clip-retrieval", "npy"):
+    if source.format not in SHARD_FORMATS:
         raise ModgapError(
             f"{source.path}: shard-by-shard reduce writes clip-retrieval folders and .npy "
             f"pairs; a {source.format} input is reduced in memory (drop --stream/--engine)"
@@ -308,9 +328,15 @@ def _reduce_locked(
         def tick(i: int, _: Any) -> None:
             bar.advance(todo[i].n_images + todo[i].n_texts)
 
-        # looked up at call time (kernels.transform_kernel), so a test can interrupt it
-        engine.map(kernels.transform_kernel, todo, source, work, compute, on_done=tick)
+        # looked up at call time (shard.transform_kernel), so a test can interrupt it
+        engine.map(shard_kernels.transform_kernel, todo, source, work, compute, on_done=tick)
     _extra(source, reducer, staging)
+    if pairs_name is not None and source.format == "npy" and source.text_to_image is not None:
+        write_pairs(source.text_to_image, staging / pairs_name)
+        outputs.append(str(out / pairs_name))
+    if model_copy is not None and apply is None:
+        (staging / model_copy).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(model_path, staging / model_copy)
     summary = reduce_summary(
         reducer,
         apply=apply,

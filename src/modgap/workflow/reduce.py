@@ -1,28 +1,105 @@
 """Reduce a whole embedding file or folder into an output folder, as one unit.
 
-:func:`reduce_to_folder` is what ``modgap reduce`` runs: read the input, fit a reducer (or load a
-saved one), transform both modalities (class prompts as texts) and write the transformed set
-in the input's format, the fitted reducer and ``reduce.json`` (what was done, with which
-parameters, and which rows the reducer was fitted on) into one output folder that replaces the
-previous one in a single rename (:func:`modgap.files.output_folder`).
+:func:`reduce_to_folder` is what ``modgap reduce`` runs, on every route: build the reducer (or
+load a saved one), decide the route **once** (:func:`choose_route`), fit through the reducer's
+own routes (``fit`` on the set in memory, :func:`modgap.stream.fit.fit_streaming` from moments
+or a stated sample otherwise), and write:
+
+* a clip-retrieval folder or a pair of ``.npy`` files (a set that is one shard) through the
+  shard-by-shard writer (:func:`.write.reduce_folder`: staging, markers, resume, swap-in),
+  whether it was fitted in memory or streamed;
+* any other format (``.npz``, parquet, safetensors, torch) in memory, as one output folder
+  swapped in whole (:func:`modgap.files.output_folder`, every file through
+  :func:`modgap.files.atomic_path`).
+
+Either way the output folder holds the transformed set in the input's format, the fitted
+reducer and ``reduce.json`` (:mod:`.summary`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
 
+from .._progress import progress as progress_bar
 from ..compute import Compute, resolve
-from ..errors import ModgapError
-from ..files import sha256_file
-from .summary import reduce_summary
+from ..errors import InputError, ModgapError, notice
+from ..files import (
+    atomic_path,
+    check_output_folder,
+    check_paths,
+    clean_stale,
+    output_folder,
+    output_lock,
+    sha256_file,
+    write_json,
+)
+from ..io import FORMATS, detect_format, read_embeddings, write_embeddings
+from ..reducers import get_reducer, load_reducer
+from ..stream import get_engine, open_source, runs_in_process, stream_reason
+from ..stream.fit import DEFAULT_FIT_SAMPLE, fit_streaming
+from .summary import MODEL, SUMMARY, reduce_summary
+from .write import SHARD_FORMATS, reduce_folder
 
-__all__ = ["SUMMARY", "fitted_rows_warning", "reduce_to_folder"]
+__all__ = ["Route", "choose_route", "reduce_to_folder"]
 
-#: the summary file of a reduce output folder (also its marker)
-SUMMARY = "reduce.json"
-MODEL = "reducer.safetensors"
+
+@dataclasses.dataclass(frozen=True)
+class Route:
+    """How one reduce run goes.
+
+    Attributes
+    ----------
+    writer : {"shards", "file"}
+        ``shards``: the shard-by-shard writer (a clip-retrieval folder, a ``.npy`` pair, or any
+        streamed input); ``file``: the set in memory, written whole.
+    fit : {"memory", "stream"}
+        The reducer's in-memory ``fit`` on the whole set, or :func:`fit_streaming`.
+    source : Source or None
+        The input as a source (``shards`` only).
+    why : str or None
+        Why the fit streams by itself (the in-memory fit would not fit in memory, or the input
+        is not on a local disk), for the notice; None when forced or in memory.
+    """
+
+    writer: str
+    fit: str
+    source: Any = None
+    why: str | None = None
+
+
+def choose_route(
+    images: str,
+    texts: str | None,
+    pairs: Any,
+    *,
+    stream: bool | None,
+    engine: Any,
+    compute: Compute,
+) -> Route:
+    """The route of one reduce run, decided here and nowhere else.
+
+    The fit streams when ``stream`` is True, when the engine does not run in this process
+    (:func:`modgap.stream.runs_in_process`), or — ``stream`` None — when the in-memory fit would
+    not fit in the memory available or the input is not on a local disk
+    (:func:`modgap.stream.stream_reason`). The shard writer takes every input of
+    :data:`.write.SHARD_FORMATS` and every streamed one; the rest is written from memory.
+    """
+    forced = bool(stream) or not runs_in_process(engine)
+    try:
+        fmt = detect_format(images)
+    except InputError:
+        fmt = None  # a URL, or a path the source reader names the problem of
+    if not forced and fmt is not None and fmt not in SHARD_FORMATS:
+        return Route("file", "memory")
+    source = open_source(images, texts, pairs=pairs)
+    why = stream_reason(source, "reduce", compute)
+    streaming = forced or (stream is None and why is not None)
+    if source.format not in SHARD_FORMATS and not streaming:
+        return Route("file", "memory")
+    return Route("shards", "stream" if streaming else "memory", source, None if forced else why)
 
 
 def _output_names(
@@ -84,13 +161,13 @@ def reduce_to_folder(
         Fit out of core (moments in one pass; spectral and OT on ``fit_sample`` images) and
         transform shard by shard. ``None``: when fitting it in memory would not fit in the
         memory available (:func:`modgap.stream.stream_reason`) or it is not on a local disk,
-        with a notice.
-        A clip-retrieval folder (and a streamed ``.npy`` pair) is always *written* shard by
-        shard, mirroring the input (:func:`modgap.stream.reduce_folder`): same shard names,
-        dtypes and metadata files, resumable after an interruption.
+        with a notice (:func:`choose_route`).
+        A clip-retrieval folder and a ``.npy`` pair are always *written* shard by shard,
+        mirroring the input (:func:`.write.reduce_folder`): same shard names, dtypes and
+        metadata files, resumable after an interruption.
     engine : str or Engine, optional
-        ``"local"`` (default) or ``"dask"`` / a :class:`modgap.stream.DaskEngine`; Dask
-        implies streaming.
+        A name of :data:`modgap.stream.ENGINES` (default ``"local"``) or an engine; one that
+        does not run in this process (Dask) implies streaming.
     fit_sample : int, optional
         Images the sample-fitted reducers (spectral, OT) are fitted on when streaming
         (default :data:`modgap.stream.fit.DEFAULT_FIT_SAMPLE`).
@@ -102,8 +179,6 @@ def reduce_to_folder(
     dict
         The summary written to ``OUT/reduce.json``.
     """
-    from ..files import check_paths, output_lock
-
     compute = resolve(compute)
     params = dict(params or {})
     out_dir = Path(out)
@@ -159,12 +234,6 @@ def _reduce_locked(
     inside: bool,
 ) -> dict:
     """:func:`reduce_to_folder`'s work, under the lock of ``out_dir``."""
-    from .._progress import progress as progress_bar
-    from ..files import check_output_folder, clean_stale, output_folder, write_json
-    from ..io import FORMATS, detect_format, read_embeddings, write_embeddings
-    from ..io.pairs import write_pairs
-    from ._registry import get_reducer, load_reducer
-
     clean_stale(out_dir)  # an output a killed run moved aside is put back before it is judged
     check_output_folder(out_dir, SUMMARY, "--out")
     if apply is not None:
@@ -178,25 +247,47 @@ def _reduce_locked(
             raise ModgapError("give a METHOD to fit (or --apply MODEL to use a saved reducer)")
         reducer = get_reducer(method, **params)
         reducer.check_params()  # bad values fail before any data is read
-    shard_route = _shard_route(images, stream, engine)
-    if shard_route:
-        return _reduce_shards(
-            reducer,
-            images,
-            texts,
-            out_dir,
-            apply=apply,
-            pairs=pairs,
-            stream=stream,
-            engine=engine,
-            fit_sample=fit_sample,
-            dtype=dtype,
-            progress=progress,
-            compute=compute,
-            save_model=save_model,
-            params=params,
-            method=method,
-        )
+    route = choose_route(images, texts, pairs, stream=stream, engine=engine, compute=compute)
+    inputs = {"images": images, "texts": texts, "pairs": pairs, "apply": apply}
+    if route.writer == "file":
+        return _write_file(
+            reducer, images, texts, out_dir, apply=apply, save_model=save_model, pairs=pairs,
+            progress=progress, compute=compute, inside=inside, inputs=inputs,
+        )  # fmt: skip
+    eng = get_engine(engine)
+    try:
+        summary = _write_shards(
+            reducer, route, out_dir, method=method, apply=apply, pairs=pairs, engine=eng,
+            fit_sample=fit_sample, dtype=dtype, progress=progress, compute=compute,
+            model_copy=os.path.relpath(save_model, out_dir) if inside else None, inputs=inputs,
+        )  # fmt: skip
+    finally:
+        if eng is not engine:  # started here: closed here
+            eng.close()
+    if save_model is not None and apply is None:
+        if not inside:
+            with atomic_path(save_model) as tmp:
+                tmp.write_bytes((out_dir / MODEL).read_bytes())
+        summary["saved_model"] = str(save_model)
+    return summary
+
+
+def _write_file(
+    reducer: Any,
+    images: str,
+    texts: str | None,
+    out_dir: Path,
+    *,
+    apply: Any,
+    save_model: Any,
+    pairs: Any,
+    progress: bool,
+    compute: Compute,
+    inside: bool,
+    inputs: dict,
+) -> dict:
+    """The set in memory: fit on every row (class prompts as texts), transform, and write the
+    output folder whole (:func:`modgap.files.output_folder`)."""
     fmt = FORMATS[detect_format(images)]
     emb = read_embeddings(images, texts, pairs=pairs)
     with progress_bar(f"{reducer.name}", enabled=progress) as bar:
@@ -207,7 +298,6 @@ def _reduce_locked(
         reduced = reducer.transform_set(emb)
 
     img_name, txt_name = _output_names(images, texts, fmt.folder)
-    pairs_name = Path(pairs).name if pairs is not None and fmt.name == "npy" else None
     model_rel = None
     with output_folder(out_dir, marker=SUMMARY, what="--out") as tmp:
         if fmt.folder:
@@ -221,16 +311,13 @@ def _reduce_locked(
                 texts=None if txt_name is None else tmp / txt_name,
             )
             outputs = [str(out_dir / n) for n in (img_name, txt_name) if n is not None]
-        if pairs_name is not None:
-            write_pairs(reduced.text_to_image, tmp / pairs_name)
-            outputs.append(str(out_dir / pairs_name))
         if apply is None:
             model_rel = MODEL if not inside else os.path.relpath(save_model, out_dir)
             (tmp / model_rel).parent.mkdir(parents=True, exist_ok=True)
             reducer.save(tmp / model_rel)
             model_sha = sha256_file(tmp / model_rel)
         else:
-            model_sha = sha256_file(Path(apply))
+            model_sha = sha256_file(apply)
         summary = reduce_summary(
             reducer,
             apply=apply,
@@ -244,7 +331,7 @@ def _reduce_locked(
                 "n_images": emb.n_images,
                 "n_texts": emb.n_texts,
             },
-            inputs={"images": images, "texts": texts, "pairs": pairs, "apply": apply},
+            inputs=inputs,
             counts={
                 "n_images": reduced.n_images,
                 "n_texts": reduced.n_texts,
@@ -260,74 +347,38 @@ def _reduce_locked(
     return summary
 
 
-def _shard_route(images: str, stream: bool | None, engine: Any) -> bool:
-    """Whether the input goes through the shard-by-shard writer: every clip-retrieval folder
-    (faithful output), and any streamed input."""
-    from ..io import is_remote, source_format
-
-    if stream or (engine is not None and engine != "local") or is_remote(images):
-        return True
-    fmt = source_format(images)
-    return fmt == "clip-retrieval" or (stream is None and fmt == "npy")
-
-
-def _reduce_shards(
-    reducer,
-    images,
-    texts,
-    out_dir,
+def _write_shards(
+    reducer: Any,
+    route: Route,
+    out_dir: Path,
     *,
-    apply,
-    pairs,
-    stream,
-    engine,
-    fit_sample,
-    dtype,
-    progress,
-    compute,
-    save_model,
-    params,
-    method,
+    method: str | None,
+    apply: Any,
+    pairs: Any,
+    engine: Any,
+    fit_sample: int | None,
+    dtype: Any,
+    progress: bool,
+    compute: Compute,
+    model_copy: str | None,
+    inputs: dict,
 ) -> dict:
-    from ..errors import notice
-    from ..stream import get_engine, open_source, stream_reason
-    from ..stream.fit import DEFAULT_FIT_SAMPLE, fit_streaming
-    from ..stream.write import reduce_folder
-
-    source = open_source(images, texts, pairs=pairs)
-    why = stream_reason(source, "reduce", compute)
-    if source.format == "npy" and stream is None and why is None:
-        # small .npy pairs keep the in-memory route (and its pairs-file handling)
-        return reduce_to_folder(
-            method,
-            images,
-            texts,
-            out_dir,
-            apply=apply,
-            save_model=save_model,
-            pairs=pairs,
-            params=params,
-            progress=progress,
-            compute=compute,
-            stream=False,
-        )
-    eng = get_engine(engine) if not hasattr(engine, "reduce") else engine
-    streaming = bool(stream) or eng.name != "local" or (stream is None and why is not None)
-    if streaming and stream is None and eng.name == "local":
+    """The shard-by-shard writer, the reducer fitted on ``route.fit``'s route."""
+    source = route.source
+    streaming = route.fit == "stream"
+    if streaming and route.why is not None and engine.in_process:
         notice(
-            f"{images}: {source.n_images:,} images + {source.n_texts:,} texts: {why}: "
-            "fitting out of core (--stream forces this)"
+            f"{inputs['images']}: {source.n_images:,} images + {source.n_texts:,} texts: "
+            f"{route.why}: fitting out of core (--stream forces this)"
         )
     size = DEFAULT_FIT_SAMPLE if fit_sample is None else int(fit_sample)
 
-    def fit(r):
+    def fit(r: Any) -> dict:
         if streaming:
             return fit_streaming(
-                r, source, fit_sample=size, engine=eng, compute=compute, progress=progress
+                r, source, fit_sample=size, engine=engine, compute=compute, progress=progress
             )
-        from ..io import read_embeddings
-
-        emb = read_embeddings(images, texts, pairs=pairs)
+        emb = read_embeddings(inputs["images"], inputs["texts"], pairs=pairs)
         r.fit(emb, compute=compute)
         return {
             "source": emb.source,
@@ -342,60 +393,23 @@ def _reduce_shards(
         "seed": compute.seed,
         "fit": ("stream", size) if streaming else "memory",
     }
-    try:
-        summary = reduce_folder(
-            source,
-            out_dir,
-            reducer=None if apply else reducer,
-            fit=fit,
-            apply=apply,
-            job=job,
-            dtype=dtype,
-            engine=eng,
-            compute=compute,
-            progress=progress,
-            provenance_inputs={"images": images, "texts": texts, "pairs": pairs, "apply": apply},
-        )
-    finally:
-        if eng is not engine:
-            eng.close()
-    if save_model is not None and apply is None:
-        from shutil import copyfile
-
-        from ..files import atomic_path
-
-        with atomic_path(save_model) as tmp:  # inside --out too: the output is in place now
-            copyfile(out_dir / MODEL, tmp)
-        summary["saved_model"] = str(save_model)
-    return summary
+    return reduce_folder(
+        source,
+        out_dir,
+        reducer=None if apply else reducer,
+        fit=fit,
+        apply=apply,
+        job=job,
+        dtype=dtype,
+        engine=engine,
+        compute=compute,
+        progress=progress,
+        provenance_inputs=inputs,
+        pairs_name=None if pairs is None else Path(pairs).name,
+        model_copy=model_copy,
+    )
 
 
 def _is_inside(path: Path, folder: Path) -> bool:
     p, f = path.resolve(), folder.resolve()
     return f in p.parents
-
-
-def fitted_rows_warning(input_path: str | os.PathLike) -> str | None:
-    """When ``input_path`` is an output of ``modgap reduce`` that fitted its reducer on these
-    very rows, the sentence to warn with (else None): scores on them are not held-out."""
-    import json
-
-    p = Path(input_path)
-    folder = p if p.is_dir() else p.parent
-    summary = folder / SUMMARY
-    if not summary.is_file():
-        return None
-    try:
-        doc = json.loads(summary.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(doc, dict) or doc.get("mode") != "fit" or not doc.get("fitted_on"):
-        return None
-    outputs = {str(Path(o).resolve()) for o in doc.get("outputs", []) if isinstance(o, str)}
-    if str(p.resolve()) not in outputs:
-        return None
-    return (
-        f"{input_path} was written by 'modgap reduce {doc.get('reducer')}', which was fitted on "
-        "these same rows: scores on them are transductive, not held-out (judge a reducer with "
-        "'modgap bench', which fits and scores on separate splits)"
-    )
