@@ -30,7 +30,9 @@ def read_table(path: str, columns: list[str] | None = None):
 
     check_input_path(path)
     with reading(path, ".parquet"):
-        return pq.read_table(path, columns=columns)
+        table = pq.read_table(path, columns=columns)
+        table.column_names  # noqa: B018 - decoded here: a damaged schema fails naming the file
+        return table
 
 
 def table_strings(table: Any, names: tuple[str, ...], source: str) -> list[str] | None:
