@@ -71,10 +71,11 @@ def _best_dense(Q, C, lq, lc, scale, off, rows_per_block):
         ic = torch.nonzero(lc == g).reshape(-1)
         if ic.numel() == 0:
             continue
+        Cg = C[ic]
         step = max(1, int(rows_per_block))
         for s in range(0, iq.numel(), step):
             rows = iq[s : s + step]
-            S = Q[rows] @ C[ic].T
+            S = Q[rows] @ Cg.T
             window = score_window(d) * scale[rows]
             if off is not None:
                 o_c, a_q = off
