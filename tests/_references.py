@@ -83,3 +83,26 @@ def exact_topk_rows(S, k, tie_key=None):
         order = order[np.isfinite(s[order])]
         out[r] = order[:k]
     return out
+
+
+def relevant_ranks(X, Y, lx, ly, offsets=None):
+    """(ranks of X's queries among Y, of Y's among X): 1 + the non-relevant candidates scoring
+    above the best relevant one (relevant: equal labels), ties for the query; 0 without a
+    relevant candidate. Rows are taken as given (float64 products of the float32 inputs);
+    ``offsets = (o_x, o_y, a_x, a_y)`` scores ``s(q, c) - a_q o_c``."""
+    S = np.asarray(X, np.float64) @ np.asarray(Y, np.float64).T
+    lx, ly = np.asarray(lx), np.asarray(ly)
+    o_x, o_y, a_x, a_y = offsets or (0 * S[:, 0], 0 * S[0], 0 * S[:, 0], 0 * S[0])
+
+    def ranks(S, lq, lc):
+        out = np.zeros(S.shape[0], dtype=np.int64)
+        for q in range(S.shape[0]):
+            rel = lc == lq[q]
+            if rel.any():
+                out[q] = 1 + np.sum(S[q][~rel] > S[q][rel].max() + TIE)
+        return out
+
+    return (
+        ranks(S - np.outer(a_x, o_y), lx, ly),
+        ranks(S.T - np.outer(a_y, o_x), ly, lx),
+    )

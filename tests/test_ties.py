@@ -329,3 +329,67 @@ def test_merge_topk_of_split_lists_is_the_order_of_one_block():
     np.testing.assert_array_equal(ids, whole[0])
     np.testing.assert_array_equal(sc, whole[1])
     assert list(ids[0, :3]) == [10, 40, 41]  # the duplicates tie: lower id first
+
+
+def _labelled(n_x=150, n_y=230, d=64, classes=6, seed=11):
+    """Rows drawn from a pool of 40 vectors (exact ties everywhere, relevant or not), labels
+    with several relevant candidates per query, and labels present on one side only (queries
+    without a relevant candidate)."""
+    rng = np.random.default_rng(seed)
+    pool = _unit(rng.standard_normal((40, d)))
+    X, Y = pool[rng.integers(0, 40, n_x)], pool[rng.integers(0, 40, n_y)]
+    lx, ly = rng.integers(0, classes + 1, n_x), rng.integers(0, classes, n_y)
+    ly[:5] = classes + 3  # never relevant to anything
+    return X, Y, lx, ly
+
+
+@pytest.mark.parametrize("route", ["pairs", "per-class"])
+@pytest.mark.parametrize("threads", THREADS)
+@pytest.mark.parametrize("block_size", BLOCKS)
+def test_first_relevant_ranks_with_several_relevant_candidates(
+    block_size, threads, route, monkeypatch
+):
+    """The one ranking kernel (instance and class-level retrieval) against the dense reference,
+    on both of its ways of finding the best relevant score."""
+    import modgap.tasks.ranking as ranking
+
+    monkeypatch.setattr(ranking, "_SPARSE_PAIRS", 10**9 if route == "pairs" else 0)
+    X, Y, lx, ly = _labelled()
+    want_x, want_y = ref.relevant_ranks(X, Y, lx, ly)
+    with torch_threads(threads):
+        got_x, got_y = ranking.first_relevant_ranks(
+            torch.from_numpy(X),
+            torch.from_numpy(Y),
+            torch.from_numpy(lx),
+            torch.from_numpy(ly),
+            block_size=block_size,
+        )
+    np.testing.assert_array_equal(got_x.numpy(), want_x)
+    np.testing.assert_array_equal(got_y.numpy(), want_y)
+    assert (want_x == 0).any() and (want_y == 0).any()  # queries without a relevant candidate
+    assert (want_x == 1).mean() > 0.3  # ties with a non-relevant copy count for the query
+
+
+@pytest.mark.parametrize("route", ["pairs", "per-class"])
+@pytest.mark.parametrize("block_size", [1, 97])
+def test_first_relevant_ranks_with_corrected_scores(block_size, route, monkeypatch):
+    import modgap.tasks.ranking as ranking
+
+    monkeypatch.setattr(ranking, "_SPARSE_PAIRS", 10**9 if route == "pairs" else 0)
+    X, Y, lx, ly = _labelled(seed=12)
+    rng = np.random.default_rng(3)
+    # offsets on a coarse grid: corrected copies still tie exactly
+    o_x, o_y = rng.integers(-4, 5, len(X)) / 64.0, rng.integers(-4, 5, len(Y)) / 64.0
+    a_x, a_y = (rng.random(len(X)) < 0.7) * 1.0, (rng.random(len(Y)) < 0.7) * 1.0
+    want_x, want_y = ref.relevant_ranks(X, Y, lx, ly, (o_x, o_y, a_x, a_y))
+    off = tuple(torch.from_numpy(v) for v in (o_x, o_y, a_x, a_y))
+    got_x, got_y = ranking.first_relevant_ranks(
+        torch.from_numpy(X),
+        torch.from_numpy(Y),
+        torch.from_numpy(lx),
+        torch.from_numpy(ly),
+        block_size=block_size,
+        offsets=off,
+    )
+    np.testing.assert_array_equal(got_x.numpy(), want_x)
+    np.testing.assert_array_equal(got_y.numpy(), want_y)

@@ -21,8 +21,10 @@ from 1 to 2 on another machine. The rule used everywhere is:
    :math:`\lVert q\rVert \max\lVert c\rVert` are equal; callers say how equals are ordered (in
    retrieval, in the query's favour).
 
-The callers work on float32 score blocks; only the few comparisons inside the window (about
-:math:`2\cdot 10^{-4}` of the candidates on CLIP data, and the duplicates) are recomputed.
+The float64 scores and the window are computed in :mod:`modgap._scores` (re-exported here);
+this module takes the decisions. The callers work on float32 score blocks; only the few
+comparisons inside the window (about :math:`2\cdot 10^{-4}` of the candidates on CLIP data, and
+the duplicates) are recomputed.
 
 **Corrected scores.** Retrieval-time hubness corrections (:mod:`modgap.tasks.scoring`) rank by
 :math:`s(q, c) - a_q o_c`: a float64 offset per candidate, applied to a query or not
@@ -36,6 +38,9 @@ bit for bit the same on every machine, so the offsets are reproducible too.
 from __future__ import annotations
 
 from typing import Any
+
+# the scoring half lives in _scores; its names stay importable from here
+from ._scores import exact_scores, fixed_scores, row_scale, score_window
 
 __all__ = [
     "TIE_TOL",
@@ -53,107 +58,6 @@ __all__ = [
 
 #: exact scores closer than this (relative to the product of the norms) are a tie
 TIE_TOL = 2.0**-40
-
-# chunk of pairs scored at once by exact_scores (float64 products, padded width)
-_EXACT_BYTES = 2 * 2**20
-
-
-def score_window(d: int) -> float:
-    """Half-width, for unit rows of ``d`` dimensions, inside which float32 scores cannot be
-    trusted to order two candidates: ``2 γ_d`` for the two scores plus the rounding of a
-    float32 threshold, with room to spare (``(d + 4) 2⁻²³``; 6.2e-5 at d = 512)."""
-    return (int(d) + 4) * 2.0**-23
-
-
-def exact_scores(A: Any, B: Any, ia: Any, ib: Any) -> Any:
-    """``A[ia[p]] · B[ib[p]]`` for every pair ``p``, as a reproducible float64 tensor.
-
-    Products of the float32 entries are exact in float64; they are summed by a fixed pairwise
-    tree (the width padded with zeros to a power of two), each step one IEEE addition of two
-    slices, so the result is a function of the two vectors alone: the same bits on every CPU
-    and GPU, whatever the batch. ``A`` and ``B`` are float32 torch tensors on one device,
-    ``ia`` / ``ib`` index tensors of one length.
-    """
-    import torch
-
-    n = int(ia.numel())
-    d = int(A.shape[1])
-    out = torch.empty(n, dtype=torch.float64, device=A.device)
-    if n == 0:
-        return out
-    width = 1 << max(0, (d - 1).bit_length())
-    step = max(1, _EXACT_BYTES // (8 * width))
-    for s in range(0, n, step):
-        P = A[ia[s : s + step]].double() * B[ib[s : s + step]].double()
-        if width != d:
-            P = torch.nn.functional.pad(P, (0, width - d))
-        while P.shape[1] > 1:
-            h = P.shape[1] // 2
-            P = P[:, :h] + P[:, h:]
-        out[s : s + step] = P[:, 0]
-    return out
-
-
-def _row_exponents(a: Any) -> Any:
-    """Per row of a float64 matrix, an integer ``e`` with ``‖a‖ < 2^e``, from exact operations
-    only (max, power-of-two scaling, an integer sum, a correctly rounded square root, frexp),
-    so it is the same on every machine: a norm computed in floating point could round either
-    side of a power of two and move a row to another grid."""
-    import math
-
-    import torch
-
-    amax = a.abs().amax(dim=1)
-    _, p0 = torch.frexp(torch.where(amax > 0, amax, torch.ones_like(amax)))  # amax < 2^p0
-    q = torch.round(torch.ldexp(a, (12 - p0)[:, None]))  # integers, |q| <= 4096
-    n2 = (q * q).sum(dim=1)  # exact: integers below 2^53, in any order
-    # ‖a 2^-p0‖ <= (‖q‖ + √d/2) 2^-12; the + 1 covers the rounding of this bound
-    bound = torch.sqrt(n2) + (math.sqrt(a.shape[1]) / 2 + 1)
-    _, p = torch.frexp(bound)  # bound < 2^p
-    return p0 + p - 12
-
-
-def _split_rows(A: Any, g: int) -> tuple[Any, Any, Any]:
-    """``A = 2^e (hi + 2⁻²⁶ lo)`` per row, up to ``2^-(27+g)`` of the row scaled to norm below
-    1: ``hi`` on the grid ``2⁻²⁶``, ``lo`` on ``2^-g`` with ``|lo| <= 1/2``."""
-    import torch
-
-    a = A.double()
-    e = _row_exponents(a)
-    a = torch.ldexp(a, -e[:, None])  # exact: a power of two per row
-    hi = torch.round(a * 2.0**26) * 2.0**-26
-    lo = torch.round((a - hi) * 2.0 ** (26 + g)) * 2.0**-g  # a - hi is exact (|.| <= 2^-27)
-    return hi, lo, e
-
-
-def fixed_scores(A: Any, B: Any) -> Any:
-    """``A Bᵀ`` as a float64 matrix with the same bits on every machine, at matmul speed.
-
-    Each row is scaled by a power of two to norm below 1 and split as ``hi + 2⁻²⁶ lo``, ``hi``
-    on the grid ``2⁻²⁶`` and ``lo`` on the grid ``2^-g``, ``g = 27 - ⌈log₂ √d⌉``, ``|lo| <= ½``.
-    In each of the three float64 products ``hi·hi``, ``hi·lo`` and ``lo·hi`` every product of
-    entries lies on one grid and every partial sum is bounded by Cauchy–Schwarz (``‖hi‖² < 2``,
-    ``‖hi‖‖lo‖ < √d``), so every intermediate value is a float64 number: the matrix products are
-    **exact**, whatever the BLAS kernel, blocking, thread count or use of fused multiply-adds
-    (an error-free splitting in the manner of Ozaki, Ogita, Oishi & Rump, "Error-free
-    transformations of matrix multiplication by using fast routines of matrix multiplication
-    and its applications", Numer. Algorithms 59, 2012). The three are added in a fixed order.
-    So the result is a function of the two rows alone, within ``(d 2⁻⁵⁴ + √d 2^-(25+g)) ‖a‖‖b‖``
-    of the exact inner product (1.1e-13 at d = 512; ``lo·lo`` is left out).
-
-    ``A`` (m, d) and ``B`` (n, d): float tensors on one device with float64 support (not MPS).
-    Returns a float64 tensor (m, n).
-    """
-    import math
-
-    import torch
-
-    d = int(A.shape[1])
-    g = 27 - math.ceil(math.log2(math.sqrt(max(d, 1))))
-    ha, la, ea = _split_rows(A, g)
-    hb, lb, eb = _split_rows(B, g)
-    out = (ha @ hb.T) + ((ha @ lb.T) + (la @ hb.T)) * 2.0**-26
-    return torch.ldexp(out, ea[:, None] + eb[None, :])
 
 
 def offset_window(offset: Any, scale: Any) -> Any:
@@ -424,15 +328,6 @@ def topk_rows(
             return ids, scores
         todo = torch.nonzero(short).reshape(-1) if todo is None else todo[short]
         L = min(n, 2 * L)
-
-
-def row_scale(Q: Any, C: Any) -> Any:
-    """``‖q‖ · max‖c‖`` per row of ``Q`` (float64), the scale of :func:`score_window`."""
-    import torch
-
-    # an upper bound is all the window needs: float32 norms, rounded up
-    cmax = float(torch.linalg.vector_norm(C, dim=1).max()) if C.shape[0] else 1.0
-    return torch.linalg.vector_norm(Q, dim=1).double() * (cmax * (1 + 1e-6))
 
 
 def topk_ids(Q: Any, C: Any, k: int, rows_per_block: int) -> Any:

@@ -26,7 +26,10 @@ the few inside the float32 error window are recomputed with reproducible float64
 scores within ``TIE_TOL`` (2⁻⁴⁰) are ties. Duplicated images therefore tie with the true image
 on every machine, at every block size and thread count.
 
-Memory and time. The score matrix is never formed as a whole: images are processed in blocks
+The ranks come from :func:`modgap.tasks.ranking.first_relevant_ranks`, the one ranking kernel
+of instance- and class-level retrieval (a text is relevant to its image; an image's captions
+share its label). Memory and time. The score matrix is never formed as a whole: images are
+processed in blocks
 ``S_b = X_b Yᵀ`` of at most ``block_size`` rows, and one pass over those blocks gives both
 directions (image → text counts along rows, text → image counts along columns), so the cost is
 one matrix product plus four comparisons per score. Peak extra memory is two blocks of
@@ -43,6 +46,7 @@ import numpy as np
 from .._array import as_float_matrix, check_pairing, to_numpy, to_torch
 from ..compute import Compute, device_for, resolve
 from ..errors import InputError, ModgapError
+from .ranking import first_relevant_ranks
 
 __all__ = ["retrieval_metrics", "retrieval_ranks"]
 
@@ -122,13 +126,10 @@ def retrieval_ranks(
     """
     import torch
 
-    from .._ties import count_above, exact_scores, row_scale
-
     dev = device_for(compute, device, image_emb, text_emb)
     X = _as_tensor(image_emb, "image_emb", dev, None, normalize)
     Y = _as_tensor(text_emb, "text_emb", dev, X.shape[1], normalize)
     n_i, n_t = X.shape[0], Y.shape[0]
-    d = X.shape[1]
     t2i_np = check_pairing(text_to_image, n_i, n_t)
     if block_size is None:
         buffers = 2 if correction is None else 3
@@ -143,80 +144,19 @@ def retrieval_ranks(
         with torch.no_grad():
             off = _offsets(correction, X, Y, dev, compute)
 
-    # texts sorted by image: the captions of an image block form one contiguous run
-    order_np = np.argsort(t2i_np, kind="stable")
-    bounds = np.searchsorted(t2i_np[order_np], np.arange(0, n_i + block_size, block_size))
-    order = torch.from_numpy(order_np).to(dev)
-    t2i = torch.from_numpy(t2i_np).to(dev)
-    text_ids = torch.arange(n_t, device=dev)
-
     with torch.no_grad():
-        # exact positive scores (modgap._ties): the thresholds every comparison is made against
-        pos = exact_scores(X, Y, t2i, text_ids)
-        pos_t2i = pos
-        if correction is not None:
-            o_img, o_txt, a_txt, a_img = off
-            pos_t2i = pos - a_txt * o_img[t2i]  # corrected score of each text's image
-            pos = pos - a_img[t2i] * o_txt  # corrected score of each caption for its image
-        best = torch.full((n_i,), float("-inf"), dtype=torch.float64, device=dev)
-        best.scatter_reduce_(0, t2i, pos, reduce="amax")
-        scale_t, scale_i = row_scale(Y, X), row_scale(X, Y)
-        t2i_greater = torch.zeros(n_t, dtype=torch.int64, device=dev)
-        i2t_rank = torch.zeros(n_i, dtype=torch.int64, device=dev)
-        S_buf = torch.empty(block_size, n_t, device=dev, dtype=torch.float32)
-        G_buf = torch.empty_like(S_buf)
-        C_buf = None if correction is None else torch.empty_like(S_buf)
-        for b, start in enumerate(range(0, n_i, block_size)):
-            stop = min(start + block_size, n_i)
-            S = torch.mm(X[start:stop], Y.T, out=S_buf[: stop - start])  # (B, n_t)
-            idx = order[bounds[b] : bounds[b + 1]]  # texts whose image is in this block
-            # positives never count against a query: not the image's own captions (i2t),
-            # not the text's own image (t2i)
-            S[t2i[idx] - start, idx] = float("-inf")
-
-            def exact(rows, cols, start=start):
-                return exact_scores(X, Y, rows + start, cols)
-
-            if correction is None:
-                i2t_rank[start:stop] = 1 + count_above(
-                    S, best[start:stop], scale_i[start:stop], d, exact, axis=1, buffer=G_buf
-                )
-                t2i_greater += count_above(S, pos, scale_t, d, exact, axis=0, buffer=G_buf)
-                continue
-            i2t_rank[start:stop] = 1 + count_above(
-                S,
-                best[start:stop],
-                scale_i[start:stop],
-                d,
-                exact,
-                axis=1,
-                buffer=G_buf,
-                offset=o_txt,
-                active=a_img[start:stop],
-                offset_buffer=C_buf,
-            )
-            t2i_greater += count_above(
-                S,
-                pos_t2i,
-                scale_t,
-                d,
-                exact,
-                axis=0,
-                buffer=G_buf,
-                offset=o_img[start:stop],
-                active=a_txt,
-                offset_buffer=C_buf,
-            )
-        del S_buf, G_buf, C_buf
-        has_caption = torch.zeros(n_i, dtype=torch.bool, device=dev)
-        has_caption[t2i] = True
-        i2t_rank = torch.where(has_caption, i2t_rank, torch.zeros_like(i2t_rank))
-    return to_numpy(i2t_rank), to_numpy(t2i_greater + 1)
+        # instance relevance: a text's label is its image, an image's label is itself
+        image_ids = torch.arange(n_i, device=dev)
+        t2i = torch.from_numpy(t2i_np).to(dev)
+        i2t_rank, t2i_rank = first_relevant_ranks(
+            X, Y, image_ids, t2i, block_size=block_size, offsets=None if correction is None else off
+        )
+    return to_numpy(i2t_rank), to_numpy(t2i_rank)
 
 
 def _offsets(correction: Any, X: Any, Y: Any, dev: Any, compute: Compute | None):
     """A correction's offsets for this set as float64 / 0-1 tensors on ``dev``, checked:
-    ``(image offsets, text offsets, text-query weights, image-query weights)``."""
+    ``(image offsets, text offsets, image-query weights, text-query weights)``."""
     import torch
 
     if not hasattr(correction, "offsets"):
@@ -244,8 +184,8 @@ def _offsets(correction: Any, X: Any, Y: Any, dev: Any, compute: Compute | None)
     return (
         vector(off.image_offset, n_i, "image offsets"),
         vector(off.text_offset, n_t, "text offsets"),
-        weights(off.text_active, n_t, "text-query"),
         weights(off.image_active, n_i, "image-query"),
+        weights(off.text_active, n_t, "text-query"),
     )
 
 

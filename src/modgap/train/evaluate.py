@@ -12,9 +12,10 @@ instance protocol:
     rank(q) = 1 + #{non-relevant c : s(q, c) > max over relevant c' of s(q, c')}
 
 ``rsum`` is again the sum of the six recalls in percent. With few classes this saturates
-quickly; mean average precision (``class_map_t2i``/``class_map_i2t``; precision at each
-relevant item, ranks optimistic on ties like the recalls) is reported next to it because it does
-not.
+quickly. The ranks come from :func:`modgap.tasks.ranking.first_relevant_ranks` (labels as
+relevance), the kernel of the instance protocol too. Mean average precision
+(``class_map_t2i``/``class_map_i2t``; precision at each relevant item, ranks optimistic on ties
+like the recalls) is reported next to it because it does not.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .._ties import count_above, exact_scores, row_scale, topk_rows
 from ..embeddings import EmbeddingSet, FeatureSet
 from ..errors import ModgapError
 from ..measures import measure_all
+from ..tasks.ranking import first_relevant_ranks
 from ..tasks.retrieval import retrieval_metrics
 from ..tasks.zeroshot import zero_shot_metrics
 
@@ -67,13 +68,6 @@ def encode_data(model, data: FeatureSet, device=None, batch_size: int = 1024):
     return img, txt, cls
 
 
-def _first_relevant_ranks(s: torch.Tensor, rel: torch.Tensor, exact, scale, d: int) -> torch.Tensor:
-    """``1 + #{non-relevant c : s(q, c) > best relevant}``, compared exactly (modgap._ties):
-    class-level captions repeat, so ties between identical vectors are the rule here."""
-    _, best = topk_rows(s.masked_fill(~rel, float("-inf")), 1, scale, d, exact)
-    return 1 + count_above(s.masked_fill(rel, float("-inf")), best[:, 0], scale, d, exact)
-
-
 def _average_precision(s: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
     """AP of each row: mean over its relevant items of (rank among relevant) / (rank overall),
     ranks optimistic on ties as for the recalls.
@@ -113,21 +107,16 @@ def class_retrieval_metrics(
     y = torch.from_numpy(np.ascontiguousarray(text_emb, dtype=np.float32))
     li = torch.from_numpy(np.asarray(image_labels, dtype=np.int64))
     lt = torch.from_numpy(np.asarray(text_labels, dtype=np.int64))
+    # ranks: the one ranking kernel of retrieval, with class labels as relevance
+    r_x, r_y = first_relevant_ranks(x, y, li, lt, block_size=block_size)
     out: dict = {}
-    for name, q, c, lq, lc in (("i2t", x, y, li, lt), ("t2i", y, x, lt, li)):
-        ranks, aps = [], []
+    for name, q, c, lq, lc, r in (("i2t", x, y, li, lt, r_x), ("t2i", y, x, lt, li, r_y)):
+        aps = []
         for lo in range(0, q.shape[0], block_size):
             qb, lb = q[lo : lo + block_size], lq[lo : lo + block_size]
             rel = lb[:, None] == lc[None, :]
-            has = rel.any(1)
-            s = qb @ c.T
-
-            def exact(rows, cols, qb=qb, c=c):
-                return exact_scores(qb, c, rows, cols)
-
-            ranks.append(_first_relevant_ranks(s, rel, exact, row_scale(qb, c), qb.shape[1])[has])
-            aps.append(_average_precision(s, rel)[has])
-        r = torch.cat(ranks).numpy()
+            aps.append(_average_precision(qb @ c.T, rel)[rel.any(1)])
+        r = r[r > 0].numpy()  # queries with a relevant item
         key = "text_retrieval_recall" if name == "i2t" else "image_retrieval_recall"
         for k in ks:
             out[f"{key}@{k}"] = float(np.mean(r <= k))
