@@ -37,7 +37,7 @@ from ..errors import ModgapError
 from ..provenance import provenance
 from .stats import LEVEL, paired, summarize, verdict
 
-__all__ = ["VERDICT_METRICS", "reducer_names", "run_bench"]
+__all__ = ["VERDICT_METRICS", "aggregate", "record_split", "reducer_names", "run_bench"]
 
 #: the metric each task's verdict line is about (the first one present)
 VERDICT_METRICS: dict[str, tuple[str, ...]] = {
@@ -241,38 +241,12 @@ def run_bench(
                     views.pop(name, None)
                     bar.advance()
                     continue
-                flat = {**_numbers(out["tasks"]), **_numbers(out["measures"])}
-                for key, v in flat.items():
-                    values[name].setdefault(key, [math.nan] * rep).append(v)
-                for seq in values[name].values():
-                    if len(seq) < rep + 1:
-                        seq.append(math.nan)
-                if rep == 0:
-                    info[name] = {**row, "details": out, "dim": reduced.dim}
-                    if name not in correction_names:  # a correction leaves the embeddings alone
-                        views[name] = reduced.prompts_as_texts()
-                else:
-                    for k, v in row.get("seconds", {}).items():
-                        info[name]["seconds"][k] += v
+                record_split(values, info, name, out, row, rep, reduced.dim)
+                if rep == 0 and name not in correction_names:
+                    views[name] = reduced.prompts_as_texts()  # a correction leaves them alone
                 bar.advance()
 
-    n_fit = sum(f for f, _ in split_sizes) / len(split_sizes)
-    n_eval = sum(e for _, e in split_sizes) / len(split_sizes)
-    ratio = n_eval / n_fit if n_fit else math.nan
-    results: dict[str, Any] = {}
-    baseline = values.get("none")
-    for name in rows:
-        if name in skipped:
-            continue
-        row = dict(info[name])
-        row["seconds"] = {k: v / repeats for k, v in row.get("seconds", {}).items()}
-        row["metrics"] = {k: summarize(v, ratio) for k, v in values[name].items()}
-        if baseline is not None and name != "none":
-            row["vs_none"] = {
-                k: paired(v, baseline[k], ratio) for k, v in values[name].items() if k in baseline
-            }
-        results[name] = row
-    verdicts = _verdicts(results)
+    results, verdicts, n_fit, n_eval = aggregate(rows, skipped, values, info, split_sizes)
     setting = {
         "protocol": "transductive" if transductive else "held-out",
         "protocol_note": (
@@ -307,6 +281,62 @@ def run_bench(
         "skipped": skipped,
     }
     return doc, views
+
+
+def record_split(
+    values: dict[str, dict[str, list]],
+    info: dict[str, dict],
+    name: str,
+    out: dict,
+    row: dict,
+    rep: int,
+    dim: int,
+) -> None:
+    """Add split ``rep``'s numbers of row ``name`` (``out``: ``tasks``, ``measures``) to
+    ``values`` (``nan`` where a metric is missing); the first split's ``row`` goes to ``info``
+    with ``out`` as its ``details``, later splits add their seconds."""
+    flat = {**_numbers(out["tasks"]), **_numbers(out["measures"])}
+    for key, v in flat.items():
+        values[name].setdefault(key, [math.nan] * rep).append(v)
+    for seq in values[name].values():
+        if len(seq) < rep + 1:
+            seq.append(math.nan)
+    if rep == 0:
+        info[name] = {**row, "details": out, "dim": dim}
+    else:
+        for k, v in row.get("seconds", {}).items():
+            info[name]["seconds"][k] += v
+
+
+def aggregate(
+    rows: list[str],
+    skipped: dict[str, str],
+    values: dict[str, dict[str, list]],
+    info: dict[str, dict],
+    split_sizes: list[tuple[int, int]],
+) -> tuple[dict, dict, float, float]:
+    """``(results, verdicts, mean fitted images, mean evaluated images)`` of the per-split
+    ``values``: per row and metric the corrected resampled t interval over the splits and the
+    paired difference against ``none`` (:mod:`modgap.bench.stats`); the route (in memory or
+    streamed) only fills ``values``."""
+    repeats = len(split_sizes)
+    n_fit = sum(f for f, _ in split_sizes) / repeats
+    n_eval = sum(e for _, e in split_sizes) / repeats
+    ratio = n_eval / n_fit if n_fit else math.nan
+    results: dict[str, Any] = {}
+    baseline = values.get("none")
+    for name in rows:
+        if name in skipped:
+            continue
+        row = dict(info[name])
+        row["seconds"] = {k: v / repeats for k, v in row.get("seconds", {}).items()}
+        row["metrics"] = {k: summarize(v, ratio) for k, v in values[name].items()}
+        if baseline is not None and name != "none":
+            row["vs_none"] = {
+                k: paired(v, baseline[k], ratio) for k, v in values[name].items() if k in baseline
+            }
+        results[name] = row
+    return results, _verdicts(results), n_fit, n_eval
 
 
 def _reduce(

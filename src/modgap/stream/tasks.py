@@ -48,7 +48,11 @@ DEFAULT_CLUSTER_POINTS = 20_000
 
 def source_classes(source: Any) -> dict:
     """``labels`` and ``class_text_emb`` of a source (from its ``extra.npz``; absent keys are
-    left out), as plain arrays; nothing is unpickled."""
+    left out), as plain arrays; nothing is unpickled. A view of a source (a subset, a
+    reduced source) answers with its own ``classes()``."""
+    own = getattr(source, "classes", None)
+    if callable(own):
+        return own()
     keys = [k for k in ("labels", "class_text_emb") if k in source.layout.get("extra", [])]
     if not keys:
         return {}
