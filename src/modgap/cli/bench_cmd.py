@@ -15,6 +15,8 @@ from . import cli
 from ._options import (
     INPUT_PATH,
     OUTPUT_PATH,
+    Streaming,
+    fit_sample_option,
     folds_option,
     k_option,
     pairs_option,
@@ -22,6 +24,8 @@ from ._options import (
     parse_params,
     repeats_option,
     run_options,
+    sample_queries_option,
+    stream_options,
 )
 
 
@@ -87,8 +91,13 @@ def run_bench_cli(
     compute: Any = None,
     result_format: str = "modgap",
     labels: tuple[str | None, str | None] = (None, None),
+    streaming: Streaming | None = None,
+    sample_queries: int | None = 10_000,
+    fit_sample: int | None = None,
 ) -> dict:
-    """What ``modgap bench`` does; returns the results document."""
+    """What ``modgap bench`` does; returns the results document. A set streams
+    (:func:`modgap.bench.stream.run_bench_stream`) with ``--stream``, ``--engine dask``, an
+    fsspec URL, or when its in-memory run would not fit in the memory available."""
     from rich.console import Console
 
     from ..bench import check_options, run_bench
@@ -97,7 +106,9 @@ def run_bench_cli(
     from ..files import check_output_folder, check_paths
     from ..io import read_embeddings
     from ..report import bench_document, summary_table, write_bench
+    from ..stream.fit import DEFAULT_FIT_SAMPLE
     from ..workflow import fitted_rows_warning
+    from ._options import open_streaming
     from ._output import table_console
 
     compute = resolve(compute)
@@ -122,15 +133,49 @@ def run_bench_cli(
         if w is not None:
             notice(w)
             warnings.append(w)
+    streaming = (streaming or Streaming()).check()
+    # which sets stream is decided (headers only) before any set is read
+    sources = {
+        name: open_streaming(p, t, pairs, streaming.stream, streaming.engine, "bench")
+        for name, (p, t) in zip(_names(sets), sets, strict=True)
+    }
+    if folds is not None and any(s is not None for s in sources.values()):
+        raise ModgapError(
+            "--folds needs the set in memory, and this one is streamed (--stream, --engine, "
+            "or larger than the memory budget); drop --folds"
+        )
     embs = {
         name: read_embeddings(p, t, pairs=pairs)
         for name, (p, t) in zip(_names(sets), sets, strict=True)
+        if sources[name] is None
     }
     runs, views = {}, {}
     err = Console(stderr=True)
-    for name, emb in embs.items():
+    engine = None
+    if any(s is not None for s in sources.values()):
+        engine = streaming.make_engine()
+    for name in sources:
+        if sources[name] is not None:
+            from ..bench.stream import run_bench_stream
+
+            runs[name], views[name] = run_bench_stream(
+                sources[name],
+                reducers=names,
+                transductive=transductive,
+                repeats=repeats,
+                test_fraction=test_fraction,
+                reducer_params=reducer_params,
+                corrections=correction_list,
+                ks=k_list,
+                sample_queries=sample_queries,
+                fit_sample=DEFAULT_FIT_SAMPLE if fit_sample is None else fit_sample,
+                engine=engine,
+                progress=progress and not quiet,
+                compute=compute,
+            )
+            continue
         runs[name], views[name] = run_bench(
-            emb,
+            embs[name],
             reducers=names,
             transductive=transductive,
             repeats=repeats,
@@ -151,7 +196,9 @@ def run_bench_cli(
     if result_format == "clip_benchmark":
         from ..report.clip_benchmark import bench_records
 
-        metadata = {name: dict(emb.metadata) for name, emb in embs.items()}
+        metadata = {
+            name: dict(embs[name].metadata) if name in embs else {"streamed": True} for name in runs
+        }
         records = bench_records(document, labels[0], labels[1], metadata=metadata)
     write_bench(document, views, out, records=records)
     if not quiet:
@@ -218,6 +265,9 @@ def run_bench_cli(
 )
 @click.option("--model", "model_label", default=None, help="Model label of the records.")
 @click.option("--pretrained", "pretrained_label", default=None, help="Pretrained label.")
+@sample_queries_option
+@fit_sample_option
+@stream_options
 @run_options
 def bench_command(model_label, pretrained_label, run, **params) -> None:
     """Benchmark gap reducers on one or more embedding sets: each reducer (and none) ×
