@@ -32,7 +32,7 @@ from ._errors import _header, reading
 from ._fields import missing
 from ._fs import FS, open_fs
 
-__all__ = ["Part", "Shard", "Source", "prepare_rows"]
+__all__ = ["Part", "Shard", "Source", "local_fingerprint", "prepare_rows"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,6 +29,8 @@ __all__ = [
     "bench_records",
     "check_template",
     "eval_records",
+    "label_defaults",
+    "record_paths",
     "write_records",
 ]
 

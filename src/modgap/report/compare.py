@@ -122,8 +122,6 @@ def load_entries(
     path, _, row = spec.partition("#")
     p = Path(path)
     if p.suffix.lower() == ".json" and p.is_file():
-        from ..io._errors import check_input_path, reading
-
         check_input_path(p)
         with reading(path, "results JSON"):
             doc = json.loads(p.read_text(encoding="utf-8"))

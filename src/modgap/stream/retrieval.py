@@ -106,11 +106,11 @@ def stream_retrieval(
     candidate; the keys of :func:`modgap.tasks.retrieval.retrieval_metrics` and
     :func:`modgap.tasks.mixed.mixed_search_metrics`, plus ``estimates``."""
     from .._progress import progress as progress_bar
-    from ..tasks.retrieval import _check_ks
+    from ..tasks.retrieval import check_ks
 
     if not source.has_pairs:
         raise InputError("retrieval needs image-text pairs and the set has none", source.path)
-    ks = _check_ks(ks)
+    ks = check_ks(ks)
     compute = resolve(compute)
     engine = engine or LocalEngine()
     n_i, n_t = source.n_images, source.n_texts

@@ -88,8 +88,6 @@ def check_model_size(cfg: TrainConfig, data: FeatureSet, device: torch.device) -
     gradients and the two AdamW moments: 16 bytes a parameter) does not fit the device's
     memory. The model is built on torch's ``meta`` device, which holds no data. Returns the
     parameter count."""
-    from ..io._errors import machine_memory
-
     try:
         with torch.device("meta"):
             n = sum(p.numel() for p in build_model(cfg, data).parameters())
