@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, ModgapError
+from ..io import check_input_path, reading
 
 __all__ = [
     "COMPARE_FORMAT",

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import yaml
 
-from ..compute import resolve_device
+from ..compute import machine_memory, resolve_device
 from ..embeddings import FeatureSet
 from ..errors import InputError, ModgapError, notice
 from ..files import atomic_path, output_lock, write_json
