@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError
 from typing import Any
 
+from .._optional import require
 from ..errors import ModgapError
 
 __all__ = [
@@ -233,8 +234,6 @@ class DaskEngine(Engine):
         worker_timeout: float = WORKER_TIMEOUT,
         connect_timeout: float = CONNECT_TIMEOUT,
     ):
-        from .._optional import require
-
         if scheduler:
             scheduler = check_scheduler_address(scheduler)
         if not worker_timeout > 0:
