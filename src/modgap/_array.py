@@ -10,9 +10,12 @@ import numpy as np
 from .errors import InputError, notice
 
 __all__ = [
+    "NORM_TOL",
     "as_float_matrix",
     "as_int_vector",
+    "check_image_index",
     "check_pairing",
+    "checked_row_norms",
     "l2_normalize",
     "normalize_off_rows",
     "to_numpy",

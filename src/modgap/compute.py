@@ -33,6 +33,7 @@ __all__ = [
     "current",
     "device_for",
     "limit_threads",
+    "machine_memory",
     "parse_bytes",
     "resolve",
     "resolve_device",
@@ -74,6 +75,14 @@ def available_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # macOS and Windows have no affinity mask
         return max(1, os.cpu_count() or 1)
+
+
+def machine_memory() -> int:
+    """Physical memory of this machine in bytes (0 when unknown)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 0
 
 
 def parse_bytes(value: Any) -> int:

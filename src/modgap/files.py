@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModgapError, notice
+from .provenance import jsonable
 
 __all__ = [
     "MANIFEST",
@@ -258,8 +259,6 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as strict, indented JSON, atomically (non-finite floats become strings,
     numpy/torch values plain numbers; see :func:`modgap.provenance.jsonable`)."""
-    from .provenance import jsonable
-
     with atomic_path(path, ".json") as tmp:
         tmp.write_text(json.dumps(jsonable(obj), indent=2, allow_nan=False) + "\n", "utf-8")
     return Path(path)

@@ -14,6 +14,8 @@ import sys
 from importlib import metadata
 from typing import Any
 
+from . import __version__
+
 __all__ = ["jsonable", "library_versions", "provenance"]
 
 # distribution names as pip knows them, keyed by the name we report
@@ -39,8 +41,6 @@ def library_versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             out[key] = None
     if out["modgap"] is None:
-        from . import __version__
-
         out["modgap"] = __version__
     return out
 

@@ -34,7 +34,13 @@ from .._progress import progress as progress_bar
 from ..compute import Compute, resolve
 from ..embeddings import EmbeddingSet
 from ..errors import ModgapError
+from ..measures import MEASURES, measure_all, resolve_measures
+from ..measures.separability import probe_accuracy
 from ..provenance import provenance
+from ..reducers import REDUCERS, get_reducer
+from ..tasks.retrieval import retrieval_metrics
+from ..tasks.scoring import CORRECTIONS, get_correction
+from ..tasks.suite import run_tasks
 from .stats import LEVEL, paired, summarize, verdict
 
 __all__ = ["VERDICT_METRICS", "aggregate", "record_split", "reducer_names", "run_bench"]
@@ -51,8 +57,6 @@ VERDICT_METRICS: dict[str, tuple[str, ...]] = {
 
 def reducer_names(reducers: Sequence[str] | str | None) -> list[str]:
     """Registry names (and ``none``) chosen by ``reducers``; unknown names are an error."""
-    from ..reducers import REDUCERS
-
     if reducers is None:
         return ["none", *REDUCERS]
     if isinstance(reducers, str):
@@ -81,9 +85,6 @@ def _separability_refit(
 ) -> float:
     """Separability of ``eval_set`` after reducer ``name`` fitted on the probe's training
     part only (its test part stays unseen by both)."""
-    from ..measures.separability import probe_accuracy
-    from ..reducers import get_reducer
-
     train, test = eval_set.split(test_fraction=0.3, seed=seed)
     reducer = get_reducer(name, **params).fit(train.prompts_as_texts(), compute=compute)
     a = reducer.transform_set(train).prompts_as_texts()
@@ -160,9 +161,6 @@ def run_bench(
         report's figures); reducer rows only, since a score correction leaves the embeddings
         as they are.
     """
-    from ..measures import MEASURES, measure_all, resolve_measures
-    from ..tasks.suite import run_tasks
-
     compute = resolve(compute, seed=seed)
     chosen = resolve_measures(measures)
     base_seed = compute.seed
@@ -347,8 +345,6 @@ def _reduce(
     transductive: bool,
     compute: Compute,
 ) -> tuple[EmbeddingSet, dict]:
-    from ..reducers import get_reducer
-
     if name == "none":
         return eval_set, {
             "kind": "identity",
@@ -399,7 +395,6 @@ def check_options(
 def _correction_names(corrections: Sequence[str] | None) -> list[str]:
     if not corrections:
         return []
-    from ..tasks.scoring import CORRECTIONS
 
     names = list(dict.fromkeys(corrections))
     unknown = [c for c in names if c not in CORRECTIONS]
@@ -412,9 +407,6 @@ def _correction_names(corrections: Sequence[str] | None) -> list[str]:
 
 
 def _correction_row(name, fit_set, eval_set, ks, folds, transductive, compute):
-    from ..tasks.retrieval import retrieval_metrics
-    from ..tasks.scoring import get_correction
-
     t0 = time.perf_counter()
     bank = eval_set if transductive else fit_set
     corr = get_correction(name).fit(

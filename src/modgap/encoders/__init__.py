@@ -12,6 +12,7 @@ import torch
 
 from ..errors import ModgapError
 from .base import Encoder, load_image, preprocess_images
+from .pocket import PocketEncoder
 
 __all__ = [
     "ENCODER_FAMILIES",
@@ -37,18 +38,16 @@ def load_encoder(spec: str, device: str | torch.device | None = None) -> Encoder
     spec = str(spec).strip()
     family, sep, rest = spec.partition(":")
     if spec == "pocket" or (family == "pocket" and not rest):
-        from .pocket import PocketEncoder
-
         return PocketEncoder(device=device)
     if family == "pocket":
-        from .pocket import PocketEncoder
-
         return PocketEncoder(device=device, heads=rest)
     if not sep or not rest:
         raise ModgapError(
             f"unknown model spec {spec!r}; expected pocket, open_clip:ARCH/PRETRAINED, "
             "hf:NAME_OR_DIR or st:NAME_OR_DIR"
         )
+    # the adapters below import their optional packages (open_clip, transformers,
+    # sentence-transformers) when loaded, so each is imported only when asked for
     if family in ("open_clip", "openclip"):
         from .openclip import OpenClipEncoder
 

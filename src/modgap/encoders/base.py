@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from .._progress import progress
 from ..errors import InputError, ModgapError
 from ._preprocess import ImageTransform
 
@@ -94,8 +95,6 @@ def preprocess_images(
 def progress_bar(total: int, description: str, enabled: bool = True) -> Iterator:
     """The one progress display (:func:`modgap._progress.progress`), kept on screen; yields
     ``advance(n)``. Silent for small jobs, when disabled, or off a terminal."""
-    from .._progress import progress
-
     with progress(
         description, total, enabled=enabled and total >= _MIN_ITEMS_FOR_BAR, transient=False
     ) as bar:

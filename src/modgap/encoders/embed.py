@@ -16,6 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from ..compute import Compute, resolve
+from ..datasets.caption_file import read_caption_file
+from ..datasets.webdataset import find_shards, read_webdataset
+from ..embeddings import EmbeddingSet
+from ..errors import ModgapError
+from ..files import check_paths
+from ..io import write_embeddings
+from . import load_encoder
+from .base import progress_bar
 
 __all__ = ["embed_folder", "embed_webdataset", "encode_image_stream"]
 
@@ -36,9 +44,6 @@ def embed_folder(
 
     Returns ``{"path", "n_images", "n_texts", "dim", "seconds"}``.
     """
-    from ..datasets.caption_file import read_caption_file
-    from ..files import check_paths
-
     compute = resolve(compute)
     check_paths(
         reads=[("the images folder", images_dir), ("the captions file", captions)],
@@ -92,9 +97,6 @@ def embed_webdataset(
     The shards are read twice, never extracted: once for keys and captions (so bad input
     fails before the model loads), once streaming the images batch by batch.
     """
-    from ..datasets.webdataset import find_shards, read_webdataset
-    from ..files import check_paths
-
     compute = resolve(compute)
     paths = find_shards(shards)
     check_paths(reads=[("the shard", p) for p in paths], writes=[("--out", out)])
@@ -118,9 +120,6 @@ def encode_image_stream(
     The batches are the ones :meth:`~modgap.encoders.Encoder.encode_images` would cut from a
     list, so the vectors are the same as for the images given at once.
     """
-    from ..errors import ModgapError
-    from .base import progress_bar
-
     if batch_size is None:
         batch_size = getattr(encoder, "default_image_batch", 64)
     if int(batch_size) < 1:
@@ -149,10 +148,6 @@ def _embed(model: str, job: tuple, out, compute: Compute, batch_size, progress) 
     """Load the encoder, embed the job's images (streamed: one batch held) and captions, and
     write the clip-retrieval folder ``out``. ``job``: ``(images, n_images, table, labels,
     metadata, source)``, ``table`` holding ``captions``, ``text_to_image`` and ``image_ids``."""
-    from ..embeddings import EmbeddingSet
-    from ..io import write_embeddings
-    from . import load_encoder
-
     images, n_images, table, labels, metadata, source = job
     start = time.perf_counter()
     encoder = load_encoder(model, device=compute.device)

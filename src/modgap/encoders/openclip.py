@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from .._optional import require
 from ..compute import resolve_device
 from ..errors import ModgapError
 from ._preprocess import RESAMPLE, ImageTransform
@@ -104,8 +105,6 @@ def parse_open_clip_spec(spec: str) -> tuple[str, str | None]:
 
 
 def _import_open_clip():
-    from .._optional import require
-
     return require("open_clip", "openclip", "an open_clip: encoder", "open_clip_torch")
 
 

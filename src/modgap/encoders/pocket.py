@@ -30,6 +30,7 @@ from torch import nn
 
 from ..compute import resolve_device
 from ..errors import ModgapError
+from ..files import atomic_path
 from .base import (
     Encoder,
     ImageLike,
@@ -102,8 +103,6 @@ def _data_dir() -> Path:
 def save_heads(heads: PocketHeads, config: dict, folder: str | os.PathLike) -> Path:
     """Write the heads as float16 safetensors plus a JSON config, atomically."""
     from safetensors.torch import save_file
-
-    from ..files import atomic_path
 
     folder = Path(folder)
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in heads.state_dict().items()}

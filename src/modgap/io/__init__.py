@@ -25,7 +25,7 @@ import numpy as np
 from ..embeddings import EmbeddingSet
 from ..errors import InputError, ModgapError
 from . import clip_retrieval, npy, npz, parquet, safetensors_file, torch_file  # noqa: F401
-from ._errors import check_input_path
+from ._errors import check_input_path, reading
 from ._fs import is_remote
 from ._registry import FORMATS, Format, detect_format, get_format, output_format, supported
 from .pairs import read_pairs, write_pairs
@@ -35,11 +35,13 @@ __all__ = [
     "FORMATS",
     "Format",
     "absolute_paths",
+    "check_input_path",
     "detect_format",
     "is_remote",
     "open_source",
     "read_embeddings",
     "read_pairs",
+    "reading",
     "source_format",
     "write_embeddings",
     "write_pairs",

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..compute import machine_memory
 from ..errors import InputError, ModgapError
 
 __all__ = [
@@ -162,14 +163,6 @@ def check_input_path(path: str | os.PathLike, *, folder_ok: bool = False) -> Pat
     if st.st_size == 0:
         raise InputError("the file is empty (0 bytes)", given)
     return p
-
-
-def machine_memory() -> int:
-    """Physical memory of this machine in bytes (0 when unknown)."""
-    try:
-        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        return 0
 
 
 def _human(n: float) -> str:

@@ -11,6 +11,7 @@ import os
 from functools import lru_cache
 from typing import Any
 
+from .._optional import require
 from ..errors import ModgapError
 
 __all__ = ["FS", "is_remote", "join", "open_fs"]
@@ -112,7 +113,6 @@ def open_fs(path: str, storage_options: dict | None = None) -> FS:
     """The filesystem of ``path``: plain ``os`` for a local path, fsspec for ``scheme://``."""
     if not is_remote(path):
         return FS(None)
-    from .._optional import require
 
     protocol = path.split("://", 1)[0]
     require("fsspec", "scale", f"{path}: reading '{protocol}://' paths")

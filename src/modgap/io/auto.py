@@ -19,8 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..compute import resolve
-from ._errors import machine_memory
+from ..compute import machine_memory, resolve
 from ._fs import is_remote
 
 __all__ = [

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
 from ._common import pairing, unit_rows
 from ._exact import ExactSum
 from .centroid import gap_from_means, per_dimension_from_delta
@@ -84,8 +85,6 @@ class Moments:
             self._sum = None if other._sum is None else ExactSum(other._sum.d).merge(other._sum)
             return self
         if self.mean.shape != other.mean.shape:
-            from ..errors import InputError
-
             raise InputError(
                 f"cannot merge moments of width {other.mean.shape[0]} into width "
                 f"{self.mean.shape[0]}"
@@ -115,8 +114,6 @@ class Moments:
 
 
 def _empty_check(*moments: Moments) -> None:
-    from ..errors import InputError
-
     for name, mo in zip(("image", "text"), moments, strict=True):
         if mo.n == 0:
             raise InputError(f"no {name} rows were accumulated")
@@ -136,8 +133,6 @@ class _TwoModalities:
         if Y_batch is not None:
             self.y.update(unit_rows(Y_batch, "text_emb", min_rows=0))
         if self.x.n and self.y.n and self.x.mean.shape != self.y.mean.shape:
-            from ..errors import InputError
-
             raise InputError(
                 f"image rows have {self.x.mean.shape[0]} dimensions but text rows "
                 f"{self.y.mean.shape[0]}"
@@ -192,7 +187,6 @@ class FrechetAccumulator(_TwoModalities):
         """The centroid and covariance terms (:func:`~modgap.measures.frechet.frechet_terms`),
         with this accumulator's ridge; they sum to :meth:`result`."""
         _empty_check(self.x, self.y)
-        from ..errors import InputError
 
         if min(self.x.n, self.y.n) < 2:
             raise InputError("the Fréchet distance needs at least 2 rows of each modality")
@@ -223,8 +217,6 @@ class AlignmentAccumulator:
 
     def result(self) -> float:
         if self.n == 0:
-            from ..errors import InputError
-
             raise InputError("no pairs were accumulated")
         return self.sum_sq / self.n
 
@@ -270,7 +262,5 @@ class RMGAccumulator:
 
     def result(self) -> float:
         if self.n_y == 0:
-            from ..errors import InputError
-
             raise InputError("no pairs were accumulated")
         return rmg_from_sums(self.sum_x, self.n_x, self.sum_y, self.n_y, self.matched, self.n_y)

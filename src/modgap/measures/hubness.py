@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .._array import as_float_matrix, to_numpy, to_torch
+from .._ties import exact_scores, row_scale, topk_rows
 from ..compute import Compute, device_for, resolve
 from ..errors import ModgapError
 
@@ -85,8 +86,6 @@ def k_occurrence(
         Sums to ``k n_q``.
     """
     import torch
-
-    from .._ties import exact_scores, row_scale, topk_rows
 
     dev = device_for(compute, device)
     Q = _unit_tensor(queries, "queries", dev, None)

@@ -7,7 +7,9 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from .._ties import count_above, exact_scores, select_topk, topk_rows
 from ..compute import Compute, device_for, limit_threads, resolve
+from ..errors import ModgapError
 from ._common import unit_rows
 
 __all__ = ["mixed_neighbour_diagnostics", "ratio"]
@@ -42,8 +44,6 @@ def _one_side(Q, O, block_size: int, tick=None) -> tuple[int, float]:
     larger (beyond the tie tolerance); ties go to the other modality.
     """
     import torch
-
-    from .._ties import count_above, exact_scores, select_topk, topk_rows
 
     n, m = Q.shape[0], O.shape[0]
     d = Q.shape[1]
@@ -166,14 +166,10 @@ def mixed_neighbour_diagnostics(
         # two (block x block) similarity blocks and their comparison buffers
         block_size = min(MAX_BLOCK, math.isqrt(resolve(compute).memory_budget // 16))
     if int(block_size) < 1:
-        from ..errors import ModgapError
-
         raise ModgapError(f"block_size must be a positive integer, got {block_size}")
     block_size = int(block_size)
     tdtype = {"float32": torch.float32, "float64": torch.float64}.get(str(dtype))
     if tdtype is None:
-        from ..errors import ModgapError
-
         raise ModgapError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     Xn = unit_rows(X, "image_emb")
     Yn = unit_rows(Y, "text_emb", dim=Xn.shape[1])

@@ -7,6 +7,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._array import to_torch
+from .._ties import exact_scores, row_scale, select_topk, topk_rows
 from ..compute import Compute, resolve
 
 __all__ = ["bipartite_knn_graph", "kernel_weights"]
@@ -113,8 +114,6 @@ def bipartite_knn_graph(
         The exact ``n_neighbors``-th largest similarity of each text column.
     """
     import torch
-
-    from .._ties import exact_scores, row_scale, select_topk, topk_rows
 
     compute = resolve(compute, device=device)
     device = compute.torch_device

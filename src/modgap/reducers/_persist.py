@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from .. import __version__
 from ..errors import InputError, ModgapError
+from ..files import atomic_path
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "check_saved_state", "fitted_state", "load", "save"]
 
@@ -67,9 +69,6 @@ def fitted_state(self: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 def save(self: Any, path: str | os.PathLike) -> Path:
     """Write the fitted reducer to ``path`` (a ``.safetensors`` file), atomically."""
     from safetensors.numpy import save_file
-
-    from .. import __version__
-    from ..files import atomic_path
 
     self._check_fitted()
     arrays, scalars = fitted_state(self)

@@ -8,6 +8,7 @@ from typing import ClassVar
 import numpy as np
 
 from .._array import to_numpy, to_torch
+from .._ties import topk_ids
 from ..compute import Compute, resolve
 from ..errors import ModgapError, notice
 from ._sinkhorn import entropic_map, sinkhorn_log
@@ -28,8 +29,6 @@ def nearest_displacement(Q, support, support_mapped, compute: Compute | None = N
     BLAS kernel, block size or thread count).
     """
     import torch
-
-    from .._ties import topk_ids
 
     compute = resolve(compute)
     device = compute.torch_device

@@ -9,6 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._array import to_torch
+from .._ties import TIE_TOL, exact_scores, row_scale, score_window, topk_rows
 from ..errors import ModgapError, notice
 from ._graph import KERNELS, bipartite_knn_graph, kernel_weights
 from .base import Reducer, register
@@ -244,8 +245,6 @@ class SpectralEmbedding(Reducer):
     # -- Nyström extension -----------------------------------------------------------------
     def _extend(self, Q, support, support_kth, support_embedding):
         import torch
-
-        from .._ties import TIE_TOL, exact_scores, row_scale, score_window, topk_rows
 
         dev = self.compute.torch_device
         S = to_torch(support, dev, torch.float32)

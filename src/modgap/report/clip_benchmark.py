@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModgapError
+from ..files import write_json
 
 __all__ = [
     "TASK_NAMES",
@@ -29,6 +30,8 @@ __all__ = [
     "bench_records",
     "check_template",
     "eval_records",
+    "label_defaults",
+    "record_paths",
     "write_records",
 ]
 
@@ -178,8 +181,6 @@ def record_paths(records: list[dict], target: str | os.PathLike) -> list[str]:
 def write_records(records: list[dict], target: str | os.PathLike) -> list[Path]:
     """Write records the way CLIP_benchmark does, one JSON object per file named by
     :func:`record_paths`. Returns the paths written (each atomically)."""
-    from ..files import write_json
-
     return [
         write_json(path, rec)
         for path, rec in zip(record_paths(records, target), records, strict=True)

@@ -19,7 +19,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..bench import run_bench
+from ..bench.stats import paired
 from ..errors import InputError, ModgapError
+from ..files import output_folder, write_json
+from ..io import check_input_path, read_embeddings, reading
+from ..provenance import jsonable, provenance
+from .html import _CSS, _e, _table
+from .tables import SUMMARY_COLUMNS
 
 __all__ = [
     "COMPARE_FORMAT",
@@ -122,8 +129,6 @@ def load_entries(
     path, _, row = spec.partition("#")
     p = Path(path)
     if p.suffix.lower() == ".json" and p.is_file():
-        from ..io._errors import check_input_path, reading
-
         check_input_path(p)
         with reading(path, "results JSON"):
             doc = json.loads(p.read_text(encoding="utf-8"))
@@ -146,8 +151,6 @@ def load_entries(
         return [{"label": label, "source": path, "kind": kind, "metrics": metrics, "seeds": None}]
     if row:
         raise InputError(f"'#{row}' selects a benchmark row; give a results.json", path)
-    from ..bench import run_bench
-    from ..io import read_embeddings
 
     emb = read_embeddings(path)
     doc, _ = run_bench(emb, reducers=["none"], repeats=repeats, compute=compute, progress=progress)
@@ -211,8 +214,6 @@ def _half(m: dict) -> float:
 
 def _difference(a: dict, b: dict, ea: dict, eb: dict) -> dict | None:
     """Difference b - a with its interval: paired when both were scored on the same splits."""
-    from ..bench.stats import paired
-
     if not all(math.isfinite(x) for x in (a["mean"], b["mean"])):
         return None
     same_splits = (
@@ -244,7 +245,6 @@ def compare(entries: list[dict]) -> dict:
     """The comparison document: the entries, and every metric's difference from the first."""
     if len(entries) < 2:
         raise ModgapError("compare needs at least two results or embedding sets")
-    from .tables import SUMMARY_COLUMNS
 
     keys: list[str] = []
     for key, _, _ in SUMMARY_COLUMNS:
@@ -262,7 +262,6 @@ def compare(entries: list[dict]) -> dict:
                 if r is not None:
                     d[k] = r
         diffs.append(d)
-    from ..provenance import provenance
 
     return {
         "format": COMPARE_FORMAT,
@@ -292,8 +291,6 @@ def _cell(m: dict | None, diff: dict | None, better: str | None) -> str:
 
 def render_compare(doc: dict) -> tuple[list[str], list[list[str]]]:
     """Header and rows (metric × entry) of the comparison table."""
-    from .tables import SUMMARY_COLUMNS
-
     better = {k: b for k, _, b in SUMMARY_COLUMNS}
     header = ["metric", *(e["label"] for e in doc["entries"])]
     rows = []
@@ -308,9 +305,6 @@ def render_compare(doc: dict) -> tuple[list[str], list[list[str]]]:
 
 def compare_html(doc: dict, title: str = "modgap compare") -> str:
     """The comparison (:func:`modgap.report.compare.compare`) as a self-contained page."""
-    from ..provenance import jsonable
-    from .html import _CSS, _e, _table
-
     header, rows = render_compare(doc)
     entries = "".join(
         f"<li><b>{_e(e['label'])}</b>: {_e(e['kind'])} — {_e(e['source'])}</li>"
@@ -338,8 +332,6 @@ def compare_html(doc: dict, title: str = "modgap compare") -> str:
 
 def write_compare(doc: dict, out_dir: str | os.PathLike) -> Path:
     """``compare.json`` and ``report.html`` into ``out_dir``, as one unit."""
-    from ..files import output_folder, write_json
-
     out_dir = Path(out_dir)
     with output_folder(out_dir, marker="compare.json", what="--out") as tmp:
         write_json(tmp / "compare.json", doc)

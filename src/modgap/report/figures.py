@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from ..measures.centroid import per_dimension_gap
+
 __all__ = [
     "cosine_histogram_figure",
     "metric_bars_figure",
@@ -121,8 +123,6 @@ def cosine_histogram_figure(views: dict, seed: int = 0) -> bytes:
 def per_dimension_gap_figure(views: dict, top: int = 30) -> bytes:
     """Per reducer: the ``top`` largest squared centroid-gap components Δ_k² (sorted), with
     the number of dimensions that carry 50% and 90% of ‖Δ‖²."""
-    from ..measures.centroid import per_dimension_gap
-
     fig, axes = _grid(len(views))
     for ax, (name, emb) in zip(axes, views.items(), strict=False):
         per = per_dimension_gap(emb.image_emb, emb.text_emb)  # the numbers of the gap table

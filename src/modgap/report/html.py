@@ -13,7 +13,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..files import atomic_path
+from ..files import atomic_path, output_folder, write_json
+from ..provenance import jsonable, provenance
+from . import figures
+from .clip_benchmark import write_records
+from .tables import SUMMARY_COLUMNS, summary_cells
 
 __all__ = ["bench_document", "render_report", "write_bench", "write_report"]
 
@@ -67,10 +71,6 @@ def _fmt(v: Any) -> str:
 
 
 def _dataset_section(name: str, doc: dict, views: dict | None, several: bool) -> list[str]:
-    from ..provenance import jsonable
-    from . import figures
-    from .tables import SUMMARY_COLUMNS, summary_cells
-
     setting = doc["setting"]
     parts = [f"<h2>{_e(name)}</h2>"] if several else []
     data = doc.get("data", {})
@@ -181,8 +181,6 @@ def render_report(
         Data set name -> (row name -> evaluated :class:`EmbeddingSet`), for the figures; with a
         single run document, row name -> set.
     """
-    from ..provenance import jsonable
-
     runs = document["datasets"] if "datasets" in document else {"": document}
     if "datasets" not in document:
         views = {"": views} if views is not None else None
@@ -215,8 +213,6 @@ def write_report(document: dict, views: dict | None, path: str | Path, **kwargs:
 def bench_document(runs: dict[str, dict], warnings: list[str] | None = None) -> dict:
     """What ``results.json`` holds: the run document of each data set by name, and the
     provenance of the whole call."""
-    from ..provenance import provenance
-
     return {
         "format": BENCH_FORMAT,
         "provenance": provenance(datasets=list(runs)),
@@ -237,8 +233,6 @@ def write_bench(
     ``document``: a :func:`bench_document` or a single run's document (wrapped). ``records``:
     CLIP_benchmark records (:func:`modgap.report.clip_benchmark.bench_records`), written one
     per file under ``clip_benchmark/``."""
-    from ..files import output_folder, write_json
-
     if "datasets" not in document:
         name = str(document.get("data", {}).get("source") or "data")
         document, views = (
@@ -251,8 +245,6 @@ def write_bench(
         if report:
             write_report(document, views, tmp / "report.html")
         if records:
-            from .clip_benchmark import write_records
-
             (tmp / "clip_benchmark").mkdir()
             write_records(records, tmp / "clip_benchmark" / "{dataset}_{model}_{task}.json")
     return out_dir

@@ -20,13 +20,13 @@ See ``docs/scale.md``.
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..io import absolute_paths, open_source
 from ..io.auto import in_memory_peak, should_stream, stream_reason
 from ..io.source import Part, Shard, Source
 from .engines import ENGINES, DaskEngine, Engine, LocalEngine, get_engine, runs_in_process
+from .fit import fit_streaming
 from .measures import DEFAULT_SAMPLE_QUERIES, stream_measures
+from .retrieval import search_topk, stream_retrieval
 
 __all__ = [
     "DEFAULT_SAMPLE_QUERIES",
@@ -49,21 +49,3 @@ __all__ = [
     "stream_reason",
     "stream_retrieval",
 ]
-
-
-def fit_streaming(*args: Any, **kwargs: Any):
-    from .fit import fit_streaming as f
-
-    return f(*args, **kwargs)
-
-
-def stream_retrieval(*args: Any, **kwargs: Any):
-    from .retrieval import stream_retrieval as f
-
-    return f(*args, **kwargs)
-
-
-def search_topk(*args: Any, **kwargs: Any):
-    from .retrieval import search_topk as f
-
-    return f(*args, **kwargs)

@@ -21,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from .._progress import progress as progress_bar
 from ..compute import Compute, resolve
+from ..embeddings import EmbeddingSet
 from ..errors import InputError, notice
 from ..io.source import Source
 from .engines import Engine
@@ -66,9 +68,6 @@ def fit_streaming(
 ) -> dict:
     """Fit ``reducer`` on ``source`` without loading it; returns the ``fitted_on`` record
     (which rows, how) for ``reduce.json``."""
-    from .._progress import progress as progress_bar
-    from ..embeddings import EmbeddingSet
-
     compute = resolve(compute)
     reducer.check_params()
     name = reducer.name

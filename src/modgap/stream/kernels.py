@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .._array import NORM_TOL
-from .._ties import count_above, merge_topk, topk_rows
+from .._ties import count_above, exact_scores, merge_topk, topk_rows
 from ..compute import Compute
 from ..io.source import Shard, Source, prepare_rows
 from ..measures.accumulators import Moments
@@ -200,8 +200,6 @@ def _set_moments(
 
 # -- exact scans ---------------------------------------------------------------------------
 def _exact(Q, P):
-    from .._ties import exact_scores
-
     def f(rows, cols):
         return exact_scores(Q, P, rows, cols)
 

@@ -27,10 +27,17 @@ from typing import Any
 
 import numpy as np
 
+from .._progress import progress as progress_bar
 from ..compute import Compute, resolve
 from ..errors import ModgapError
 from ..io.source import Source
 from ..measures import MEASURES, resolve_measures
+from ..measures.centroid import gap_from_means, per_dimension_from_delta
+from ..measures.cosine import cosine_stats
+from ..measures.frechet import frechet_terms
+from ..measures.neighbours import ratio
+from ..measures.rmg import rmg_from_sums
+from ..measures.separability import linear_separability
 from .blocks import QUERY_BLOCK, pairs_of, scan_rows
 from .engines import Engine, LocalEngine
 from .hubness import hubness_k, hubness_results, hubness_specs
@@ -125,10 +132,6 @@ def run_scans(
 
 
 def _moment_results(state: dict, names: list[str], source: Source, paired: bool) -> dict:
-    from ..measures.centroid import gap_from_means, per_dimension_from_delta
-    from ..measures.frechet import frechet_terms
-    from ..measures.rmg import rmg_from_sums
-
     x, y, p = state["x"], state["y"], state["pairs"]
     out: dict[str, Any] = {}
     if "centroid" in names:
@@ -213,8 +216,6 @@ def stream_measures(
         95% interval, sample size, population, method) for the sampled ones and ``streaming``
         (shards, engine, sample sizes).
     """
-    from .._progress import progress as progress_bar
-
     compute = resolve(compute)
     engine = engine or LocalEngine()
     seed = compute.seed
@@ -295,7 +296,6 @@ def stream_measures(
                 enabled=progress,
             ) as bar:
                 a.update(run_scans(source, second_specs, engine=engine, compute=compute, bar=bar))
-            from ..measures.neighbours import ratio
 
             for key, rkey, name, n, s in (
                 ("itr", "tmr", "xx", n_i, I.size),
@@ -367,8 +367,6 @@ def stream_measures(
                 "extrapolated over the sampling rate; bootstrap percentile interval over queries",
             )
     if "linear_separability" in names:
-        from ..measures.separability import linear_separability
-
         acc, hits = linear_separability(Xs, Ys, seed=seed, max_per_modality=None, counts=True)
         results["linear_separability"] = acc
         estimates["linear_separability"] = estimate(
@@ -380,8 +378,6 @@ def stream_measures(
             "the sample; normal interval of the mean of the two recalls",
         )
     if "cosine" in names:
-        from ..measures.cosine import cosine_stats
-
         t2i = source.pairs() if T.size == n_t and I.size == n_i else None
         if t2i is not None:  # the whole set: the in-memory function, exactly
             q = cosine_stats(Xs, Ys, t2i, seed=seed, compute=compute)

@@ -25,10 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from .._ties import merge_topk
+from .._array import as_float_matrix
+from .._progress import progress as progress_bar
+from .._ties import exact_scores, merge_topk
 from ..compute import Compute, resolve
 from ..errors import InputError, ModgapError
 from ..io.source import Source
+from ..tasks.retrieval import check_ks
 from .blocks import pairs_of, scan_rows, task_rows
 from .engines import Engine, LocalEngine
 from .intervals import LEVEL, Z, estimate, wilson
@@ -54,8 +57,6 @@ def _captions_of(source: Source, images: np.ndarray) -> tuple[np.ndarray, np.nda
 
 def _exact(Q: np.ndarray, C: np.ndarray, iq: np.ndarray, ic: np.ndarray) -> np.ndarray:
     import torch
-
-    from .._ties import exact_scores
 
     return exact_scores(
         torch.from_numpy(Q), torch.from_numpy(C), torch.from_numpy(iq), torch.from_numpy(ic)
@@ -105,12 +106,9 @@ def stream_retrieval(
     (``mixed=True``), on ``sample_queries`` queries per modality (None: all) against every
     candidate; the keys of :func:`modgap.tasks.retrieval.retrieval_metrics` and
     :func:`modgap.tasks.mixed.mixed_search_metrics`, plus ``estimates``."""
-    from .._progress import progress as progress_bar
-    from ..tasks.retrieval import _check_ks
-
     if not source.has_pairs:
         raise InputError("retrieval needs image-text pairs and the set has none", source.path)
-    ks = _check_ks(ks)
+    ks = check_ks(ks)
     compute = resolve(compute)
     engine = engine or LocalEngine()
     n_i, n_t = source.n_images, source.n_texts
@@ -301,8 +299,6 @@ def search_topk(
     scores : float64 (q, k)
         Exact scores (:func:`modgap._ties.exact_scores`).
     """
-    from .._array import as_float_matrix
-
     Q = task_rows(as_float_matrix(queries, "queries", dim=source.dim, normalize=False))
     pools = ["image", "text"] if modality is None else [modality]
     specs = [

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .._array import as_float_matrix
+from .._progress import progress as progress_bar
 from ..compute import Compute, resolve
 from ..errors import InputError, ModgapError
 from ..tasks.clustering import cluster_points, cluster_sample
@@ -39,6 +40,7 @@ from ..tasks.zeroshot import (
     zero_shot_labels,
 )
 from .engines import Engine, LocalEngine
+from .retrieval import stream_retrieval
 
 __all__ = ["source_classes", "stream_clustering", "stream_eval", "stream_zero_shot"]
 
@@ -102,8 +104,6 @@ def stream_zero_shot(
     concentration of a source's images, exactly (the keys and values of
     :func:`modgap.tasks.zeroshot.zero_shot_metrics`). ``labels`` / ``class_text_emb``
     default to those of the source's ``extra.npz``."""
-    from .._progress import progress as progress_bar
-
     if labels is None or class_text_emb is None:
         found = source_classes(source)
         labels = found.get("labels") if labels is None else labels
@@ -202,8 +202,6 @@ def stream_eval(
     keys of :func:`modgap.tasks.suite.run_tasks`, ``estimates`` and ``sampling`` for the
     sampled ones, and ``skipped`` (task: reason) for those that do not apply or cannot run
     streamed. Asking (``tasks``) for one of those is an error."""
-    from .retrieval import stream_retrieval
-
     compute = resolve(compute)
     classes = source_classes(source)
     view = SimpleNamespace(

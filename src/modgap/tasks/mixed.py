@@ -31,7 +31,7 @@ from .._array import check_pairing
 from .._ties import count_above, exact_scores, row_scale, topk_rows
 from ..compute import Compute, device_for, resolve
 from ..errors import ModgapError
-from .retrieval import _as_tensor, _check_ks
+from .retrieval import _as_tensor, check_ks
 
 __all__ = ["mixed_search_metrics"]
 
@@ -72,7 +72,7 @@ def mixed_search_metrics(
     """
     import torch
 
-    ks = _check_ks(ks)
+    ks = check_ks(ks)
     dev = device_for(compute, device, image_emb, text_emb)
     X = _as_tensor(image_emb, "image_emb", dev, None, True)
     Y = _as_tensor(text_emb, "text_emb", dev, X.shape[1], True)

@@ -48,10 +48,12 @@ from ..compute import Compute, device_for, resolve
 from ..errors import InputError, ModgapError
 from .ranking import first_relevant_ranks
 
-__all__ = ["retrieval_metrics", "retrieval_ranks"]
+__all__ = ["check_ks", "retrieval_metrics", "retrieval_ranks"]
 
 
-def _check_ks(ks: Sequence[int] | int) -> tuple[int, ...]:
+def check_ks(ks: Sequence[int] | int) -> tuple[int, ...]:
+    """The Recall@K cut-offs as a sorted tuple of distinct positive ints (one ``int`` allowed);
+    :class:`~modgap.errors.ModgapError` naming the bad value otherwise."""
     if isinstance(ks, int | np.integer):
         ks = (int(ks),)
     ks = tuple(ks)
@@ -269,7 +271,7 @@ def retrieval_metrics(
     >>> m["image_retrieval_recall@1"], m["rsum"]
     (1.0, 200.0)
     """
-    ks = _check_ks(ks)
+    ks = check_ks(ks)
     if not hasattr(image_emb, "shape"):
         image_emb = np.asarray(image_emb, dtype=np.float32)
     if not hasattr(text_emb, "shape"):

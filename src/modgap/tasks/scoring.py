@@ -46,6 +46,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from .._array import check_pairing, to_numpy
+from .._ties import fixed_scores, topk_ids
 from ..compute import Compute, device_for, resolve
 from ..embeddings import EmbeddingSet
 from ..errors import ModgapError, NotFittedError
@@ -226,8 +227,6 @@ def _mean_topk(C: Any, bank: Any, k: int, compute: Compute) -> Any:
     merging the chunks' top lists gives the same numbers in any order."""
     import torch
 
-    from .._ties import fixed_scores
-
     chunk = min(_BANK_CHUNK, bank.shape[0])
     starts, step = _candidate_blocks(C.shape[0], chunk, compute)
     out = torch.empty(C.shape[0], dtype=torch.float64, device=C.device)
@@ -260,8 +259,6 @@ def _log_mean_exp(C: Any, bank: Any, beta: float, compute: Compute) -> Any:
     chunks of the bank, a pairwise tree inside each, the chunks in turn."""
     import torch
 
-    from .._ties import fixed_scores
-
     n_bank = bank.shape[0]
     starts, step = _candidate_blocks(C.shape[0], _BANK_CHUNK, compute)
     out = torch.empty(C.shape[0], dtype=torch.float64, device=C.device)
@@ -289,8 +286,6 @@ def _top1_ids(Q: Any, C: Any, compute: Compute) -> Any:
 def _topk_ids(Q: Any, C: Any, k: int, compute: Compute) -> Any:
     """Each query's exact top-``k`` candidates (:func:`modgap._ties.topk_ids`), in blocks of
     queries sized from the memory budget."""
-    from .._ties import topk_ids
-
     return topk_ids(Q, C, k, compute.rows_per_block(4 * C.shape[0], buffers=2))
 
 

@@ -10,8 +10,10 @@ import torch
 
 from ..embeddings import FeatureSet
 from ..errors import InputError, ModgapError
+from ..io import read_embeddings
 from ..io.features import load_features
 from ..io.precomp import Vocabulary, load_precomp
+from ..measures import resolve_measures
 from .config import PROTOCOLS, ConfigError, TrainConfig
 
 __all__ = [
@@ -90,7 +92,6 @@ def split_images(
 def _read_set(path: str, fmt: str = "embeddings") -> FeatureSet:
     if fmt == "features":
         return load_features(path)
-    from ..io import read_embeddings
 
     return FeatureSet.from_embeddings(read_embeddings(path))
 
@@ -185,8 +186,6 @@ def _check_data(cfg, train, val, test) -> None:
 
 
 def _check_measures(names: list[str]) -> None:
-    from ..measures import resolve_measures
-
     try:
         resolve_measures(list(names))
     except ModgapError as e:

@@ -30,7 +30,9 @@ import numpy as np
 import torch
 import yaml
 
-from ..compute import resolve_device
+from .. import __version__
+from .._progress import progress as progress_bar
+from ..compute import limit_threads, machine_memory, resolve_device
 from ..embeddings import FeatureSet
 from ..errors import InputError, ModgapError, notice
 from ..files import atomic_path, output_lock, write_json
@@ -88,8 +90,6 @@ def check_model_size(cfg: TrainConfig, data: FeatureSet, device: torch.device) -
     gradients and the two AdamW moments: 16 bytes a parameter) does not fit the device's
     memory. The model is built on torch's ``meta`` device, which holds no data. Returns the
     parameter count."""
-    from ..io._errors import machine_memory
-
     try:
         with torch.device("meta"):
             n = sum(p.numel() for p in build_model(cfg, data).parameters())
@@ -119,8 +119,6 @@ def build_loss(cfg: TrainConfig) -> DIASLoss:
 
 
 def _provenance(cfg: TrainConfig, device: torch.device) -> dict:
-    from .. import __version__
-
     return {
         "modgap": __version__,
         "torch": torch.__version__,
@@ -323,8 +321,6 @@ class Trainer:
     def _torch_settings(self) -> Iterator[None]:
         """``threads`` (torch and BLAS) and ``deterministic`` of the config while training or
         scoring, and the caller's settings back afterwards (they are process-wide)."""
-        from ..compute import limit_threads
-
         cfg = self.cfg
         saved = (
             torch.are_deterministic_algorithms_enabled(),
@@ -374,8 +370,6 @@ class Trainer:
 
     def _fit(self) -> dict:
         import sys
-
-        from .._progress import progress as progress_bar
 
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
