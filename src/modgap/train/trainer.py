@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,9 +29,8 @@ import numpy as np
 import torch
 import yaml
 
-from .. import __version__
 from .._progress import progress as progress_bar
-from ..compute import limit_threads, machine_memory, resolve_device
+from ..compute import limit_threads, resolve_device
 from ..embeddings import FeatureSet
 from ..errors import InputError, ModgapError, notice
 from ..files import atomic_path, output_lock, write_json
@@ -40,94 +38,9 @@ from .checkpoint import load_best, read_checkpoint, save_best, write_checkpoint
 from .config import ConfigError, TrainConfig, load_config
 from .data import build_data, epoch_order, eval_folds, image_batch, text_batch
 from .evaluate import evaluate_model
-from .losses import DIASLoss
-from .model import FeatureEncoder, MatchingModel, WordGRUEncoder
+from .setup import build_loss, build_model, check_model_size, lr_factor, run_provenance
 
 __all__ = ["Trainer", "build_data", "build_loss", "build_model", "lr_factor", "train"]
-
-
-# -- building blocks ----------------------------------------------------------------------------
-
-
-def lr_factor(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
-    """Learning-rate multiplier at optimiser step ``step`` (0-based).
-
-    Linear warm-up over ``warmup_steps``; then ``cosine`` decays to ``min_lr_ratio`` at the last
-    step, ``step`` multiplies by ``step_gamma`` every ``step_epochs`` epochs, ``constant`` keeps 1.
-    """
-    o = cfg.optim
-    if o.warmup_steps and step < o.warmup_steps:
-        return (step + 1) / o.warmup_steps
-    if o.schedule == "constant":
-        return 1.0
-    if o.schedule == "step":
-        return o.step_gamma ** ((step // max(steps_per_epoch, 1)) // o.step_epochs)
-    total = max(o.epochs * steps_per_epoch - o.warmup_steps, 1)
-    progress = min((step - o.warmup_steps) / total, 1.0)
-    return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def build_model(cfg: TrainConfig, data: FeatureSet) -> MatchingModel:
-    """The matching model for ``data``'s input shapes (initialised from the torch RNG)."""
-    m = cfg.model
-    image = FeatureEncoder(
-        data.image_dim, m.joint_dim, m.image_head, m.image_pooling, m.identity_init
-    )
-    if data.text_kind == "ids":
-        vocab = data.metadata.get("vocab")
-        if vocab is None:
-            raise ModgapError("word-id texts need a vocabulary")
-        text = WordGRUEncoder(len(vocab), m.joint_dim, m.word_dim, m.gru_layers, m.text_pooling)
-    else:
-        text = FeatureEncoder(
-            data.text_dim, m.joint_dim, m.text_head, m.text_pooling, m.identity_init
-        )
-    return MatchingModel(image, text, m.freeze_image, m.freeze_text)
-
-
-def check_model_size(cfg: TrainConfig, data: FeatureSet, device: torch.device) -> int:
-    """Refuse, before allocating anything, a model whose training state (float32 weights,
-    gradients and the two AdamW moments: 16 bytes a parameter) does not fit the device's
-    memory. The model is built on torch's ``meta`` device, which holds no data. Returns the
-    parameter count."""
-    try:
-        with torch.device("meta"):
-            n = sum(p.numel() for p in build_model(cfg, data).parameters())
-    except (RuntimeError, OverflowError):  # a tensor too large even to describe
-        n = 2**62
-    need = 16 * n
-    if device.type == "cuda":
-        have = torch.cuda.get_device_properties(device).total_memory
-    else:
-        have = machine_memory()
-    if have and need > 0.8 * have:
-        if n >= 2**62:
-            raise ConfigError(
-                f"model: joint_dim {cfg.model.joint_dim} makes tensors too large to allocate "
-                "at all; lower model.joint_dim"
-            )
-        raise ConfigError(
-            f"model: {n:,} parameters need about {need / 2**30:.3g} GiB to train (weights, "
-            f"gradients, AdamW moments), more than this {device.type}'s "
-            f"{have / 2**30:.1f} GiB; lower model.joint_dim (now {cfg.model.joint_dim})"
-        )
-    return n
-
-
-def build_loss(cfg: TrainConfig) -> DIASLoss:
-    return DIASLoss(cfg.loss)
-
-
-def _provenance(cfg: TrainConfig, device: torch.device) -> dict:
-    return {
-        "modgap": __version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "device": str(device),
-        "seed": cfg.seed,
-        "config": cfg.source,
-    }
 
 
 # -- the trainer ------------------------------------------------------------------------------
@@ -458,7 +371,7 @@ class Trainer:
                 "test_images": self.test_data.n_images if self.test_data is not None else 0,
                 "source": self.train_data.source,
             },
-            "provenance": _provenance(cfg, self.device),
+            "provenance": run_provenance(cfg, self.device),
             "config": self._config_dump(),
         }
         write_json(self.out / "results.json", results)
