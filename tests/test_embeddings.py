@@ -564,3 +564,23 @@ def test_replace_keeps_an_unpaired_set_unpaired_with_equal_counts():
     assert not get_reducer("center").fit(emb).transform_set(emb).has_pairs
     paired = EmbeddingSet(X, Y)
     assert paired.replace(normalize=True).has_pairs
+
+
+def test_feature_set_lives_apart_and_checks_shared_fields_alike(xy):
+    # FeatureSet has its own module (below the data model), still importable from embeddings
+    from modgap import embeddings, features
+
+    assert embeddings.FeatureSet is features.FeatureSet
+    x, y = xy
+    bad = np.arange(10) - 1  # a negative label
+    msgs = [
+        _error(EmbeddingSet, x, y, labels=bad, source="s"),
+        _error(features.FeatureSet, x, y, labels=bad, source="s"),
+    ]
+    assert msgs[0] == msgs[1] == "s: 'labels' must be non-negative class indices"
+    names = ["a", "b"]
+    msgs = [
+        _error(EmbeddingSet, x, y, labels=np.arange(10) % 3, class_names=names),
+        _error(features.FeatureSet, x, y, labels=np.arange(10) % 3, class_names=names),
+    ]
+    assert msgs[0] == msgs[1] and "only 2 class names" in msgs[0]

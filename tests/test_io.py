@@ -245,6 +245,44 @@ def test_single_float32_clip_shard_stays_memory_mapped(tmp_path, row_set):
     assert _is_memory_mapped(emb.image_emb)
 
 
+def test_clip_reader_and_source_say_the_same_thing(tmp_path, row_set):
+    # the in-memory reader reads the streamed route's source: one set of checks, one message
+    from modgap.io.sources import clip_retrieval_source
+
+    root = tmp_path / "cr"
+    write_embeddings(row_set, root, shard_size=10)
+    np.save(root / "text_emb/text_emb_1.npy", row_set.text_emb[10:17])
+    with pytest.raises(InputError) as memory:
+        read_embeddings(root)
+    with pytest.raises(InputError) as streamed:
+        clip_retrieval_source(os.fspath(root))
+    assert str(memory.value) == str(streamed.value)
+    assert "10 image rows but 7 text rows in shard img_emb_1.npy / text_emb_1.npy" in str(
+        memory.value
+    )
+
+
+def test_clip_parquet_shards_take_captions_and_ids_from_metadata(tmp_path):
+    x, y = gapped_pairs(12, 8, seed=3)
+    root = tmp_path / "pq"
+    for sub in ("img_emb", "text_emb", "metadata"):
+        (root / sub).mkdir(parents=True)
+    for i, rows in enumerate((range(0, 5), range(5, 12))):
+        s = slice(rows.start, rows.stop)
+        pq.write_table(
+            pa.table({"embedding": x[s].tolist()}), root / f"img_emb/img_emb_{i}.parquet"
+        )
+        pq.write_table(
+            pa.table({"embedding": y[s].tolist()}), root / f"text_emb/text_emb_{i}.parquet"
+        )
+        meta = {"image_path": [f"{r}.jpg" for r in rows], "caption": [f"c{r}" for r in rows]}
+        pq.write_table(pa.table(meta), root / f"metadata/metadata_{i}.parquet")
+    emb = read_embeddings(root)
+    np.testing.assert_allclose(emb.image_emb, x, rtol=1e-6)
+    assert emb.image_ids == [f"{r}.jpg" for r in range(12)]
+    assert emb.texts == [f"c{r}" for r in range(12)]
+
+
 # -- clip-retrieval folders -----------------------------------------------------------------
 def test_clip_retrieval_shards_are_read_in_numeric_order(tmp_path, row_set):
     out = tmp_path / "many"

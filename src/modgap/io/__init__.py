@@ -24,7 +24,12 @@ import numpy as np
 
 from ..embeddings import EmbeddingSet
 from ..errors import InputError, ModgapError
-from . import clip_retrieval, npy, npz, parquet, safetensors_file, torch_file  # noqa: F401
+
+# isort: off
+# each format registers itself on import; this order is the order messages list them in
+from . import npy, npz, parquet, clip_retrieval, safetensors_file, torch_file  # noqa: F401
+
+# isort: on
 from ._errors import check_input_path, reading
 from ._fs import is_remote
 from ._registry import FORMATS, Format, detect_format, get_format, output_format, supported

@@ -5,76 +5,25 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._array import as_float_matrix
 from ..embeddings import EmbeddingSet
-from ..errors import InputError, ModgapError
+from ..errors import ModgapError
 from ..files import output_folder
-from ._errors import check_input_path, reading
+from ._errors import reading
 from ._fields import OPTIONAL, STRING_KEYS, as_dtype, is_identity, npz_arrays, paired_flag, strings
 from ._registry import Format, register
-from .npy import load_npy
 from .npz import open_npz
 from .parquet import read_table, table_strings
-from .source import read_part
-from .sources import check_clip_layout, clip_retrieval_source
+from .sources import clip_retrieval_source
 
-__all__ = ["read_clip_retrieval", "shards", "write_clip_retrieval"]
+__all__ = ["read_clip_retrieval", "write_clip_retrieval"]
 
-SHARD = re.compile(r"^(img_emb|text_emb|metadata|text_metadata)_(\d+)\.(npy|parquet)$")
 META_IDS = ("image_path", "url", "image_id", "key")
 META_TEXTS = ("caption", "text")
-
-
-def shards(folder: Path, kind: str, ext: str) -> list[Path]:
-    """The shard files ``{kind}_{i}.{ext}`` of ``folder``, in numeric order of ``i``."""
-    if not folder.is_dir():
-        return []
-    found = []
-    for f in folder.iterdir():
-        m = SHARD.match(f.name)
-        if m and m.group(1) == kind and m.group(3) == ext:
-            found.append((int(m.group(2)), f))
-    return [f for _, f in sorted(found)]
-
-
-def _shard_number(f: Path) -> int:
-    return int(SHARD.match(f.name).group(2))
-
-
-def concat_shards(files: list[Path], name: str, dim: int | None) -> np.ndarray:
-    """Concatenate memory-mapped shards into one float32 matrix, checking each shard.
-
-    Each shard is read once, straight into its slice of the output (float16 shards are widened
-    there), so the data are never held twice; a single float32 shard stays memory-mapped.
-    Errors name the shard file.
-    """
-    maps = [load_npy(f) for f in files]
-    d = dim
-    for f, m in zip(files, maps, strict=True):
-        if m.ndim == 2 and m.shape[0] == 0:
-            raise InputError(f"'{name}' shard is empty (0 rows)", os.fspath(f))
-        if m.ndim == 2 and d is None:
-            d = m.shape[1]
-        # type, shape, width; the full row checks come below, once the rows are in place
-        as_float_matrix(m[:1], name, os.fspath(f), dim=d, normalize=False)
-    if len(maps) == 1 and maps[0].dtype == np.float32:
-        return as_float_matrix(maps[0], name, os.fspath(files[0]), normalize=False)
-    total = sum(m.shape[0] for m in maps)
-    out = np.empty((total, d), dtype=np.float32)
-    start = 0
-    for f, m in zip(files, maps, strict=True):
-        part = out[start : start + m.shape[0]]
-        with reading(os.fspath(f), ".npy shard"):
-            part[...] = m
-        as_float_matrix(part, name, os.fspath(f), normalize=False)
-        start += m.shape[0]
-    return out
 
 
 def read_extra(path: str) -> dict:
@@ -90,148 +39,67 @@ def read_extra(path: str) -> dict:
     return out
 
 
-def _metadata(meta: list[Path], n_img: list[int], fields: dict) -> dict:
-    """``image_ids`` / ``texts`` from the metadata shards (only the columns that are needed)."""
+def _strings(files: list[str | None], columns: tuple[str, ...]) -> list[str] | None:
+    """The first of ``columns`` that each metadata file has, read as strings and joined in
+    shard order; ``None`` when a shard has no such file or column."""
     import pyarrow.parquet as pq
 
-    ids: list[str] | None = []
-    caps: list[str] | None = []
-    for f, n in zip(meta, n_img, strict=True):
-        check_input_path(f)
-        with reading(os.fspath(f), ".parquet"):
+    out: list[str] = []
+    for f in files:
+        if f is None:
+            return None
+        with reading(f, ".parquet"):
             names = pq.read_schema(f).names
-        id_col = next((c for c in META_IDS if c in names), None)
-        cap_col = next((c for c in META_TEXTS if c in names), None)
-        table = read_table(os.fspath(f), [c for c in (id_col, cap_col) if c])
-        if (id_col or cap_col) and table.num_rows != n:
-            raise InputError(
-                f"{table.num_rows} metadata rows but {n} image embeddings in this shard",
-                os.fspath(f),
-            )
-        ids = (
-            None
-            if ids is None or id_col is None
-            else ids + table_strings(table, (id_col,), os.fspath(f))
-        )
-        caps = (
-            None
-            if caps is None or cap_col is None
-            else caps + table_strings(table, (cap_col,), os.fspath(f))
-        )
-    out: dict[str, Any] = {}
-    if ids is not None and "image_ids" not in fields:
-        out["image_ids"] = ids
-    if caps is not None and "texts" not in fields and len(caps) == len(fields["text_emb"]):
-        out["texts"] = caps
+        col = next((c for c in columns if c in names), None)
+        if col is None:
+            return None
+        out += table_strings(read_table(f, [col]), (col,), f)
     return out
 
 
 def read_clip_retrieval(folder: str, texts=None, image_key=None, text_key=None) -> dict:
-    root = Path(folder)
-    with reading(folder, "clip-retrieval folder"):
-        entries = [e for e in root.iterdir() if not e.name.startswith(".")]
-    img = shards(root / "img_emb", "img_emb", "npy")
-    txt = shards(root / "text_emb", "text_emb", "npy")
-    meta = shards(root / "metadata", "metadata", "parquet")
-    if not img and shards(root / "img_emb", "img_emb", "parquet"):
-        return _read_via_source(folder)
-    if shards(root / "text_metadata", "text_metadata", "parquet"):
-        return _read_via_source(folder)
-    check_clip_layout(
-        [e.name + ("/" if e.is_dir() else "") for e in entries],
-        [_shard_number(f) for f in img],
-        [_shard_number(f) for f in txt],
-        {"metadata": len(meta)},
-        folder,
-    )
-    fields: dict[str, Any] = {}
-    if (root / "extra.npz").exists():
-        fields.update(read_extra(os.fspath(root / "extra.npz")))
-    shapes = {f: load_npy(f).shape for f in img + txt}
-    for f, shape in shapes.items():
-        kind = "image_emb" if f in img else "text_emb"
-        if len(shape) != 2:
-            raise InputError(
-                f"'{kind}' shard must be 2-D (rows, dims), got shape {shape}", os.fspath(f)
-            )
-        if shape[0] == 0:
-            raise InputError(f"'{kind}' shard is empty (0 rows)", os.fspath(f))
-    n_img = [shapes[f][0] for f in img]
-    if "text_to_image" not in fields and fields.get("paired", True):
-        for a, b, na in zip(img, txt, n_img, strict=True):
-            nb = shapes[b][0]
-            if na != nb:
-                raise InputError(
-                    f"{na} image rows but {nb} text rows in shard {a.name} / {b.name}; "
-                    "clip-retrieval rows are image-caption pairs",
-                    folder,
-                )
-    fields["image_emb"] = concat_shards(img, "image_emb", None)
-    fields["text_emb"] = concat_shards(txt, "text_emb", fields["image_emb"].shape[1])
-    if meta:
-        fields.update(_metadata(meta, n_img, fields))
-    fields["metadata"] = {"clip_retrieval": _layout_of(folder)}
-    return fields
+    """A clip-retrieval folder in memory: every block of its :class:`~modgap.io.source.Source`
+    (the one the streamed route reads, so both routes make the same checks and say the same
+    thing), every layout (``.npy`` or parquet shards, several captions per image).
 
-
-def _layout_of(folder: str, source: Any = None) -> dict:
-    """The layout a writer mirrors: shard names, rows, dtypes, metadata columns, where."""
-    src = source if source is not None else clip_retrieval_source(folder)
-    layout = dict(src.layout)
-    layout["root"] = os.path.abspath(folder)
-    layout["metadata_files"] = [s.metadata and os.path.abspath(s.metadata) for s in src.shards]
-    layout["text_metadata_files"] = [
-        s.text_metadata and os.path.abspath(s.text_metadata) for s in src.shards
-    ]
-    return layout
-
-
-def _read_via_source(folder: str) -> dict:
-    """A clip-retrieval folder with parquet shards or the multi-caption layout, read whole
-    through its streaming source (the same checks, shard by shard)."""
-    import pyarrow.parquet as pq
-
+    ``image_ids`` come from ``metadata/`` (row-aligned with the image shards), ``texts`` from
+    ``metadata/`` when rows are image-caption pairs and from ``text_metadata/`` in the
+    multi-caption layout; keys of ``extra.npz`` (labels, classes) are kept as they are.
+    """
     src = clip_retrieval_source(folder)
-    fields: dict[str, Any] = {}
-    for modality, key in (("image", "image_emb"), ("text", "text_emb")):
-        n = src.n_images if modality == "image" else src.n_texts
-        out = np.empty((n, src.dim), dtype=np.float32)
-        for s in src.shards:
-            g0 = s.image_start if modality == "image" else s.text_start
-            part = src.part(s, modality)
-            for start, raw in read_part(src.fs(), part, 1 << 16):
-                blk = out[g0 + start : g0 + start + raw.shape[0]]
-                with reading(part.path, "shard"):
-                    blk[...] = raw
-                as_float_matrix(blk, key, part.path, normalize=False)
-        fields[key] = out
-    root = Path(folder)
-    if (root / "extra.npz").exists():
-        extra = read_extra(os.fspath(root / "extra.npz"))
-        extra.pop("text_to_image", None) if src.layout.get("multi_caption") else None
+    fields: dict[str, Any] = {"image_emb": src.read_all("image"), "text_emb": src.read_all("text")}
+    extra_path = os.path.join(folder, "extra.npz")
+    if os.path.exists(extra_path):
+        extra = read_extra(extra_path)
+        # the pairing is the source's (checked there): text metadata, extra.npz or rows
+        extra.pop("text_to_image", None)
+        extra.pop("paired", None)
         fields.update(extra)
     if src.pairing == "index":
         fields["text_to_image"] = src.pairs()
     elif src.pairing is None:
         fields["paired"] = False
-    meta = [Path(s.metadata) for s in src.shards if s.metadata]
-    if meta:
-        fields.update(_metadata(meta, [s.n_images for s in src.shards], {**fields, "texts": 1}))
-    caps: list[str] = []
-    for s in src.shards:
-        if s.text_metadata is None:
-            caps = []
-            break
-        names = pq.read_schema(s.text_metadata).names
-        col = next((c for c in META_TEXTS if c in names), None)
-        if col is None:
-            caps = []
-            break
-        caps += table_strings(read_table(s.text_metadata, [col]), (col,), s.text_metadata)
-    if caps and "texts" not in fields:
+    multi = src.layout.get("multi_caption")
+    meta = [s.metadata for s in src.shards]
+    ids = _strings(meta, META_IDS) if any(meta) else None
+    if ids is not None and "image_ids" not in fields:
+        fields["image_ids"] = ids
+    caps = _strings([s.text_metadata for s in src.shards] if multi else meta, META_TEXTS)
+    if caps is not None and "texts" not in fields and len(caps) == src.n_texts:
         fields["texts"] = caps
     fields["metadata"] = {"clip_retrieval": _layout_of(folder, src)}
     return fields
+
+
+def _layout_of(folder: str, source: Any) -> dict:
+    """The layout a writer mirrors: shard names, rows, dtypes, metadata columns, where."""
+    layout = dict(source.layout)
+    layout["root"] = os.path.abspath(folder)
+    layout["metadata_files"] = [s.metadata and os.path.abspath(s.metadata) for s in source.shards]
+    layout["text_metadata_files"] = [
+        s.text_metadata and os.path.abspath(s.text_metadata) for s in source.shards
+    ]
+    return layout
 
 
 def _shard_name(i: int, n: int) -> str:

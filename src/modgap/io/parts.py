@@ -206,8 +206,10 @@ def read_image_index(fs: FS, shard: Shard, n_images: int) -> np.ndarray:
     return check_image_index(idx, n_images, "image_index", path)
 
 
-def npy_part(fs: FS, path: str) -> Part:
-    """A :class:`Part` from a ``.npy`` header, checked against the file (no rows read)."""
+def npy_part(fs: FS, path: str, name: str | None = None) -> Part:
+    """A :class:`Part` from a ``.npy`` header, checked against the file (no rows read);
+    ``name`` (``image_emb`` / ``text_emb``) is said in the messages when given."""
+    what = f"'{name}' shard" if name else "shard"
     with reading(path, ".npy"):
         size = fs.size(path)
         if size == 0:
@@ -215,11 +217,11 @@ def npy_part(fs: FS, path: str) -> Part:
         with fs.open(path) as fp:
             shape, dtype, header_len = _header(fp, path)
     if len(shape) != 2:
-        raise InputError(f"shard must be 2-D (rows, dims), got shape {shape}", path)
+        raise InputError(f"{what} must be 2-D (rows, dims), got shape {shape}", path)
     if shape[0] == 0:
-        raise InputError("shard is empty (0 rows)", path)
+        raise InputError(f"{what} is empty (0 rows)", path)
     if shape[1] == 0:
-        raise InputError("shard has 0 dimensions", path)
+        raise InputError(f"{what} has 0 dimensions", path)
     if dtype.kind != "f" or dtype.byteorder == ">":
         raise InputError(f"embeddings must be little-endian floats, got {dtype}", path)
     if shape[0] * shape[1] * dtype.itemsize > size - header_len:

@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from .._array import checked_row_norms, normalize_off_rows
+from .._array import as_float_matrix, checked_row_norms, normalize_off_rows
 from ..errors import InputError
+from ._errors import reading
 from ._fs import FS, open_fs
 from .parts import (  # noqa: F401 - Part, Shard and the block readers, re-exported
     Part,
@@ -150,6 +151,32 @@ class Source:
             return
         for start, raw in read_part(self.fs(), part, max(1, int(rows))):
             yield start, raw, part.path
+
+    def read_all(self, modality: str, rows: int = 1 << 16) -> np.ndarray:
+        """Every row of one modality as one float32 matrix, read block by block
+        (:func:`read_part`) straight into its place and checked shard by shard (errors name
+        the shard file and its row); not normalised: the in-memory set does that, with its
+        notice. A single local float32 ``.npy`` part is handed back memory-mapped, not
+        copied."""
+        name = "image_emb" if modality == "image" else "text_emb"
+        parts = [self.part(s, modality) for s in self.shards]
+        fs = self.fs()
+        one = parts[0] if len(parts) == 1 else None
+        if one is not None and one.kind == "npy" and one.dtype == "float32" and fs.local:
+            shape = (one.rows, one.dim)
+            m = np.memmap(fs.local_path(one.path), np.float32, "r", one.offset, shape)
+            return as_float_matrix(m, name, one.path, normalize=False)
+        out = np.empty((sum(p.rows for p in parts), self.dim), dtype=np.float32)
+        g0 = 0
+        for part in parts:
+            shard = out[g0 : g0 + part.rows]
+            for start, raw in read_part(fs, part, max(1, int(rows))):
+                with reading(part.path, "shard"):
+                    shard[start : start + raw.shape[0]] = raw
+            # checked whole, so a bad row is named by its row in the shard
+            as_float_matrix(shard, name, part.path, normalize=False)
+            g0 += part.rows
+        return out
 
     def shard_pairs(self, shard: Shard) -> np.ndarray | None:
         """Global image index of each text of ``shard`` (``None`` when unpaired)."""

@@ -79,10 +79,14 @@ def check_clip_layout(
             raise InputError(f"{len(img)} embedding shards but {count} {what} shards", where)
 
 
-def _embedding_part(fs: FS, path: str, ext: str) -> Part:
+def _embedding_part(fs: FS, path: str, ext: str, name: str) -> Part:
     if ext == "npy":
-        return npy_part(fs, path)
+        return npy_part(fs, path, name)
     return parquet_part(fs, path, "embedding")[0]
+
+
+def _basename(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
 
 
 def _parquet_columns(fs: FS, path: str) -> list[str]:
@@ -136,7 +140,11 @@ def clip_retrieval_source(
         if fs.exists(root):
             raise InputError("is a file, expected a clip-retrieval folder", root)
         raise InputError("no such file or folder", root)
-    entries = [e for e in fs.listdir(root) if not e.startswith(".")]
+    entries = [
+        e + ("/" if fs.isdir(join(root, e)) else "")
+        for e in fs.listdir(root)
+        if not e.startswith(".")
+    ]
     img = list_shards(fs, join(root, "img_emb"), "img_emb")
     txt = list_shards(fs, join(root, "text_emb"), "text_emb")
     meta = list_shards(fs, join(root, "metadata"), "metadata")
@@ -159,14 +167,15 @@ def clip_retrieval_source(
     dim = None
     dtypes = {"image": set(), "text": set()}
     for k, ((sid, ext, ip), (_, _, tp)) in enumerate(zip(img, txt, strict=True)):
-        ipart, tpart = _embedding_part(fs, ip, ext), _embedding_part(fs, tp, ext)
-        for p in (ipart, tpart):
+        ipart = _embedding_part(fs, ip, ext, "image_emb")
+        tpart = _embedding_part(fs, tp, ext, "text_emb")
+        for key, p in (("image_emb", ipart), ("text_emb", tpart)):
             if dim is None:
                 dim = p.dim
             if p.dim != dim:
                 raise InputError(
-                    f"shard has {p.dim} dimensions but {dim} were expected (image and text "
-                    "embeddings must come from the same joint space)",
+                    f"'{key}' shard has {p.dim} dimensions but {dim} were expected (image and "
+                    "text embeddings must come from the same joint space)",
                     p.path,
                 )
         dtypes["image"].add(ipart.dtype)
@@ -204,8 +213,8 @@ def clip_retrieval_source(
             if s.n_images != s.n_texts:
                 raise InputError(
                     f"{s.n_images} image rows but {s.n_texts} text rows in shard "
-                    f"img_emb_{s.name} / text_emb_{s.name}; clip-retrieval rows are "
-                    "image-caption pairs (several captions per image: see the multi-caption "
+                    f"{_basename(s.image.path)} / {_basename(s.text.path)}; clip-retrieval rows "
+                    "are image-caption pairs (several captions per image: see the multi-caption "
                     "layout in docs/formats.md)",
                     root,
                 )
