@@ -18,6 +18,7 @@ from modgap.measures import (
     linear_separability,
     uniformity,
 )
+from modgap.measures.alignment import uniformity_block_sum
 from modgap.measures.frechet import frechet_from_moments
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -163,6 +164,26 @@ def test_uniformity_matches_pairwise_reference():
     X, Y = gapped_pairs(70, 5, seed=6)
     assert uniformity(X) == pytest.approx(_uniformity_reference(X), rel=1e-12)
     assert cross_uniformity(X, Y[:40]) == pytest.approx(_uniformity_reference(X, Y[:40]), rel=1e-12)
+
+
+def test_uniformity_block_sum_is_the_kernel_with_its_mask_and_buffer():
+    import torch
+
+    X, Y = gapped_pairs(12, 5, seed=3)
+    Q, P = _unit(X), _unit(Y)[:9]
+    ref = np.exp(-2 * ((Q[:, None] - P[None]) ** 2).sum(-1))
+    mask = np.zeros(ref.shape, dtype=bool)
+    mask[np.arange(9), np.arange(9)] = True
+    buf = torch.full((200,), np.nan, dtype=torch.float64)  # stale contents must not leak in
+    for m, out in ((None, None), (mask, buf)):
+        got = uniformity_block_sum(
+            torch.from_numpy(Q),
+            torch.from_numpy(P),
+            None if m is None else torch.from_numpy(m),
+            out,
+        ).numpy()
+        want = np.where(mask, 0.0, ref).sum(1) if m is not None else ref.sum(1)
+        np.testing.assert_allclose(got, want, rtol=1e-13)
 
 
 @pytest.mark.parametrize("block_size", [1, 7, 50])  # incl. sizes not dividing n

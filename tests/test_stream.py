@@ -182,8 +182,8 @@ def test_whole_set_sample_is_exact(small, dask_engine):
             est = got["estimates"][k]
             assert est["exact"] and est["interval"] == [got[k], got[k]]
     for k in ("uniformity_image", "uniformity_text", "uniformity_cross"):
-        # the streamed kernel sums exponentials of float32 scores, measure_all of float64 ones
-        assert got[k] == pytest.approx(ref[k], rel=1e-7)
+        # one kernel (uniformity_block_sum) on the same float64 unit rows: round-off only
+        assert got[k] == pytest.approx(ref[k], rel=1e-12)
     for side in ("matched_cosine", "unmatched_cosine"):
         for q in ("q05", "q50", "q95"):
             assert got[side][q] == pytest.approx(ref[side][q], abs=1e-12)

@@ -15,6 +15,7 @@ __all__ = [
     "alignment",
     "cross_uniformity",
     "uniformity",
+    "uniformity_block_sum",
 ]
 
 #: rows per modality entering the uniformity sums: 10k rows are 5e7 distinct pairs, enough for
@@ -54,35 +55,71 @@ def alignment(X: Any, Y: Any, text_to_image: Any = None) -> float:
     return float(np.einsum("ij,ij->", diff, diff) / Y.shape[0])
 
 
-def _log_mean_exp_sim(A, B, same: bool, block: int) -> float:
-    """``log mean exp(-2 ||a - b||²)`` over all (distinct, when ``same``) pairs, in blocks.
+def uniformity_block_sum(Q: Any, P: Any, mask: Any = None, out: Any = None) -> Any:
+    r"""Per query, the sum of the uniformity kernel over one block of rows.
 
-    ``A`` and ``B`` are float64: a float32 matrix product rounds each similarity by ~1e-7 in an
-    order that depends on the BLAS kernel, which moved the result in its 9th digit between CPUs;
-    in float64 that spread is ~1e-15, for ~1.5x the float32 time (10k rows of 512: 8 s against
-    5 s on 2 cores; :func:`modgap._ties.fixed_scores`, bit-exact products, took three times
-    as long again).
+    .. math:: k_i = \sum_j e^{-2\lVert q_i - p_j\rVert_2^2} = \sum_j e^{4\, q_i\cdot p_j - 4}
+
+    for unit rows (Wang & Isola, ICML 2020, :math:`t = 2`). The one kernel of every route: the
+    in-memory :func:`uniformity` / :func:`cross_uniformity` and the streamed scans
+    (:func:`modgap.stream.kernels.scan_kernel`) both sum it, so their values agree to float64
+    round-off.
+
+    ``Q`` and ``P`` are float64 torch tensors (``(q, d)``, ``(p, d)``): a float32 product
+    rounds each similarity by ~1e-7 in an order that depends on the BLAS kernel, which moved
+    the result in its 9th digit between CPUs; in float64 that spread is ~1e-15. Every term
+    lies in :math:`[e^{-8}, 1]`, so a plain float64 sum neither overflows nor underflows.
+
+    Parameters
+    ----------
+    Q, P : torch.Tensor
+        Unit rows in float64.
+    mask : torch.Tensor, optional
+        Boolean ``(q, p)``: pairs left out of the sum (a row with itself, repeated pairs).
+    out : torch.Tensor, optional
+        A float64 buffer of at least ``q * p`` elements for the block, reused across calls: a
+        fresh block each time costs a page fault per 4 KiB, more than the exponentials.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(q,)`` float64 sums.
     """
     import torch
 
+    if out is None:
+        e = Q @ P.T
+    else:
+        e = torch.mm(Q, P.T, out=out[: Q.shape[0] * P.shape[0]].view(Q.shape[0], P.shape[0]))
+    e.mul_(4.0).sub_(4.0).exp_()  # -2 ||u - v||² = 4 u·v - 4 for unit rows (in place)
+    if mask is not None:
+        e.masked_fill_(mask, 0.0)
+    return e.sum(1)
+
+
+def _log_mean_exp_sim(A, B, same: bool, block: int) -> float:
+    """``log mean exp(-2 ||a - b||²)`` over all (distinct, when ``same``) pairs, in blocks of
+    :func:`uniformity_block_sum` (``A`` and ``B`` float64: 10k rows of 512 take ~1.5x the
+    float32 time, 8 s against 5 s on 2 cores; :func:`modgap._ties.fixed_scores`, bit-exact
+    products, took three times as long again)."""
+    import torch
+
     n, m = A.shape[0], B.shape[0]
-    total = -math.inf
+    total = 0.0
     with torch.no_grad():
         for a in range(0, n, block):
             q = A[a : a + block]
             for c in range(0, m, block):
                 if same and c + block <= a:  # symmetric: upper blocks only
                     continue
-                s = q @ B[c : c + block].T
-                e = -4.0 + 4.0 * s  # -2 ||u - v||² for unit rows
+                mask = None
                 if same:
-                    rows = torch.arange(a, a + q.shape[0], device=s.device)[:, None]
-                    cols = torch.arange(c, c + s.shape[1], device=s.device)[None, :]
-                    e = e.masked_fill(cols <= rows, -math.inf)
-                part = float(torch.logsumexp(e.ravel(), 0))
-                total = float(np.logaddexp(total, part))
+                    rows = torch.arange(a, a + q.shape[0], device=q.device)[:, None]
+                    cols = torch.arange(c, min(c + block, m), device=q.device)[None, :]
+                    mask = cols <= rows
+                total += float(uniformity_block_sum(q, B[c : c + block], mask).sum())
     count = n * (n - 1) / 2 if same else n * m
-    return total - math.log(count)
+    return math.log(total / count)
 
 
 def uniformity(

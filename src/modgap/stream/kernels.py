@@ -12,9 +12,10 @@ numbers and numpy arrays (so any engine can ship them):
 * :func:`scan_kernel` / :func:`merge_scans` — one block of queries against one shard's rows of
   one modality, exactly (:mod:`modgap._ties`): the exact best score, the count of rows whose
   exact score beats a per-query threshold (self and listed partners excluded), the sum of the
-  uniformity kernel :math:`e^{-2\lVert q - p\rVert^2} = e^{4 q\cdot p - 4}`, and the exact
-  top-K. Merged across shards by max, sum and :func:`modgap._ties.merge_topk`, the order of
-  every in-memory top-K too.
+  uniformity kernel :math:`e^{-2\lVert q - p\rVert^2} = e^{4 q\cdot p - 4}`
+  (:func:`modgap.measures.alignment.uniformity_block_sum` on float64 unit rows, as in memory),
+  and the exact top-K. Merged across shards by max, sum and :func:`modgap._ties.merge_topk`,
+  the order of every in-memory top-K too.
 
 Writing a transformed shard is not a kernel of this package: it belongs to the reduce
 workflow (:mod:`modgap.workflow.shard`), which the engines schedule like any other task.
@@ -32,6 +33,7 @@ from .._ties import count_above, exact_scores, merge_topk, topk_rows
 from ..compute import Compute
 from ..io.source import Shard, Source, prepare_rows
 from ..measures.accumulators import Moments
+from ..measures.alignment import uniformity_block_sum
 from .blocks import task_rows
 from .hubness import unit32_rows
 
@@ -101,8 +103,14 @@ def pool_block(raw: np.ndarray, name: str, path: str, first: int) -> np.ndarray:
     """:func:`pool_rows` of :meth:`Source.blocks`' checked rows, from the raw block in one
     float64 pass (:func:`unit_block`) instead of a float32 copy and then a float64 one: the
     same bits, since the widening of float16/float32 to float64 is exact."""
+    return unit64_block(raw, name, path, first).astype(np.float32)
+
+
+def unit64_block(raw: np.ndarray, name: str, path: str, first: int) -> np.ndarray:
+    """:func:`unit64` of :meth:`Source.blocks`' checked rows (the float64 unit rows the
+    in-memory measures see, :func:`modgap.measures._common.unit_rows`)."""
     x, _, sq = unit_block(raw, name, path, first)
-    return (x / np.sqrt(sq)[:, None]).astype(np.float32)
+    return x / np.sqrt(sq)[:, None]
 
 
 def moment_kernel(shard: Shard, source: Source, opts: dict, compute: Compute) -> dict:
@@ -206,11 +214,29 @@ def _exact(Q, P):
     return f
 
 
+def _ksum(Q64: Any, P64: Any, s: dict, lo: int, hi: int, p0: int, p1: int, buf: Any) -> Any:
+    """The uniformity sums of one spec's queries ``lo:hi`` against pool rows ``p0:p1``, each
+    query's own row (``self_index``) left out."""
+    import torch
+
+    mask = None
+    if s.get("self_index") is not None:
+        si = np.asarray(s["self_index"][lo:hi])
+        q = np.flatnonzero((si >= p0) & (si < p1))
+        if q.size:
+            mask = torch.zeros((hi - lo, p1 - p0), dtype=torch.bool, device=Q64.device)
+            mask[
+                torch.from_numpy(q).to(Q64.device), torch.from_numpy(si[q] - p0).to(Q64.device)
+            ] = True
+    return uniformity_block_sum(Q64, P64, mask, out=buf)
+
+
 def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: Compute) -> dict:
     """Query block ``item[0]`` of every spec in ``specs`` against shard ``item[1]``.
 
     A spec is a dict: ``name``; ``pool`` (``"image"``/``"text"``); ``queries`` (float32
     ``(q, d)``, unit, as :func:`pool_rows`); ``block`` (queries per block); optional
+    ``queries64`` (the same queries as float64 unit rows, :func:`unit64`: needed by ``ksum``);
     ``self_index`` (global pool row of each query, never counted), ``exclude`` (``(query,
     pool row)`` int64 pairs: partners, not counted), ``threshold`` (float64 per query: count
     rows scoring exactly above it), and the flags ``best``, ``ksum``, ``topk`` (K), with
@@ -233,11 +259,17 @@ def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: C
         by_pool.setdefault(s["pool"], []).append(s)
     d = source.dim
     qmax = max([s["block"] for s in todo], default=1)
-    # one score block (q x p float32), its comparison buffer and float32 exp temporaries
-    rows = compute.rows_per_block(qmax * 4 * 3, share=0.5, cap=1 << 15)
+    # one score block (q x p float32), its comparison buffer and float32 exp temporaries; the
+    # uniformity sums add a float64 block (product and exponentials in place)
+    per = 4 * 3 + (8 if any(s.get("ksum") for s in todo) else 0)
+    rows = compute.rows_per_block(qmax * per, share=0.5, cap=1 << 15)
     # score and scratch blocks allocated once per task and reused for every row block: fresh
     # (q x p) allocations each time cost a page fault per 4 KiB (seen: 40% system time)
     dev = compute.torch_device  # the same kernels on CPU and GPU workers
+    dev64 = dev if dev.type != "mps" else torch.device("cpu")  # MPS has no float64
+    U_buf = None
+    if any(s.get("ksum") for s in todo):
+        U_buf = torch.empty(qmax * rows, dtype=torch.float64, device=dev64)
     S_buf = torch.empty(qmax * rows, dtype=torch.float32, device=dev)
     G_buf = torch.empty(qmax * rows, dtype=torch.float32, device=dev)
     with torch.no_grad(), compute.threads_limit():
@@ -258,13 +290,16 @@ def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: C
                 if s.get("threshold") is not None:
                     st["count"] = torch.zeros(hi - lo, dtype=torch.int64, device=dev)
                 if s.get("ksum"):
-                    st["ksum"] = torch.zeros(hi - lo, dtype=torch.float64, device=dev)
+                    st["ksum"] = torch.zeros(hi - lo, dtype=torch.float64, device=dev64)
                 if s.get("topk"):
                     st["top_ids"] = np.full((hi - lo, 0), -1, dtype=np.int64)
                     st["top_scores"] = np.zeros((hi - lo, 0))
                     st["top_key"] = np.zeros((hi - lo, 0), dtype=np.int64)
+                if s.get("ksum"):
+                    Qs[s["name"]] += (torch.from_numpy(s["queries64"][lo:hi]).to(dev64),)
                 state[s["name"]] = st
             name = "image_emb" if pool == "image" else "text_emb"
+            want64 = any(s.get("ksum") for s in group)
             if group[0].get("norm") == "task":  # the retrieval tasks' row preparation
 
                 def conv(raw, path, start, name=name):
@@ -281,11 +316,24 @@ def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: C
                     return pool_block(raw, name, path, start)
 
             for start, raw, path in source.raw_blocks(shard, pool, rows):
-                P = torch.from_numpy(conv(raw, path, start)).to(dev)
+                P64 = None
+                if want64 and group[0].get("norm") is None:  # one float64 pass for both
+                    x64 = unit64_block(raw, name, path, start)
+                    P, P64 = torch.from_numpy(x64.astype(np.float32)).to(dev), x64
+                else:
+                    P = torch.from_numpy(conv(raw, path, start)).to(dev)
+                    if want64:
+                        P64 = unit64(P.cpu().numpy())
                 p0, p1 = g0 + start, g0 + start + P.shape[0]
+                if P64 is not None:
+                    P64 = torch.from_numpy(P64).to(dev64)
                 for s in group:
-                    lo, hi, Q = Qs[s["name"]]
+                    lo, hi, Q = Qs[s["name"]][:3]
                     st = state[s["name"]]
+                    if s.get("ksum"):
+                        st["ksum"] += _ksum(Qs[s["name"]][3], P64, s, lo, hi, p0, p1, U_buf)
+                    if not any(s.get(f) for f in ("best", "topk")) and s.get("threshold") is None:
+                        continue  # a uniformity-only spec needs no float32 score block
                     S = torch.mm(Q, P.T, out=S_buf[: Q.shape[0] * P.shape[0]].view(Q.shape[0], -1))
                     G = G_buf[: S.numel()].view(S.shape)
                     scale = torch.ones(hi - lo, dtype=torch.float64, device=dev)
@@ -297,10 +345,6 @@ def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: C
                             S[
                                 torch.from_numpy(q).to(dev), torch.from_numpy(si[q] - p0).to(dev)
                             ] = -math.inf
-                    if s.get("ksum"):
-                        torch.mul(S, 4.0, out=G)
-                        G.sub_(4.0).exp_()
-                        st["ksum"] += G.sum(1, dtype=torch.float64)
                     if s.get("best"):
                         _, top = topk_rows(S, 1, scale, d, exact)
                         st["best"] = torch.maximum(st["best"], top[:, 0])

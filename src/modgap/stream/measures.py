@@ -42,7 +42,7 @@ from .blocks import QUERY_BLOCK, pairs_of, scan_rows
 from .engines import Engine, LocalEngine
 from .hubness import hubness_k, hubness_results, hubness_specs
 from .intervals import balanced_interval, estimate, mean_interval, ratio_interval
-from .kernels import merge_moments, merge_scans, moment_kernel, pool_rows, scan_kernel
+from .kernels import merge_moments, merge_scans, moment_kernel, pool_rows, scan_kernel, unit64
 
 __all__ = [
     "DEFAULT_SAMPLE_QUERIES",
@@ -267,8 +267,10 @@ def stream_measures(
     if "neighbours" in names or "uniformity" in names:
         Qx, Qy = pool_rows(Xs), pool_rows(Ys)
         nb, un = "neighbours" in names, "uniformity" in names
+        # the uniformity sums take the float64 unit rows measure_all takes (one kernel)
+        Ux, Uy = (unit64(Xs), unit64(Ys)) if un else (None, None)
         first = [
-            {"name": "xy", "pool": "text", "queries": Qx, "best": nb, "ksum": un},
+            {"name": "xy", "pool": "text", "queries": Qx, "best": nb, "ksum": un, "queries64": Ux},
             {"name": "yx", "pool": "image", "queries": Qy, "best": nb},
         ]
         if not nb:
@@ -277,6 +279,7 @@ def stream_measures(
             {"name": "xx", "pool": "image", "queries": Qx, "self_index": I, "ksum": un},
             {"name": "yy", "pool": "text", "queries": Qy, "self_index": T, "ksum": un},
         ]
+        second_specs[0]["queries64"], second_specs[1]["queries64"] = Ux, Uy
         if not nb:
             first += second_specs
         k += 1
