@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -146,47 +145,15 @@ def test_reducer_every_transform_refuses_before_fit(name, pairs):
 
 @pytest.mark.parametrize("name", list(REDUCERS))
 def test_reducer_out_of_sample_promise(name, pairs):
+    """A reducer that says it maps new rows does (one without the extension is scored on its
+    fitted rows by the bench: tests/test_bench.py)."""
     X, Y, Xn, Yn = pairs
     r = make(name).fit(X, Y)
     if r.supports_out_of_sample:
         assert r.transform_images(Xn).shape[0] == 9
         assert r.transform_texts(Yn).shape[0] == 9
-    else:
-        with pytest.raises(ModgapError, match="only transforms the rows it was fitted on"):
-            r.transform_images(Xn)
-    # the fitted rows themselves go through either way
+    # the fitted rows themselves go through either way, the same bits for the same rows
     np.testing.assert_array_equal(r.transform_images(X), r.transform_images(X.copy()))
-
-
-class _Transductive(Reducer):
-    """A reducer that holds one output row per fitted row (no map for new rows)."""
-
-    name = "test-transductive"
-    supports_out_of_sample = False
-    fitted_arrays: ClassVar[dict[str, str]] = {"image_out_": "ni,d"}
-
-    def __init__(self, normalize: bool = True):
-        self.normalize = normalize
-
-    def _fit(self, X, Y, text_to_image):
-        self.image_out_ = X[::-1].copy()
-
-    def _transform_images(self, X):
-        return self.image_out_
-
-    def _transform_texts(self, Y):
-        return Y
-
-
-def test_reducer_without_out_of_sample_refuses_unseen_rows(pairs):
-    X, Y, Xn, _ = pairs
-    r = _Transductive().fit(X, Y)
-    np.testing.assert_array_equal(r.transform_images(X), X[::-1])
-    with pytest.raises(ModgapError, match=r"'test-transductive' only transforms the rows it was"):
-        r.transform_images(Xn)
-    with pytest.raises(ModgapError, match=r"only transforms the rows it was fitted on"):
-        r.transform_texts(Y[:5])
-    assert "test-transductive" not in REDUCERS
 
 
 def _shard_moments(Z: np.ndarray, covariance: bool, cut: int) -> Moments:

@@ -9,7 +9,6 @@ File format (``save`` / ``load``): :mod:`modgap.reducers._persist`.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import os
 from pathlib import Path
@@ -59,12 +58,6 @@ def _moment_dict(m: Any, what: str, need: dict[str, bool]) -> dict:
     return {**m, "mean": np.asarray(m["mean"], dtype=np.float64)}
 
 
-def _digest(rows: np.ndarray) -> str:
-    """SHA-256 of float32 rows (shape included): which rows a transductive reducer saw."""
-    a = np.ascontiguousarray(rows, dtype=np.float32)
-    return hashlib.sha256(repr(a.shape).encode() + a.tobytes()).hexdigest()
-
-
 class Reducer(BaseEstimator):
     """Base class of the post-hoc modality-gap reducers.
 
@@ -79,8 +72,7 @@ class Reducer(BaseEstimator):
     Attributes
     ----------
     supports_out_of_sample : bool
-        Whether ``transform_*`` accepts embeddings that were not seen by ``fit``; a reducer
-        without it refuses any other rows with one line (not silently wrong outputs).
+        Whether ``transform_*`` accepts embeddings that were not seen by ``fit``.
     requires_pairs : bool
         Whether ``fit`` needs matched image-text pairs (``text_to_image`` or equal counts).
     n_features_in_ : int
@@ -329,8 +321,6 @@ class Reducer(BaseEstimator):
         self.check_params()
         X, Y, t2i = self._validate_fit(image_emb, text_emb, text_to_image)
         self._fit(X, Y, t2i)
-        if not self.supports_out_of_sample:
-            self._fitted_rows = {"image_emb": _digest(X), "text_emb": _digest(Y)}
         self.n_features_in_ = int(X.shape[1])
         self.n_images_fit_ = int(X.shape[0])
         self.n_texts_fit_ = int(Y.shape[0])
@@ -376,22 +366,7 @@ class Reducer(BaseEstimator):
                 f"'{name}' has {arr.shape[1]} dimensions but reducer '{self.name}' was fitted "
                 f"on {self.n_features_in_}-dimensional embeddings"
             )
-        if not self.supports_out_of_sample:
-            self._check_fitted_rows(arr, name)
         return arr
-
-    def _check_fitted_rows(self, arr: np.ndarray, name: str) -> None:
-        """A transductive reducer maps only the rows it was fitted on: other rows would be
-        given the outputs of the fitted ones. Compared by a digest of the rows taken at fit
-        (by the row count alone for a loaded reducer, whose rows are not in the file)."""
-        seen = getattr(self, "_fitted_rows", {}).get(name)
-        n = self.n_images_fit_ if name == "image_emb" else self.n_texts_fit_
-        if arr.shape[0] != n or (seen is not None and _digest(arr) != seen):
-            raise ModgapError(
-                f"reducer '{self.name}' only transforms the rows it was fitted on "
-                f"({n} {'images' if name == 'image_emb' else 'texts'}): fit it on the rows to "
-                "transform (fit_transform), or choose a reducer that maps new rows"
-            )
 
     def transform_images(self, image_emb: Any) -> np.ndarray:
         """Map image embeddings (n, d) into the reduced space; returns float32 numpy."""
