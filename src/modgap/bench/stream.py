@@ -32,7 +32,9 @@ from .._progress import progress as progress_bar
 from ..compute import Compute, resolve
 from ..errors import ModgapError
 from ..io.subset import SubsetSource, split_rows
+from ..measures import resolve_measures
 from ..provenance import provenance
+from ..reducers import get_reducer
 from ..stream.engines import Engine, LocalEngine
 from ..stream.fit import DEFAULT_FIT_SAMPLE, fit_streaming
 from ..stream.measures import DEFAULT_SAMPLE_QUERIES, stream_measures
@@ -99,8 +101,6 @@ def _reduce_stream(
 ) -> tuple[Any, dict]:
     """``(evaluated source after the reducer, row record)``: ``_reduce`` of the in-memory
     protocol, with the fit streamed."""
-    from ..reducers import get_reducer
-
     if name == "none":
         row = {"kind": "identity", "protocol": "identity", "params": {}}
         return eval_view, {**row, "scored_on_fitted_rows": False}
@@ -245,8 +245,6 @@ def run_bench_stream(
                     not_here = {}
                     only = measures
                     if row["scored_on_fitted_rows"]:
-                        from ..measures import resolve_measures
-
                         only = [m for m in resolve_measures(measures) if m != "linear_separability"]
                         not_here["linear_separability"] = (
                             "scored on the rows the reducer was fitted on: the in-memory bench "
