@@ -28,9 +28,9 @@ import numpy as np
 from .._array import as_float_matrix
 from .._progress import progress as progress_bar
 from ..compute import Compute, resolve
-from ..errors import InputError, ModgapError
+from ..errors import InputError
 from ..tasks.clustering import cluster_points, cluster_sample
-from ..tasks.suite import TASKS, applicable_tasks
+from ..tasks.suite import applicable_tasks, check_requested
 from ..tasks.zeroshot import (
     ensemble_class_embeddings,
     merge_zero_shot_counts,
@@ -216,16 +216,7 @@ def stream_eval(
         run.remove("mixed")
         skipped["mixed"] = "an unpaired set: mixed search streams only with image-text pairs"
     if tasks:
-        unknown = [t for t in tasks if t not in TASKS]
-        if unknown:
-            raise ModgapError(
-                f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}"
-            )
-        missing = [t for t in tasks if t in skipped]
-        if missing:
-            raise ModgapError(
-                "; ".join(f"task '{t}' does not apply: {skipped[t]}" for t in missing)
-            )
+        check_requested(tasks, skipped)
         run, skipped = [t for t in run if t in tasks], {}
     out: dict[str, Any] = {}
     sampling: dict[str, Any] = {}

@@ -22,9 +22,20 @@ from .mixed import mixed_search_metrics
 from .retrieval import retrieval_metrics
 from .zeroshot import DEFAULT_TEMPLATES, class_embeddings, zero_shot_metrics
 
-__all__ = ["TASKS", "applicable_tasks", "run_tasks"]
+__all__ = ["TASKS", "applicable_tasks", "check_requested", "run_tasks"]
 
 TASKS = ("retrieval", "zeroshot", "clustering", "mixed")
+
+
+def check_requested(tasks: Any, skipped: dict[str, str]) -> None:
+    """Refuse, in one line, a requested task that is unknown or does not apply (``skipped``:
+    task -> why not, from :func:`applicable_tasks` or a route's own reasons)."""
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise ModgapError(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
+    missing = [t for t in tasks if t in skipped]
+    if missing:
+        raise ModgapError("; ".join(f"task '{t}' does not apply: {skipped[t]}" for t in missing))
 
 
 def applicable_tasks(emb: Any, encoder: Any = None) -> tuple[list[str], dict[str, str]]:
@@ -102,16 +113,7 @@ def run_tasks(
     seed = compute.seed
     run, skipped = applicable_tasks(emb, encoder)
     if tasks is not None:
-        unknown = [t for t in tasks if t not in TASKS]
-        if unknown:
-            raise ModgapError(
-                f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}"
-            )
-        missing = [t for t in tasks if t in skipped]
-        if missing:
-            raise ModgapError(
-                "; ".join(f"task '{t}' does not apply: {skipped[t]}" for t in missing)
-            )
+        check_requested(tasks, skipped)
         run = [t for t in run if t in tasks]
         skipped = {}
     out: dict[str, Any] = {}
