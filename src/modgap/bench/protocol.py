@@ -337,6 +337,24 @@ def aggregate(
     return results, _verdicts(results), n_fit, n_eval
 
 
+def plan_row(name: str, params: dict, transductive: bool) -> tuple[Any, dict]:
+    """``(unfitted reducer, or None for "none"; row record)``: the one rule of both benches
+    for which split a reducer is fitted on (``scored_on_fitted_rows``: the evaluated one,
+    when transductive or when it has no out-of-sample extension) and how its row is named."""
+    if name == "none":
+        row = {"kind": "identity", "protocol": "identity", "params": {}}
+        return None, {**row, "scored_on_fitted_rows": False}
+    reducer = get_reducer(name, **params)
+    on_eval = transductive or not reducer.supports_out_of_sample
+    protocol = "held-out"
+    if transductive:
+        protocol = "transductive"
+    elif on_eval:
+        protocol = "transductive (no out-of-sample extension)"
+    row = {"kind": "reducer", "protocol": protocol, "params": reducer.get_params()}
+    return reducer, {**row, "scored_on_fitted_rows": on_eval}
+
+
 def _reduce(
     name: str,
     params: dict,
@@ -345,30 +363,14 @@ def _reduce(
     transductive: bool,
     compute: Compute,
 ) -> tuple[EmbeddingSet, dict]:
-    if name == "none":
-        return eval_set, {
-            "kind": "identity",
-            "protocol": "identity",
-            "params": {},
-            "scored_on_fitted_rows": False,
-            "seconds": {"fit": 0.0, "eval": 0.0},
-        }
-    reducer = get_reducer(name, **params)
-    on_eval = transductive or not reducer.supports_out_of_sample
-    protocol = "held-out"
-    if transductive:
-        protocol = "transductive"
-    elif on_eval:
-        protocol = "transductive (no out-of-sample extension)"
+    reducer, row = plan_row(name, params, transductive)
+    row["seconds"] = {"fit": 0.0, "eval": 0.0}
+    if reducer is None:
+        return eval_set, row
     # a zero-shot set (no captions) is fitted on its images and class prompts
-    reducer.fit((eval_set if on_eval else fit_set).prompts_as_texts(), compute=compute)
-    return reducer.transform_set(eval_set), {
-        "kind": "reducer",
-        "protocol": protocol,
-        "params": reducer.get_params(),
-        "scored_on_fitted_rows": on_eval,
-        "seconds": {"fit": 0.0, "eval": 0.0},
-    }
+    fit_on = eval_set if row["scored_on_fitted_rows"] else fit_set
+    reducer.fit(fit_on.prompts_as_texts(), compute=compute)
+    return reducer.transform_set(eval_set), row
 
 
 def check_options(

@@ -34,12 +34,11 @@ from ..errors import ModgapError
 from ..io.subset import SubsetSource, split_rows
 from ..measures import resolve_measures
 from ..provenance import provenance
-from ..reducers import get_reducer
 from ..stream.engines import Engine, LocalEngine
 from ..stream.fit import DEFAULT_FIT_SAMPLE, fit_streaming
 from ..stream.measures import DEFAULT_SAMPLE_QUERIES, stream_measures
 from ..stream.tasks import source_classes, stream_eval
-from .protocol import aggregate, check_options, record_split
+from .protocol import aggregate, check_options, plan_row, record_split
 from .stats import LEVEL
 
 __all__ = ["TransformedSource", "run_bench_stream"]
@@ -101,16 +100,10 @@ def _reduce_stream(
 ) -> tuple[Any, dict]:
     """``(evaluated source after the reducer, row record)``: ``_reduce`` of the in-memory
     protocol, with the fit streamed."""
-    if name == "none":
-        row = {"kind": "identity", "protocol": "identity", "params": {}}
-        return eval_view, {**row, "scored_on_fitted_rows": False}
-    reducer = get_reducer(name, **params)
-    on_eval = transductive or not reducer.supports_out_of_sample
-    protocol = "held-out"
-    if transductive:
-        protocol = "transductive"
-    elif on_eval:
-        protocol = "transductive (no out-of-sample extension)"
+    reducer, row = plan_row(name, params, transductive)
+    if reducer is None:
+        return eval_view, row
+    on_eval = row["scored_on_fitted_rows"]
     fitted_on = fit_streaming(
         reducer,
         eval_view if on_eval else fit_view,
@@ -119,13 +112,7 @@ def _reduce_stream(
         compute=compute,
     )
     fitted_on["split"] = "evaluated" if on_eval else "fit"
-    return TransformedSource(eval_view, reducer), {
-        "kind": "reducer",
-        "protocol": protocol,
-        "params": reducer.get_params(),
-        "scored_on_fitted_rows": on_eval,
-        "fitted_on": fitted_on,
-    }
+    return TransformedSource(eval_view, reducer), {**row, "fitted_on": fitted_on}
 
 
 def _split_measures(out: dict) -> tuple[dict, dict]:
