@@ -154,40 +154,30 @@ def run_bench_cli(
     engine = None
     if any(s is not None for s in sources.values()):
         engine = streaming.make_engine()
+    shared = dict(
+        reducers=names,
+        transductive=transductive,
+        repeats=repeats,
+        test_fraction=test_fraction,
+        reducer_params=reducer_params,
+        corrections=correction_list,
+        ks=k_list,
+        progress=progress and not quiet,
+        compute=compute,
+    )
     for name in sources:
         if sources[name] is not None:
             from ..bench.stream import run_bench_stream
 
             runs[name], views[name] = run_bench_stream(
                 sources[name],
-                reducers=names,
-                transductive=transductive,
-                repeats=repeats,
-                test_fraction=test_fraction,
-                reducer_params=reducer_params,
-                corrections=correction_list,
-                ks=k_list,
                 sample_queries=sample_queries,
                 fit_sample=DEFAULT_FIT_SAMPLE if fit_sample is None else fit_sample,
                 engine=engine,
-                progress=progress and not quiet,
-                compute=compute,
+                **shared,
             )
-            continue
-        runs[name], views[name] = run_bench(
-            embs[name],
-            reducers=names,
-            transductive=transductive,
-            repeats=repeats,
-            test_fraction=test_fraction,
-            reducer_params=reducer_params,
-            corrections=correction_list,
-            ks=k_list,
-            folds=folds,
-            progress=progress and not quiet,
-            console=err,
-            compute=compute,
-        )
+        else:
+            runs[name], views[name] = run_bench(embs[name], folds=folds, console=err, **shared)
     if not any(r["results"] for r in runs.values()):
         reasons = "; ".join(f"{n}: {why}" for r in runs.values() for n, why in r["skipped"].items())
         raise ModgapError(f"every reducer failed, nothing written ({reasons})")
