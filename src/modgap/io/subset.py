@@ -132,20 +132,12 @@ class SubsetSource:
     def has_pairs(self) -> bool:
         return self.pairing is not None
 
-    @property
-    def float32_bytes(self) -> int:
-        return 4 * self.dim * (self.n_images + self.n_texts)
+    # the same definitions as a whole source's, on this view's counts
+    float32_bytes = Source.float32_bytes
 
     def describe(self) -> dict:
-        return {
-            "n_images": self.n_images,
-            "n_texts": self.n_texts,
-            "dim": self.dim,
-            "paired": self.has_pairs,
-            "shards": len(self.shards),
-            "source": self.path,
-            "subset_of": {"n_images": self.base.n_images, "n_texts": self.base.n_texts},
-        }
+        base = {"n_images": self.base.n_images, "n_texts": self.base.n_texts}
+        return {**Source.describe(self), "subset_of": base}
 
     def fs(self) -> Any:
         return self.base.fs()
