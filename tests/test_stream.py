@@ -320,8 +320,9 @@ def off_norm(tmp_path_factory):
 def test_moment_fits_do_not_depend_on_route_or_budget(off_norm, tmp_path, dask_engine, name):
     """In memory, streamed at two memory budgets, and on Dask: ``center`` and ``shift`` (exact
     means) write the same bytes; ``gaussian`` and ``procrustes`` (scatter and cross moments
-    merged in float64) fit the same arrays to 1e-12 relative and the same float16 outputs up
-    to one unit on a handful of values."""
+    merged in float64) fit the same arrays to 1e-10 relative (the round-off of merged sums,
+    amplified by matrix roots and SVDs) and the same float16 outputs up to one unit on a
+    handful of values."""
     from modgap.reducers import load_reducer
     from modgap.workflow import reduce_to_folder
 
@@ -345,7 +346,7 @@ def test_moment_fits_do_not_depend_on_route_or_budget(off_norm, tmp_path, dask_e
             if exact:
                 np.testing.assert_array_equal(got, want, err_msg=f"{attr} {out}")
             else:
-                np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14, err_msg=attr)
+                np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12, err_msg=attr)
     for sub in ("img_emb", "text_emb"):
         for f in sorted((tmp_path / "mem" / sub).iterdir()):
             want = np.load(f)
@@ -373,7 +374,7 @@ def test_streamed_procrustes_is_the_in_memory_fit_with_fewer_pairs_than_dims(tmp
     # both routes fit on the same float32 rows (one row preparation); the cross moment is
     # summed shard by shard, so float64 round-off remains. The old streamed rotation (U Vᵀ of
     # a rank-12 moment) was off by up to 0.98
-    np.testing.assert_allclose(streamed.rotation_, ref.rotation_, atol=1e-12)
+    np.testing.assert_allclose(streamed.rotation_, ref.rotation_, atol=1e-10)
 
 
 def test_interrupted_reduce_resumes_skipping_finished_shards(small, tmp_path, monkeypatch):
