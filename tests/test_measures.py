@@ -93,14 +93,15 @@ def test_per_dimension_gap_single_dimension_gap():
     ("X", "Y", "message"),
     [
         (np.ones((3, 4)), np.ones((3, 5)), "'text_emb' has 5 dimensions"),
-        (np.ones((0, 4)), np.ones((3, 4)), "'image_emb' needs at least 1 row"),
+        (np.ones((0, 4)), np.ones((3, 4)), "'image_emb' is empty \\(0 rows\\)"),
         (np.ones(4), np.ones((3, 4)), "'image_emb' must be a 2-D"),
-        (np.array([[1.0, np.nan]]), np.ones((1, 2)), "'image_emb' contains NaN or inf"),
-        (np.ones((2, 2)), np.zeros((2, 2)), "'text_emb' has all-zero rows"),
-        (np.array([["a", "b"]]), np.ones((1, 2)), "'image_emb' must be a numeric array"),
+        (np.array([[1.0, np.nan]]), np.ones((1, 2)), "'image_emb' has NaN/inf in 1 row"),
+        (np.ones((2, 2)), np.zeros((2, 2)), "'text_emb' has 2 all-zero row"),
+        (np.array([["a", "b"]]), np.ones((1, 2)), "'image_emb' has non-numeric dtype"),
     ],
 )
 def test_centroid_gap_bad_input(X, Y, message):
+    """The measures refuse bad rows with the wording of every reader (one row preparation)."""
     with pytest.raises(InputError, match=message):
         centroid_gap(X, Y)
 

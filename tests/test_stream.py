@@ -669,8 +669,11 @@ def test_streamed_eval_refuses_what_needs_the_set_in_memory(small, option, capsy
 
 
 def test_search_topk_equals_a_dense_reference(small):
+    from modgap._array import prepare_rows
     from modgap.stream import search_topk
-    from modgap.stream.retrieval import task_rows
+
+    def task_rows(x):
+        return prepare_rows(x, "rows", unit="exact")
 
     emb = _read(small)
     src = open_source(small)
@@ -735,11 +738,14 @@ def tied(tmp_path_factory):
 @pytest.mark.parametrize("threads", ref.THREADS)
 @pytest.mark.parametrize("block", ref.BLOCKS)
 def test_streamed_retrieval_and_search_on_ties_match_in_memory(tied, block, threads, monkeypatch):
+    from modgap._array import prepare_rows
     from modgap.compute import limit_threads
     from modgap.stream import search_topk
-    from modgap.stream.retrieval import task_rows
     from modgap.tasks.mixed import mixed_search_metrics
     from modgap.tasks.retrieval import retrieval_metrics
+
+    def task_rows(x):
+        return prepare_rows(x, "rows", unit="exact")
 
     emb = _read(tied)
     want = retrieval_metrics(emb.image_emb, emb.text_emb, emb.text_to_image)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ._array import as_float_matrix, as_int_vector, to_numpy
+from ._array import as_int_vector, prepare_rows, to_numpy
 from .errors import InputError
 
 __all__ = [
@@ -56,10 +56,11 @@ def check_class_prompts(
     if cte is None:
         return None
     arr = to_numpy(cte)
+    unit = "stored" if normalize else "checked"
     if arr.dtype == object:
         raise InputError("'class_text_emb' is an object array; save plain numeric arrays", src)
     if arr.ndim == 2:
-        out = as_float_matrix(arr, "class_text_emb", src, dim=d, normalize=normalize)
+        out = prepare_rows(arr, "class_text_emb", src, unit=unit, dim=d, notice_divided=True)
     elif arr.ndim == 3:
         c, t, w = arr.shape
         if c == 0 or t == 0 or w == 0:
@@ -68,8 +69,8 @@ def check_class_prompts(
                 "embeddings (classes, templates and dimensions must all be >= 1)",
                 src,
             )
-        flat = as_float_matrix(
-            arr.reshape(c * t, w), "class_text_emb", src, dim=d, normalize=normalize
+        flat = prepare_rows(
+            arr.reshape(c * t, w), "class_text_emb", src, unit=unit, dim=d, notice_divided=True
         )
         out = flat.reshape(c, t, w)
     else:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ._array import as_float_matrix, check_pairing
+from ._array import check_pairing, prepare_rows
 from ._setfields import (
     check_class_names,
     check_class_prompts,
@@ -79,7 +79,10 @@ class EmbeddingSet:
 
     def __post_init__(self) -> None:
         src = self.source
-        self.image_emb = as_float_matrix(self.image_emb, "image_emb", src, normalize=self.normalize)
+        unit = "stored" if self.normalize else "checked"
+        self.image_emb = prepare_rows(
+            self.image_emb, "image_emb", src, unit=unit, notice_divided=True
+        )
         d = self.image_emb.shape[1]
         if (
             self.text_emb is not None
@@ -99,8 +102,8 @@ class EmbeddingSet:
                 raise InputError("'text_to_image' given but there are no text embeddings", src)
             self.text_emb = np.empty((0, d), dtype=np.float32)
         else:
-            self.text_emb = as_float_matrix(
-                self.text_emb, "text_emb", src, dim=d, normalize=self.normalize
+            self.text_emb = prepare_rows(
+                self.text_emb, "text_emb", src, unit=unit, dim=d, notice_divided=True
             )
         n_i, n_t = self.image_emb.shape[0], self.text_emb.shape[0]
         if self.text_to_image is not None:

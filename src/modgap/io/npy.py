@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._array import as_float_matrix
+from .._array import prepare_rows
 from ..embeddings import EmbeddingSet
 from ..errors import InputError, ModgapError
 from ..files import atomic_path
@@ -39,8 +39,8 @@ def read_npy_pair(images: str, texts: str | os.PathLike | None = None, **_) -> d
     texts = os.fspath(texts)
     if Path(texts).suffix.lower() != ".npy":
         raise InputError("the texts file of a .npy pair must be a .npy file too", texts)
-    x = as_float_matrix(load_npy(images), "image_emb", images)
-    y = as_float_matrix(load_npy(texts), "text_emb", texts, dim=x.shape[1])
+    x = prepare_rows(load_npy(images), "image_emb", images, notice_divided=True)
+    y = prepare_rows(load_npy(texts), "text_emb", texts, dim=x.shape[1], notice_divided=True)
     return {"image_emb": x, "text_emb": y}
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .._array import as_float_matrix
+from .._array import prepare_rows
 from ..embeddings import EmbeddingSet
 from ..errors import InputError, ModgapError
 from ..files import atomic_path
@@ -69,9 +69,15 @@ def read_parquet(
             raise missing(ik, cols, path, "; name the column with image_key=")
         if tk not in ttable.column_names:
             raise missing(tk, list(ttable.column_names), texts, "; name the column with text_key=")
-        x = as_float_matrix(arrow_matrix(table.column(ik), ik, path), "image_emb", path)
-        y = as_float_matrix(
-            arrow_matrix(ttable.column(tk), tk, texts), "text_emb", texts, dim=x.shape[1]
+        x = prepare_rows(
+            arrow_matrix(table.column(ik), ik, path), "image_emb", path, notice_divided=True
+        )
+        y = prepare_rows(
+            arrow_matrix(ttable.column(tk), tk, texts),
+            "text_emb",
+            texts,
+            dim=x.shape[1],
+            notice_divided=True,
         )
         fields: dict[str, Any] = {"image_emb": x, "text_emb": y}
         ids = table_strings(table, ID_COLUMNS, path)

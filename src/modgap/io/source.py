@@ -10,22 +10,22 @@ the same :class:`Source` travels to Dask workers and each reads its own shards:
 * parquet shards are read one record batch at a time (an ``embedding`` list column).
 * float16 stays float16 on disk; a block is widened to float32 when it is read.
 
-Rows are checked as they are read (finite, non-zero; errors name the shard file and the row)
-and rows whose norm is off 1 by more than 10⁻³ are L2-normalised in float32, row by row — the
-rule :func:`modgap._array.as_float_matrix` applies to a whole matrix, made independent of the
-block size.
+Rows are checked and prepared as they are read by the one row preparation,
+:func:`modgap._array.prepare_rows` (finite, non-zero; errors name the shard file and the row;
+rows whose norm is off 1 by more than 10⁻³ divided in float32), row by row, so a row's bits do
+not depend on the block size or the route.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
-from .._array import as_float_matrix, checked_row_norms, normalize_off_rows
+from .._array import prepare_rows
 from ..errors import InputError
 from ._errors import reading
 from ._fs import FS, open_fs
@@ -39,7 +39,7 @@ from .parts import (  # noqa: F401 - Part, Shard and the block readers, re-expor
     read_part,
 )
 
-__all__ = ["Part", "Shard", "Source", "local_fingerprint", "prepare_rows"]
+__all__ = ["Part", "Shard", "Source", "block_rows", "local_fingerprint", "shard_row"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,19 +133,19 @@ class Source:
     # -- reading --------------------------------------------------------------------------
     def blocks(self, shard: Shard, modality: str, rows: int) -> Iterator[tuple[int, np.ndarray]]:
         """``(first row within the shard, float32 block)`` for the shard's rows of one
-        modality, ``rows`` at a time, checked and row-normalised (:func:`prepare_rows`)."""
+        modality, ``rows`` at a time, checked and row-normalised (:func:`block_rows`)."""
         part = self.part(shard, modality)
         if part is None or part.rows == 0:
             return
         name = "image_emb" if modality == "image" else "text_emb"
         for start, raw in read_part(self.fs(), part, max(1, int(rows))):
-            yield start, prepare_rows(raw, name, part.path, start)
+            yield start, block_rows(raw, name, part.path, start)
 
     def raw_blocks(
         self, shard: Shard, modality: str, rows: int
     ) -> Iterator[tuple[int, np.ndarray, str]]:
         """``(first row, block in the storage dtype, file)``: unchecked; the moment kernel
-        checks and normalises in float64 itself (:func:`modgap.stream.kernels.unit_block`)."""
+        checks and normalises in float64 itself (``prepare_rows(..., unit="exact")``)."""
         part = self.part(shard, modality)
         if part is None or part.rows == 0:
             return
@@ -165,7 +165,7 @@ class Source:
         if one is not None and one.kind == "npy" and one.dtype == "float32" and fs.local:
             shape = (one.rows, one.dim)
             m = np.memmap(fs.local_path(one.path), np.float32, "r", one.offset, shape)
-            return as_float_matrix(m, name, one.path, normalize=False)
+            return prepare_rows(m, name, one.path, unit="checked")
         out = np.empty((sum(p.rows for p in parts), self.dim), dtype=np.float32)
         g0 = 0
         for part in parts:
@@ -174,7 +174,7 @@ class Source:
                 with reading(part.path, "shard"):
                     shard[start : start + raw.shape[0]] = raw
             # checked whole, so a bad row is named by its row in the shard
-            as_float_matrix(shard, name, part.path, normalize=False)
+            prepare_rows(shard, name, part.path, unit="checked")
             g0 += part.rows
         return out
 
@@ -215,33 +215,31 @@ class Source:
             uniq, inv = np.unique(local, return_inverse=True)
             rows = gather_part(fs, part, uniq)
             for j in range(0, uniq.size, 65536):
-                rows[j : j + 65536] = prepare_rows(
+                rows[j : j + 65536] = block_rows(
                     rows[j : j + 65536], name, part.path, uniq[j : j + 65536]
                 )
             out[sel] = rows[inv]
         return out
 
 
-# -- the checks and the normalisation of a block -------------------------------------------
-def prepare_rows(raw: np.ndarray, name: str, path: str, first: Any = 0) -> np.ndarray:
-    """A float32 copy of ``raw`` with NaN/inf and all-zero rows refused (naming ``path`` and
-    the row: ``first`` is the shard row of ``raw[0]``, or an array of the shard rows) and rows
-    whose norm is off 1 by more than 10⁻³ divided by it (float32)."""
-    arr = (
-        np.array(raw, dtype=np.float32, copy=True)
-        if raw.dtype == np.float32
-        else (np.asarray(raw, dtype=np.float32))
-    )
-    if not arr.flags.writeable:
-        arr = arr.copy()
+# -- where a bad row is ------------------------------------------------------------------
+def shard_row(first: Any = 0) -> Callable[[np.ndarray], str]:
+    """The ``where`` of :func:`modgap._array.prepare_rows` for a block of a shard: names the
+    shard row of the first bad row (``first`` is the shard row of the block's first row, or an
+    array of the shard rows of a gathered block)."""
 
     def where(bad: np.ndarray) -> str:
         i = int(bad[0])
-        shard_row = int(first[i]) if isinstance(first, np.ndarray) else int(first) + i
-        return f"row {shard_row} of this shard"
+        row = int(first[i]) if isinstance(first, np.ndarray) else int(first) + i
+        return f"row {row} of this shard"
 
-    norms = checked_row_norms(arr, name, path, where)
-    return normalize_off_rows(arr, norms, copy=False)[0]
+    return where
+
+
+def block_rows(raw: np.ndarray, name: str, path: str, first: Any = 0) -> np.ndarray:
+    """A block as :meth:`Source.blocks` yields it: :func:`modgap._array.prepare_rows` (the
+    stored rows) of a float32 copy, so no block keeps a memory map or a reader's buffer alive."""
+    return prepare_rows(np.array(raw, dtype=np.float32), name, path, where=shard_row(first))
 
 
 def local_fingerprint(source: Source) -> list:

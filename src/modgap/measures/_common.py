@@ -1,4 +1,8 @@
-"""Input handling shared by the measures: validation and L2 normalisation in float64."""
+"""Input handling shared by the measures: unit rows and pairing, canonical order and subsets.
+
+Rows come from the one row preparation, :func:`modgap._array.prepare_rows` with
+``unit="exact", dtype=np.float64``: every measure is defined on unit vectors
+(docs/measures.md) and sums over millions of rows need float64."""
 
 from __future__ import annotations
 
@@ -7,47 +11,19 @@ from typing import Any
 import numpy as np
 
 from .._array import check_pairing as pairing
-from .._array import to_numpy
-from ..errors import InputError
+from .._array import prepare_rows
 
-__all__ = ["as_pairs", "canonical_order", "pairing", "seeded_subset", "unit_rows"]
-
-
-def unit_rows(x: Any, name: str, dim: int | None = None, min_rows: int = 1) -> np.ndarray:
-    """Validate an embedding matrix and return its rows L2-normalised, as float64.
-
-    Every measure works on the unit sphere (CLIP-like embeddings are compared by cosine, and
-    docs/measures.md defines each measure on unit rows), so rows are normalised silently here;
-    float64 keeps sums over millions of rows exact enough.
-    """
-    arr = to_numpy(x)
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-    ):
-        raise InputError(f"'{name}' must be a numeric array, got dtype {arr.dtype}")
-    if arr.ndim != 2:
-        raise InputError(f"'{name}' must be a 2-D (rows, dims) matrix, got shape {arr.shape}")
-    if arr.shape[0] < min_rows:
-        raise InputError(f"'{name}' needs at least {min_rows} row(s), got {arr.shape[0]}")
-    if arr.shape[1] == 0:
-        raise InputError(f"'{name}' has 0 dimensions")
-    if dim is not None and arr.shape[1] != dim:
-        raise InputError(f"'{name}' has {arr.shape[1]} dimensions but the other modality has {dim}")
-    arr = np.asarray(arr, dtype=np.float64)
-    if not np.isfinite(arr).all():
-        raise InputError(f"'{name}' contains NaN or inf")
-    norms = np.linalg.norm(arr, axis=1, keepdims=True)
-    if (norms == 0).any():
-        raise InputError(f"'{name}' has all-zero rows (first: row {int(np.argmin(norms))})")
-    return arr / norms
+__all__ = ["as_pairs", "canonical_order", "pairing", "seeded_subset"]
 
 
 def as_pairs(
     X: Any, Y: Any, text_to_image: Any = None, min_rows: int = 1
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Unit rows of ``X`` and ``Y`` and the pairing: ``(X, Y, text_to_image)``."""
-    X = unit_rows(X, "image_emb", min_rows=min_rows)
-    Y = unit_rows(Y, "text_emb", dim=X.shape[1], min_rows=min_rows)
+    X = prepare_rows(X, "image_emb", min_rows=min_rows, unit="exact", dtype=np.float64)
+    Y = prepare_rows(
+        Y, "text_emb", dim=X.shape[1], min_rows=min_rows, unit="exact", dtype=np.float64
+    )
     return X, Y, pairing(text_to_image, X.shape[0], Y.shape[0])
 
 

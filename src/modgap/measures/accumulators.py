@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from .._array import prepare_rows
 from ..errors import InputError
-from ._common import pairing, unit_rows
+from ._common import pairing
 from ._exact import ExactSum
 from .centroid import gap_from_means, per_dimension_from_delta
 from .frechet import frechet_terms
@@ -129,9 +130,13 @@ class _TwoModalities:
     def update(self, X_batch: Any = None, Y_batch: Any = None):
         """Add a batch of image rows and/or text rows (unit-normalised here)."""
         if X_batch is not None:
-            self.x.update(unit_rows(X_batch, "image_emb", min_rows=0))
+            self.x.update(
+                prepare_rows(X_batch, "image_emb", min_rows=0, unit="exact", dtype=np.float64)
+            )
         if Y_batch is not None:
-            self.y.update(unit_rows(Y_batch, "text_emb", min_rows=0))
+            self.y.update(
+                prepare_rows(Y_batch, "text_emb", min_rows=0, unit="exact", dtype=np.float64)
+            )
         if self.x.n and self.y.n and self.x.mean.shape != self.y.mean.shape:
             raise InputError(
                 f"image rows have {self.x.mean.shape[0]} dimensions but text rows "
@@ -202,8 +207,10 @@ class AlignmentAccumulator:
         self.sum_sq = 0.0
 
     def update(self, X_batch: Any, Y_batch: Any) -> AlignmentAccumulator:
-        X = unit_rows(X_batch, "image_emb", min_rows=0)
-        Y = unit_rows(Y_batch, "text_emb", dim=X.shape[1], min_rows=0)
+        X = prepare_rows(X_batch, "image_emb", min_rows=0, unit="exact", dtype=np.float64)
+        Y = prepare_rows(
+            Y_batch, "text_emb", dim=X.shape[1], min_rows=0, unit="exact", dtype=np.float64
+        )
         pairing(None, X.shape[0], Y.shape[0])  # same count, or a clear error
         diff = X - Y
         self.sum_sq += float(np.einsum("ij,ij->", diff, diff))
@@ -238,8 +245,10 @@ class RMGAccumulator:
         self.matched = 0.0
 
     def update(self, X_batch: Any, Y_batch: Any, text_to_image: Any = None) -> RMGAccumulator:
-        X = unit_rows(X_batch, "image_emb", min_rows=0)
-        Y = unit_rows(Y_batch, "text_emb", dim=X.shape[1], min_rows=0)
+        X = prepare_rows(X_batch, "image_emb", min_rows=0, unit="exact", dtype=np.float64)
+        Y = prepare_rows(
+            Y_batch, "text_emb", dim=X.shape[1], min_rows=0, unit="exact", dtype=np.float64
+        )
         t2i = pairing(text_to_image, X.shape[0], Y.shape[0])
         other = RMGAccumulator()
         other.sum_x, other.n_x = X.sum(0), X.shape[0]

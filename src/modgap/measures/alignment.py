@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from .._array import prepare_rows
 from ..compute import Compute, device_for, resolve
-from ._common import as_pairs, seeded_subset, unit_rows
+from ._common import as_pairs, seeded_subset
 
 __all__ = [
     "DEFAULT_UNIFORMITY_SAMPLES",
@@ -159,7 +160,7 @@ def uniformity(
     """
     import torch
 
-    X = unit_rows(X, "embeddings", min_rows=2)
+    X = prepare_rows(X, "embeddings", min_rows=2, unit="exact", dtype=np.float64)
     X = X[seeded_subset(X, X, max_samples, seed)]
     T = torch.from_numpy(X).to(_exact_device(compute))
     return _log_mean_exp_sim(T, T, same=True, block=_block(block_size, compute))
@@ -182,8 +183,8 @@ def cross_uniformity(
     """
     import torch
 
-    X = unit_rows(X, "image_emb")
-    Y = unit_rows(Y, "text_emb", dim=X.shape[1])
+    X = prepare_rows(X, "image_emb", unit="exact", dtype=np.float64)
+    Y = prepare_rows(Y, "text_emb", dim=X.shape[1], unit="exact", dtype=np.float64)
     X = X[seeded_subset(X, Y, max_samples, seed)]
     Y = Y[seeded_subset(Y, X, max_samples, seed + 1)]
     dev = _exact_device(compute)

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import unit_rows
+from .._array import prepare_rows
 
 __all__ = ["centroid_gap", "gap_from_means", "per_dimension_from_delta", "per_dimension_gap"]
 
@@ -51,8 +51,8 @@ def centroid_gap(X: Any, Y: Any, return_vector: bool = False) -> dict:
         ``centroid_gap``, ``centroid_cosine``, ``image_centroid_norm``, ``text_centroid_norm``
         (floats) and, if asked, ``gap_vector``.
     """
-    X = unit_rows(X, "image_emb")
-    Y = unit_rows(Y, "text_emb", dim=X.shape[1])
+    X = prepare_rows(X, "image_emb", unit="exact", dtype=np.float64)
+    Y = prepare_rows(Y, "text_emb", dim=X.shape[1], unit="exact", dtype=np.float64)
     mu_x, mu_y = X.mean(axis=0), Y.mean(axis=0)
     out = gap_from_means(mu_x, mu_y)
     if return_vector:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import unit_rows
+from .._array import prepare_rows
 
 __all__ = ["frechet_distance", "frechet_from_moments", "frechet_terms"]
 
@@ -92,8 +92,8 @@ def frechet_distance(X: Any, Y: Any, ridge: float = 0.0, terms: bool = False) ->
     float or dict
         The distance (>= 0), or it with its two terms.
     """
-    X = unit_rows(X, "image_emb", min_rows=2)
-    Y = unit_rows(Y, "text_emb", dim=X.shape[1], min_rows=2)
+    X = prepare_rows(X, "image_emb", min_rows=2, unit="exact", dtype=np.float64)
+    Y = prepare_rows(Y, "text_emb", dim=X.shape[1], min_rows=2, unit="exact", dtype=np.float64)
     cx, cy = np.cov(X, rowvar=False), np.cov(Y, rowvar=False)
     t = frechet_terms(X.mean(0), cx, Y.mean(0), cy, ridge)
     value = t["centroid"] + t["covariance"]

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .._array import as_float_matrix, to_numpy, to_torch
+from .._array import prepare_rows, to_numpy, to_torch
 from .._ties import exact_scores, row_scale, topk_rows
 from ..compute import Compute, device_for, resolve
 from ..errors import ModgapError
@@ -30,27 +30,13 @@ __all__ = [
     "hubness_statistics",
     "k_occurrence",
     "random_retrieval_hubness",
-    "unit32",
 ]
 
 
 def _unit_tensor(x: Any, name: str, device: Any, dim: int | None):
-
-    t = to_torch(as_float_matrix(x, name, dim=dim, normalize=False), device)
-    return unit32(t).contiguous()
-
-
-def unit32(t: Any) -> Any:
-    """Rows divided by their float32 norm unless every row is within 10⁻⁶ of unit (then
-    kept as they are, no copy): the rows hubness ranks. The streamed route
-    (:func:`modgap.stream.measures.stream_measures`) divides every row, which is the same
-    rows whenever one row of the set is off by more (float16 storage, most real sets)."""
-    import torch
-
-    norms = torch.linalg.vector_norm(t, dim=1)
-    if (norms - 1).abs().max() > 1e-6:
-        t = t / norms[:, None]
-    return t
+    """The rows hubness ranks: float32 unit rows of the one row preparation
+    (:func:`modgap._array.prepare_rows`, ``unit="exact"``), the rows of every route."""
+    return to_torch(prepare_rows(x, name, dim=dim, unit="exact"), device).contiguous()
 
 
 def k_occurrence(
@@ -245,8 +231,8 @@ def hubness(
     ):
         raise ModgapError(f"hub_fraction must be in (0, 1], got {hub_fraction!r}")
     out: dict[str, Any] = {"hubness_k": int(k), "hub_fraction": float(hub_fraction)}
-    X = as_float_matrix(image_emb, "image_emb", normalize=False)
-    Y = as_float_matrix(text_emb, "text_emb", dim=X.shape[1], normalize=False)
+    X = prepare_rows(image_emb, "image_emb", unit="checked")
+    Y = prepare_rows(text_emb, "text_emb", unit="checked", dim=X.shape[1])
     for name, Q, C in (("t2i", Y, X), ("i2t", X, Y)):
         n = k_occurrence(Q, C, k, block_size=block_size, device=device, compute=compute)
         out.update(hubness_statistics(n, Q.shape[0], int(k), name, hub_fraction))

@@ -7,10 +7,10 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from .._array import prepare_rows
 from .._ties import count_above, exact_scores, select_topk, topk_rows
 from ..compute import Compute, device_for, limit_threads, resolve
 from ..errors import ModgapError
-from ._common import unit_rows
 
 __all__ = ["mixed_neighbour_diagnostics", "ratio"]
 
@@ -171,11 +171,12 @@ def mixed_neighbour_diagnostics(
     tdtype = {"float32": torch.float32, "float64": torch.float64}.get(str(dtype))
     if tdtype is None:
         raise ModgapError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-    Xn = unit_rows(X, "image_emb")
-    Yn = unit_rows(Y, "text_emb", dim=Xn.shape[1])
+    # unit rows at the precision of the scores (the one row preparation, as the streamed scans)
+    Xn = prepare_rows(X, "image_emb", unit="exact", dtype=str(dtype))
+    Yn = prepare_rows(Y, "text_emb", dim=Xn.shape[1], unit="exact", dtype=str(dtype))
     dev = device_for(compute, device)
-    Xt = torch.from_numpy(Xn).to(device=dev, dtype=tdtype)
-    Yt = torch.from_numpy(Yn).to(device=dev, dtype=tdtype)
+    Xt = torch.from_numpy(Xn).to(device=dev)
+    Yt = torch.from_numpy(Yn).to(device=dev)
     del Xn, Yn
     eff = min(block_size, max(Xt.shape[0], Yt.shape[0]))
     small = eff * eff * Xt.shape[1] < _SERIAL_BLOCK_WORK

@@ -6,8 +6,9 @@ from typing import Any
 
 import numpy as np
 
+from .._array import prepare_rows
 from ..errors import InputError
-from ._common import canonical_order, seeded_subset, unit_rows
+from ._common import canonical_order, seeded_subset
 
 __all__ = ["DEFAULT_MAX_PER_MODALITY", "linear_separability", "probe_accuracy"]
 
@@ -105,8 +106,8 @@ def linear_separability(
     """
     if not 0 < test_fraction < 1:
         raise InputError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    X = unit_rows(X, "image_emb", min_rows=2)
-    Y = unit_rows(Y, "text_emb", dim=X.shape[1], min_rows=2)
+    X = prepare_rows(X, "image_emb", min_rows=2, unit="exact", dtype=np.float64)
+    Y = prepare_rows(Y, "text_emb", dim=X.shape[1], min_rows=2, unit="exact", dtype=np.float64)
     rng = np.random.default_rng(seed)
     parts, test = [], []
     for label, (A, B) in enumerate(((X, Y), (Y, X))):

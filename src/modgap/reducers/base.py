@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from .._array import as_float_matrix, l2_normalize
+from .._array import l2_normalize, prepare_rows
 from ..compute import Compute, resolve
 from ..embeddings import EmbeddingSet
 from ..errors import InputError, ModgapError, NotFittedError
@@ -360,7 +360,7 @@ class Reducer(BaseEstimator):
 
     def _validate_transform(self, x: Any, name: str) -> np.ndarray:
         self._check_fitted()
-        arr = as_float_matrix(x, name, None, allow_empty=True)
+        arr = prepare_rows(x, name, None, min_rows=0, notice_divided=True)
         if arr.shape[1] != self.n_features_in_:
             raise InputError(
                 f"'{name}' has {arr.shape[1]} dimensions but reducer '{self.name}' was fitted "

@@ -1,6 +1,6 @@
-"""Pieces shared by the streamed kernels, measures and retrieval: the rows the retrieval
-kernels score, the pairing of sampled texts and the size of a scan pass (the top-K merge rule
-of candidate lists is :func:`modgap._ties.merge_topk`, the one of every route)."""
+"""Pieces shared by the streamed kernels, measures and retrieval: the pairing of sampled
+texts and the size of a scan pass (the top-K merge rule of candidate lists is
+:func:`modgap._ties.merge_topk`, the one of every route)."""
 
 from __future__ import annotations
 
@@ -10,27 +10,12 @@ import numpy as np
 
 from ..io.source import Source
 
-__all__ = ["QUERY_BLOCK", "pairs_of", "scan_rows", "task_rows"]
+__all__ = ["QUERY_BLOCK", "pairs_of", "scan_rows"]
 
 #: queries per scan task (a query block x one shard). Every query block reads every pool
 #: shard once, so the default sample is one block (its rows cost q x d floats, ~40 MB at
 #: d = 1024; the score blocks are sized from the memory budget whatever q is)
 QUERY_BLOCK = 1 << 14
-
-
-def task_rows(block: np.ndarray) -> np.ndarray:
-    """Rows as the retrieval kernels see them: float32, divided by their float32 norm when it
-    is off 1 by more than 10⁻⁶ (the rule of :func:`modgap.tasks.retrieval.retrieval_ranks`,
-    row by row)."""
-    import torch
-
-    t = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32))
-    n = torch.linalg.vector_norm(t, dim=1)
-    off = (n - 1).abs() > 1e-6
-    if bool(off.any()):
-        t = t.clone()
-        t[off] = t[off] / n[off][:, None]
-    return t.numpy()
 
 
 def pairs_of(source: Source, texts: np.ndarray) -> np.ndarray:

@@ -15,23 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from .._array import prepare_rows
 from ..measures.hubness import hubness_from_topk
 
-__all__ = ["hubness_k", "hubness_results", "hubness_specs", "unit32_rows"]
-
-#: how far a row's float32 norm may be off 1 before hubness divides every row of its modality
-_UNIT_TOL = 1e-6
-
-
-def unit32_rows(block: np.ndarray) -> np.ndarray:
-    """Checked float32 rows divided by their float32 norm, as
-    :func:`modgap.measures.hubness.unit32` divides them (by torch, row by row, so a row's
-    bits do not depend on its block)."""
-    import torch
-
-    t = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32))
-    norms = torch.linalg.vector_norm(t, dim=1)
-    return (t / norms[:, None]).numpy() if t.shape[0] else block
+__all__ = ["hubness_k", "hubness_results", "hubness_specs"]
 
 
 def hubness_k(n_images: int, n_texts: int) -> int:
@@ -40,27 +27,15 @@ def hubness_k(n_images: int, n_texts: int) -> int:
     return min(10, n_images - 1, n_texts - 1)
 
 
-def _norm_rule(rows: np.ndarray) -> str:
-    """``"unit32"`` when one row is off unit by more than 10⁻⁶ (then hubness divides every row
-    by its norm), else ``"set"``: the in-memory rule, exact when ``rows`` is the whole
-    modality (on a sample, the sample decides)."""
-    import torch
-
-    norms = torch.linalg.vector_norm(torch.from_numpy(np.ascontiguousarray(rows)), dim=1)
-    return "unit32" if bool(((norms - 1).abs() > _UNIT_TOL).any()) else "set"
-
-
-def _prepared(rows: np.ndarray, rule: str) -> np.ndarray:
-    return unit32_rows(rows) if rule == "unit32" else np.ascontiguousarray(rows, np.float32)
-
-
 def hubness_specs(Xs: np.ndarray, Ys: np.ndarray, k: int) -> list[dict]:
     """The two scans: sampled texts against every image (``t2i``) and sampled images against
     every text (``i2t``), each keeping its exact top-``k`` pool ids."""
-    rx, ry = _norm_rule(Xs), _norm_rule(Ys)
+    # queries and pool rows: the float32 unit rows of the one row preparation, as in memory
+    Qx = prepare_rows(Xs, "image_emb", unit="exact")
+    Qy = prepare_rows(Ys, "text_emb", unit="exact")
     return [
-        {"name": "hub_t2i", "pool": "image", "queries": _prepared(Ys, ry), "topk": k, "norm": rx},
-        {"name": "hub_i2t", "pool": "text", "queries": _prepared(Xs, rx), "topk": k, "norm": ry},
+        {"name": "hub_t2i", "pool": "image", "queries": Qy, "topk": k},
+        {"name": "hub_i2t", "pool": "text", "queries": Qx, "topk": k},
     ]
 
 

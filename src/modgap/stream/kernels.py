@@ -28,35 +28,19 @@ from typing import Any
 
 import numpy as np
 
-from .._array import NORM_TOL
+from .._array import prepare_rows
 from .._ties import count_above, exact_scores, merge_topk, topk_rows
 from ..compute import Compute
-from ..io.source import Shard, Source, prepare_rows
+from ..io.source import Shard, Source, shard_row
 from ..measures.accumulators import Moments
 from ..measures.alignment import uniformity_block_sum
-from .blocks import task_rows
-from .hubness import unit32_rows
 
 __all__ = [
     "merge_moments",
     "merge_scans",
     "moment_kernel",
-    "pool_rows",
     "scan_kernel",
-    "unit64",
 ]
-
-
-def unit64(block: np.ndarray) -> np.ndarray:
-    """Rows L2-normalised in float64 (what :func:`modgap.measures._common.unit_rows` does)."""
-    x = np.asarray(block, dtype=np.float64)
-    return x / np.sqrt(np.einsum("ij,ij->i", x, x))[:, None]
-
-
-def pool_rows(block: np.ndarray) -> np.ndarray:
-    """Rows as the neighbour kernels see them: unit in float64, then float32 (as
-    :func:`~modgap.measures.mixed_neighbour_diagnostics` converts its inputs)."""
-    return unit64(block).astype(np.float32)
 
 
 def _rows_per_block(source: Source, compute: Compute, per_row: int) -> int:
@@ -81,42 +65,20 @@ def _merge_matched(a: dict | None, b: dict | None) -> dict | None:
     }
 
 
-def unit_block(raw: np.ndarray, name: str, path: str, first: int) -> tuple:
-    """``(x, 1/‖x‖, ‖x‖²)`` of a raw block in float64, checked like :func:`prepare_rows` (and with
-    its float32 normalisation of rows off 1 by more than 10⁻³), without materialising the
-    normalised rows: the first moments are then one matrix-vector product."""
-
-    x = np.asarray(raw, dtype=np.float64)
-    sq = np.einsum("ij,ij->i", x, x)
-    bad = ~np.isfinite(sq) | (sq == 0)
-    if bad.any():
-        prepare_rows(raw, name, path, first)  # raises with the file and the row
-    off = np.abs(np.sqrt(sq) - 1) > NORM_TOL
-    if off.any():
-        rows = np.flatnonzero(off)
-        x[rows] = prepare_rows(np.asarray(raw)[rows], name, path, rows + first)
-        sq[rows] = np.einsum("ij,ij->i", x[rows], x[rows])
+def _unit_block(raw: np.ndarray, name: str, path: str, first: int) -> tuple:
+    """``(x, 1/‖x‖, ‖x‖²)`` of a raw block: the float64 rows and squared norms of the one row
+    preparation (:func:`modgap._array.prepare_rows`, ``unit="exact"``, ``sq_norms``), with the
+    division left to the first moments' matrix-vector product."""
+    x, sq = prepare_rows(
+        raw, name, path, unit="exact", dtype=np.float64, sq_norms=True, where=shard_row(first)
+    )
     return x, 1.0 / np.sqrt(sq), sq
-
-
-def pool_block(raw: np.ndarray, name: str, path: str, first: int) -> np.ndarray:
-    """:func:`pool_rows` of :meth:`Source.blocks`' checked rows, from the raw block in one
-    float64 pass (:func:`unit_block`) instead of a float32 copy and then a float64 one: the
-    same bits, since the widening of float16/float32 to float64 is exact."""
-    return unit64_block(raw, name, path, first).astype(np.float32)
-
-
-def unit64_block(raw: np.ndarray, name: str, path: str, first: int) -> np.ndarray:
-    """:func:`unit64` of :meth:`Source.blocks`' checked rows (the float64 unit rows the
-    in-memory measures see, :func:`modgap.measures._common.unit_rows`)."""
-    x, _, sq = unit_block(raw, name, path, first)
-    return x / np.sqrt(sq)[:, None]
 
 
 def moment_kernel(shard: Shard, source: Source, opts: dict, compute: Compute) -> dict:
     """Moments of one shard (see the module docstring). ``opts``: ``covariance``,
     ``matched``, ``cross`` (booleans); ``rows="set"`` for a reducer's fit: the rows as an
-    in-memory :class:`~modgap.embeddings.EmbeddingSet` holds them (:func:`prepare_rows`,
+    in-memory :class:`~modgap.embeddings.EmbeddingSet` holds them (``unit="stored"``,
     float32) and exact means (:class:`~modgap.measures.accumulators.Moments` with
     ``exact=True``), so a fit from moments has the bits of the in-memory fit on any route
     and block size. Otherwise rows are unit in float64, as the measures see them."""
@@ -147,22 +109,22 @@ def moment_kernel(shard: Shard, source: Source, opts: dict, compute: Compute) ->
             it = source.raw_blocks(shard, "image", rows)
             for start, tb, tpath in source.raw_blocks(shard, "text", rows):
                 _, ib, ipath = next(it)
-                x, ix, sx = unit_block(ib, "image_emb", ipath, start)
-                y, iy, sy = unit_block(tb, "text_emb", tpath, start)
+                x, ix, sx = _unit_block(ib, "image_emb", ipath, start)
+                y, iy, sy = _unit_block(tb, "text_emb", tpath, start)
                 state["x"].update(x, ix)
                 state["y"].update(y, iy)
                 state["pairs"] = _merge_matched(state["pairs"], matched(x, ix, sx, y, iy, sy))
             return state
         for start, ib, ipath in source.raw_blocks(shard, "image", rows):
-            x, ix, _ = unit_block(ib, "image_emb", ipath, start)
+            x, ix, _ = _unit_block(ib, "image_emb", ipath, start)
             state["x"].update(x, ix)
         t2i = source.shard_pairs(shard) if want_pairs else None
         for start, tb, tpath in source.raw_blocks(shard, "text", rows):
-            y, iy, sy = unit_block(tb, "text_emb", tpath, start)
+            y, iy, sy = _unit_block(tb, "text_emb", tpath, start)
             state["y"].update(y, iy)
             if t2i is not None:
                 g = source.gather("image", t2i[start : start + y.shape[0]])
-                x, ix, sx = unit_block(g, "image_emb", source.path, 0)
+                x, ix, sx = _unit_block(g, "image_emb", source.path, 0)
                 state["pairs"] = _merge_matched(state["pairs"], matched(x, ix, sx, y, iy, sy))
     return state
 
@@ -235,16 +197,15 @@ def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: C
     """Query block ``item[0]`` of every spec in ``specs`` against shard ``item[1]``.
 
     A spec is a dict: ``name``; ``pool`` (``"image"``/``"text"``); ``queries`` (float32
-    ``(q, d)``, unit, as :func:`pool_rows`); ``block`` (queries per block); optional
-    ``queries64`` (the same queries as float64 unit rows, :func:`unit64`: needed by ``ksum``);
+    ``(q, d)``, unit: :func:`~modgap._array.prepare_rows` with ``unit="exact"``, the rows
+    the pool's blocks are made into too); ``block`` (queries per block); optional
+    ``queries64`` (the same queries as float64 unit rows, ``dtype=np.float64``: needed by
+    ``ksum``);
     ``self_index`` (global pool row of each query, never counted), ``exclude`` (``(query,
     pool row)`` int64 pairs: partners, not counted), ``threshold`` (float64 per query: count
     rows scoring exactly above it), and the flags ``best``, ``ksum``, ``topk`` (K), with
     ``id_offset`` and ``own`` (whether the pool is the queries' modality: tied top-K entries
-    of the own modality go last) for the top-K ids; ``norm`` (the same for every spec of
-    a pool): how pool rows are prepared — ``"task"`` as the retrieval tasks do, ``"unit32"``
-    / ``"set"`` as hubness does (the set's rows, divided by their float32 norm or not),
-    otherwise :func:`pool_rows`.
+    of the own modality go last) for the top-K ids.
 
     Returns ``{(name, block): {...}}`` with ``best`` (float64), ``count`` (int64), ``ksum``
     (float64), ``top_ids`` / ``top_scores`` / ``top_key`` as asked.
@@ -300,33 +261,16 @@ def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: C
                 state[s["name"]] = st
             name = "image_emb" if pool == "image" else "text_emb"
             want64 = any(s.get("ksum") for s in group)
-            if group[0].get("norm") == "task":  # the retrieval tasks' row preparation
-
-                def conv(raw, path, start, name=name):
-                    return task_rows(prepare_rows(raw, name, path, start))
-            elif group[0].get("norm") in ("unit32", "set"):  # hubness: the set's rows
-                unit = group[0]["norm"] == "unit32"
-
-                def conv(raw, path, start, name=name, unit=unit):
-                    rows = prepare_rows(raw, name, path, start)
-                    return unit32_rows(rows) if unit else rows
-            else:
-
-                def conv(raw, path, start, name=name):
-                    return pool_block(raw, name, path, start)
-
             for start, raw, path in source.raw_blocks(shard, pool, rows):
+                # every pool row as the queries are made (one row preparation for every
+                # scan): float32 unit rows scored, float64 unit rows for the uniformity sums
+                prep = {"unit": "exact", "where": shard_row(start)}
+                P = torch.from_numpy(prepare_rows(raw, name, path, **prep)).to(dev)
                 P64 = None
-                if want64 and group[0].get("norm") is None:  # one float64 pass for both
-                    x64 = unit64_block(raw, name, path, start)
-                    P, P64 = torch.from_numpy(x64.astype(np.float32)).to(dev), x64
-                else:
-                    P = torch.from_numpy(conv(raw, path, start)).to(dev)
-                    if want64:
-                        P64 = unit64(P.cpu().numpy())
+                if want64:
+                    x64 = prepare_rows(raw, name, path, dtype=np.float64, **prep)
+                    P64 = torch.from_numpy(x64).to(dev64)
                 p0, p1 = g0 + start, g0 + start + P.shape[0]
-                if P64 is not None:
-                    P64 = torch.from_numpy(P64).to(dev64)
                 for s in group:
                     lo, hi, Q = Qs[s["name"]][:3]
                     st = state[s["name"]]

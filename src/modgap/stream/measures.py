@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .._array import prepare_rows
 from .._progress import progress as progress_bar
 from ..compute import Compute, resolve
 from ..errors import ModgapError
@@ -42,7 +43,7 @@ from .blocks import QUERY_BLOCK, pairs_of, scan_rows
 from .engines import Engine, LocalEngine
 from .hubness import hubness_k, hubness_results, hubness_specs
 from .intervals import balanced_interval, estimate, mean_interval, ratio_interval
-from .kernels import merge_moments, merge_scans, moment_kernel, pool_rows, scan_kernel, unit64
+from .kernels import merge_moments, merge_scans, moment_kernel, scan_kernel
 
 __all__ = [
     "DEFAULT_SAMPLE_QUERIES",
@@ -265,10 +266,13 @@ def stream_measures(
     Xs = source.gather("image", I) if sampled else None
     Ys = source.gather("text", T) if sampled else None
     if "neighbours" in names or "uniformity" in names:
-        Qx, Qy = pool_rows(Xs), pool_rows(Ys)
+        # the one row preparation: float32 unit rows (the scans score those) and float64 unit
+        # rows (the uniformity sums take those, as measure_all does)
+        Qx = prepare_rows(Xs, "image_emb", unit="exact")
+        Qy = prepare_rows(Ys, "text_emb", unit="exact")
         nb, un = "neighbours" in names, "uniformity" in names
-        # the uniformity sums take the float64 unit rows measure_all takes (one kernel)
-        Ux, Uy = (unit64(Xs), unit64(Ys)) if un else (None, None)
+        Ux = prepare_rows(Xs, "image_emb", unit="exact", dtype=np.float64) if un else None
+        Uy = prepare_rows(Ys, "text_emb", unit="exact", dtype=np.float64) if un else None
         first = [
             {"name": "xy", "pool": "text", "queries": Qx, "best": nb, "ksum": un, "queries64": Ux},
             {"name": "yx", "pool": "image", "queries": Qy, "best": nb},

@@ -25,19 +25,19 @@ from typing import Any
 
 import numpy as np
 
-from .._array import as_float_matrix
+from .._array import prepare_rows
 from .._progress import progress as progress_bar
 from .._ties import exact_scores, merge_topk
 from ..compute import Compute, resolve
 from ..errors import InputError, ModgapError
 from ..io.source import Source
 from ..tasks.retrieval import check_ks
-from .blocks import pairs_of, scan_rows, task_rows
+from .blocks import pairs_of, scan_rows
 from .engines import Engine, LocalEngine
 from .intervals import LEVEL, Z, estimate, wilson
 from .measures import DEFAULT_SAMPLE_QUERIES, run_scans, sample_index
 
-__all__ = ["search_topk", "stream_retrieval", "task_rows"]
+__all__ = ["search_topk", "stream_retrieval"]
 
 
 def _captions_of(source: Source, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -123,10 +123,11 @@ def stream_retrieval(
         remap = np.full(I.size, -1)
         remap[keep] = np.arange(keep.size)
         I, cap_owner = I[keep], remap[cap_owner]
-    Qx = task_rows(source.gather("image", I))
-    Qy = task_rows(source.gather("text", T))
-    Xm = task_rows(source.gather("image", pairs_of(source, T)))
-    Cm = task_rows(source.gather("text", cap_t))
+    # the rows every retrieval kernel scores (the one row preparation, unit="exact")
+    Qx = prepare_rows(source.gather("image", I), "image_emb", unit="exact")
+    Qy = prepare_rows(source.gather("text", T), "text_emb", unit="exact")
+    Xm = prepare_rows(source.gather("image", pairs_of(source, T)), "image_emb", unit="exact")
+    Cm = prepare_rows(source.gather("text", cap_t), "text_emb", unit="exact")
     t2i_T = pairs_of(source, T)
     pos_t = _exact(Qy, Xm, np.arange(T.size), np.arange(T.size))
     cap_scores = _exact(Qx, Cm, cap_owner, np.arange(cap_t.size))
@@ -140,7 +141,6 @@ def stream_retrieval(
             "queries": Qy,
             "threshold": pos_t,
             "exclude": (np.arange(T.size), t2i_T),
-            "norm": "task",
         },
         {
             "name": "i2t",
@@ -148,7 +148,6 @@ def stream_retrieval(
             "queries": Qx,
             "threshold": best_i,
             "exclude": (cap_owner, cap_t),
-            "norm": "task",
         },
     ]
     if mixed:
@@ -163,7 +162,6 @@ def stream_retrieval(
                 "topk": kmax,
                 "own": True,
                 "id_offset": 0,
-                "norm": "task",
             },
             {
                 "name": "tt",
@@ -174,7 +172,6 @@ def stream_retrieval(
                 "topk": kmax,
                 "own": True,
                 "id_offset": n_i,
-                "norm": "task",
             },
             {
                 "name": "it_top",
@@ -183,7 +180,6 @@ def stream_retrieval(
                 "topk": kmax,
                 "own": False,
                 "id_offset": n_i,
-                "norm": "task",
             },
             {
                 "name": "ti_top",
@@ -192,7 +188,6 @@ def stream_retrieval(
                 "topk": kmax,
                 "own": False,
                 "id_offset": 0,
-                "norm": "task",
             },
         ]
 
@@ -299,7 +294,7 @@ def search_topk(
     scores : float64 (q, k)
         Exact scores (:func:`modgap._ties.exact_scores`).
     """
-    Q = task_rows(as_float_matrix(queries, "queries", dim=source.dim, normalize=False))
+    Q = prepare_rows(queries, "queries", dim=source.dim, unit="exact")
     pools = ["image", "text"] if modality is None else [modality]
     specs = [
         {
@@ -309,7 +304,6 @@ def search_topk(
             "topk": int(k),
             "own": p == "text",
             "id_offset": source.n_images if (p == "text" and modality is None) else 0,
-            "norm": "task",
         }
         for p in pools
     ]

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .._array import as_float_matrix
+from .._array import prepare_rows
 from .._progress import progress as progress_bar
 from ..compute import Compute, resolve
 from ..errors import InputError
@@ -70,7 +70,9 @@ def source_classes(source: Any) -> dict:
     if cte is not None and cte.ndim in (2, 3) and cte.size:
         # the class prompts as the in-memory set holds them (the one row preparation), so
         # both routes ensemble the same float32 rows
-        flat = as_float_matrix(cte.reshape(-1, cte.shape[-1]), "class_text_emb", path)
+        flat = prepare_rows(
+            cte.reshape(-1, cte.shape[-1]), "class_text_emb", path, notice_divided=True
+        )
         out["class_text_emb"] = flat.reshape(cte.shape)
     return out
 

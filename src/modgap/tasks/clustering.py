@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from .._array import as_float_matrix, check_pairing, l2_normalize, to_numpy
+from .._array import check_pairing, l2_normalize, prepare_rows, to_numpy
 from ..errors import InputError, ModgapError
 
 __all__ = ["cluster_points", "cluster_sample", "clustering_metrics", "modality_purity"]
@@ -96,8 +96,8 @@ def clustering_metrics(
         ``pair_coclustering_chance`` (with pairs), ``modality_purity``,
         ``modality_purity_blind``, ``n_clusters``.
     """
-    X = as_float_matrix(image_emb, "image_emb", normalize=False)
-    Y = as_float_matrix(text_emb, "text_emb", dim=X.shape[1], normalize=False, allow_empty=True)
+    X = prepare_rows(image_emb, "image_emb", unit="checked")
+    Y = prepare_rows(text_emb, "text_emb", unit="checked", dim=X.shape[1], min_rows=0)
     n_i, n_t = len(X), len(Y)
     if n_t == 0 and labels is None:
         raise InputError("clustering without texts needs image labels (nothing to compare)")

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from .._array import as_float_matrix, check_pairing, to_numpy, to_torch
+from .._array import check_pairing, prepare_rows, to_numpy, to_torch
 from ..compute import Compute, device_for, resolve
 from ..errors import InputError, ModgapError
 from .ranking import first_relevant_ranks
@@ -66,21 +66,11 @@ def check_ks(ks: Sequence[int] | int) -> tuple[int, ...]:
 
 
 def _as_tensor(x: Any, name: str, device: Any, dim: int | None, normalize: bool):
-    import torch
-
-    if isinstance(x, torch.Tensor):
-        t = x.detach().to(device=device, dtype=torch.float32)
-        if t.ndim != 2 or t.shape[0] == 0:
-            raise InputError(f"'{name}' must be a non-empty 2-D matrix, got {tuple(t.shape)}")
-        if dim is not None and t.shape[1] != dim:
-            raise InputError(f"'{name}' has {t.shape[1]} dimensions but {dim} were expected")
-    else:
-        t = to_torch(as_float_matrix(x, name, dim=dim, normalize=False), device)
-    if normalize:
-        norms = torch.linalg.vector_norm(t, dim=1)
-        if (norms - 1).abs().max() > 1e-6:  # most inputs are unit rows already: no copy
-            t = t / norms[:, None]
-    return t.contiguous()
+    """The float32 rows the retrieval kernels score, as a tensor on ``device``: unit rows of
+    the one row preparation (:func:`modgap._array.prepare_rows`, ``unit="exact"``), or the
+    checked rows for raw inner products."""
+    rows = prepare_rows(x, name, dim=dim, unit="exact" if normalize else "checked")
+    return to_torch(rows, device).contiguous()
 
 
 def retrieval_ranks(

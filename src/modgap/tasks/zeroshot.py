@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .._array import as_float_matrix, to_numpy, to_torch
+from .._array import prepare_rows, to_numpy, to_torch
 from .._ties import exact_scores, row_scale, topk_rows
 from ..compute import Compute, device_for, resolve
 from ..errors import InputError, ModgapError
@@ -81,13 +81,13 @@ def ensemble_class_embeddings(class_text_emb: Any) -> np.ndarray:
         c, t, d = cte.shape
         if c == 0 or t == 0:
             raise InputError(f"'class_text_emb' has shape {tuple(cte.shape)}: no class prompts")
-        flat = as_float_matrix(cte.reshape(c * t, d), "class_text_emb", normalize=False)
+        flat = prepare_rows(cte.reshape(c * t, d), "class_text_emb", unit="checked")
         flat = flat / np.linalg.norm(flat, axis=1, keepdims=True)
         cte = flat.reshape(c, t, d).mean(axis=1)
     elif cte.ndim == 2:
         if cte.shape[0] == 0:
             raise InputError("'class_text_emb' is empty: the class list is empty")
-        cte = as_float_matrix(cte, "class_text_emb", normalize=False)
+        cte = prepare_rows(cte, "class_text_emb", unit="checked")
     else:
         raise InputError(
             "'class_text_emb' must be (classes, d) or (classes, templates, d), "
@@ -276,7 +276,7 @@ def zero_shot_counts(
     import torch
 
     c, d = classes.shape
-    X = as_float_matrix(image_emb, "image_emb", dim=d, normalize=False, allow_empty=True)
+    X = prepare_rows(image_emb, "image_emb", unit="checked", dim=d, min_rows=0)
     y = np.asarray(labels, dtype=np.int64)
     k5 = min(5, c)
     dev = device_for(compute, device)
@@ -378,7 +378,7 @@ def zero_shot_metrics(
     """
     require_zero_shot(labels, class_text_emb)
     W = ensemble_class_embeddings(class_text_emb)
-    X = as_float_matrix(image_emb, "image_emb", dim=W.shape[1], normalize=False)
+    X = prepare_rows(image_emb, "image_emb", unit="checked", dim=W.shape[1])
     y = zero_shot_labels(labels, X.shape[0], W.shape[0])
     counts = zero_shot_counts(
         X, y, W, device=device, compute=compute, predictions=return_predictions

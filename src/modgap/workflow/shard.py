@@ -20,7 +20,7 @@ import numpy as np
 from ..compute import Compute
 from ..files import atomic_path
 from ..io.parquet import arrow_matrix
-from ..io.source import Shard, Source, prepare_rows
+from ..io.source import Shard, Source, block_rows
 from ..reducers import load_reducer
 
 __all__ = ["transform_kernel"]
@@ -56,7 +56,7 @@ def _atomic_parquet(path: str, fs, part, transform, rows: int, dtype: np.dtype) 
             for batch in pq.ParquetFile(f).iter_batches(batch_size=rows):
                 table = pa.Table.from_batches([batch])
                 col = table.column_names.index(part.column)
-                m = prepare_rows(
+                m = block_rows(
                     arrow_matrix(table.column(col), part.column, part.path), "emb", part.path, start
                 )
                 z = np.ascontiguousarray(transform(m), dtype=dtype)
