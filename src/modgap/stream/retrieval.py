@@ -9,9 +9,9 @@ query; its exact top-K puts tied items of the other modality first, then the low
 The partners' exact scores are computed from the gathered rows first, so one scan of the pool
 suffices: each (query block, shard) task counts the candidates above every query's threshold
 (:func:`modgap._ties.count_above`) and keeps its exact top-K, and the shards merge by sums and
-a top-K merge under the same total order. Rows are prepared as :func:`retrieval_ranks` does
-(float32, divided by their float32 norm when it is off 1 by more than 10⁻⁶), so on the whole
-set the ranks are the in-memory ones.
+a top-K merge under the same total order. Rows are prepared as :func:`retrieval_ranks` prepares
+them (:func:`modgap._array.prepare_rows`, ``unit="exact"``: float32 unit rows, row by row), so
+on the whole set the ranks are the in-memory ones.
 
 Sampled queries give estimates with a Wilson interval (finite-population corrected); on the
 whole set they are exact.
