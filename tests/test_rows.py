@@ -194,3 +194,17 @@ def test_one_wording_for_a_bad_row():
             InputError, match=r"^'image_emb' has NaN/inf in 1 row\(s\) \(first: row 1\)"
         ):
             call()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_float32_unit_rows_do_not_depend_on_the_chunk(kind, monkeypatch):
+    import modgap._array as array
+
+    x = _kinds(n=50)[kind]
+    whole = prepare_rows(x, "image_emb", unit="exact")
+    monkeypatch.setattr(array, "_CHUNK", 7)
+    np.testing.assert_array_equal(prepare_rows(x, "image_emb", unit="exact"), whole)
+    bad = x.astype(np.float32)
+    bad[[20, 33]] = 0
+    with pytest.raises(InputError, match=r"2 all-zero row\(s\) \(first: row 20\)"):
+        prepare_rows(bad, "image_emb", unit="exact")

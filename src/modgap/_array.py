@@ -146,19 +146,15 @@ def prepare_rows(
             source,
         )
     if unit == "exact":
-        x64, sq = _exact_rows(arr, name, source, where)
-        if sq_norms:
-            return x64, sq
-        norms = np.sqrt(sq)
-        if dtype == np.float64:
-            x64 /= norms[:, None]
-            return x64
-        # float32: rows already unit at float32 precision keep their (stored) bits
-        keep = np.abs(norms - 1) <= UNIT_TOL["float32"]
-        out = x64.astype(np.float32)
-        fix = np.flatnonzero(~keep)
-        out[fix] = x64[fix] / norms[fix, None]
-        return out if dtype == np.float32 else out.astype(dtype)
+        if dtype == np.float64 or arr.shape[0] <= _CHUNK:
+            return _unit_rows(arr, name, source, where, dtype, sq_norms)
+        # float32 rows of a large matrix: checked whole, then made a chunk at a time so the
+        # float64 temporaries stay bounded (the rules are row by row: the same bits)
+        _checked(np.einsum("ij,ij->i", arr, arr, dtype=np.float64), name, source, where)
+        out = np.empty(arr.shape, dtype=dtype)
+        for s in range(0, arr.shape[0], _CHUNK):
+            out[s : s + _CHUNK] = _unit_rows(arr[s : s + _CHUNK], name, source, where, dtype)
+        return out
     arr = np.ascontiguousarray(arr, dtype=np.float32)
     # squared row norms accumulated in float64 without an (n, d) temporary (np.linalg.norm
     # would allocate one, doubling the memory of a large memory-mapped input)
@@ -168,6 +164,34 @@ def prepare_rows(
         if n_off and notice_divided:
             notice(f"{source + ': ' if source else ''}'{name}' rows were L2-normalised")
     return arr
+
+
+#: rows per float64 temporary when float32 unit rows of a large matrix are made
+_CHUNK = 1 << 16
+
+
+def _unit_rows(
+    arr: np.ndarray,
+    name: str,
+    source: str | None,
+    where: Callable[[np.ndarray], str] | None,
+    dtype: np.dtype,
+    sq_norms: bool = False,
+) -> Any:
+    """``unit="exact"`` of :func:`prepare_rows` on checked-shape rows."""
+    x64, sq = _exact_rows(arr, name, source, where)
+    if sq_norms:
+        return x64, sq
+    norms = np.sqrt(sq)
+    if dtype == np.float64:
+        x64 /= norms[:, None]
+        return x64
+    # float32: rows already unit at float32 precision keep their (stored) bits
+    keep = np.abs(norms - 1) <= UNIT_TOL["float32"]
+    out = x64.astype(np.float32)
+    fix = np.flatnonzero(~keep)
+    out[fix] = x64[fix] / norms[fix, None]
+    return out if dtype == np.float32 else out.astype(dtype)
 
 
 def _checked(
