@@ -77,3 +77,41 @@ def test_streamed_moment_measures_do_not_import_torch(tmp_path):
     doc = json.loads(out.read_text())
     assert doc["provenance"]["compute"]["device"] == "cpu"
     assert "centroid_gap" in doc["measures"] and "frechet_distance" in doc["measures"]
+
+
+@pytest.mark.parametrize(("n_q", "n_c", "k"), [(500, 500, 10), (3000, 700, 5), (40, 900, 10)])
+def test_hubness_chance_is_scipy_stats_binom_bit_for_bit(n_q, n_c, k):
+    """The chance values take binom.sf's kernel from scipy.special (no scipy.stats import):
+    the same bits as the scipy.stats formula they replace."""
+    import math
+
+    from scipy.stats import binom
+
+    from modgap.measures.hubness import random_retrieval_hubness
+
+    def expected_top(n, m, p, h):  # the scipy.stats version, verbatim
+        mu, sigma = n * p, math.sqrt(n * p * (1 - p))
+        lo = max(1, math.floor(mu - 40 * sigma))
+        hi = min(n, math.ceil(mu + 40 * sigma + 40))
+        x = np.arange(lo, hi + 1)
+        q = binom.sf(x - 1, n, p)
+        j = np.arange(h)
+        total = float(h * (lo - 1))
+        for s in range(0, x.size, 256):
+            total += float(binom.sf(j[None, :], m, q[s : s + 256, None]).sum())
+        return total
+
+    got = random_retrieval_hubness(n_q, n_c, k)
+    p = k / n_c
+    assert got["max"] == expected_top(n_q, n_c, p, 1)
+    assert got["hub_occupancy"] == expected_top(n_q, n_c, p, got["hubs"]) / (k * n_q)
+
+
+def test_hubness_chance_does_not_import_scipy_stats():
+    code = (
+        "from modgap.measures.hubness import random_retrieval_hubness\n"
+        "random_retrieval_hubness(500, 500, 10)\n"
+        "import sys\n"
+        "assert 'scipy.stats' not in sys.modules\n"
+    )
+    loaded_after(code)
