@@ -34,6 +34,16 @@ def test_cli_and_help_import_no_heavy_library():
     assert not any(loaded_after(code).values())
 
 
+def test_top_level_help_imports_no_numpy():
+    code = (
+        "import sys\n"
+        "from modgap.cli import main\n"
+        "assert main(['--help']) == 0\n"
+        "assert 'numpy' not in sys.modules\n"
+    )
+    loaded_after(code)
+
+
 def test_auto_and_cpu_devices_are_checked_without_torch():
     code = (
         "from modgap.compute import Compute\n"
