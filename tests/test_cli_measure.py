@@ -119,3 +119,21 @@ def test_measure_other_formats(tmp_path, name, fmt):
     assert main(["measure", str(path), "--only", "centroid", "--json", str(out)]) == 0
     got = _strict_load(out)["measures"]["centroid_gap"]
     assert got == pytest.approx(centroid_gap(X, Y)["centroid_gap"], rel=1e-5)
+
+
+def test_streamed_sample_row_only_when_a_measure_was_sampled(tmp_path, capsys):
+    X, Y = gapped_pairs(50, 8, seed=3)
+    np.save(tmp_path / "img.npy", X)
+    np.save(tmp_path / "txt.npy", Y)
+    args = ["measure", str(tmp_path / "img.npy"), str(tmp_path / "txt.npy"), "--stream"]
+    out = tmp_path / "m.json"
+    assert main([*args, "--only", "centroid_gap", "--no-progress", "--json", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "sampled" not in stdout and "streamed" in stdout
+    st = _strict_load(out)["measures"]["streaming"]
+    assert st["sampled"] == [] and st["sample_queries"] == {"images": 0, "texts": 0}
+    rc = main([*args, "--only", "centroid_gap,uniformity", "--no-progress", "--json", str(out)])
+    assert rc == 0
+    assert "sampled" in capsys.readouterr().out
+    st = _strict_load(out)["measures"]["streaming"]
+    assert st["sampled"] == ["uniformity"] and st["sample_queries"] == {"images": 50, "texts": 50}

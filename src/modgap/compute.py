@@ -18,6 +18,7 @@ import dataclasses
 import math
 import os
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -114,16 +115,10 @@ def resolve_device(device: Any = None) -> Any:
     """
     import torch
 
-    if isinstance(device, torch.device):
-        name = str(device)
-    else:
-        name = "auto" if device is None else str(device).strip().lower()
-    if name == "auto":
+    name = str(device) if isinstance(device, torch.device) else device
+    kind, index = _parse_device(name)
+    if kind == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    m = re.fullmatch(r"(cpu|cuda|mps)(?::(\d+))?", name)
-    if not m:
-        raise ModgapError(f"unknown device {device!r} (choose auto, cpu, cuda, cuda:N or mps)")
-    kind, index = m.group(1), m.group(2)
     if kind == "cuda":
         if not torch.cuda.is_available():
             raise ModgapError(
@@ -139,9 +134,21 @@ def resolve_device(device: Any = None) -> Any:
         getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
     ):
         raise ModgapError(f"device {device!r} asked for, but MPS is not available here")
-    if kind == "cpu" and index is not None:
+    return torch.device(kind if index is None else f"{kind}:{index}")
+
+
+def _parse_device(device: Any) -> tuple[str, str | None]:
+    """``(kind, index)`` of a device name, checked without torch: ``auto`` and ``cpu`` need no
+    look at the machine, so a run whose passes are all numpy never imports torch (1-2 s)."""
+    name = "auto" if device is None else str(device).strip().lower()
+    if name == "auto":
+        return "auto", None
+    m = re.fullmatch(r"(cpu|cuda|mps)(?::(\d+))?", name)
+    if not m:
+        raise ModgapError(f"unknown device {device!r} (choose auto, cpu, cuda, cuda:N or mps)")
+    if m.group(1) == "cpu" and m.group(2) is not None:
         raise ModgapError(f"unknown device {device!r} (the CPU has no index; use cpu)")
-    return torch.device(name)
+    return m.group(1), m.group(2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,9 +201,23 @@ class Compute:
         return resolve_device(self.device)
 
     def check(self) -> Compute:
-        """Resolve the device now (so a bad ``--device`` fails before any work); returns self."""
-        resolve_device(self.device)
+        """Check the device now (so a bad ``--device`` fails before any work); returns self.
+
+        ``auto`` and ``cpu`` are always available, so they are checked by name only and torch
+        is imported later, by the first pass that runs a torch kernel; ``cuda`` and ``mps`` are
+        looked up on the machine here."""
+        if _parse_device(self.device)[0] not in ("auto", "cpu"):
+            resolve_device(self.device)
         return self
+
+    @property
+    def device_name(self) -> str:
+        """Where the torch kernels run, for records: the resolved device once torch is loaded
+        (``auto`` becomes ``cuda`` or ``cpu``); before that ``cpu`` for ``auto`` and ``cpu``,
+        since every pass that ran was numpy on the CPU, without importing torch to ask."""
+        if "torch" in sys.modules or _parse_device(self.device)[0] not in ("auto", "cpu"):
+            return str(self.torch_device)
+        return "cpu"
 
     def replace(self, **changes: Any) -> Compute:
         return dataclasses.replace(self, **changes)
@@ -216,7 +237,7 @@ class Compute:
     def describe(self) -> dict:
         """For provenance records."""
         return {
-            "device": str(self.torch_device),
+            "device": self.device_name,
             "memory_budget": self.memory_budget,
             "threads": self.threads,
             "seed": self.seed,

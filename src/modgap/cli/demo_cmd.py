@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 
 from . import cli
 from ._options import INPUT_PATH, OUTPUT_PATH, repeats_option, run_options
@@ -74,6 +73,8 @@ def embed_fashion_mnist(
     class prompts of :func:`modgap.datasets.captions.class_prompts` give ``class_text_emb``
     (classes x templates x d).
     """
+    import numpy as np
+
     from ..datasets.captions import caption_vocabulary, class_prompts, image_tones, sample_captions
     from ..datasets.fashion_mnist import CLASS_NAMES, load_fashion_mnist
     from ..embeddings import EmbeddingSet
@@ -159,6 +160,7 @@ def run_demo(
     With ``progress``, each step (embedding, each split and row of the benchmark) is one line
     on stderr with the time since the start, so a log or a pipe shows it as well as a terminal.
     """
+    import numpy as np
     from rich.console import Console
 
     from ..bench import reducer_names, run_bench

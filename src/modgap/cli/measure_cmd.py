@@ -98,14 +98,17 @@ def results_table(results: dict, title: str | None = None):
         table.add_row(name, "skipped", "", reason)
     if "streaming" in results:
         st = results["streaming"]
-        q = st["sample_queries"]
-        table.add_row(
-            "sampled",
-            f"{q['images']:,} / {q['texts']:,}",
-            "",
-            "queries (images / texts) of the estimates; [..] = 95% interval; "
-            f"{st['shards']} shard(s), engine {st['engine']}",
-        )
+        where = f"{st['shards']} shard(s), engine {st['engine']}"
+        if st.get("sampled", True):  # a sample row only when some measure drew the sample
+            q = st["sample_queries"]
+            table.add_row(
+                "sampled",
+                f"{q['images']:,} / {q['texts']:,}",
+                "",
+                f"queries (images / texts) of the estimates; [..] = 95% interval; {where}",
+            )
+        else:
+            table.add_row("streamed", "exact", "", f"every value from one pass; {where}")
     return table
 
 

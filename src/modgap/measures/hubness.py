@@ -158,20 +158,33 @@ def random_retrieval_hubness(
     }
 
 
+def _binomial_sf() -> Any:
+    """``sf(k, n, p) = P(Binomial(n, p) > k)`` for ``0 <= k < n``: the kernel
+    ``scipy.stats.binom.sf`` itself calls there (the same bits), taken from ``scipy.special``
+    because importing ``scipy.stats`` costs about a second of every first command; the public
+    function where a scipy release moves the kernel."""
+    try:
+        from scipy.special._ufuncs import _binom_sf
+    except ImportError:  # pragma: no cover - another scipy layout
+        from scipy.stats import binom
+
+        return binom.sf
+    return _binom_sf
+
+
 def _expected_top(n: int, m: int, p: float, h: int) -> float:
     """E[sum of the h largest of m independent Binomial(n, p)] = Σ_x E[min(M_x, h)]."""
-    from scipy.stats import binom
-
+    binom_sf = _binomial_sf()
     mu, sigma = n * p, math.sqrt(n * p * (1 - p))
     # for x below lo, P(N >= x) is 1 to double precision and min(M_x, h) = h; above hi, 0
     lo = max(1, math.floor(mu - 40 * sigma))
     hi = min(n, math.ceil(mu + 40 * sigma + 40))
     x = np.arange(lo, hi + 1)
-    q = binom.sf(x - 1, n, p)  # P(N >= x)
+    q = binom_sf(x - 1, n, p)  # P(N >= x)
     j = np.arange(h)
     total = float(h * (lo - 1))
     for s in range(0, x.size, 256):  # bounded memory: (256, h) probabilities at a time
-        total += float(binom.sf(j[None, :], m, q[s : s + 256, None]).sum())
+        total += float(binom_sf(j[None, :], m, q[s : s + 256, None]).sum())
     return total
 
 

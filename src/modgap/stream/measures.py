@@ -215,7 +215,8 @@ def stream_measures(
     dict
         The keys of :func:`~modgap.measures.measure_all`, plus ``estimates`` (key -> value,
         95% interval, sample size, population, method) for the sampled ones and ``streaming``
-        (shards, engine, sample sizes).
+        (shards, engine, the measures that drew a query sample and its sizes: 0 when none
+        did).
     """
     compute = resolve(compute)
     engine = engine or LocalEngine()
@@ -417,7 +418,12 @@ def stream_measures(
     ordered["streaming"] = {
         "shards": len(source.shards),
         **engine.describe(),
-        "sample_queries": {"images": int(I.size), "texts": int(T.size)},
+        # queries drawn only for the measures that sample them: none for a moments-only run
+        "sample_queries": {
+            "images": int(I.size) if sampled else 0,
+            "texts": int(T.size) if sampled else 0,
+        },
+        "sampled": [n for n in MEASURES if n in sampled],
         "exact": [k for k in ordered if k not in estimates and k not in ("skipped", "estimates")],
     }
     return ordered
