@@ -86,6 +86,8 @@ _EXPORTS: dict[str, str] = {
     "run_bench": "bench",
     "render_report": "report",
     "write_report": "report",
+    "read_results": "report",
+    "to_frame": "report",
     # encoders
     "load_encoder": "encoders",
     "Encoder": "encoders",

@@ -1,0 +1,187 @@
+"""modgap in a notebook: short reprs, results as frames, the one spelling of non-finite
+numbers in modgap's JSON files read back by every reader."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import modgap
+from conftest import gapped_pairs
+from modgap.cli import main
+from modgap.files import write_json
+from modgap.provenance import NON_FINITE, jsonable, number, restored
+from modgap.report.compare import load_entries
+from modgap.report.results import COLUMNS, read_results, result_rows
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _rich_set(n: int = 40, d: int = 16) -> modgap.EmbeddingSet:
+    X, Y = gapped_pairs(n=n, d=d, seed=0)
+    rng = np.random.default_rng(0)
+    return modgap.EmbeddingSet(
+        X,
+        np.concatenate([Y, Y[::-1]]),
+        text_to_image=np.concatenate([np.arange(n), np.arange(n)[::-1]]),
+        labels=rng.integers(0, 5, n),
+        class_names=[f"class {i}" for i in range(5)],
+        class_text_emb=gapped_pairs(n=15, d=d, seed=1)[1].reshape(5, 3, d),
+        image_ids=[f"img{i:05d}.jpg" for i in range(n)],
+        texts=[f"a caption number {i}" for i in range(2 * n)],
+        metadata={f"field_{i}": "x" * 500 for i in range(9)},
+        source="/a/very/long/folder/name/" * 10 + "coco_val2017_clip_vit_b16.npz",
+    )
+
+
+def test_embedding_set_repr_is_short_and_says_what_is_attached():
+    emb = _rich_set()
+    text = repr(emb)
+    assert len(text) < 300, text
+    for part in ("40 images", "80 texts", "16 float32", "2 texts per image", "5 classes",
+                 "5×3", "image_ids, texts", "coco_val2017_clip_vit_b16.npz"):  # fmt: skip
+        assert part.split()[-1] in text, part
+    assert "[[" not in text and "array" not in text  # no arrays dumped
+    html = emb._repr_html_()
+    assert html.startswith("<table>") and "<th" in html and "5 classes" in html
+    assert len(html) < 2000
+    features = repr(modgap.FeatureSet.from_embeddings(emb))
+    assert features.startswith("FeatureSet(") and len(features) < 300 and "features" in features
+    assert "unpaired" in repr(modgap.EmbeddingSet(*gapped_pairs(n=5, d=4), paired=False))
+
+
+def test_coco_set_repr_is_short(coco500_path):
+    emb = modgap.read_embeddings(coco500_path)
+    text = repr(emb)
+    assert len(text) < 300 and "500" in text and "512 float32" in text
+
+
+def test_not_fitted_error_is_scikit_learns():
+    from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    assert issubclass(modgap.NotFittedError, SklearnNotFittedError)
+    assert issubclass(modgap.NotFittedError, modgap.ModgapError)  # the CLI's one-line error
+    assert modgap.errors.NotFittedError is modgap.NotFittedError  # one class, built once
+    reducer = modgap.get_reducer("center")
+    with pytest.raises(SklearnNotFittedError, match="not fitted yet"):
+        reducer.transform_images(np.ones((2, 4), np.float32))
+    with pytest.raises(SklearnNotFittedError):
+        check_is_fitted(reducer)
+    with pytest.raises(SklearnNotFittedError, match="not fitted yet"):
+        modgap.CSLS().offsets(np.ones((2, 4), np.float32), np.ones((3, 4), np.float32))
+
+
+def test_non_finite_numbers_have_one_spelling_and_every_reader_takes_it(tmp_path):
+    """inf, -inf and nan go out as "inf", "-inf", "nan" (strict JSON) from every writer and
+    come back as floats through every reader of modgap's own files."""
+    assert jsonable([math.inf, -math.inf, math.nan, np.float32("inf")]) == [
+        "inf",
+        "-inf",
+        "nan",
+        "inf",
+    ]
+    assert set(NON_FINITE) == {"inf", "-inf", "nan"}
+    assert number("inf") == math.inf and number(" -Inf ") == -math.inf
+    assert math.isnan(number("nan")) and number("cat") is None and number(True) is None
+    # the text of a provenance record stays text
+    assert restored({"provenance": {"input": "nan"}, "x": ["nan"]})["provenance"]["input"] == "nan"
+
+    # a measure JSON and a bench results.json with non-finite values, as modgap writes them
+    measures = {"measures": {"itr": math.inf, "rmg": math.nan, "gap": 0.5, "neg": -math.inf},
+                "provenance": {"command": "nan"}}  # fmt: skip
+    metric = {"mean": math.inf, "ci95": [math.nan, math.nan], "values": [math.inf, math.inf]}
+    finite = {"mean": 0.25, "ci95": [0.2, 0.3], "values": [0.2, 0.3]}
+    diff = {"mean": math.nan, "ci95": [math.nan, math.nan], "significant": False}
+    run = {"setting": {"seeds": [0, 1], "n_eval_images": 30, "n_fit_images": 30},
+           "results": {"none": {"metrics": {"itr": metric, "rmg": finite}},
+                       "center": {"metrics": {"itr": metric, "rmg": finite},
+                                  "vs_none": {"itr": diff}}}}  # fmt: skip
+    write_json(tmp_path / "m.json", measures)
+    write_json(tmp_path / "b" / "results.json", {"datasets": {"coco": run}})
+    for p in (tmp_path / "m.json", tmp_path / "b" / "results.json"):
+        text = p.read_text()
+        assert "Infinity" not in text and "NaN" not in text and '"inf"' in text
+        json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON: {c}"))
+
+    # read_results: floats again, the provenance text untouched
+    m = read_results(tmp_path / "m.json")
+    assert m["measures"]["itr"] == math.inf and m["measures"]["neg"] == -math.inf
+    assert math.isnan(m["measures"]["rmg"]) and m["provenance"]["command"] == "nan"
+    b = read_results(tmp_path / "b" / "results.json")
+    assert b["datasets"]["coco"]["results"]["none"]["metrics"]["itr"]["mean"] == math.inf
+
+    # result_rows (to_frame's rows)
+    rows = {r["key"]: r for r in result_rows(tmp_path / "m.json")}
+    assert rows["itr"]["value"] == math.inf and math.isnan(rows["rmg"]["value"])
+    brows = {(r["row"], r["key"]): r for r in result_rows(tmp_path / "b" / "results.json")}
+    assert brows[("none", "itr")]["value"] == math.inf
+    assert math.isnan(brows[("center", "itr")]["diff"])
+
+    # compare: the reader and the command, end to end
+    entries = load_entries(str(tmp_path / "b" / "results.json"))
+    assert entries[0]["metrics"]["itr"]["mean"] == math.inf
+    out = tmp_path / "cmp"
+    argv = [
+        "compare",
+        f"{tmp_path / 'b' / 'results.json'}#none",
+        f"{tmp_path}/b/results.json#center",
+    ]
+    assert main([*argv, str(tmp_path / "m.json"), "--out", str(out), "-q"]) == 0
+    cmp = read_results(out / "compare.json")
+    assert cmp["entries"][2]["metrics"]["itr"]["mean"] == math.inf
+
+    # the docs tables' formatter
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import docstables as dt
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    assert dt.fmt("inf") == "∞" and dt.fmt("-inf") == "−∞" and dt.fmt("nan") == "nan"
+    assert dt.fmt(m["measures"]["itr"]) == "∞"
+
+
+def test_bench_results_of_a_real_clip_set_compare_and_frame(coco500_path, tmp_path):
+    """The README's compare line on two saved bench results of COCO-500 (one with score
+    corrections), whose ∞ (ITR/TIR at a full gap) used to stop compare."""
+    common = [str(coco500_path), "--repeats", "2", "-q", "--no-progress"]
+    a, b = tmp_path / "bench", tmp_path / "bench_corr"
+    assert main(["bench", *common, "--reducers", "none,center", "--out", str(a)]) == 0
+    assert main(["bench", *common, "--reducers", "none", "--corrections", "csls",
+                 "--out", str(b)]) == 0  # fmt: skip
+    assert '"inf"' in (a / "results.json").read_text()
+    cmp = tmp_path / "cmp"
+    assert (
+        main(["compare", str(a / "results.json"), str(b / "results.json"), "--out", str(cmp)]) == 0
+    )
+    argv = ["compare", f"{a / 'results.json'}#none", f"{a / 'results.json'}#center"]
+    assert main([*argv, "--out", str(tmp_path / "cmp2"), "-q"]) == 0
+    rows = result_rows(a / "results.json")
+    assert {r["row"] for r in rows} == {"none", "center"}
+    itr = next(r for r in rows if r["row"] == "none" and r["key"] == "itr")
+    assert itr["value"] == math.inf and itr["n"] == 2
+
+
+def test_to_frame_is_long_with_intervals(tmp_path):
+    pd = pytest.importorskip(
+        "pandas", reason="to_frame needs pandas: pip install 'modgap[notebook]'"
+    )
+    emb = modgap.EmbeddingSet(*gapped_pairs(n=60, d=12, seed=0))
+    frame = modgap.to_frame(modgap.measure(emb, only=["centroid", "rmg"]))
+    assert list(frame.columns) == list(COLUMNS)
+    assert {"centroid_gap", "rmg"} <= set(frame["key"]) and frame["value"].dtype == float
+    doc, _ = modgap.run_bench(emb, reducers=["none", "center"], repeats=2, measures=["centroid"])
+    bench = modgap.to_frame(doc)
+    gap = bench[(bench.row == "center") & (bench.key == "centroid_gap")].iloc[0]
+    assert gap.ci_low <= gap.value <= gap.ci_high and gap.n == 2
+    assert gap["diff"] < 0 and gap.diff_low <= gap["diff"] <= gap.diff_high
+    assert isinstance(bench, pd.DataFrame)
+    with pytest.raises(modgap.ModgapError, match="result dict or a results file"):
+        modgap.to_frame(3)
