@@ -185,3 +185,38 @@ def test_to_frame_is_long_with_intervals(tmp_path):
     assert isinstance(bench, pd.DataFrame)
     with pytest.raises(modgap.ModgapError, match="result dict or a results file"):
         modgap.to_frame(3)
+
+
+def test_library_calls_accept_what_the_command_line_accepts(capsys):
+    """``only``, ``tasks``, ``ks``, ``reducers``, ``corrections``: a comma-separated string or a
+    list, read by the resolver the commands use, with the same messages."""
+    emb = modgap.EmbeddingSet(*gapped_pairs(n=40, d=8, seed=0))
+    by_string = modgap.measure(emb, only="centroid,rmg")
+    assert by_string == modgap.measure(emb, only=["centroid", "rmg"])
+    assert by_string == modgap.measure(emb, only=["centroid, rmg"])
+    assert {"centroid_gap", "rmg"} <= set(by_string) and "frechet_distance" not in by_string
+    tasks = modgap.run_tasks(emb, tasks="retrieval", ks="1,5")
+    assert tasks == modgap.run_tasks(emb, tasks=["retrieval"], ks=[1, 5])
+    assert "image_retrieval_recall@5" in tasks and "image_retrieval_recall@10" not in tasks
+    assert modgap.run_tasks(emb, tasks="retrieval", ks=np.int64(5))["text_retrieval_recall@5"]
+    doc, _ = modgap.run_bench(emb, reducers="none,center", corrections="csls", repeats=2,
+                              ks="1", measures="centroid")  # fmt: skip
+    assert list(doc["results"]) == ["none", "center", "csls"] and doc["setting"]["ks"] == [1]
+
+    # the same messages as the command line's
+    with pytest.raises(modgap.ModgapError, match="ks must be comma-separated integers, got 'x'"):
+        modgap.run_tasks(emb, ks="x")
+    assert main(["eval", "-", "--k", "x"]) == 2
+    assert "--k must be comma-separated integers, got 'x'" in capsys.readouterr().err
+    for bad, message in ((True, "comma-separated integers"), ([0], "must be positive"),
+                         ("", "ks is empty"), ([1.5], "comma-separated integers")):  # fmt: skip
+        with pytest.raises(modgap.ModgapError, match=message):
+            modgap.run_tasks(emb, ks=bad)
+    with pytest.raises(modgap.ModgapError, match="unknown measure 'bogus'; valid names"):
+        modgap.measure(emb, only="centroid,bogus")
+    with pytest.raises(modgap.ModgapError, match="unknown task"):
+        modgap.run_tasks(emb, tasks="retrieval,nope")
+    with pytest.raises(modgap.ModgapError, match="unknown score correction"):
+        modgap.run_bench(emb, reducers="none", corrections="csls,nope")
+    with pytest.raises(modgap.ModgapError, match="names must be strings"):
+        modgap.measure(emb, only=[3])
