@@ -3,6 +3,7 @@ numbers in modgap's JSON files read back by every reader."""
 
 from __future__ import annotations
 
+import importlib.machinery
 import json
 import math
 import sys
@@ -220,3 +221,88 @@ def test_library_calls_accept_what_the_command_line_accepts(capsys):
         modgap.run_bench(emb, reducers="none", corrections="csls,nope")
     with pytest.raises(modgap.ModgapError, match="names must be strings"):
         modgap.measure(emb, only=[3])
+
+
+class _FakeOutput:
+    """ipywidgets.Output as rich's live display uses it: a context that captures output."""
+
+    def __init__(self):
+        self.cleared = 0
+        self.closed = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def clear_output(self, wait=False):
+        self.cleared += 1
+
+    def close(self):
+        self.closed = True
+
+
+def _fake_kernel(monkeypatch, widgets: bool):
+    """What a Jupyter kernel looks like to rich: ``is_jupyter`` (ZMQInteractiveShell), and
+    IPython.display / ipywidgets to draw with."""
+    import types
+
+    import rich.console
+
+    import modgap._progress as mp
+
+    shown: list = []
+    display_mod = types.ModuleType("IPython.display")
+    display_mod.display = shown.append
+    ipython = types.ModuleType("IPython")
+    ipython.display = display_mod
+    monkeypatch.setattr(rich.console, "_is_jupyter", lambda: True)
+    monkeypatch.setitem(sys.modules, "IPython", ipython)
+    monkeypatch.setitem(sys.modules, "IPython.display", display_mod)
+    monkeypatch.setattr(mp, "_warned_widgets", False)
+    if widgets:
+        ipywidgets = types.ModuleType("ipywidgets")
+        ipywidgets.Output = _FakeOutput
+        ipywidgets.__spec__ = importlib.machinery.ModuleSpec("ipywidgets", None)
+        monkeypatch.setitem(sys.modules, "ipywidgets", ipywidgets)
+    else:
+        monkeypatch.setitem(sys.modules, "ipywidgets", None)  # import fails, as when absent
+    return shown
+
+
+def test_progress_draws_in_a_notebook(monkeypatch):
+    from rich.console import Console
+
+    from modgap._progress import display_kind, progress
+
+    shown = _fake_kernel(monkeypatch, widgets=True)
+    console = Console(stderr=True)
+    assert console.is_jupyter and not console.is_terminal  # what used to hide the bar
+    assert display_kind(console) == "notebook"
+    with progress("measuring", total=3, console=console) as bar:
+        assert bar._p is not None  # a live rich bar, not the silent one
+        bar.advance()
+        bar._p.refresh()
+    widgets = [w for w in shown if isinstance(w, _FakeOutput)]
+    assert widgets and widgets[0].cleared >= 1 and widgets[0].closed  # drawn, then removed
+    rendered = [str(getattr(r, "text", "")) for r in shown if not isinstance(r, _FakeOutput)]
+    assert any("measuring" in text for text in rendered)
+
+
+def test_progress_in_a_notebook_without_ipywidgets_says_so_once(monkeypatch):
+    from rich.console import Console
+
+    from modgap._progress import display_kind, progress
+
+    _fake_kernel(monkeypatch, widgets=False)
+    console = Console(stderr=True)
+    with pytest.warns(
+        modgap.ModgapNotice, match=r"needs ipywidgets: pip install 'modgap\[notebook\]'"
+    ):
+        assert display_kind(console) is None
+    with progress("measuring", total=3, console=console) as bar:
+        assert bar._p is None
+    # outside a notebook, the terminal test decides as before
+    assert display_kind(Console(force_terminal=True, force_jupyter=False)) == "terminal"
+    assert display_kind(Console(force_terminal=False, force_jupyter=False)) is None
