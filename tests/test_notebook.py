@@ -7,6 +7,7 @@ import importlib.machinery
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -306,3 +307,117 @@ def test_progress_in_a_notebook_without_ipywidgets_says_so_once(monkeypatch):
     # outside a notebook, the terminal test decides as before
     assert display_kind(Console(force_terminal=True, force_jupyter=False)) == "terminal"
     assert display_kind(Console(force_terminal=False, force_jupyter=False)) is None
+
+
+def _labelled_pairs(n: int = 120, d: int = 8):
+    """Paired embeddings with a CLIP-like gap and a class label that the shared part decides."""
+    X, Y = gapped_pairs(n=n, d=d, seed=2)
+    labels = (X[:, 0] - X[:, 1] > np.median(X[:, 0] - X[:, 1])).astype(int)
+    return X, Y, labels
+
+
+def test_a_fitted_reducer_works_inside_a_scikit_learn_pipeline():
+    from sklearn.base import clone
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+    from sklearn.pipeline import Pipeline
+
+    X, Y, labels = _labelled_pairs()
+    reducer = modgap.get_reducer("procrustes").fit(X, Y)
+    pipe = Pipeline([("gap", reducer.as_transformer("image")), ("clf", LogisticRegression())])
+    pipe.fit(X, labels)
+    by_hand = LogisticRegression().fit(reducer.transform_images(X), labels)
+    np.testing.assert_array_equal(pipe.predict(X), by_hand.predict(reducer.transform_images(X)))
+    assert pipe.named_steps["gap"].reducer_ is reducer  # a fitted reducer is used as it is
+    # a clone (cross-validation clones every step) keeps the fitted reducer
+    assert clone(pipe).named_steps["gap"].reducer is reducer
+    assert cross_val_score(pipe, X, labels, cv=3).mean() > 0.6
+    np.testing.assert_array_equal(
+        reducer.as_transformer("text").fit(Y).transform(Y), reducer.transform_texts(Y)
+    )
+
+    # an unfitted reducer is fitted on the pairs the pipeline passes to its step; the
+    # parameter itself stays unfitted (scikit-learn's rule)
+    fresh = modgap.get_reducer("procrustes")
+    pipe2 = Pipeline(
+        [("gap", modgap.ModalityTransformer(fresh, "image")), ("clf", LogisticRegression())]
+    )
+    pipe2.fit(X, labels, gap__paired=Y)
+    assert not fresh.is_fitted()
+    np.testing.assert_array_equal(pipe2.predict(X), pipe.predict(X))
+    with pytest.raises(modgap.NotFittedError, match="give the other modality"):
+        Pipeline([("gap", fresh.as_transformer()), ("clf", LogisticRegression())]).fit(X, labels)
+    with pytest.raises(modgap.ModgapError, match="modality must be one of image, text"):
+        reducer.as_transformer("audio").fit(X)
+    with pytest.raises(modgap.ModgapError, match="X has 3 features, but ModalityTransformer"):
+        reducer.as_transformer().fit(X).transform(X[:, :3])
+
+
+#: checks of scikit-learn's check_estimator that a prefit reducer cannot pass, and why
+_WIDTH = (
+    "fits on random data of another width (2, 3, 5 or 10 columns): a fitted reducer maps the "
+    "width it was fitted on and refuses any other"
+)
+_PREFIT_FAILS = {
+    name: _WIDTH
+    for name in (
+        "check_dict_unchanged",
+        "check_dont_overwrite_parameters",
+        "check_dtype_object",
+        "check_estimators_dtypes",
+        "check_estimators_fit_returns_self",
+        "check_estimators_nan_inf",
+        "check_estimators_overwrite_params",
+        "check_estimators_pickle",
+        "check_f_contiguous_array_estimator",
+        "check_fit2d_1feature",
+        "check_fit2d_1sample",
+        "check_fit2d_predict1d",
+        "check_fit_check_is_fitted",
+        "check_fit_idempotent",
+        "check_fit_score_takes_y",
+        "check_methods_sample_order_invariance",
+        "check_methods_subset_invariance",
+        "check_n_features_in",
+        "check_pipeline_consistency",
+        "check_readonly_memmap_input",
+        "check_transformer_data_not_an_array",
+        "check_transformer_general",
+        "check_transformer_preserve_dtypes",
+    )
+}
+
+
+def test_modality_transformer_passes_scikit_learns_checks_that_apply():
+    import inspect
+
+    from sklearn.utils.estimator_checks import check_estimator
+
+    if "expected_failed_checks" not in inspect.signature(check_estimator).parameters:
+        pytest.skip("check_estimator's expected_failed_checks needs scikit-learn >= 1.6")
+    X, Y = gapped_pairs(n=60, d=4, seed=0)
+    transformer = modgap.get_reducer("center").fit(X, Y).as_transformer("image")
+    results: dict[str, str] = {}
+
+    def record(estimator, check_name, exception, status, expected_to_fail, **_):
+        results[check_name] = status
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", modgap.ModgapNotice)  # checks feed non-unit rows
+        check_estimator(
+            transformer, expected_failed_checks=_PREFIT_FAILS, on_fail=None, callback=record
+        )
+    passed = {name for name, status in results.items() if status == "passed"}
+    # what it does pass: parameters, clone, unfitted errors, and refusing bad input with
+    # scikit-learn's own messages
+    assert {
+        "check_get_params_invariance",
+        "check_set_params",
+        "check_estimators_unfitted",
+        "check_complex_data",
+        "check_estimators_empty_data_messages",
+        "check_estimator_sparse_array",
+        "check_no_attributes_set_in_init",
+    } <= passed
+    assert not {n for n, s in results.items() if s == "failed"}
+    assert {n for n, s in results.items() if s == "xfail"} == set(_PREFIT_FAILS)

@@ -62,6 +62,7 @@ _EXPORTS: dict[str, str] = {
     "SpectralEmbedding": "reducers",
     "LaplaceOT": "reducers",
     "SinkhornOT": "reducers",
+    "ModalityTransformer": "reducers",
     # tasks
     "retrieval_metrics": "tasks",
     "retrieval_ranks": "tasks",
