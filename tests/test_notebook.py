@@ -65,6 +65,24 @@ def test_coco_set_repr_is_short(coco500_path):
     assert len(text) < 300 and "500" in text and "512 float32" in text
 
 
+def test_results_are_dicts_that_show_short():
+    emb = modgap.EmbeddingSet(*gapped_pairs(n=60, d=12, seed=0))
+    gap = modgap.measure(emb)
+    assert isinstance(gap, dict) and gap == dict(gap)  # still a plain dict to every caller
+    assert json.loads(json.dumps(jsonable(gap))).keys() == gap.keys()
+    text = repr(gap)
+    assert len(text) < 300 and text.startswith("Results(centroid_gap=") and "more" in text
+    assert "[" not in text  # no nested lists (per_dimension's top dimensions)
+    assert "<table>" in gap._repr_html_() and "centroid_gap" in gap._repr_html_()
+    tasks = modgap.run_tasks(emb)
+    assert len(repr(tasks)) < 300 and "skipped: zeroshot" in repr(tasks)
+    assert "zeroshot" in tasks._repr_html_()
+    doc, _ = modgap.run_bench(emb, reducers="none,center", repeats=2, measures="centroid")
+    assert repr(doc).startswith("Results(bench rows: none, center;") and len(repr(doc)) < 300
+    html = doc._repr_html_()
+    assert html.count("<tr>") == 3 and "rsum" in html
+
+
 def test_not_fitted_error_is_scikit_learns():
     from sklearn.exceptions import NotFittedError as SklearnNotFittedError
     from sklearn.utils.validation import check_is_fitted
@@ -150,6 +168,7 @@ def test_non_finite_numbers_have_one_spelling_and_every_reader_takes_it(tmp_path
     assert dt.fmt(m["measures"]["itr"]) == "∞"
 
 
+@pytest.mark.slow
 def test_bench_results_of_a_real_clip_set_compare_and_frame(coco500_path, tmp_path):
     """The README's compare line on two saved bench results of COCO-500 (one with score
     corrections), whose ∞ (ITR/TIR at a full gap) used to stop compare."""

@@ -30,6 +30,7 @@ _EXPORTS: dict[str, str] = {
     "Format": "io",
     "provenance": "provenance",
     "jsonable": "provenance",
+    "Results": "_resultdict",
     # measures
     "measure_all": "measures",
     "resolve_measures": "measures",

@@ -32,6 +32,7 @@ from typing import Any
 
 from .._lists import name_list, positive_ints
 from .._progress import progress as progress_bar
+from .._resultdict import Results
 from ..compute import Compute, resolve
 from ..embeddings import EmbeddingSet
 from ..errors import ModgapError
@@ -278,7 +279,7 @@ def run_bench(
         "verdicts": verdicts,
         "skipped": skipped,
     }
-    return doc, views
+    return Results(doc), views  # a dict; shows as one short line in a notebook
 
 
 def record_split(

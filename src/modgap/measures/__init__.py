@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._lists import name_list
+from .._resultdict import Results
 from ..compute import Compute, resolve
 from ..errors import ModgapError
 from . import accumulators
@@ -308,4 +309,4 @@ def measure_all(
         results.update(MEASURES[name].run(emb, seed, report, compute))
     if skipped:
         results["skipped"] = skipped
-    return results
+    return Results(results)  # a dict; shows as one short line in a notebook

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._lists import name_list, positive_ints
+from .._resultdict import Results
 from ..compute import Compute, resolve
 from ..errors import ModgapError, notice
 from .clustering import clustering_metrics
@@ -156,4 +157,4 @@ def run_tasks(
             )
     if skipped:
         out["skipped"] = skipped
-    return out
+    return Results(out)  # a dict; shows as one short line in a notebook
