@@ -444,3 +444,24 @@ def test_modality_transformer_passes_scikit_learns_checks_that_apply():
     } <= passed
     assert not {n for n, s in results.items() if s == "failed"}
     assert {n for n, s in results.items() if s == "xfail"} == set(_PREFIT_FAILS)
+
+
+def test_to_frame_gives_a_sampled_estimate_its_interval_and_sample(tmp_path):
+    pd = pytest.importorskip(
+        "pandas", reason="to_frame needs pandas: pip install 'modgap[notebook]'"
+    )
+    from modgap.io import open_source
+    from modgap.stream import stream_measures
+
+    X, Y = gapped_pairs(n=80, d=8, seed=0)
+    np.save(tmp_path / "img.npy", X)
+    np.save(tmp_path / "txt.npy", Y)
+    source = open_source(tmp_path / "img.npy", tmp_path / "txt.npy")
+    result = stream_measures(source, only="neighbours,centroid", sample_queries=20)
+    frame = modgap.to_frame(result)
+    est = result["estimates"]["tmr"]
+    row = frame[frame.key == "tmr"].iloc[0]
+    assert (row.ci_low, row.ci_high) == tuple(est["interval"]) and row.ci_low <= row.ci_high
+    assert row.n == est["sample"] == 20 and row.population == 80 and not row.exact
+    exact = frame[frame.key == "centroid_gap"].iloc[0]
+    assert pd.isna(exact.ci_low) and pd.isna(exact.n)  # exact keys carry no interval
