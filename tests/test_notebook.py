@@ -465,3 +465,22 @@ def test_to_frame_gives_a_sampled_estimate_its_interval_and_sample(tmp_path):
     assert row.n == est["sample"] == 20 and row.population == 80 and not row.exact
     exact = frame[frame.key == "centroid_gap"].iloc[0]
     assert pd.isna(exact.ci_low) and pd.isna(exact.n)  # exact keys carry no interval
+
+
+def test_the_best_model_metadata_keeps_non_finite_metrics(tmp_path):
+    """The trainer's best-model file holds its validation metrics as strict JSON too."""
+    import torch
+
+    from modgap.train.checkpoint import load_best, save_best
+
+    model = torch.nn.Linear(3, 2)
+    save_best(tmp_path / "best.safetensors", model, 4, {"rsum": 12.5, "median_rank": math.inf,
+                                                         "loss": math.nan})  # fmt: skip
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "best.safetensors"), "pt") as f:
+        text = f.metadata()["modgap_best"]
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON: {c}"))
+    info = load_best(tmp_path / "best.safetensors", torch.nn.Linear(3, 2))
+    assert info["epoch"] == 4 and info["metrics"]["median_rank"] == math.inf
+    assert math.isnan(info["metrics"]["loss"]) and info["metrics"]["rsum"] == 12.5

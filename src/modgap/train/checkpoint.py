@@ -146,6 +146,8 @@ def read_checkpoint(
         raise InputError("the checkpoint is not valid JSON (truncated or edited)", src) from None
     if not isinstance(meta, dict):
         raise InputError("the checkpoint must be a JSON object", src)
+    # validation metrics (best, history, running) may be inf or NaN, written as strings
+    meta = restored(meta, keep_text=("config",))
     name = meta.get("tensors")
     if not isinstance(name, str) or not _STATE_NAME.match(name):
         raise InputError(
