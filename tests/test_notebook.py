@@ -157,6 +157,9 @@ def test_non_finite_numbers_have_one_spelling_and_every_reader_takes_it(tmp_path
     assert main([*argv, str(tmp_path / "m.json"), "--out", str(out), "-q"]) == 0
     cmp = read_results(out / "compare.json")
     assert cmp["entries"][2]["metrics"]["itr"]["mean"] == math.inf
+    crows = {(r["row"], r["key"]): r for r in result_rows(out / "compare.json")}
+    assert crows[("b:coco#center", "itr")]["value"] == math.inf
+    assert crows[("b:coco#center", "rmg")]["diff"] == 0.0
 
     # the docs tables' formatter
     sys.path.insert(0, str(ROOT / "scripts"))

@@ -28,7 +28,7 @@ __all__ = ["COLUMNS", "read_results", "result_rows", "to_frame"]
 #: 95% interval (over splits for a bench, over the sample for a sampled streamed estimate);
 #: ``n`` counts what the value is a mean over (splits, or sampled queries) and ``population``
 #: what it estimates; ``diff``/``diff_low``/``diff_high``/``significant`` are a bench row's
-#: paired difference from ``none``.
+#: paired difference from ``none`` (a compare entry's: from the first entry).
 COLUMNS = (
     "dataset",
     "row",
@@ -120,6 +120,28 @@ def _bench_rows(run: dict, dataset: str | None) -> list[dict]:
     return rows
 
 
+def _compare_rows(doc: dict) -> list[dict]:
+    """One row per metric of every entry of a ``compare`` document; the difference is from
+    the first entry, as the comparison states it."""
+    rows = []
+    diffs = [{}, *doc.get("vs_first", [])]
+    for entry, diff in zip(doc.get("entries", []), diffs, strict=False):
+        for key, m in entry.get("metrics", {}).items():
+            value = number(m.get("mean")) if isinstance(m, dict) else None
+            if value is None:
+                continue
+            lo, hi = _interval(m.get("ci95"))
+            row = {"row": entry.get("label"), "key": key, "value": value}
+            row.update(ci_low=lo, ci_high=hi, n=len(m.get("values", [])) or None)
+            d = diff.get(key)
+            if isinstance(d, dict) and number(d.get("mean")) is not None:
+                row["diff"] = number(d["mean"])
+                row["diff_low"], row["diff_high"] = _interval(d.get("ci95"))
+                row["significant"] = d.get("significant")
+            rows.append(row)
+    return rows
+
+
 def result_rows(result: Any) -> list[dict]:
     """The long rows of :func:`to_frame` as dicts (every key of :data:`COLUMNS`), without
     pandas.
@@ -129,8 +151,9 @@ def result_rows(result: Any) -> list[dict]:
     result : dict or path
         What :func:`modgap.measure`, :func:`modgap.run_tasks` or :func:`modgap.run_bench`
         (its document) return, a ``measure`` / ``eval`` JSON document (``measures`` and
-        ``tasks`` sections), a bench ``results.json`` document (``datasets``), or the path of
-        one of those files.
+        ``tasks`` sections), a bench ``results.json`` document (``datasets``), a ``compare``
+        document (``entries``: ``row`` is the entry's label, ``diff`` its difference from the
+        first entry), or the path of one of those files.
     """
     if isinstance(result, str | os.PathLike):
         result = read_results(result)
@@ -138,7 +161,9 @@ def result_rows(result: Any) -> list[dict]:
         raise ModgapError(
             f"to_frame takes a result dict or a results file, not {type(result).__name__}"
         )
-    if isinstance(result.get("datasets"), dict):
+    if isinstance(result.get("entries"), list):
+        rows = _compare_rows(result)
+    elif isinstance(result.get("datasets"), dict):
         rows = [r for name, run in result["datasets"].items() for r in _bench_rows(run, name)]
     elif isinstance(result.get("results"), dict) and "setting" in result:
         rows = _bench_rows(result, None)
