@@ -116,9 +116,12 @@ def _jsonable(x: Any) -> Any:
 
 
 def _number(v: Any) -> float:
-    if isinstance(v, str):
-        return float(v)  # "inf" / "nan" as JSON writes them
-    return float(v)
+    from modgap.provenance import number
+
+    x = number(v)  # modgap's one reader of "inf" / "-inf" / "nan" in its JSON files
+    if x is None:
+        raise ValueError(f"not a number: {v!r}")
+    return x
 
 
 def fmt(v: Any, digits: int = 3) -> str:

@@ -30,6 +30,7 @@ _EXPORTS: dict[str, str] = {
     "Format": "io",
     "provenance": "provenance",
     "jsonable": "provenance",
+    "Results": "_resultdict",
     # measures
     "measure_all": "measures",
     "resolve_measures": "measures",
@@ -62,6 +63,7 @@ _EXPORTS: dict[str, str] = {
     "SpectralEmbedding": "reducers",
     "LaplaceOT": "reducers",
     "SinkhornOT": "reducers",
+    "ModalityTransformer": "reducers",
     # tasks
     "retrieval_metrics": "tasks",
     "retrieval_ranks": "tasks",
@@ -86,6 +88,8 @@ _EXPORTS: dict[str, str] = {
     "run_bench": "bench",
     "render_report": "report",
     "write_report": "report",
+    "read_results": "report",
+    "to_frame": "report",
     # encoders
     "load_encoder": "encoders",
     "Encoder": "encoders",

@@ -1,17 +1,22 @@
-"""The one progress display: a rich bar (or spinner) on stderr, or nothing.
+"""The one progress display: a rich bar (or spinner) on stderr or in a notebook, or nothing.
 
 ``with progress("measuring", total=9, enabled=...) as bar: bar.advance(); bar.describe("...")``.
-A disabled bar, or one whose console is not a terminal, costs nothing and prints nothing, so
-library code can always report progress and callers decide whether it shows.
+A disabled bar, or one whose console is neither a terminal nor a Jupyter notebook, costs
+nothing and prints nothing, so library code can always report progress and callers decide
+whether it shows. In a notebook rich draws the same bar in an output widget (ipywidgets, the
+``notebook`` extra); without ipywidgets it says so once and shows nothing.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["Bar", "progress"]
+from .errors import notice
+
+__all__ = ["Bar", "display_kind", "progress"]
 
 
 class Bar:
@@ -47,6 +52,23 @@ class Bar:
             self._p.console.print(text, highlight=False, soft_wrap=True)
 
 
+_warned_widgets = False
+
+
+def display_kind(console: Any) -> str | None:
+    """Where a live bar can be drawn for ``console``: ``"terminal"``, ``"notebook"`` (a
+    Jupyter kernel, rich's ``is_jupyter``, with ipywidgets to draw in) or ``None``."""
+    global _warned_widgets
+    if console.is_jupyter:
+        if importlib.util.find_spec("ipywidgets") is not None:
+            return "notebook"
+        if not _warned_widgets:  # rich would warn at every refresh; say it once, plainly
+            _warned_widgets = True
+            notice("progress in a notebook needs ipywidgets: pip install 'modgap[notebook]'")
+        return None
+    return "terminal" if console.is_terminal else None
+
+
 @contextmanager
 def progress(
     description: str,
@@ -60,8 +82,9 @@ def progress(
     from rich.console import Console
 
     console = console or Console(stderr=True)
-    if not enabled or not console.is_terminal:
-        # a live display is for a terminal; in a log file or pipe it would only add lines
+    if not enabled or display_kind(console) is None:
+        # a live display is for a terminal or a notebook; in a log file or pipe it would only
+        # add lines
         yield Bar()
         return
     from rich.progress import (

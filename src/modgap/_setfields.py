@@ -1,7 +1,7 @@
 """The fields an :class:`~modgap.embeddings.EmbeddingSet` and a
 :class:`~modgap.features.FeatureSet` share, validated by one set of helpers: labels, class
 names, class prompts, string lists (ids, captions) and the index plan of a subset (which
-images and texts a subset keeps, re-paired)."""
+images and texts a subset keeps, re-paired), and the short summary both show as their repr."""
 
 from __future__ import annotations
 
@@ -13,12 +13,18 @@ from ._array import as_int_vector, prepare_rows, to_numpy
 from .errors import InputError
 
 __all__ = [
+    "attached_parts",
     "check_class_names",
     "check_class_prompts",
     "check_labels",
     "string_list",
     "subset_plan",
+    "summary_html",
+    "summary_repr",
 ]
+
+#: longest ``source`` a repr shows (its tail: the file name is the informative end)
+_SOURCE_CHARS = 60
 
 
 def check_labels(labels: Any, n_images: int, src: str | None) -> np.ndarray | None:
@@ -111,3 +117,61 @@ def subset_plan(
     keep = np.flatnonzero(new_pos[text_to_image] >= 0)
     keep = keep[np.argsort(new_pos[text_to_image[keep]], kind="stable")]
     return idx, keep, new_pos[text_to_image[keep]]
+
+
+def attached_parts(
+    text_to_image: np.ndarray | None,
+    n_images: int,
+    n_texts: int,
+    labels: np.ndarray | None,
+    class_names: Any,
+    class_prompts: np.ndarray | None,
+    strings: dict[str, Any],
+    metadata: dict,
+    source: str | None,
+) -> list[tuple[str, str]]:
+    """What a set holds beside its arrays, as ``(field, short value)`` pairs for
+    :func:`summary_repr` and :func:`summary_html`: pairing, labels, class prompts, the string
+    lists present, metadata keys and the source (its last characters)."""
+    parts: list[tuple[str, str]] = []
+    if text_to_image is not None:
+        per = n_texts / max(n_images, 1)
+        parts.append(("pairing", "1 text per image" if per == 1 else f"{per:.3g} texts per image"))
+    else:
+        parts.append(("pairing", "unpaired"))
+    if labels is not None:
+        n_classes = len(class_names) if class_names is not None else int(labels.max()) + 1
+        parts.append(("labels", f"{n_classes} classes"))
+    if class_prompts is not None:
+        shape = "×".join(str(s) for s in class_prompts.shape[:-1])
+        parts.append(("class prompts", shape))
+    present = [name for name, value in strings.items() if value is not None]
+    if present:
+        parts.append(("strings", ", ".join(present)))
+    if metadata:
+        keys = list(metadata)
+        parts.append(("metadata", ", ".join(keys[:4]) + (", …" if len(keys) > 4 else "")))
+    if source:
+        text = str(source)
+        parts.append(
+            ("source", text if len(text) <= _SOURCE_CHARS else "…" + text[-_SOURCE_CHARS:])
+        )
+    return parts
+
+
+def summary_repr(kind: str, parts: list[tuple[str, str]]) -> str:
+    """``Kind(field: value; ...)``: one line of counts and what is attached, never the arrays
+    (a notebook cell showing a set prints this, not kilobytes of numbers)."""
+    return f"{kind}(" + "; ".join(f"{k}: {v}" for k, v in parts) + ")"
+
+
+def summary_html(kind: str, parts: list[tuple[str, str]]) -> str:
+    """The same summary as a small HTML table, for notebooks (``_repr_html_``)."""
+    from html import escape
+
+    rows = "".join(
+        f"<tr><th style='text-align:left'>{escape(k)}</th><td style='text-align:left'>"
+        f"{escape(v)}</td></tr>"
+        for k, v in parts
+    )
+    return f"<table><caption style='text-align:left'><b>{escape(kind)}</b></caption>{rows}</table>"

@@ -21,11 +21,14 @@ import numpy as np
 
 from ._array import check_pairing, prepare_rows
 from ._setfields import (
+    attached_parts,
     check_class_names,
     check_class_prompts,
     check_labels,
     string_list,
     subset_plan,
+    summary_html,
+    summary_repr,
 )
 from .errors import InputError
 from .features import FeatureSet  # the training view, re-exported: modgap.embeddings.FeatureSet
@@ -158,6 +161,30 @@ class EmbeddingSet:
         prompts = prompts / np.linalg.norm(prompts, axis=1, keepdims=True)
         meta = {**self.metadata, "texts_are": "class prompts"}
         return self.replace(text_emb=prompts, text_to_image=None, texts=None, metadata=meta)
+
+    def _summary(self) -> list[tuple[str, str]]:
+        counts = [
+            ("images", str(self.n_images)),
+            ("texts", str(self.n_texts)),
+            ("dim", f"{self.dim} {self.image_emb.dtype}"),
+        ]
+        return counts + attached_parts(
+            self.text_to_image,
+            self.n_images,
+            self.n_texts,
+            self.labels,
+            self.class_names,
+            self.class_text_emb,
+            {"image_ids": self.image_ids, "texts": self.texts},
+            self.metadata,
+            self.source,
+        )
+
+    def __repr__(self) -> str:
+        return summary_repr("EmbeddingSet", self._summary())
+
+    def _repr_html_(self) -> str:
+        return summary_html("EmbeddingSet", self._summary())
 
     def describe(self) -> dict:
         """Counts for provenance records."""

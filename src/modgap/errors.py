@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import warnings
 
-__all__ = ["InputError", "ModgapError", "ModgapNotice", "NotFittedError", "notice"]
+# NotFittedError is built on first use by the module's __getattr__ (below)
+__all__ = ["InputError", "ModgapError", "ModgapNotice", "NotFittedError", "notice"]  # noqa: F822
 
 
 class ModgapError(ValueError):
@@ -24,8 +25,26 @@ class InputError(ModgapError):
         super().__init__(f"{source}: {message}" if source else message)
 
 
-class NotFittedError(ModgapError, AttributeError):
-    """A reducer or model was used before ``fit``."""
+def _not_fitted_error() -> type:
+    """``NotFittedError``: modgap's one-line user error and scikit-learn's
+    ``sklearn.exceptions.NotFittedError`` at once, so ``check_is_fitted`` callers and
+    scikit-learn's own tools catch it. Built on first use: importing scikit-learn takes longer
+    than the rest of ``import modgap.cli``, and most commands never raise it."""
+    from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+
+    class NotFittedError(ModgapError, SklearnNotFittedError):
+        """A reducer, score correction or model was used before ``fit``."""
+
+    NotFittedError.__module__, NotFittedError.__qualname__ = __name__, "NotFittedError"
+    return NotFittedError
+
+
+def __getattr__(name: str) -> type:
+    if name == "NotFittedError":
+        cls = _not_fitted_error()
+        globals()[name] = cls  # one class: later lookups (and ``except``) see the same object
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ModgapNotice(UserWarning):

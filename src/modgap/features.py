@@ -17,11 +17,14 @@ import numpy as np
 
 from ._array import as_int_vector, check_pairing, to_numpy
 from ._setfields import (
+    attached_parts,
     check_class_names,
     check_class_prompts,
     check_labels,
     string_list,
     subset_plan,
+    summary_html,
+    summary_repr,
 )
 from .errors import InputError
 
@@ -137,6 +140,30 @@ class FeatureSet:
     @property
     def text_dim(self) -> int | None:
         return None if self.text_kind == "ids" else int(self.texts.shape[-1])
+
+    def _summary(self) -> list[tuple[str, str]]:
+        text_shape = "×".join(str(s) for s in self.texts.shape[1:])
+        counts = [
+            ("images", f"{self.n_images} × {'×'.join(str(s) for s in self.images.shape[1:])}"),
+            ("texts", f"{self.n_texts} × {text_shape} {self.text_kind}"),
+        ]
+        return counts + attached_parts(
+            self.text_to_image,
+            self.n_images,
+            self.n_texts,
+            self.labels,
+            self.class_names,
+            self.class_texts,
+            {"captions": self.captions},
+            self.metadata,
+            self.source,
+        )
+
+    def __repr__(self) -> str:
+        return summary_repr("FeatureSet", self._summary())
+
+    def _repr_html_(self) -> str:
+        return summary_html("FeatureSet", self._summary())
 
     def subset(self, image_index: Any) -> FeatureSet:
         """The given images (in that order) with exactly their captions."""

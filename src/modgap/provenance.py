@@ -3,6 +3,12 @@
 Every results JSON written by modgap embeds :func:`provenance`; :func:`jsonable` makes a result
 dict safe for ``json.dump`` (non-finite floats become the strings ``"inf"``, ``"-inf"``,
 ``"nan"``, numpy scalars and arrays become Python numbers and lists).
+
+Those three strings are the one spelling of non-finite numbers in modgap's JSON files (strict
+JSON has no ``Infinity`` or ``NaN``): :data:`NON_FINITE` lists them, :func:`jsonable` writes
+them, :func:`number` and :func:`restored` read them back, and every reader of modgap's own
+files (``compare``, :func:`modgap.read_results` and so :func:`modgap.to_frame`, the docs tables)
+goes through these two.
 """
 
 from __future__ import annotations
@@ -16,7 +22,10 @@ from typing import Any
 
 from . import __version__
 
-__all__ = ["jsonable", "library_versions", "provenance"]
+__all__ = ["NON_FINITE", "jsonable", "library_versions", "number", "provenance", "restored"]
+
+#: the strings that stand for the floats strict JSON lacks, in every JSON file modgap writes
+NON_FINITE: dict[str, float] = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 
 # distribution names as pip knows them, keyed by the name we report
 _LIBRARIES = {
@@ -93,3 +102,30 @@ def jsonable(obj: Any) -> Any:
     if hasattr(obj, "__fspath__"):
         return str(obj)
     return str(obj)
+
+
+def number(value: Any) -> float | None:
+    """``value`` as a float when it is a JSON number or one of the :data:`NON_FINITE` strings
+    (case and surrounding spaces ignored, so a hand-edited ``"Inf"`` reads too); else ``None``.
+    ``True``/``False`` are not numbers here."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        return NON_FINITE.get(value.strip().lower())
+    return None
+
+
+def restored(obj: Any, keep_text: tuple[str, ...] = ("provenance",)) -> Any:
+    """The inverse of :func:`jsonable` for numbers: every :data:`NON_FINITE` string value
+    becomes its float again, in nested dicts and lists.
+
+    Values under a key of ``keep_text`` (the provenance record: commands, paths, labels) stay
+    text, so an input named ``nan`` is not read as a number. Keys are never changed.
+    """
+    if isinstance(obj, dict):
+        return {k: v if k in keep_text else restored(v, keep_text) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [restored(v, keep_text) for v in obj]
+    if isinstance(obj, str) and obj in NON_FINITE:
+        return NON_FINITE[obj]
+    return obj

@@ -30,7 +30,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .._lists import name_list, positive_ints
 from .._progress import progress as progress_bar
+from .._resultdict import Results
 from ..compute import Compute, resolve
 from ..embeddings import EmbeddingSet
 from ..errors import ModgapError
@@ -59,9 +61,7 @@ def reducer_names(reducers: Sequence[str] | str | None) -> list[str]:
     """Registry names (and ``none``) chosen by ``reducers``; unknown names are an error."""
     if reducers is None:
         return ["none", *REDUCERS]
-    if isinstance(reducers, str):
-        reducers = [r.strip() for r in reducers.split(",") if r.strip()]
-    names = list(dict.fromkeys(reducers))
+    names = name_list(reducers) or []  # "a,b" or a list, as on the command line
     unknown = [r for r in names if r != "none" and r not in REDUCERS]
     if unknown:
         raise ModgapError(
@@ -101,10 +101,10 @@ def run_bench(
     repeats: int = 5,
     test_fraction: float = 0.5,
     reducer_params: dict[str, dict] | None = None,
-    corrections: Sequence[str] | None = None,
-    ks: Sequence[int] = (1, 5, 10),
+    corrections: Sequence[str] | str | None = None,
+    ks: Sequence[int] | str = (1, 5, 10),
     folds: int | None = None,
-    measures: Sequence[str] | None = None,
+    measures: Sequence[str] | str | None = None,
     progress: bool = False,
     console: Any = None,
     compute: Compute | None = None,
@@ -130,13 +130,13 @@ def run_bench(
         Share of images evaluated in each split.
     reducer_params : dict, optional
         ``{reducer name: {param: value}}`` overrides.
-    corrections : sequence of str, optional
+    corrections : list of str or comma-separated str, optional
         Retrieval-time score corrections to add as rows (:data:`modgap.tasks.scoring.CORRECTIONS`).
-    ks : sequence of int
-        Recall@K cut-offs.
+    ks : sequence of int or comma-separated str
+        Recall@K cut-offs (``"1,5,10"`` as ``--k`` takes them).
     folds : int, optional
         Retrieval averaged over this many folds of the evaluated images.
-    measures : sequence of str, optional
+    measures : list of str or comma-separated str, optional
         Subset of gap measures (:func:`modgap.measures.measure_all` ``only``).
     progress : bool
         Show a progress bar.
@@ -163,6 +163,7 @@ def run_bench(
     """
     compute = resolve(compute, seed=seed)
     chosen = resolve_measures(measures)
+    ks = positive_ints(ks)
     base_seed = compute.seed
     names, correction_names = check_options(
         reducers, corrections, reducer_params, repeats, test_fraction
@@ -278,7 +279,7 @@ def run_bench(
         "verdicts": verdicts,
         "skipped": skipped,
     }
-    return doc, views
+    return Results(doc), views  # a dict; shows as one short line in a notebook
 
 
 def record_split(
@@ -394,11 +395,10 @@ def check_options(
     return names, correction_names
 
 
-def _correction_names(corrections: Sequence[str] | None) -> list[str]:
-    if not corrections:
+def _correction_names(corrections: Sequence[str] | str | None) -> list[str]:
+    names = name_list(corrections)
+    if not names:
         return []
-
-    names = list(dict.fromkeys(corrections))
     unknown = [c for c in names if c not in CORRECTIONS]
     if unknown:
         raise ModgapError(

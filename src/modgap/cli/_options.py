@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from .._lists import positive_ints
 from ..compute import MAX_SEED
 from ..errors import ModgapError
 from ._streaming import (  # noqa: F401 - re-exported: the commands take them from here
@@ -222,15 +223,7 @@ def make_compute(device: str, memory_budget: str, threads: int | None, seed: int
 
 
 def parse_ks(text: str) -> tuple[int, ...]:
-    try:
-        ks = tuple(int(k) for k in str(text).split(",") if k.strip())
-    except ValueError:
-        raise ModgapError(f"--k must be comma-separated integers, got {text!r}") from None
-    if not ks:
-        raise ModgapError("--k is empty")
-    if any(k < 1 for k in ks):
-        raise ModgapError(f"--k values must be positive, got {text!r}")
-    return ks
+    return positive_ints(str(text), "--k")  # the library's reader, blamed on the option
 
 
 def parse_params(items: list[str] | tuple[str, ...] | None) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from .._lists import name_list
 from ..errors import ModgapError
 from . import cli
 from ._options import (
@@ -119,9 +120,7 @@ def run_bench_cli(
         raise ModgapError("--pairs goes with a single input; give each set its own pairing")
     k_list = parse_ks(ks)
     reducer_params = _reducer_params(params)
-    correction_list = (
-        [c.strip() for c in corrections.split(",") if c.strip()] if corrections else []
-    )
+    correction_list = name_list(corrections) or []
     # unknown reducers, corrections or parameters fail before any data is read
     names, _ = check_options(reducers, correction_list, reducer_params, repeats, test_fraction)
     reads = [("the input", p) for p, _ in sets] + [("the texts file", t) for _, t in sets]

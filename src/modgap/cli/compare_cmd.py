@@ -3,6 +3,8 @@ before and after training or reduction, with the uncertainty the benchmark gives
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from . import cli
@@ -46,7 +48,10 @@ def run_compare(
     if out is not None and not quiet:
         from ._output import table_console
 
-        table_console().print(f"wrote {out}/compare.json and {out}/report.html", highlight=False)
+        folder = Path(out)  # "cmp/" names the folder, not "cmp//compare.json"
+        table_console().print(
+            f"wrote {folder / 'compare.json'} and {folder / 'report.html'}", highlight=False
+        )
     return doc
 
 

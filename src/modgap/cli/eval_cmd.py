@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from .._lists import name_list
 from ..errors import ModgapError
 from . import cli
 from ._options import (
@@ -96,7 +97,7 @@ def run_eval(
     streaming = (streaming or Streaming()).check()
     compute = resolve(compute)
     k_list = parse_ks(ks)
-    task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    task_list = name_list(tasks)
     if result_format == "clip_benchmark" and json_out is None:
         raise ModgapError("--format clip_benchmark writes records: give --json NAME_{task}.json")
     if result_format == "clip_benchmark" and str(json_out) != "-":

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from .._lists import name_list
 from . import cli
 from ._options import (
     INPUT_PATH,
@@ -113,10 +114,7 @@ def results_table(results: dict, title: str | None = None):
 
 
 def _split_names(only: str | None) -> list[str] | None:
-    if only is None:
-        return None
-    names = [n for part in only.split(",") for n in part.split() if n]
-    return names or None
+    return name_list(only)
 
 
 def run_measure(

@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from .._lists import name_list
+from .._resultdict import Results
 from ..compute import Compute, resolve
 from ..errors import ModgapError
 from . import accumulators
@@ -217,8 +219,7 @@ def resolve_measures(only: Iterable[str] | str | None) -> list[str]:
     unknown names raise :class:`ModgapError` listing the valid ones."""
     if only is None:
         return list(MEASURES)
-    if isinstance(only, str):
-        only = [only]
+    only = name_list(only) or []  # "centroid,rmg" or a list, as ``--only`` takes them
     by_key = {key: m.name for m in MEASURES.values() for key in m.keys}
     chosen: set[str] = set()
     for raw in only:
@@ -253,7 +254,7 @@ def measure_all(
         The embeddings. Measures that need image-text pairs (``rmg``, ``alignment``,
         ``cosine``) run only when ``emb.has_pairs``; otherwise they are listed under
         ``skipped``.
-    only : list of str, optional
+    only : list of str or comma-separated str, optional
         Measure names (keys of :data:`MEASURES`: centroid, per_dimension, linear_separability,
         rmg, neighbours, frechet_distance, alignment, uniformity, cosine) or result keys (e.g.
         ``itr`` selects ``neighbours``). Unknown names raise :class:`ModgapError` listing the
@@ -308,4 +309,4 @@ def measure_all(
         results.update(MEASURES[name].run(emb, seed, report, compute))
     if skipped:
         results["skipped"] = skipped
-    return results
+    return Results(results)  # a dict; shows as one short line in a notebook

@@ -7,6 +7,7 @@ builds one; ``load_reducer(path)`` reads a saved one. See docs/reducers.md.
 
 from ._registry import REDUCERS, get_reducer, load_reducer
 from .base import Reducer
+from .transformer import ModalityTransformer
 
 # import order = registry order = the order of the docs and the bench table
 # isort: off
@@ -24,6 +25,7 @@ __all__ = [
     "GaussianMap",
     "LaplaceOT",
     "MeanCentering",
+    "ModalityTransformer",
     "ProcrustesAlignment",
     "Reducer",
     "SinkhornOT",

@@ -23,6 +23,7 @@ from ..embeddings import EmbeddingSet
 from ..errors import InputError, ModgapError, NotFittedError
 from ..measures.accumulators import Moments
 from . import _persist
+from .transformer import ModalityTransformer
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "REDUCERS", "Reducer", "register"]
 
@@ -347,6 +348,13 @@ class Reducer(BaseEstimator):
 
     def _fitted_outputs(self, X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self._transform_images(X), self._transform_texts(Y)
+
+    def as_transformer(self, modality: str = "image") -> Any:
+        """This reducer as a scikit-learn transformer of one modality (``"image"`` or
+        ``"text"``), for a ``Pipeline``: a :class:`~modgap.reducers.transformer.
+        ModalityTransformer` that uses this reducer as it is when fitted, or fits a clone on
+        the pairs its ``fit`` is given."""
+        return ModalityTransformer(self, modality)
 
     def is_fitted(self) -> bool:
         return hasattr(self, "n_features_in_")

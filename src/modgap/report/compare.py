@@ -23,9 +23,10 @@ from ..bench import run_bench
 from ..bench.stats import paired
 from ..errors import InputError, ModgapError
 from ..files import output_folder, write_json
-from ..io import check_input_path, read_embeddings, reading
-from ..provenance import jsonable, provenance
+from ..io import read_embeddings
+from ..provenance import jsonable, number, provenance
 from .html import _CSS, _e, _table
+from .results import read_results
 from .tables import SUMMARY_COLUMNS
 
 __all__ = [
@@ -40,10 +41,6 @@ __all__ = [
 COMPARE_FORMAT = "modgap.compare/1"
 
 
-#: the strings :func:`modgap.provenance.jsonable` writes for the floats strict JSON lacks
-_NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
-
-
 def _shown(value: Any) -> str:
     text = json.dumps(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -52,10 +49,9 @@ def _shown(value: Any) -> str:
 def _number(value: Any, key: str, path: str) -> float:
     """``value`` as a float: a JSON number, or ``"inf"``/``"-inf"``/``"nan"`` as modgap writes
     them; anything else is a hand edit that broke the file, blamed on ``key``."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str) and value.strip().lower() in _NON_FINITE:
-        return _NON_FINITE[value.strip().lower()]
+    x = number(value)  # the one reader of modgap's spelling of non-finite numbers
+    if x is not None:
+        return x
     raise InputError(
         f'\'{key}\' must be a number (or "inf", "-inf", "nan"), got {_shown(value)}; '
         "correct it or write the file again",
@@ -129,11 +125,7 @@ def load_entries(
     path, _, row = spec.partition("#")
     p = Path(path)
     if p.suffix.lower() == ".json" and p.is_file():
-        check_input_path(p)
-        with reading(path, "results JSON"):
-            doc = json.loads(p.read_text(encoding="utf-8"))
-        if not isinstance(doc, dict):
-            raise InputError("not a modgap results file (not a JSON object)", path)
+        doc = read_results(path)
         label = p.parent.name if p.name == "results.json" else p.stem
         if "datasets" in doc:
             return _bench_entries(doc, label, path, row)

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .._lists import name_list, positive_ints
+from .._resultdict import Results
 from ..compute import Compute, resolve
 from ..errors import ModgapError, notice
 from .clustering import clustering_metrics
@@ -73,9 +75,9 @@ def _valid_ks(ks: Sequence[int], limit: int, what: str) -> tuple[int, ...]:
 
 def run_tasks(
     emb: Any,
-    tasks: Sequence[str] | None = None,
+    tasks: Sequence[str] | str | None = None,
     *,
-    ks: Sequence[int] = (1, 5, 10),
+    ks: Sequence[int] | str = (1, 5, 10),
     seed: int | None = None,
     encoder: Any = None,
     templates: Sequence[Any] = DEFAULT_TEMPLATES,
@@ -89,11 +91,12 @@ def run_tasks(
     Parameters
     ----------
     emb : EmbeddingSet
-    tasks : sequence of str, optional
+    tasks : list of str or comma-separated str, optional
         Subset of ``retrieval``, ``zeroshot``, ``clustering``, ``mixed`` (default: all that
         apply). Asking for one that does not apply is an error.
-    ks : sequence of int
-        Recall@K cut-offs; a K above the number of candidates is dropped with a notice.
+    ks : sequence of int or comma-separated str
+        Recall@K cut-offs (``"1,5,10"`` as ``--k`` takes them); a K above the number of
+        candidates is dropped with a notice.
     seed : int, optional
         k-means seed (default: the compute context's).
     encoder : object, optional
@@ -111,6 +114,7 @@ def run_tasks(
     """
     compute = resolve(compute, device=device, seed=seed)
     seed = compute.seed
+    tasks, ks = name_list(tasks), positive_ints(ks)  # what the command line accepts
     run, skipped = applicable_tasks(emb, encoder)
     if tasks is not None:
         check_requested(tasks, skipped)
@@ -153,4 +157,4 @@ def run_tasks(
             )
     if skipped:
         out["skipped"] = skipped
-    return out
+    return Results(out)  # a dict; shows as one short line in a notebook

@@ -27,6 +27,7 @@ from safetensors.torch import save_file
 
 from ..errors import InputError
 from ..files import atomic_path, write_json
+from ..provenance import jsonable, restored
 
 __all__ = [
     "CheckpointState",
@@ -145,6 +146,8 @@ def read_checkpoint(
         raise InputError("the checkpoint is not valid JSON (truncated or edited)", src) from None
     if not isinstance(meta, dict):
         raise InputError("the checkpoint must be a JSON object", src)
+    # validation metrics (best, history, running) may be inf or NaN, written as strings
+    meta = restored(meta, keep_text=("config",))
     name = meta.get("tensors")
     if not isinstance(name, str) or not _STATE_NAME.match(name):
         raise InputError(
@@ -267,7 +270,8 @@ def _optimizer_state(tensors: dict, meta: dict, optimizer, src: str) -> dict:
 
 def save_best(path: Path, model: torch.nn.Module, epoch: int | None, metrics: dict) -> None:
     """One file: the weights, with the epoch and validation metrics in its metadata."""
-    meta = {"modgap_best": json.dumps({"epoch": epoch, "metrics": metrics}, default=float)}
+    info = jsonable({"epoch": epoch, "metrics": metrics})  # strict JSON, as every modgap file
+    meta = {"modgap_best": json.dumps(info, allow_nan=False)}
     save_tensors(model.state_dict(), path, metadata=meta)
 
 
@@ -282,4 +286,4 @@ def load_best(path: Path, model: torch.nn.Module) -> dict:
     except ValueError:
         raise InputError("the best model's metadata is not valid JSON", str(path)) from None
     model.load_state_dict(tensors)
-    return info if isinstance(info, dict) else {}
+    return restored(info) if isinstance(info, dict) else {}
