@@ -47,6 +47,7 @@ _MEASURE_ROWS = [
     ("`gap_dims_50` / `gap_dims_90`", ("gap_dims_50", "gap_dims_90"), 0),
     ("`linear_separability`", ("linear_separability",), 3),
     ("`rmg`", ("rmg",), 4),
+    ("`rmg_chance`: RMG if pairs carry no information", ("rmg_chance",), 4),
     ("`itr` / `tir`", ("itr", "tir"), 2),
     ("`tmr` / `imr`", ("tmr", "imr"), 1),
     ("`frechet_distance`", ("frechet_distance",), 3),
@@ -73,6 +74,8 @@ def _measures_table(doc: dict) -> str:
     rows = []
     for label, keys, digits in _MEASURE_ROWS:
         ref = DESCRIPTIONS.get(keys[0], ("", ""))[1]
+        if ref == "chance":  # a value of the data itself, in the next row
+            ref = f"0; `{keys[0]}_chance` if pairs carry no information"
         rows.append(
             [label, _measure_cell(clip, keys, digits), _measure_cell(rnd, keys, digits), ref]
         )
@@ -321,7 +324,10 @@ def _bench_table(doc: dict) -> str:
         f"{s['protocol']}: {s['protocol_note']} (seeds {s['seeds'][0]}–{s['seeds'][-1]}, "
         f"{s['n_fit_images']:.0f} fit / {s['n_eval_images']:.0f} evaluated images). Mean ± "
         f"half-width of the {s['interval']}; ▲/▼: better/worse than none (the interval of the "
-        "paired difference excludes 0); bold: best.",
+        "paired difference excludes 0; a zero-width interval, every split the same, is no "
+        "evidence and is not marked); †: below chance (lin. sep. < 0.5), which reads as chance "
+        "— an artefact of held-out probes and of rows transformed with their own statistics, "
+        "not less gap —, never marked or ranked; bold: best.",
     ]
     verdicts = doc.get("verdicts", {}).get("retrieval", [])
     if verdicts:
