@@ -327,7 +327,7 @@ def _bench_table(doc: dict) -> str:
         "paired difference excludes 0; a zero-width interval, every split the same, is no "
         "evidence and is not marked); †: below chance (lin. sep. < 0.5), which reads as chance "
         "— an artefact of held-out probes and of rows transformed with their own statistics, "
-        "not less gap —, never marked or ranked; bold: best.",
+        "not less gap —, never marked or ranked (its column then bolds no row); bold: best.",
     ]
     verdicts = doc.get("verdicts", {}).get("retrieval", [])
     if verdicts:
@@ -394,10 +394,16 @@ def _reducers_heldout(doc: dict) -> str:
 
 
 def _paired(report: dict, variant: str, key: str) -> tuple[float, float, int, int]:
-    """Mean ± std of ``variant``'s per-run difference to its baseline run, and wins / losses."""
+    """Mean and the half-width of the 95% interval of ``variant``'s per-run difference to its
+    baseline run (the convention of every ± in the docs, ``dias_ablation.mean_ci``), and the
+    runs better / all runs."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import dias_ablation
+
     base = {(r["seed"], r["fold"]): r for r in report["runs"]["baseline (matching only)"]}
     d = np.array([r[key] - base[(r["seed"], r["fold"])][key] for r in report["runs"][variant]])
-    return float(d.mean()), float(d.std(ddof=1)), int((d > 0).sum()), int(d.size)
+    mean, half = dias_ablation.mean_ci(d, dias_ablation.interval_ratio(report))
+    return mean, half, int((d > 0).sum()), int(d.size)
 
 
 @table(
@@ -447,16 +453,16 @@ def _readme_figures(docs: dict) -> str:
         else f"of the other reducers {', '.join(worse) or 'none'} cost retrieval significantly"
     )
 
-    def helps(paired: tuple) -> bool:  # the paired mean more than two standard errors above 0
-        return paired[0] - 2 * paired[1] / paired[3] ** 0.5 > 0
+    def helps(paired: tuple) -> bool:  # the 95% interval of the paired difference above 0
+        return paired[0] - paired[1] > 0
 
     which = [
         w for w, pr in (("CLIP's own space", frozen), ("the pocket heads", fm_rsum)) if helps(pr)
     ]
     small = (
-        f"it helps on {' and '.join(which)} too (more than two standard errors above 0)"
+        f"it helps on {' and '.join(which)} too (a 95% interval above 0)"
         if which
-        else "it changes little (within two standard errors of 0)"
+        else "it changes little (95% intervals that include 0)"
     )
     lines = [
         f"- The bundled **pocket** model (EfficientNet-Lite0 + all-MiniLM-L6-v2, frozen, with "
@@ -480,5 +486,7 @@ def _readme_figures(docs: dict) -> str:
         f"better); fine-tuning CLIP's own space ({frozen[0]:+.1f} ± {frozen[1]:.1f}) and the "
         f"pocket heads on Fashion-MNIST ({fm_rsum[0]:+.1f} ± {fm_rsum[1]:.1f} rSum, "
         f"{100 * fm_map[0]:+.1f} class mAP) {small}.",
+        "- Every ± in this README and in the docs is the half-width of a 95% interval (the "
+        "bench's corrected resampled t over splits or runs), never a standard deviation.",
     ]
     return "\n".join(lines).replace("+-", "−")

@@ -96,7 +96,8 @@ def _dataset_section(name: str, doc: dict, views: dict | None, several: bool) ->
         "otherwise the difference is within noise (a zero-width interval, every split the "
         "same, is not marked). †: below chance (lin. sep. &lt; 0.5), which reads as chance — "
         "an artefact of held-out probes and of rows transformed with their own statistics, "
-        "not less gap —, never marked or ranked. Bold: best mean in the column. rSum in "
+        "not less gap —, never marked or ranked (its column bolds no row). Bold: best mean in "
+        "the column. rSum in "
         "percent (max 600); recalls as fractions; modality purity: 1 = k-means clusters split "
         "by modality; pairs together: share of pairs in one cluster (chance in the full "
         "results); lin. sep.: balanced accuracy of an image-vs-text probe (chance 0.5).</p>",

@@ -6,9 +6,10 @@ difference against ``none`` whose interval excludes 0 and is evidence (better / 
 column's sense; ``≠`` when the column has no better side): a zero-width interval is not, and a
 value below the column's chance level is not (:func:`modgap.bench.stats.is_evidence`, the rule
 of the bench's verdicts). A value below chance (linear separability under 0.5) reads as
-chance — no separability detected, not less gap —: it is shown with ``†``, never marked and
-never ranked. The best row of the other cells of a column is marked (bold in the terminal and
-HTML, ``**`` in Markdown).
+chance — no separability detected, not less gap —: it is shown with ``†``, never marked, and
+its column marks no best row (chance is the best it can read, and such rows cannot be told
+apart). The best row of every other column is marked (bold in the terminal and HTML, ``**`` in
+Markdown).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ LEGEND = (
     "difference excludes 0; a zero-width interval — every split the same — is no evidence and "
     "is not marked); † below chance (lin. sep. < 0.5): reads as chance, an artefact of held-out "
     "probes and of rows transformed with their own statistics, not less gap — never marked or "
-    "ranked; bold: best"
+    "ranked (its column then bolds no row); bold: best"
 )
 
 
@@ -109,12 +110,14 @@ def summary_cells(doc: dict) -> tuple[list[tuple[str, str, str | None]], dict[st
             line.append(Cell(m["mean"], half, change, below_chance=low))
         cells[name] = line
     for j, (_, _, better) in enumerate(cols):
-        if better is None:
+        # a row below chance reads as chance, the best a chance column can show, but it cannot
+        # be told apart from the others there: such a column marks no best row at all
+        if better is None or any(c[j].below_chance for c in cells.values()):
             continue
         means = {
             n: c[j].mean
             for n, c in cells.items()
-            if c[j].mean is not None and math.isfinite(c[j].mean) and not c[j].below_chance
+            if c[j].mean is not None and math.isfinite(c[j].mean)
         }
         if len(means) > 1:
             pick = max if better == "high" else min
