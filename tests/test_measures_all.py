@@ -160,3 +160,20 @@ def test_hubness_k_comes_from_the_pool_and_tiny_pools_are_skipped():
     from modgap.measures import hubness
 
     assert out["hubness_skew_t2i"] == hubness(X, Y, k=8)["hubness_skew_t2i"]
+
+
+def test_streamed_hubness_uses_the_same_rule(tmp_path):
+    from modgap.stream import open_source, stream_measures
+
+    for n, runs in ((40, False), (64, True)):
+        X, Y = gapped_pairs(n, 8, seed=3)
+        np.save(tmp_path / f"a{n}.npy", X)
+        np.save(tmp_path / f"b{n}.npy", Y)
+        src = open_source(str(tmp_path / f"a{n}.npy"), str(tmp_path / f"b{n}.npy"))
+        streamed = stream_measures(src, only="hubness", sample_queries=None)
+        mem = measure_all(EmbeddingSet(X, Y), only="hubness")
+        if runs:  # k = 8 on both routes, the same counts
+            assert streamed["hubness_skew_t2i"] == pytest.approx(mem["hubness_skew_t2i"], rel=1e-9)
+        else:
+            assert streamed["skipped"]["hubness"] == mem["skipped"]["hubness"]
+            assert "hubness_skew_t2i" not in streamed

@@ -59,7 +59,7 @@ def _bench_findings(docs: dict) -> str:
         f"{fmt(_mean(held, 'none', 'modality_purity'))}, mixed R@10 "
         f"{fmt(_mean(held, 'none', 'mixed_recall@10'))}.",
         f"- Held out, {_names(keep) if keep else 'no reducer'} "
-        f"{'leaves' if len(keep) == 1 else 'leave'} rSum where it was (the paired difference is "
+        f"{'leave' if len(keep) > 1 else 'leaves'} rSum where it was (the paired difference is "
         f"not significant"
         + (f": {', '.join(f'{n} {_diff(held, n, k_rsum)}' for n in keep)})" if keep else ")")
         + (
