@@ -276,7 +276,10 @@ def measure_all(
     -------
     dict
         Flat keys ``centroid_gap``, ``centroid_cosine``, ``gap_dims_50``, ``gap_dims_90``,
-        ``linear_separability``, ``rmg``, ``itr``, ``tir``, ``tmr``, ``imr``,
+        ``linear_separability``, ``rmg`` with ``rmg_chance`` (its value when the pairs carry
+        no information, :func:`~modgap.measures.rmg.rmg_no_information`), ``itr``, ``tir``,
+        ``tmr``, ``imr``, the hubness keys (k from
+        :func:`~modgap.measures.hubness.hubness_k`; skipped under 50 rows),
         ``frechet_distance``, ``alignment``, ``uniformity_image``, ``uniformity_text``,
         ``uniformity_cross``, ``matched_cosine_mean``/``_std``, ``unmatched_cosine_mean``/``_std``
         (floats; ``inf``/``nan`` kept as Python floats), plus nested ``per_dimension``,
