@@ -161,3 +161,17 @@ def test_comparative_sentences_follow_the_data():
     assert "`center`" in text.split("lose rSum significantly")[0].splitlines()[-1]
     reducers = (ROOT / "docs" / "reducers.md").read_text()
     assert "keeps more retrieval than any other reducer" not in reducers
+
+
+def test_the_corrections_table_gives_paired_95_percent_intervals():
+    from modgap.bench.stats import paired
+
+    doc = json.loads((dt.DATA_DIR / "corrections-coco500.json").read_text())
+    runs = doc["runs"]
+    label = "`CSLS(k=10)`"
+    d = paired([r["t2i_r1"] for r in runs[label]], [r["t2i_r1"] for r in runs["none"]], 1.0)
+    half = (d["ci95"][1] - d["ci95"][0]) / 2
+    row = next(
+        ln for ln in dt.TABLES["corrections-coco500"].render(doc).splitlines() if label in ln
+    )
+    assert f"**{d['mean']:+.3f} ± {half:.3f}**" in row and "standard error" not in row

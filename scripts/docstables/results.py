@@ -247,8 +247,11 @@ def _mean_se(values: list[float]) -> tuple[float, float]:
 
 @table("corrections-coco500", "docs/tasks.md", "corrections-coco500")
 def _corrections_table(doc: dict) -> str:
+    from modgap.bench.stats import paired
+
     runs = doc["runs"]
     base = runs["none"]
+    ratio = doc["test_fraction"] / (1 - doc["test_fraction"])
     rows = []
     for label, rs in runs.items():
         cells = [label]
@@ -258,16 +261,20 @@ def _corrections_table(doc: dict) -> str:
             if label == "none":
                 cells.append("")
                 continue
-            d, se = _mean_se([r[key] - b[key] for r, b in zip(rs, base, strict=True)])
-            text = f"{d:+.3f} ± {se:.3f}".replace("-", "−")
-            cells.append(f"**{text}**" if d - 2 * se > 0 else text)
+            # the bench's paired 95% interval: splits of one set overlap (evaluated / fitted)
+            diff = paired(
+                [r[key] for r in rs], [b[key] for b in base], ratio, "text_retrieval_recall@1"
+            )
+            half = (diff["ci95"][1] - diff["ci95"][0]) / 2
+            text = f"{diff['mean']:+.3f} ± {half:.3f}".replace("-", "−")
+            cells.append(f"**{text}**" if diff["significant"] and diff["mean"] > 0 else text)
         cells.append(fmt(_mean_se([r["rsum"] for r in rs])[0], 1))
         rows.append(cells)
     head = ["correction", "i→t R@1", "change", "t→i R@1", "change", "rSum"]
     note = (
         f"{len(doc['seeds'])} random splits (seeds {doc['seeds'][0]}–{doc['seeds'][-1]}); "
-        "mean R@1, the mean change against none ± its standard error (bold: more than two "
-        "standard errors above 0)."
+        "mean R@1, the mean change against none ± the half-width of its paired 95% corrected "
+        "resampled t interval (Nadeau & Bengio 2003; bold: the interval lies above 0)."
     )
     return _md(head, rows) + "\n\n" + note + " " + _source_line(doc)
 
@@ -486,7 +493,9 @@ def _readme_figures(docs: dict) -> str:
         f"better); fine-tuning CLIP's own space ({frozen[0]:+.1f} ± {frozen[1]:.1f}) and the "
         f"pocket heads on Fashion-MNIST ({fm_rsum[0]:+.1f} ± {fm_rsum[1]:.1f} rSum, "
         f"{100 * fm_map[0]:+.1f} class mAP) {small}.",
-        "- Every ± in this README and in the docs is the half-width of a 95% interval (the "
-        "bench's corrected resampled t over splits or runs), never a standard deviation.",
+        "- Every ± that gives the uncertainty of a number, in this README and in the docs, is "
+        "the half-width of a 95% interval (the bench's corrected resampled t over splits or "
+        "runs), never a standard deviation; a spread of values (a cosine's mean ± std) says "
+        "std.",
     ]
     return "\n".join(lines).replace("+-", "−")
