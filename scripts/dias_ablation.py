@@ -208,16 +208,34 @@ def grid(dataset: str, epochs: int | None) -> dict:
     return {"alpha": best_a, "beta": best_b, "gamma": best_b, "val_rsum": scores}
 
 
-def summarise(rows: list[dict], keys: list[str]) -> dict:
+def interval_ratio(report: dict) -> float:
+    """Evaluated / trained rows of one run, Nadeau & Bengio's correction for runs that share
+    training data: the coco500 folds test 100 images and train on 350; fmnist is one split whose
+    runs differ by seed only (0: a plain t interval over the seeds)."""
+    return 100 / 350 if report["folds"] > 1 else 0.0
+
+
+def mean_ci(values, ratio: float) -> tuple[float, float]:
+    """``(mean, half-width of the 95% interval)``: the corrected resampled t of the bench
+    (:func:`modgap.bench.stats.interval`), the one convention of every ± in the docs."""
+    from modgap.bench.stats import interval
+
+    mean, lo, hi = interval([float(v) for v in values], ratio)
+    return mean, (hi - lo) / 2 if np.isfinite(lo) else float("nan")
+
+
+def summarise(rows: list[dict], keys: list[str], ratio: float) -> dict:
     out = {}
     for k in keys:
-        vals = np.array([r[k] for r in rows if k in r and r[k] is not None], dtype=float)
-        if vals.size:
-            out[k] = (float(vals.mean()), float(vals.std(ddof=1)) if vals.size > 1 else 0.0)
+        vals = [r[k] for r in rows if k in r and r[k] is not None]
+        if vals:
+            out[k] = mean_ci(vals, ratio)
     return out
 
 
-def markdown(dataset: str, table: dict, keys: list[str], n_runs: int, second: str) -> str:
+def markdown(
+    dataset: str, table: dict, keys: list[str], n_runs: int, second: str, ratio: float
+) -> str:
     names = {
         "rsum": "rSum",
         "zeroshot_acc1": "zero-shot acc1",
@@ -245,10 +263,16 @@ def markdown(dataset: str, table: dict, keys: list[str], n_runs: int, second: st
             else:
                 cells.append("–")
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    how = (
+        f"corrected resampled t over {n_runs} runs that share training images (Nadeau & Bengio "
+        f"2003, evaluated / trained = {ratio:.3g})"
+        if ratio
+        else f"t interval over {n_runs} runs on one split (seeds only)"
+    )
     lines.append(
-        f"\nmean ± std over {n_runs} runs ({dataset}); test split; recalls, mAP and accuracy in "
-        "%. Δ columns: mean ± std of the per-run difference to the baseline run with the same "
-        "seed and split."
+        f"\nmean ± half-width of the 95% interval ({how}; {dataset}); test split; recalls, mAP "
+        "and accuracy in %. Δ columns: the same for the per-run difference to the baseline run "
+        "with the same seed and split."
     )
     wins = {v: s["wins"] for v, s in table.items() if "wins" in s}
     if wins:
@@ -274,18 +298,19 @@ def render(report: dict) -> str:
     """The markdown table of a report (from its runs: re-rendering needs no training)."""
     dataset, runs, weights = report["dataset"], report["runs"], report["weights"]
     keys, second = table_keys(dataset)
-    table = {name: summarise(rows, keys) for name, rows in runs.items()}
+    ratio = interval_ratio(report)
+    table = {name: summarise(rows, keys, ratio) for name, rows in runs.items()}
     # paired differences to the baseline (same seed and fold): removes the split-to-split spread
     baseline = {(r["seed"], r["fold"]): r for r in runs[VARIANTS[0][0]]}
     for name, *_ in VARIANTS[1:]:
         for key, label in (("rsum", "delta_rsum"), (second, "delta_second")):
             diffs = np.array([r[key] - baseline[(r["seed"], r["fold"])][key] for r in runs[name]])
-            table[name][label] = (float(diffs.mean()), float(diffs.std(ddof=1)))
+            table[name][label] = mean_ci(diffs, ratio)
             if key == "rsum":
                 table[name]["wins"] = (float((diffs > 0).sum()), float((diffs < 0).sum()))
     cols = [keys[0], "delta_rsum", keys[1], "delta_second", *keys[2:]]
     n_runs = report["seeds"] * report["folds"]
-    md = markdown(dataset, table, cols, n_runs, second)
+    md = markdown(dataset, table, cols, n_runs, second, ratio)
     g = weights["val_rsum"]
     md += (
         f"\nWeight grid (validation rSum, seed 0): baseline {g['baseline']:.1f}; "

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import gapped_pairs
 from modgap.bench import interval, paired, run_bench, verdict
+from modgap.bench.stats import MIN_DISTINCT, is_evidence, summarize
 from modgap.cli import main
 from modgap.embeddings import EmbeddingSet
 from modgap.errors import ModgapError
@@ -62,6 +63,79 @@ def test_paired_difference_and_verdict():
     assert verdict("center", "rsum", d1).startswith("center: +0.500 ± ")
     assert verdict("center", "rsum", d1).endswith("rsum, not significant")
     assert verdict("shift", "rsum", d2).endswith("rsum, significant")
+
+
+def test_a_zero_width_interval_is_no_evidence():
+    # a discrete metric: a median rank of 2, 2, 2 against 1, 1, 1
+    d = paired([2.0, 2.0, 2.0], [1.0, 1.0, 1.0], 1.0, "text_retrieval_median_rank")
+    assert d["ci95"] == [1.0, 1.0] and d["distinct"] == 1
+    assert not d["significant"] and "zero-width" in d["not_evidence"]
+    assert "no evidence" in verdict("shift", "median rank", d)
+    assert not is_evidence(d) and not is_evidence({**d, "distinct": None})  # stored: from width
+    # one differing split gives an interval of its own, judged as usual
+    d = paired([2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 3.0], [1.0] * 8, 1.0, "median_rank")
+    assert d["distinct"] == 2 and "not_evidence" not in d
+    assert MIN_DISTINCT == 2
+
+
+def test_separability_below_chance_is_not_less_gap():
+    none = [0.99, 0.98, 0.99]
+    below = [0.25, 0.27, 0.26]  # rows transformed with their own statistics
+    d = paired(below, none, 1.0, "linear_separability")
+    assert d["ci95"][1] < 0 and not d["significant"] and "below chance" in d["not_evidence"]
+    assert paired([0.52, 0.55, 0.53], none, 1.0, "linear_separability")["significant"]
+    # the table marks nothing below chance and never ranks it best, even on stored results
+    doc = {
+        "setting": {"protocol": "transductive", "protocol_note": ""},
+        "results": {
+            "none": {"metrics": {"linear_separability": summarize(none, 1.0)}},
+            "center": {
+                "metrics": {"linear_separability": summarize(below, 1.0)},
+                "vs_none": {"linear_separability": {**d, "significant": True}},
+            },
+            "shift": {
+                "metrics": {"linear_separability": summarize([0.6, 0.62, 0.61], 1.0)},
+                "vs_none": {"linear_separability": paired([0.6, 0.62, 0.61], none, 1.0)},
+            },
+        },
+    }
+    md = summary_markdown(doc)
+    center = next(line for line in md.splitlines() if line.startswith("| center"))
+    shift = next(line for line in md.splitlines() if line.startswith("| shift"))
+    assert "†" in center and "▲" not in center and "**" not in center
+    assert "▲" in shift and "**" not in md  # a column with a row below chance bolds none
+
+
+def test_two_samples_of_one_distribution_read_no_gap_decrease():
+    rng = np.random.default_rng(3)
+    mu = rng.normal(size=16)
+
+    def sample():
+        z = rng.normal(size=(120, 16)) + mu
+        return z / np.linalg.norm(z, axis=1, keepdims=True)
+
+    emb = EmbeddingSet(sample(), sample())
+    for transductive in (False, True):
+        doc, _ = run_bench(
+            emb,
+            reducers="none,center,gaussian",
+            transductive=transductive,
+            repeats=3,
+            measures=["linear_separability"],
+        )
+        for name in ("center", "gaussian"):
+            d = doc["results"][name]["vs_none"]["linear_separability"]
+            assert not (d["significant"] and d["mean"] < 0), (transductive, name)
+        lines = [
+            [c.strip() for c in ln.strip("|").split("|")]
+            for ln in summary_markdown(doc).splitlines()
+        ]
+        sep = lines[0].index("lin. sep.")
+        for line in lines[2:]:
+            cell = line[sep]
+            assert "▲" not in cell, line
+            if "†" in cell:
+                assert "**" not in cell, line
 
 
 # -- the protocol ------------------------------------------------------------------------------

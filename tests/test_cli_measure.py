@@ -76,9 +76,9 @@ def test_measure_npy_pair_with_pairs_file(tmp_path, capsys):
 
 
 def test_measure_unpaired_skips_pair_measures(tmp_path, capsys):
-    X, Y = gapped_pairs(30, 8, seed=1)
+    X, Y = gapped_pairs(80, 8, seed=1)  # 60 texts: enough for hubness (>= 50 rows)
     np.save(tmp_path / "img.npy", X)
-    np.save(tmp_path / "txt.npy", Y[:20])
+    np.save(tmp_path / "txt.npy", Y[:60])
     out = tmp_path / "m.json"
     rc = main(["measure", str(tmp_path / "img.npy"), str(tmp_path / "txt.npy"), "--json", str(out)])
     assert rc == 0
@@ -137,3 +137,46 @@ def test_streamed_sample_row_only_when_a_measure_was_sampled(tmp_path, capsys):
     assert "sampled" in capsys.readouterr().out
     st = _strict_load(out)["measures"]["streaming"]
     assert st["sampled"] == ["uniformity"] and st["sample_queries"] == {"images": 50, "texts": 50}
+
+
+@pytest.mark.parametrize("reducer", ["center", "gaussian"])
+def test_measure_of_rows_reduced_with_their_own_statistics_says_so(tmp_path, capsys, reducer):
+    # two samples of one distribution: no gap to remove, so separability is chance at best
+    rng = np.random.default_rng(2)
+    mu = rng.normal(size=16)
+    X, Y = (rng.normal(size=(200, 16)) + mu for _ in range(2))
+    path = tmp_path / "emb.npz"
+    np.savez(path, image_emb=X.astype(np.float32), text_emb=Y.astype(np.float32))
+    assert main(["reduce", reducer, str(path), "--out", str(tmp_path / "red"), "-q"]) == 0
+    js = tmp_path / "m.json"
+    red = tmp_path / "red" / "emb.npz"
+    args = ["measure", str(red), "--only", "linear_separability", "--json", str(js)]
+    assert main([*args, "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "fitted on these same rows" in captured.err
+    assert "not comparable" in captured.out and "†" in captured.out
+    doc = _strict_load(js)
+    assert "own statistics" in doc["measures"]["own_statistics"]["linear_separability"]
+    assert "fitted on these same rows" in doc["warnings"][0]
+    # the input itself is not flagged
+    assert main(["measure", str(path), "--only", "linear_separability", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "not comparable" not in captured.out and "fitted on these" not in captured.err
+
+
+def test_measure_shows_rmg_next_to_its_no_information_value(tmp_path, capsys):
+    # random-encoder-like: each modality in a narrow cone, matched = unmatched cosines
+    rng = np.random.default_rng(0)
+    mx, my = rng.normal(size=32), rng.normal(size=32)
+    X = mx + 0.01 * rng.normal(size=(200, 32))
+    Y = my + 0.01 * rng.normal(size=(200, 32))
+    path = tmp_path / "emb.npz"
+    np.savez(path, image_emb=X.astype(np.float32), text_emb=Y.astype(np.float32))
+    js = tmp_path / "m.json"
+    assert main(["measure", str(path), "--only", "rmg,cosine", "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    m = _strict_load(js)["measures"]
+    assert m["matched_cosine_mean"] == pytest.approx(m["unmatched_cosine_mean"], abs=1e-3)
+    assert m["rmg"] == pytest.approx(m["rmg_chance"], abs=1e-4) and m["rmg_chance"] > 0.99
+    row = next(line for line in out.splitlines() if " rmg " in f" {line} ")
+    assert f"{m['rmg_chance']:.4g}" in row and "0.5 = pairs as random" not in out

@@ -14,6 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,3 +127,51 @@ def test_number_format():
     assert dt.fmt(1234) == "1,234"
     assert dt.fmt("nan") == "nan"
     assert dt.fmt(None) == "—"
+
+
+def test_every_plus_minus_of_the_dias_figures_is_a_95_percent_interval():
+    import dias_ablation
+
+    from modgap.bench.stats import interval
+
+    report = json.loads((dt.DATA_DIR / "dias-coco500-scratch.json").read_text())["report"]
+    mean, half, _, _ = dt.results._paired(report, "full DIAS", "rsum")
+    base = {(r["seed"], r["fold"]): r for r in report["runs"]["baseline (matching only)"]}
+    d = [r["rsum"] - base[(r["seed"], r["fold"])]["rsum"] for r in report["runs"]["full DIAS"]]
+    _, lo, hi = interval(d, 100 / 350)  # 5 folds: 100 test images, 350 trained on
+    assert (mean, half) == pytest.approx((float(np.mean(d)), (hi - lo) / 2), rel=1e-12)
+    assert half > float(np.std(d, ddof=1))  # wider than the standard deviation it replaced
+    assert dias_ablation.interval_ratio(report) == 100 / 350
+    readme = (ROOT / "README.md").read_text()
+    assert f"+{mean:.1f} ± {half:.1f} rSum" in readme and "half-width of a 95% interval" in readme
+    assert "± std" not in (ROOT / "docs" / "dias.md").read_text()
+
+
+def test_comparative_sentences_follow_the_data():
+    held = json.loads((dt.DATA_DIR / "bench-coco500-heldout.json").read_text())
+    trans = json.loads((dt.DATA_DIR / "bench-coco500-transductive.json").read_text())
+    render = dt.TABLES["bench-coco500-findings"].render
+    text = render({"bench-coco500-heldout": held, "bench-coco500-transductive": trans})
+    assert "`center` leaves rSum where it was" in text
+    # make center's rSum loss significant: the sentence no longer says it keeps retrieval
+    center = held["results"]["center"]["vs_none"]["rsum"]
+    held["results"]["center"]["vs_none"]["rsum"] = {**center, "ci95": [-9.0, -1.0]}
+    text = render({"bench-coco500-heldout": held, "bench-coco500-transductive": trans})
+    assert "`center` leaves" not in text and "no reducer leaves" in text
+    assert "`center`" in text.split("lose rSum significantly")[0].splitlines()[-1]
+    reducers = (ROOT / "docs" / "reducers.md").read_text()
+    assert "keeps more retrieval than any other reducer" not in reducers
+
+
+def test_the_corrections_table_gives_paired_95_percent_intervals():
+    from modgap.bench.stats import paired
+
+    doc = json.loads((dt.DATA_DIR / "corrections-coco500.json").read_text())
+    runs = doc["runs"]
+    label = "`CSLS(k=10)`"
+    d = paired([r["t2i_r1"] for r in runs[label]], [r["t2i_r1"] for r in runs["none"]], 1.0)
+    half = (d["ci95"][1] - d["ci95"][0]) / 2
+    row = next(
+        ln for ln in dt.TABLES["corrections-coco500"].render(doc).splitlines() if label in ln
+    )
+    assert f"**{d['mean']:+.3f} ± {half:.3f}**" in row and "standard error" not in row

@@ -15,6 +15,7 @@ from modgap.measures import (
     mixed_neighbour_diagnostics,
     per_dimension_gap,
     relative_modality_gap,
+    rmg_no_information,
 )
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -132,6 +133,54 @@ def test_rmg_matches_pairwise_reference_several_captions():
     X = X[:20]
     t2i = rng.integers(0, 20, size=60)
     assert relative_modality_gap(X, Y, t2i) == pytest.approx(_rmg_reference(X, Y, t2i), rel=1e-10)
+
+
+def _rmg_paper(X, Y):
+    """Schrodi et al.'s relative modality gap as the paper writes it, N pairs, cosine
+    dissimilarity 1 - cos: mean matched dissimilarity over itself plus the mean of the
+    within-modality dissimilarities, 1 / (2N(N-1)) sum over i != j of d(x_i, x_j) + d(y_i, y_j)."""
+    X, Y = _unit(X), _unit(Y)
+    n = len(X)
+
+    def d(a, b):
+        return 1.0 - float(a @ b)
+
+    matched = sum(d(X[i], Y[i]) for i in range(n)) / n
+    intra = sum(d(X[i], X[j]) + d(Y[i], Y[j]) for i in range(n) for j in range(n) if i != j) / (
+        2 * n * (n - 1)
+    )
+    return matched / (intra + matched)
+
+
+def test_rmg_is_schrodi_et_al_cosine_form():
+    X, Y = gapped_pairs(30, 8, seed=7)
+    assert relative_modality_gap(X, Y) == pytest.approx(_rmg_paper(X, Y), rel=1e-12)
+
+
+def test_rmg_without_information_is_not_one_half():
+    # the mean matched distance over every cyclic shift of the pairing is the mean over all
+    # image-text pairs: the RMG at that d_M is the no-information value
+    X, Y = gapped_pairs(40, 8, gap=0.9, seed=8)
+    Xu, Yu = _unit(X), _unit(Y)
+    n = len(X)
+    d_m = np.mean([np.mean((1 - np.sum(np.roll(Xu, s, 0) * Yu, 1)) / 2) for s in range(n)])
+    intra = [
+        np.mean([(1 - A[i] @ A[j]) / 2 for i in range(n) for j in range(n) if i != j])
+        for A in (Xu, Yu)
+    ]
+    expected = d_m / (d_m + sum(intra) / 2)
+    assert rmg_no_information(X, Y) == pytest.approx(expected, rel=1e-12)
+    assert rmg_no_information(X, Y) > 0.52  # a gap pushes it above 0.5, towards 1
+    # "random encoders": each modality in a narrow cone, matched and unmatched cosines equal
+    rng = np.random.default_rng(0)
+    mx, my = rng.normal(size=64), rng.normal(size=64)
+    X = mx + 0.01 * rng.normal(size=(300, 64))
+    Y = my + 0.01 * rng.normal(size=(300, 64))
+    rmg, chance = relative_modality_gap(X, Y), rmg_no_information(X, Y)
+    assert chance > 0.999 and rmg == pytest.approx(chance, abs=1e-4)
+    # no gap and no pairing: the two modalities one distribution, then (and only then) 0.5
+    X, Y = rng.normal(size=(400, 64)), rng.normal(size=(400, 64))
+    assert rmg_no_information(X, Y) == pytest.approx(0.5, abs=0.01)
 
 
 def test_rmg_bad_pairing():

@@ -323,4 +323,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # the producers and tables register themselves on import
-from . import benchmarks, results, studies  # noqa: E402, F401
+from . import benchmarks, findings, results, studies  # noqa: E402, F401

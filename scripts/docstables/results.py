@@ -47,6 +47,7 @@ _MEASURE_ROWS = [
     ("`gap_dims_50` / `gap_dims_90`", ("gap_dims_50", "gap_dims_90"), 0),
     ("`linear_separability`", ("linear_separability",), 3),
     ("`rmg`", ("rmg",), 4),
+    ("`rmg_chance`: RMG if pairs carry no information", ("rmg_chance",), 4),
     ("`itr` / `tir`", ("itr", "tir"), 2),
     ("`tmr` / `imr`", ("tmr", "imr"), 1),
     ("`frechet_distance`", ("frechet_distance",), 3),
@@ -73,6 +74,8 @@ def _measures_table(doc: dict) -> str:
     rows = []
     for label, keys, digits in _MEASURE_ROWS:
         ref = DESCRIPTIONS.get(keys[0], ("", ""))[1]
+        if ref == "chance":  # a value of the data itself, in the next row
+            ref = f"0; `{keys[0]}_chance` if pairs carry no information"
         rows.append(
             [label, _measure_cell(clip, keys, digits), _measure_cell(rnd, keys, digits), ref]
         )
@@ -244,8 +247,11 @@ def _mean_se(values: list[float]) -> tuple[float, float]:
 
 @table("corrections-coco500", "docs/tasks.md", "corrections-coco500")
 def _corrections_table(doc: dict) -> str:
+    from modgap.bench.stats import paired
+
     runs = doc["runs"]
     base = runs["none"]
+    ratio = doc["test_fraction"] / (1 - doc["test_fraction"])
     rows = []
     for label, rs in runs.items():
         cells = [label]
@@ -255,16 +261,20 @@ def _corrections_table(doc: dict) -> str:
             if label == "none":
                 cells.append("")
                 continue
-            d, se = _mean_se([r[key] - b[key] for r, b in zip(rs, base, strict=True)])
-            text = f"{d:+.3f} ± {se:.3f}".replace("-", "−")
-            cells.append(f"**{text}**" if d - 2 * se > 0 else text)
+            # the bench's paired 95% interval: splits of one set overlap (evaluated / fitted)
+            diff = paired(
+                [r[key] for r in rs], [b[key] for b in base], ratio, "text_retrieval_recall@1"
+            )
+            half = (diff["ci95"][1] - diff["ci95"][0]) / 2
+            text = f"{diff['mean']:+.3f} ± {half:.3f}".replace("-", "−")
+            cells.append(f"**{text}**" if diff["significant"] and diff["mean"] > 0 else text)
         cells.append(fmt(_mean_se([r["rsum"] for r in rs])[0], 1))
         rows.append(cells)
     head = ["correction", "i→t R@1", "change", "t→i R@1", "change", "rSum"]
     note = (
         f"{len(doc['seeds'])} random splits (seeds {doc['seeds'][0]}–{doc['seeds'][-1]}); "
-        "mean R@1, the mean change against none ± its standard error (bold: more than two "
-        "standard errors above 0)."
+        "mean R@1, the mean change against none ± the half-width of its paired 95% corrected "
+        "resampled t interval (Nadeau & Bengio 2003; bold: the interval lies above 0)."
     )
     return _md(head, rows) + "\n\n" + note + " " + _source_line(doc)
 
@@ -321,7 +331,10 @@ def _bench_table(doc: dict) -> str:
         f"{s['protocol']}: {s['protocol_note']} (seeds {s['seeds'][0]}–{s['seeds'][-1]}, "
         f"{s['n_fit_images']:.0f} fit / {s['n_eval_images']:.0f} evaluated images). Mean ± "
         f"half-width of the {s['interval']}; ▲/▼: better/worse than none (the interval of the "
-        "paired difference excludes 0); bold: best.",
+        "paired difference excludes 0; a zero-width interval, every split the same, is no "
+        "evidence and is not marked); †: below chance (lin. sep. < 0.5), which reads as chance "
+        "— an artefact of held-out probes and of rows transformed with their own statistics, "
+        "not less gap —, never marked or ranked (its column then bolds no row); bold: best.",
     ]
     verdicts = doc.get("verdicts", {}).get("retrieval", [])
     if verdicts:
@@ -388,10 +401,16 @@ def _reducers_heldout(doc: dict) -> str:
 
 
 def _paired(report: dict, variant: str, key: str) -> tuple[float, float, int, int]:
-    """Mean ± std of ``variant``'s per-run difference to its baseline run, and wins / losses."""
+    """Mean and the half-width of the 95% interval of ``variant``'s per-run difference to its
+    baseline run (the convention of every ± in the docs, ``dias_ablation.mean_ci``), and the
+    runs better / all runs."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import dias_ablation
+
     base = {(r["seed"], r["fold"]): r for r in report["runs"]["baseline (matching only)"]}
     d = np.array([r[key] - base[(r["seed"], r["fold"])][key] for r in report["runs"][variant]])
-    return float(d.mean()), float(d.std(ddof=1)), int((d > 0).sum()), int(d.size)
+    mean, half = dias_ablation.mean_ci(d, dias_ablation.interval_ratio(report))
+    return mean, half, int((d > 0).sum()), int(d.size)
 
 
 @table(
@@ -441,16 +460,16 @@ def _readme_figures(docs: dict) -> str:
         else f"of the other reducers {', '.join(worse) or 'none'} cost retrieval significantly"
     )
 
-    def helps(paired: tuple) -> bool:  # the paired mean more than two standard errors above 0
-        return paired[0] - 2 * paired[1] / paired[3] ** 0.5 > 0
+    def helps(paired: tuple) -> bool:  # the 95% interval of the paired difference above 0
+        return paired[0] - paired[1] > 0
 
     which = [
         w for w, pr in (("CLIP's own space", frozen), ("the pocket heads", fm_rsum)) if helps(pr)
     ]
     small = (
-        f"it helps on {' and '.join(which)} too (more than two standard errors above 0)"
+        f"it helps on {' and '.join(which)} too (a 95% interval above 0)"
         if which
-        else "it changes little (within two standard errors of 0)"
+        else "it changes little (95% intervals that include 0)"
     )
     lines = [
         f"- The bundled **pocket** model (EfficientNet-Lite0 + all-MiniLM-L6-v2, frozen, with "
@@ -474,5 +493,9 @@ def _readme_figures(docs: dict) -> str:
         f"better); fine-tuning CLIP's own space ({frozen[0]:+.1f} ± {frozen[1]:.1f}) and the "
         f"pocket heads on Fashion-MNIST ({fm_rsum[0]:+.1f} ± {fm_rsum[1]:.1f} rSum, "
         f"{100 * fm_map[0]:+.1f} class mAP) {small}.",
+        "- Every ± that gives the uncertainty of a number, in this README and in the docs, is "
+        "the half-width of a 95% interval (the bench's corrected resampled t over splits or "
+        "runs), never a standard deviation; a spread of values (a cosine's mean ± std) says "
+        "std.",
     ]
     return "\n".join(lines).replace("+-", "−")

@@ -175,7 +175,7 @@ def _dias_conclusions(docs: dict) -> str:
         rep = docs[did]["report"]
         m, s, wins, n = _paired(rep, "full DIAS", "rsum")
         dim = _paired(rep, "+ L_dim", "rsum")
-        helps = m - 2 * s / n**0.5 > 0  # the paired mean more than two standard errors above 0
+        helps = m - s > 0  # the 95% interval of the paired difference above 0
         verdict = f"{m:+.1f} ± {s:.1f} rSum ({wins}/{n} runs better)".replace("-", "−")
         if second:
             m2, s2, w2, _ = _paired(rep, "full DIAS", second)
@@ -185,8 +185,8 @@ def _dias_conclusions(docs: dict) -> str:
             verdict += f"; `L_dim` alone {dim[0]:+.1f}"
         w = rep["weights"]
         rows.append([setting, verdict, f"{w['alpha']:g}, {w['beta']:g}"])
-    head = ["setting", "does full DIAS help rSum? (paired, mean ± std)", "chosen α, β = γ"]
+    head = ["setting", "does full DIAS help rSum? (paired, mean ± 95% interval)", "chosen α, β = γ"]
     return (
         _md(head, rows, "lll")
-        + "\n\n“Yes” when the paired mean is more than two standard errors above 0."
+        + "\n\n“Yes” when the 95% interval of the paired difference lies above 0."
     )

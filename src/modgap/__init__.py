@@ -40,6 +40,7 @@ _EXPORTS: dict[str, str] = {
     "per_dimension_gap": "measures",
     "linear_separability": "measures",
     "relative_modality_gap": "measures",
+    "rmg_no_information": "measures",
     "mixed_neighbour_diagnostics": "measures",
     "frechet_distance": "measures",
     "alignment": "measures",

@@ -6,13 +6,15 @@ is written by :func:`modgap.report.write_bench` (``results.json`` and ``report.h
 """
 
 from .protocol import VERDICT_METRICS, check_options, reducer_names, run_bench
-from .stats import LEVEL, interval, paired, summarize, verdict
+from .stats import LEVEL, interval, is_evidence, not_evidence, paired, summarize, verdict
 
 __all__ = [
     "LEVEL",
     "VERDICT_METRICS",
     "check_options",
     "interval",
+    "is_evidence",
+    "not_evidence",
     "paired",
     "reducer_names",
     "run_bench",

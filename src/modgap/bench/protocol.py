@@ -10,7 +10,9 @@ evaluated part itself, as Fill the Gap (Role et al. 2025) does; such rows are fl
 ``scored_on_fitted_rows``. A reducer without an out-of-sample extension is always fitted
 transductively, and says so. Linear separability is never measured on rows its reducer was
 fitted on: for those rows the reducer is refitted on the probe's own training part
-(:func:`~modgap.measures.separability.probe_accuracy`), so its chance level stays 0.5.
+(:func:`~modgap.measures.separability.probe_accuracy`). A probe with nothing to learn still
+reads below 0.5, so a mean below chance reads as chance, never as less gap
+(:func:`.stats.not_evidence`).
 
 Every numeric metric gets a mean and a 95% interval over the splits, and a split-by-split
 difference against ``none`` with its interval (:mod:`modgap.bench.stats`); a difference is
@@ -332,7 +334,9 @@ def aggregate(
         row["metrics"] = {k: summarize(v, ratio) for k, v in values[name].items()}
         if baseline is not None and name != "none":
             row["vs_none"] = {
-                k: paired(v, baseline[k], ratio) for k, v in values[name].items() if k in baseline
+                k: paired(v, baseline[k], ratio, k)
+                for k, v in values[name].items()
+                if k in baseline
             }
         results[name] = row
     return results, _verdicts(results), n_fit, n_eval

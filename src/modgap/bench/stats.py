@@ -12,7 +12,16 @@ Machine Learning 52, 2003):
 with :math:`s^2` the sample variance over the repeats and :math:`n_\mathrm{eval}/n_\mathrm{fit}`
 the ratio of evaluated to fitted images. A difference against ``none`` is computed split by split
 (paired, so what the split does to both cancels) and called **significant** only when its
-interval excludes 0.
+interval excludes 0 and it is evidence (:func:`not_evidence`):
+
+* every split giving the same difference (a discrete metric: a median rank of 2, 2, 2 against
+  1, 1, 1) makes a zero-width interval, which says nothing about other splits: a difference
+  needs at least :data:`MIN_DISTINCT` distinct per-split values to be marked;
+* a metric with a chance level (:data:`CHANCE`: linear separability, 0.5) whose mean reads
+  *below* chance is not less gap: a held-out probe with nothing to learn reads below chance
+  (the held-out rows of each class are missing from its training mean), and rows transformed
+  with statistics of their own split read further below. Such a value means "no separability
+  detected" and is neither marked nor ranked.
 """
 
 from __future__ import annotations
@@ -22,10 +31,27 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["LEVEL", "interval", "paired", "summarize", "verdict"]
+__all__ = [
+    "CHANCE",
+    "LEVEL",
+    "MIN_DISTINCT",
+    "interval",
+    "is_evidence",
+    "not_evidence",
+    "paired",
+    "summarize",
+    "verdict",
+]
 
 #: confidence level of every interval
 LEVEL = 0.95
+#: distinct per-split differences (at 1e-12 relative) a difference needs to be marked: fewer
+#: is a zero-width interval, which is no evidence
+MIN_DISTINCT = 2
+#: chance level of the metrics that have one; a mean below it reads as chance, never as less gap
+CHANCE: dict[str, float] = {"linear_separability": 0.5}
+#: relative width under which an interval counts as zero width (float64 round-off of equal values)
+_ZERO_WIDTH = 1e-12
 
 
 def _t(df: int) -> float:
@@ -58,13 +84,75 @@ def summarize(values: Sequence[float], ratio: float) -> dict:
     return {"mean": mean, "ci95": [lo, hi], "values": [float(v) for v in values]}
 
 
-def paired(values: Sequence[float], baseline: Sequence[float], ratio: float) -> dict:
-    """The split-by-split difference ``values - baseline``: ``{"mean", "ci95",
-    "significant"}`` (significant: the interval excludes 0)."""
+def _distinct(values: Sequence[float]) -> int:
+    """Number of distinct finite values, equal at :data:`_ZERO_WIDTH` relative counted once."""
+    out: list[float] = []
+    for v in sorted(float(v) for v in values if v is not None and math.isfinite(v)):
+        if not out or v - out[-1] > _ZERO_WIDTH * max(1.0, abs(v)):
+            out.append(v)
+    return len(out)
+
+
+def not_evidence(
+    diff: dict, metric: str | None = None, row_mean: float | None = None
+) -> str | None:
+    """Why the paired difference ``diff`` (of :func:`paired`) of ``metric`` is no evidence
+    even if its interval excludes 0, or ``None`` when it is: a zero-width interval (fewer than
+    :data:`MIN_DISTINCT` distinct per-split differences, when ``diff`` counts them), or a row
+    whose ``row_mean`` is below the metric's chance level (:data:`CHANCE`). Works on stored
+    results too (then from the interval's width)."""
+    lo, hi = diff["ci95"]
+    mean = diff["mean"]
+    few = diff.get("distinct")
+    if (few is not None and few < MIN_DISTINCT) or (
+        lo is not None
+        and math.isfinite(lo)
+        and math.isfinite(hi)
+        and hi - lo <= _ZERO_WIDTH * max(1.0, abs(mean))
+    ):
+        return (
+            "zero-width interval: every split gave the same difference (a discrete metric), "
+            "which is no evidence about other splits"
+        )
+    chance = CHANCE.get(metric or "")
+    if chance is not None and row_mean is not None and row_mean < chance:
+        return (
+            f"mean below chance ({chance:g}): reads as chance (no separability detected), an "
+            "artefact of held-out probes and of rows transformed with their own statistics, "
+            "not less gap"
+        )
+    return None
+
+
+def is_evidence(diff: dict, metric: str | None = None, row_mean: float | None = None) -> bool:
+    """Whether ``diff`` may be marked: its interval excludes 0 and :func:`not_evidence` finds
+    nothing against it (the one rule of the bench's verdicts and of every result table)."""
+    lo, hi = diff["ci95"]
+    excludes = lo is not None and math.isfinite(lo) and (lo > 0 or hi < 0)
+    return bool(excludes and not_evidence(diff, metric, row_mean) is None)
+
+
+def paired(
+    values: Sequence[float],
+    baseline: Sequence[float],
+    ratio: float,
+    metric: str | None = None,
+) -> dict:
+    """The split-by-split difference ``values - baseline``: ``{"mean", "ci95", "distinct",
+    "significant"}`` and, when the interval excludes 0 but is no evidence, ``"not_evidence"``
+    (why: :func:`not_evidence`). Significant: the interval excludes 0 and is evidence;
+    ``metric`` names the metric for its chance level (:data:`CHANCE`)."""
     diff = [a - b for a, b in zip(values, baseline, strict=True)]
     mean, lo, hi = interval(diff, ratio)
-    significant = bool(math.isfinite(lo) and (lo > 0 or hi < 0))
-    return {"mean": mean, "ci95": [lo, hi], "significant": significant}
+    out = {"mean": mean, "ci95": [lo, hi], "distinct": _distinct(diff)}
+    row = [float(v) for v in values if v is not None and math.isfinite(v)]
+    row_mean = float(np.mean(row)) if row else None
+    excludes = bool(math.isfinite(lo) and (lo > 0 or hi < 0))
+    why = not_evidence(out, metric, row_mean) if excludes else None
+    out["significant"] = excludes and why is None
+    if why is not None:
+        out["not_evidence"] = why
+    return out
 
 
 def _number(v: float) -> str:
@@ -81,4 +169,6 @@ def verdict(name: str, metric: str, diff: dict) -> str:
         return f"{name}: {_number(mean)} {metric} (one split: no interval)"
     half = (hi - lo) / 2
     word = "significant" if diff["significant"] else "not significant"
+    if diff.get("not_evidence"):
+        word += f" ({diff['not_evidence'].split(':', 1)[0]}: no evidence)"
     return f"{name}: {_number(mean)} ± {abs(half):.3g} {metric}, {word}"

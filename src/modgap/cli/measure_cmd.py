@@ -21,14 +21,21 @@ from ._options import (
 )
 
 #: row label -> (one-line meaning, the value without a gap / by chance), in report order; the
-#: hubness rows read their chance value from the result itself (``*_chance``)
+#: hubness and RMG rows read their chance value from the result itself (``*_chance``)
 DESCRIPTIONS: dict[str, tuple[str, str]] = {
     "centroid_gap": ("‖mean(X) − mean(Y)‖ (unit rows)", "0"),
     "centroid_cosine": ("cos(mean X, mean Y)", "1"),
     "gap_dims_50": ("dimensions carrying 50% of ‖Δ‖²", ""),
     "gap_dims_90": ("dimensions carrying 90% of ‖Δ‖²", ""),
-    "linear_separability": ("held-out balanced accuracy, image-vs-text probe", "0.5 (chance)"),
-    "rmg": ("relative modality gap d_M / (d_M + (d_I + d_T)/2)", "0; 0.5 = pairs as random"),
+    "linear_separability": (
+        "held-out balanced accuracy, image-vs-text probe; below 0.5 reads as chance",
+        "0.5 (chance)",
+    ),
+    "rmg": (
+        "relative modality gap d_M / (d_M + (d_I + d_T)/2) (Schrodi et al.); 0 = no gap, chance "
+        "= its value when pairs carry no information (d_M = mean over all pairs), not 0.5",
+        "chance",
+    ),
     "itr": ("image queries: #nearest is image / #nearest is text", "≈ 1 (n = m)"),
     "tir": ("text queries: #nearest is text / #nearest is image", "≈ 1 (n = m)"),
     "tmr": ("image queries: mean rank of the first text", "≈ 2 (n = m)"),
@@ -49,6 +56,13 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
     "unmatched_cosine_mean": ("cosine of unmatched pairs: mean", ""),
     "unmatched_cosine_std": ("cosine of unmatched pairs: std", ""),
 }
+
+#: why a measure of rows transformed with their own statistics is not read against chance
+OWN_STATISTICS = (
+    "rows transformed with their own statistics (the reducer was fitted on them): the probe's "
+    "held-out rows are not new to the transform and the accuracy can read below chance, which "
+    "is no gap decrease; judge a reducer with 'modgap bench'"
+)
 
 
 def format_value(value: Any) -> str:
@@ -87,6 +101,10 @@ def results_table(results: dict, title: str | None = None):
             if est is not None and not est["exact"]:  # a sampled estimate: its interval
                 lo, hi = est["interval"]
                 shown += f" [{format_value(lo)}, {format_value(hi)}]"
+            why = results.get("own_statistics", {}).get(key)
+            if why is not None:  # not read against its chance level
+                shown += " †"
+                reference, meaning = "not comparable", why
             table.add_row(key, shown, reference, meaning)
             if key == "gap_dims_90" and "per_dimension" in results:
                 top = results["per_dimension"]
@@ -132,10 +150,12 @@ def run_measure(
 ) -> dict:
     """What ``modgap measure`` does; returns the document written to ``--json``."""
     from ..compute import resolve
+    from ..errors import notice
     from ..files import check_paths
     from ..io import read_embeddings
     from ..measures import resolve_measures
     from ..provenance import jsonable, provenance
+    from ..workflow import fitted_rows_warning
     from ._output import announce_replace, print_and_save
 
     streaming = (streaming or Streaming()).check()
@@ -147,6 +167,9 @@ def run_measure(
         writes=[("--json", json_out)],
     )
     announce_replace(json_out)
+    leak = fitted_rows_warning(images)
+    if leak is not None:
+        notice(leak)
     source = streaming.open(images, texts, pairs)
     keys = ("n_images", "n_texts", "dim", "paired")
     if source is not None:
@@ -169,6 +192,8 @@ def run_measure(
             else f"{counts['n_classes']} class prompts (no captions)"
         )
         title = f"modality gap: {counts['n_images']} images against {texts_are}, d={counts['dim']}"
+    if leak is not None and "linear_separability" in results:
+        results["own_statistics"] = {"linear_separability": OWN_STATISTICS}
     document = {
         "measures": jsonable(results),
         "provenance": provenance(
@@ -180,6 +205,8 @@ def run_measure(
             **extra,
         ),
     }
+    if leak is not None:
+        document["warnings"] = [leak]
     print_and_save(results_table(results, title=title), document, json_out, quiet=quiet)
     return document
 

@@ -20,9 +20,9 @@ from .alignment import alignment, cross_uniformity, uniformity
 from .centroid import centroid_gap, per_dimension_gap
 from .cosine import cosine_stats
 from .frechet import frechet_distance
-from .hubness import hubness
+from .hubness import hubness, hubness_k, hubness_skip_reason
 from .neighbours import mixed_neighbour_diagnostics
-from .rmg import relative_modality_gap
+from .rmg import relative_modality_gap, rmg_no_information
 from .separability import linear_separability
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "mixed_neighbour_diagnostics",
     "per_dimension_gap",
     "relative_modality_gap",
+    "rmg_no_information",
     "resolve_measures",
     "uniformity",
 ]
@@ -62,7 +63,10 @@ def _separability(emb, seed, report, compute):
 
 
 def _rmg(emb, seed, report, compute):
-    return {"rmg": relative_modality_gap(emb.image_emb, emb.text_emb, emb.text_to_image)}
+    return {
+        "rmg": relative_modality_gap(emb.image_emb, emb.text_emb, emb.text_to_image),
+        "rmg_chance": rmg_no_information(emb.image_emb, emb.text_emb),
+    }
 
 
 def _neighbours(emb, seed, report, compute):
@@ -75,10 +79,9 @@ def _neighbours(emb, seed, report, compute):
 
 
 def _hubness(emb, seed, report, compute):
-    # k = 10, or fewer on tiny sets (a top-k must leave candidates out)
-    k = min(10, emb.n_images - 1, emb.n_texts - 1)
+    k = hubness_k(emb.n_images, emb.n_texts)  # the streamed route's k too
     if k < 1:
-        return {key: float("nan") for key in _HUBNESS_KEYS}
+        return {"skipped": {"hubness": hubness_skip_reason(emb.n_images, emb.n_texts)}}
     out = hubness(emb.image_emb, emb.text_emb, k=k, compute=compute)
     return {key: v for key, v in out.items() if key not in ("hubness_k", "hub_fraction")}
 
@@ -190,7 +193,7 @@ MEASURES: dict[str, Measure] = {
             "moments",
         ),
         Measure("linear_separability", ("linear_separability",), False, _separability, "sample"),
-        Measure("rmg", ("rmg",), True, _rmg, "moments"),
+        Measure("rmg", ("rmg", "rmg_chance"), True, _rmg, "moments"),
         Measure("neighbours", ("itr", "tir", "tmr", "imr"), False, _neighbours, "scan"),
         Measure(
             "frechet_distance",
@@ -274,7 +277,10 @@ def measure_all(
     -------
     dict
         Flat keys ``centroid_gap``, ``centroid_cosine``, ``gap_dims_50``, ``gap_dims_90``,
-        ``linear_separability``, ``rmg``, ``itr``, ``tir``, ``tmr``, ``imr``,
+        ``linear_separability``, ``rmg`` with ``rmg_chance`` (its value when the pairs carry
+        no information, :func:`~modgap.measures.rmg.rmg_no_information`), ``itr``, ``tir``,
+        ``tmr``, ``imr``, the hubness keys (k from
+        :func:`~modgap.measures.hubness.hubness_k`; skipped under 50 rows),
         ``frechet_distance``, ``alignment``, ``uniformity_image``, ``uniformity_text``,
         ``uniformity_cross``, ``matched_cosine_mean``/``_std``, ``unmatched_cosine_mean``/``_std``
         (floats; ``inf``/``nan`` kept as Python floats), plus nested ``per_dimension``,
@@ -306,7 +312,9 @@ def measure_all(
 
         if progress is not None:
             progress(name)
-        results.update(MEASURES[name].run(emb, seed, report, compute))
+        out = MEASURES[name].run(emb, seed, report, compute)
+        skipped.update(out.pop("skipped", {}))  # a measure that does not apply to these data
+        results.update(out)
     if skipped:
         results["skipped"] = skipped
     return Results(results)  # a dict; shows as one short line in a notebook

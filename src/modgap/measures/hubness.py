@@ -25,12 +25,45 @@ from ..compute import Compute, device_for, resolve
 from ..errors import ModgapError
 
 __all__ = [
+    "MIN_HUBNESS_POOL",
     "hubness",
     "hubness_from_topk",
+    "hubness_k",
+    "hubness_skip_reason",
     "hubness_statistics",
     "k_occurrence",
     "random_retrieval_hubness",
 ]
+
+#: the smallest pool (rows of the smaller modality) :func:`hubness_k` measures hubness on
+MIN_HUBNESS_POOL = 50
+
+
+def hubness_k(n_images: int, n_texts: int) -> int:
+    r"""Neighbours per query of the gap measure (in memory and streamed): with
+    :math:`n = \min(n_\mathrm{images}, n_\mathrm{texts})`, :math:`k = \min(10, \lfloor
+    \sqrt n\rfloor)`, or 0 (skip, :func:`hubness_skip_reason`) when :math:`n <`
+    :data:`MIN_HUBNESS_POOL`.
+
+    Why: hubness is the skew of :math:`N_k` when :math:`k \ll n` (Radovanović et al. 2010
+    use :math:`k = 5`–10 on thousands of points); as :math:`k/n \to 1` every candidate is in
+    nearly every top-k and :math:`N_k` is flat whatever the geometry (10 class prompts with
+    :math:`k = 9` read the same skew for every reducer). :math:`\lfloor\sqrt n\rfloor`, the
+    usual k-NN rule, keeps :math:`k/n \le 1/\sqrt n` (at most 1/7 from 50 rows up), and 10
+    from 100 rows on, so every set of 100 rows or more keeps the k it always had."""
+    n = min(int(n_images), int(n_texts))
+    return 0 if n < MIN_HUBNESS_POOL else min(10, math.isqrt(n))
+
+
+def hubness_skip_reason(n_images: int, n_texts: int) -> str | None:
+    """Why the hubness measure is skipped on these counts (None when it runs)."""
+    n = min(int(n_images), int(n_texts))
+    if n >= MIN_HUBNESS_POOL:
+        return None
+    return (
+        f"only {n} rows in the smaller modality (fewer than {MIN_HUBNESS_POOL}): a top-k over "
+        "so few candidates puts nearly every one in every list, and its skew says nothing"
+    )
 
 
 def _unit_tensor(x: Any, name: str, device: Any, dim: int | None):

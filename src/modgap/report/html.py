@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..bench.stats import is_evidence
 from ..files import atomic_path, output_folder, write_json
 from ..provenance import jsonable, provenance
 from . import figures
@@ -92,7 +93,11 @@ def _dataset_section(name: str, doc: dict, views: dict | None, several: bool) ->
         _table(header, rows),
         f"<p class='note'>Mean ± half-width of the {_e(setting['interval'])}. ▲ / ▼: better / "
         "worse than none, the interval of the split-by-split difference excluding 0; "
-        "otherwise the difference is within noise. Bold: best mean in the column. rSum in "
+        "otherwise the difference is within noise (a zero-width interval, every split the "
+        "same, is not marked). †: below chance (lin. sep. &lt; 0.5), which reads as chance — "
+        "an artefact of held-out probes and of rows transformed with their own statistics, "
+        "not less gap —, never marked or ranked (its column bolds no row). Bold: best mean in "
+        "the column. rSum in "
         "percent (max 600); recalls as fractions; modality purity: 1 = k-means clusters split "
         "by modality; pairs together: share of pairs in one cluster (chance in the full "
         "results); lin. sep.: balanced accuracy of an image-vs-text probe (chance 0.5).</p>",
@@ -152,7 +157,7 @@ def _dataset_section(name: str, doc: dict, views: dict | None, several: bool) ->
             d = ""
             if diff is not None:
                 d = f"{_fmt(diff['mean'])} [{_fmt(diff['ci95'][0])}, {_fmt(diff['ci95'][1])}]"
-                d += " *" if diff["significant"] else ""
+                d += " *" if is_evidence(diff, k, m["mean"]) else ""
             scalars.append([k, _fmt(m["mean"]), f"[{_fmt(lo)}, {_fmt(hi)}]", d])
         flag = " — scored on rows it was fitted on" if res.get("scored_on_fitted_rows") else ""
         secs = res.get("seconds", {})

@@ -2,9 +2,14 @@
 (terminal, HTML, Markdown for the docs), which row is best and which differences are real.
 
 A cell reads ``mean ± half-width`` of the 95% interval over the splits. ``▲`` / ``▼`` mark a
-difference against ``none`` whose interval excludes 0 (better / worse by the column's sense;
-``≠`` when the column has no better side); the best row of a column is marked (bold in the
-terminal and HTML, ``**`` in Markdown).
+difference against ``none`` whose interval excludes 0 and is evidence (better / worse by the
+column's sense; ``≠`` when the column has no better side): a zero-width interval is not, and a
+value below the column's chance level is not (:func:`modgap.bench.stats.is_evidence`, the rule
+of the bench's verdicts). A value below chance (linear separability under 0.5) reads as
+chance — no separability detected, not less gap —: it is shown with ``†``, never marked, and
+its column marks no best row (chance is the best it can read, and such rows cannot be told
+apart). The best row of every other column is marked (bold in the terminal and HTML, ``**`` in
+Markdown).
 """
 
 from __future__ import annotations
@@ -13,7 +18,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ..bench.stats import CHANCE, is_evidence
+
 __all__ = [
+    "LEGEND",
     "SUMMARY_COLUMNS",
     "Cell",
     "summary_cells",
@@ -40,6 +48,16 @@ SUMMARY_COLUMNS: tuple[tuple[str, str, str | None], ...] = (
 )
 
 
+#: what the marks of a summary table mean (terminal caption, docs)
+LEGEND = (
+    "mean ± 95% interval over the splits; ▲/▼ better/worse than none (the interval of the paired "
+    "difference excludes 0; a zero-width interval — every split the same — is no evidence and "
+    "is not marked); † below chance (lin. sep. < 0.5): reads as chance, an artefact of held-out "
+    "probes and of rows transformed with their own statistics, not less gap — never marked or "
+    "ranked (its column then bolds no row); bold: best"
+)
+
+
 @dataclass
 class Cell:
     """One table cell: the mean, its interval half-width and the marks."""
@@ -48,6 +66,7 @@ class Cell:
     half: float | None = None
     change: str = ""  # "▲", "▼", "≠" or ""
     best: bool = False
+    below_chance: bool = False  # shown with †, never marked or ranked
 
     def text(self) -> str:
         if self.mean is None:
@@ -60,7 +79,7 @@ class Cell:
             s = f"{v:.{digits}f}"
             if self.half is not None and math.isfinite(self.half):
                 s += f" ± {self.half:.{digits}f}"
-        return f"{s} {self.change}".rstrip()
+        return f"{s}{' †' if self.below_chance else ''} {self.change}".rstrip()
 
 
 def _rows(doc: dict) -> dict[str, dict]:
@@ -83,13 +102,17 @@ def summary_cells(doc: dict) -> tuple[list[tuple[str, str, str | None]], dict[st
             half = (hi - lo) / 2 if lo is not None and math.isfinite(lo) else None
             change = ""
             diff = row.get("vs_none", {}).get(key)
-            if diff is not None and diff["significant"]:
+            if diff is not None and is_evidence(diff, key, m["mean"]):
                 up = diff["mean"] > 0
                 change = "≠" if better is None else ("▲" if up == (better == "high") else "▼")
-            line.append(Cell(m["mean"], half, change))
+            chance = CHANCE.get(key)
+            low = chance is not None and m["mean"] is not None and m["mean"] < chance
+            line.append(Cell(m["mean"], half, change, below_chance=low))
         cells[name] = line
     for j, (_, _, better) in enumerate(cols):
-        if better is None:
+        # a row below chance reads as chance, the best a chance column can show, but it cannot
+        # be told apart from the others there: such a column marks no best row at all
+        if better is None or any(c[j].below_chance for c in cells.values()):
             continue
         means = {
             n: c[j].mean
@@ -121,8 +144,7 @@ def summary_table(doc: dict, title: str | None = None) -> Any:
     setting = doc["setting"]
     table = Table(
         title=title or f"modgap bench — {setting['protocol']}: {setting['protocol_note']}",
-        caption="mean ± 95% interval over the splits; ▲/▼ better/worse than none (interval of "
-        "the paired difference excludes 0); bold: best",
+        caption=LEGEND,
     )
     cols, cells = summary_cells(doc)
     table.add_column("row")

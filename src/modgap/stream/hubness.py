@@ -6,7 +6,8 @@ scored exactly against every row of the other one (:func:`~modgap.stream.kernels
 with ``topk``, the top-k merge of :func:`~modgap.stream.kernels.merge_scans`), and the
 statistics come from those top-k ids (:func:`~modgap.measures.hubness.hubness_from_topk`):
 exact when the sample is every query, an estimate with its sample size and a bootstrap
-interval otherwise. ``k`` is the in-memory route's: 10, or fewer on tiny sets.
+interval otherwise. ``k`` is the in-memory route's (:func:`~modgap.measures.hubness.hubness_k`:
+min(10, ⌊√n⌋) of the smaller modality; skipped under 50 rows).
 """
 
 from __future__ import annotations
@@ -16,15 +17,9 @@ from typing import Any
 import numpy as np
 
 from .._array import prepare_rows
-from ..measures.hubness import hubness_from_topk
+from ..measures.hubness import hubness_from_topk, hubness_k
 
 __all__ = ["hubness_k", "hubness_results", "hubness_specs"]
-
-
-def hubness_k(n_images: int, n_texts: int) -> int:
-    """Neighbours per query: 10, or fewer on tiny sets (a top-k must leave candidates out);
-    the rule of :func:`modgap.measures.measure_all`."""
-    return min(10, n_images - 1, n_texts - 1)
 
 
 def hubness_specs(Xs: np.ndarray, Ys: np.ndarray, k: int) -> list[dict]:

@@ -36,12 +36,13 @@ from ..measures import MEASURES, resolve_measures
 from ..measures.centroid import gap_from_means, per_dimension_from_delta
 from ..measures.cosine import cosine_stats
 from ..measures.frechet import frechet_terms
+from ..measures.hubness import hubness_k, hubness_skip_reason
 from ..measures.neighbours import ratio
-from ..measures.rmg import rmg_from_sums
+from ..measures.rmg import rmg_chance_from_sums, rmg_from_sums
 from ..measures.separability import linear_separability
 from .blocks import QUERY_BLOCK, pairs_of, scan_rows
 from .engines import Engine, LocalEngine
-from .hubness import hubness_k, hubness_results, hubness_specs
+from .hubness import hubness_results, hubness_specs
 from .intervals import balanced_interval, estimate, mean_interval, ratio_interval
 from .kernels import merge_moments, merge_scans, moment_kernel, scan_kernel
 
@@ -154,6 +155,9 @@ def _moment_results(state: dict, names: list[str], source: Source, paired: bool)
     if paired and "rmg" in names:
         out["rmg"] = rmg_from_sums(
             x["mean"] * x["n"], x["n"], y["mean"] * y["n"], y["n"], p["sum"], p["n"]
+        )
+        out["rmg_chance"] = rmg_chance_from_sums(
+            x["mean"] * x["n"], x["n"], y["mean"] * y["n"], y["n"]
         )
     if paired and "alignment" in names:
         out["alignment"] = p["align"] / p["n"]
@@ -353,9 +357,11 @@ def stream_measures(
     if "hubness" in names:
         k += 1
         hk = hubness_k(n_i, n_t)  # the in-memory route's k
-        hub: dict[str, Any] = {key: float("nan") for key in MEASURES["hubness"].keys}
+        hub: dict[str, Any] = {}
         hub_est: dict[str, tuple] = {}
-        if hk >= 1:
+        if hk < 1:
+            skipped["hubness"] = hubness_skip_reason(n_i, n_t)
+        else:
             specs = hubness_specs(Xs, Ys, hk)
             with progress_bar(
                 f"pass {k}/{passes}: hubness",
