@@ -56,7 +56,12 @@ class TransformedSource:
         self.dim = int(reducer.transform_images(probe).shape[1])
 
     def __getattr__(self, name: str) -> Any:  # sizes, shards, pairs: those of the base
-        return getattr(self.base, name)
+        # not through self.base: an engine that ships the view to its workers unpickles it
+        # before ``base`` is set, and a lookup of it here would recurse without end
+        base = self.__dict__.get("base")
+        if base is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(base, name)
 
     def _map(self, modality: str, rows: np.ndarray) -> np.ndarray:
         if modality == "image":
@@ -132,6 +137,7 @@ def run_bench_stream(
     reducer_params: dict[str, dict] | None = None,
     corrections: Sequence[str] | None = None,
     ks: Sequence[int] = (1, 5, 10),
+    folds: int | None = None,
     measures: Sequence[str] | None = None,
     sample_queries: int | None = DEFAULT_SAMPLE_QUERIES,
     fit_sample: int | None = DEFAULT_FIT_SAMPLE,
@@ -146,8 +152,9 @@ def run_bench_stream(
     ----------
     source : Source
         From :func:`modgap.io.open_source` (paired, with captions).
-    reducers, transductive, seed, repeats, test_fraction, reducer_params, ks, measures
-        As for :func:`~modgap.bench.protocol.run_bench`.
+    reducers, transductive, seed, repeats, test_fraction, reducer_params, ks, folds, measures
+        As for :func:`~modgap.bench.protocol.run_bench` (``folds``: retrieval averaged over
+        folds of each evaluated view, the in-memory fold rule).
     corrections : sequence of str, optional
         Checked, then listed under ``skipped``: score corrections do not stream yet.
     sample_queries : int or None
@@ -224,6 +231,7 @@ def run_bench_stream(
                         stream_eval(
                             reduced,
                             ks=ks,
+                            folds=folds,
                             sample_queries=sample_queries,
                             engine=engine,
                             compute=rep_compute,
@@ -287,7 +295,7 @@ def run_bench_stream(
         f"part; spectral and OT: a uniform sample of {fit_sample} images with their captions",
         "interval": f"{LEVEL:.0%} corrected resampled t over the splits (Nadeau & Bengio 2003)",
         "ks": list(ks),
-        "folds": None,
+        "folds": folds,
         "engine": engine.describe(),
     }
     data = {**source.describe(), "labelled": "labels" in classes}

@@ -2,7 +2,10 @@
 the in-memory task code.
 
 * **retrieval, mixed search**: :func:`modgap.stream.retrieval.stream_retrieval` (exact scans
-  of every candidate, for all queries or a stated sample).
+  of every candidate, for all queries or a stated sample); with ``folds``, retrieval is
+  averaged over folds of the images (:func:`~modgap.stream.retrieval.stream_retrieval_folds`,
+  the fold rule of the in-memory retrieval) and mixed search stays on the whole set, as in
+  memory.
 * **zero-shot**: the class prompts stay in memory; the images are streamed shard by shard
   through :func:`modgap.tasks.zeroshot.zero_shot_counts` — the kernel the in-memory route
   runs on its one block — and the per-class counts add up in the engine's merge tree. Exact:
@@ -30,7 +33,7 @@ from .._progress import progress as progress_bar
 from ..compute import Compute, resolve
 from ..errors import InputError
 from ..tasks.clustering import cluster_points, cluster_sample
-from ..tasks.suite import applicable_tasks, check_requested
+from ..tasks.suite import applicable_tasks, check_requested, retrieval_ks
 from ..tasks.zeroshot import (
     ensemble_class_embeddings,
     merge_zero_shot_counts,
@@ -40,7 +43,7 @@ from ..tasks.zeroshot import (
     zero_shot_labels,
 )
 from .engines import Engine, LocalEngine
-from .retrieval import stream_retrieval
+from .retrieval import stream_retrieval, stream_retrieval_folds
 
 __all__ = ["source_classes", "stream_clustering", "stream_eval", "stream_zero_shot"]
 
@@ -194,6 +197,7 @@ def stream_eval(
     ks: Any = (1, 5, 10),
     *,
     sample_queries: int | None = 10_000,
+    folds: int | None = None,
     engine: Engine | None = None,
     compute: Compute | None = None,
     progress: bool = False,
@@ -201,7 +205,9 @@ def stream_eval(
     """Every task ``modgap eval`` runs on a set in memory, on a source: one flat dict with the
     keys of :func:`modgap.tasks.suite.run_tasks`, ``estimates`` and ``sampling`` for the
     sampled ones, and ``skipped`` (task: reason) for those that do not apply or cannot run
-    streamed. Asking (``tasks``) for one of those is an error."""
+    streamed. Asking (``tasks``) for one of those is an error. ``folds``: retrieval averaged
+    over this many consecutive folds of images (``run_tasks``'s ``folds``; a K above a
+    fold's candidates is dropped with a notice, as there)."""
     compute = resolve(compute)
     classes = source_classes(source)
     view = SimpleNamespace(
@@ -220,7 +226,20 @@ def stream_eval(
         run, skipped = [t for t in run if t in tasks], {}
     out: dict[str, Any] = {}
     sampling: dict[str, Any] = {}
-    if "retrieval" in run or "mixed" in run:
+    by_folds = "retrieval" in run and folds not in (None, 1)
+    if by_folds:
+        r = stream_retrieval_folds(
+            source,
+            retrieval_ks(ks, source.n_images, source.n_texts, folds),
+            folds,
+            sample_queries=sample_queries,
+            engine=engine,
+            compute=compute,
+            progress=progress,
+        )
+        sampling["retrieval_folds"] = r.pop("sampling")
+        out.update(r)
+    if ("retrieval" in run and not by_folds) or "mixed" in run:
         r = stream_retrieval(
             source,
             ks,
@@ -230,7 +249,7 @@ def stream_eval(
             compute=compute,
             progress=progress,
         )
-        if "retrieval" not in run:
+        if "retrieval" not in run or by_folds:
             r = {
                 k: v
                 for k, v in r.items()
@@ -238,7 +257,9 @@ def stream_eval(
             }
             r["estimates"] = {k: v for k, v in r["estimates"].items() if k.startswith("mixed")}
         sampling.update(r.pop("sampling"))
+        estimates = {**out.pop("estimates", {}), **r.pop("estimates")}
         out.update(r)
+        out["estimates"] = estimates
     if "zeroshot" in run:
         out.update(
             stream_zero_shot(
