@@ -18,6 +18,7 @@ from modgap.compute import Compute
 from modgap.embeddings import EmbeddingSet
 from modgap.io import read_embeddings, write_embeddings
 from modgap.io.subset import SubsetSource, split_rows
+from modgap.measures import MEASURES
 from modgap.reducers import get_reducer
 from modgap.stream import open_source
 from test_stream import _have_dask, gapped_pairs, make_folder
@@ -118,12 +119,11 @@ def _close(key, a, b, rel=1e-9):
 
 #: reducer rows -> relative tolerance of their numbers against the in-memory bench: exact
 #: means (center, shift) and the fit on every row (spectral with the whole fit split as its
-#: sample) at 1e-9 as every exact key; gaussian and procrustes at 1e-10 of their fitted arrays
-#: (merged float64 moments through matrix roots and SVDs, as tests/test_parity.py), which a
-#: measure of the transformed rows carries with a factor of a few
+#: sample) at 1e-9 as every exact key; gaussian and procrustes at 1e-10 (merged float64
+#: moments through matrix roots and SVDs, as tests/test_stream.py compares their fits)
 ROWS = {
     "none,center,shift": 1e-9,
-    "gaussian,procrustes": 1e-8,
+    "gaussian,procrustes": 1e-10,
     "spectral": 1e-9,
 }
 
@@ -150,6 +150,8 @@ def _assert_same_bench(mem: dict, got: dict, rel: float) -> None:
 def test_streamed_bench_equals_the_in_memory_bench_on_the_same_splits(labelled, reducers):
     emb, src = read_embeddings(str(labelled)), open_source(str(labelled))
     kw = {"reducers": reducers, "repeats": 2, "seed": 3, "test_fraction": 0.5}
+    if reducers != "none,center,shift":  # every measure family but the slow probe
+        kw["measures"] = [m for m in MEASURES if m not in ("linear_separability", "uniformity")]
     mem, _ = run_bench(emb, **kw)
     got, views = run_bench_stream(
         src, **kw, sample_queries=None, fit_sample=None, compute=SMALL.replace(seed=3)
