@@ -205,6 +205,23 @@ def test_streamed_bench_folds_equal_the_in_memory_folds(labelled):
     assert notes["retrieval_folds"]["folds"] == 4
 
 
+@pytest.mark.parametrize("block", [7, 64])
+@pytest.mark.parametrize("which", ["labelled", "multi_caption"])
+def test_streamed_mixed_keys_equal_the_in_memory_ones_exactly(which, block, request, monkeypatch):
+    """The mixed corpus on a source (an image top-k and a text top-k merged by
+    ``merge_modalities``, counts combined over the strata) gives the in-memory
+    ``mixed_search_metrics`` to the bit, at two block sizes of both routes."""
+    from modgap.stream.retrieval import stream_retrieval
+    from modgap.tasks.mixed import mixed_search_metrics
+
+    root = request.getfixturevalue(which)
+    emb, src = read_embeddings(str(root)), open_source(str(root))
+    monkeypatch.setattr(Compute, "rows_per_block", lambda self, row_bytes, **kw: block)
+    want = mixed_search_metrics(emb.image_emb, emb.text_emb, emb.text_to_image, (1, 5, 10))
+    got = stream_retrieval(src, (1, 5, 10), sample_queries=None, compute=Compute())
+    assert {k: got[k] for k in want} == want
+
+
 def test_streamed_bench_on_dask_equals_the_local_engine(labelled):
     if not _have_dask():
         pytest.skip("dask.distributed is not installed")

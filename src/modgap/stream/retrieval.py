@@ -38,7 +38,13 @@ from .engines import Engine, LocalEngine
 from .intervals import LEVEL, Z, estimate, wilson
 from .measures import DEFAULT_SAMPLE_QUERIES, run_scans, sample_index
 
-__all__ = ["search_topk", "stream_retrieval", "stream_retrieval_folds", "task_rows"]
+__all__ = [
+    "merge_modalities",
+    "search_topk",
+    "stream_retrieval",
+    "stream_retrieval_folds",
+    "task_rows",
+]
 
 
 def _captions_of(source: Source, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -76,21 +82,42 @@ def _recall(ranks: np.ndarray, k: int, n: int, what: str) -> dict:
     )
 
 
+def _stratified_mean(counts: list[tuple[int, int, int]], unit: int = 1) -> float:
+    """``Σ_s n_s · count_s / size_s / (unit · Σ_s n_s)``: the mean over two strata (image
+    and text queries) of ``count_s`` successes out of ``unit`` per query on ``size_s``
+    sampled queries of ``n_s``. On whole strata every term is the integer ``count_s``, so
+    the value is the in-memory ``Σ count / (unit · N)`` to the bit."""
+    total = sum(n for _, _, n in counts)
+    return sum(n * c / s for c, s, n in counts if s) / (unit * total)
+
+
 def _stratified(parts: list[tuple[np.ndarray, int]], k: int) -> tuple[float, tuple[float, float]]:
     """Recall over two strata (image and text queries) weighted by their population sizes,
     with a normal interval of the stratified mean."""
     total = sum(n for _, n in parts)
-    value, var = 0.0, 0.0
+    value = _stratified_mean([(int((r <= k).sum()), r.size, n) for r, n in parts])
+    var = 0.0
     for r, n in parts:
         if r.size == 0:
             continue
         w = n / total
         p = float((r <= k).mean())
-        value += w * p
         f = 0.0 if r.size >= n else (n - r.size) / max(n - 1, 1)
         var += w * w * p * (1 - p) / r.size * f
     half = Z * math.sqrt(var)
     return value, (max(0.0, value - half), min(1.0, value + half))
+
+
+def merge_modalities(image: dict, text: dict, k: int) -> tuple[np.ndarray, ...]:
+    """``(ids, exact scores, tie keys)``: the top ``k`` of a mixed corpus, the explicit merge
+    of an image top-k and a text top-k (scan results with ``top_ids`` / ``top_scores`` /
+    ``top_key``; text ids offset by the number of images) under the one top-k order of
+    :func:`modgap._ties.merge_topk` — exact score, then the tie key (the queries' own
+    modality, or texts for outside queries, last), then the id: the order
+    :func:`modgap.tasks.mixed.mixed_search_metrics` gives its joint score blocks."""
+    return merge_topk(
+        [(r["top_ids"], r["top_scores"], r["top_key"]) for r in (image, text)], int(k)
+    )
 
 
 def stream_retrieval(
@@ -243,22 +270,21 @@ def stream_retrieval(
                 e = _recall(rk, k, n, "mixed corpus: partner in the top K")
                 out[f"{key}@{k}"] = e["value"]
                 est[f"{key}@{k}"] = e
-        shares = []
-        for own, other in (("ii", "it_top"), ("tt", "ti_top")):
-            _, _, key = merge_topk(
-                [
-                    (r[own]["top_ids"], r[own]["top_scores"], r[own]["top_key"]),
-                    (r[other]["top_ids"], r[other]["top_scores"], r[other]["top_key"]),
-                ],
-                kmax,
-            )
-            shares.append(key)
+        # tie key 1: the query's own modality (of "ii" and "tt"), so key = same modality
+        shares = [
+            merge_modalities(r["ii"], r["it_top"], kmax)[2],
+            merge_modalities(r["ti_top"], r["tt"], kmax)[2],
+        ]
         for k in ks:
             parts = []
             for key, n in zip(shares, (n_i, n_t), strict=True):
                 parts.append((key[:, :k].mean(axis=1), n))
             total = n_i + n_t
-            v = sum(p.mean() * n / total for p, n in parts if p.size)
+            counts = [
+                (int(key[:, :k].sum()), key.shape[0], n)
+                for key, n in zip(shares, (n_i, n_t), strict=True)
+            ]
+            v = _stratified_mean(counts, unit=k)
             var = 0.0
             for p, n in parts:
                 if p.size > 1 and p.size < n:
@@ -394,10 +420,7 @@ def search_topk(
         for p in pools
     ]
     r = run_scans(source, specs, engine=engine, compute=compute)
-    ids, sc, key = r[pools[0]]["top_ids"], r[pools[0]]["top_scores"], r[pools[0]]["top_key"]
     if len(pools) == 2:
-        ids, sc, key = merge_topk(
-            [(ids, sc, key), (r["text"]["top_ids"], r["text"]["top_scores"], r["text"]["top_key"])],
-            int(k),
-        )
-    return ids, sc
+        ids, sc, _ = merge_modalities(r["image"], r["text"], k)
+        return ids, sc
+    return r[pools[0]]["top_ids"], r[pools[0]]["top_scores"]
