@@ -11,13 +11,21 @@ with their captions for the others) and the evaluated view is read through it bl
 on it by :func:`modgap.stream.tasks.stream_eval` and :func:`modgap.stream.stream_measures`:
 exact keys exactly, neighbour and retrieval keys on ``sample_queries`` queries per modality
 against the whole evaluated pool (exact when the split has at most that many rows), the
-clustering on its stated sample. The per-split numbers are aggregated by
-:func:`modgap.bench.protocol.aggregate`: the same intervals, paired differences and verdicts.
+clustering on its stated sample. With ``folds``, retrieval is averaged over folds of the
+evaluated view's images as in memory (:func:`modgap.stream.retrieval.stream_retrieval_folds`,
+the fold rule :func:`modgap.tasks.retrieval.fold_parts`). The per-split numbers are
+aggregated by :func:`modgap.bench.protocol.aggregate`: the same intervals, paired
+differences and verdicts. Any engine runs it (Dask ships the views to its workers) with the
+local engine's numbers.
+
+With ``sample_queries=None`` and ``fit_sample=None`` every per-split number equals the
+in-memory bench's on the same splits (to float64 round-off; gaussian and procrustes to 1e-10,
+their merged moments going through matrix roots and SVDs).
 
 What does not stream is listed under ``skipped`` with the reason: retrieval-time score
-corrections (no streamed correction yet), ``--folds``, and linear separability of a row
-scored on the rows its reducer was fitted on (the in-memory bench refits on the probe's own
-training part, which needs the rows in memory).
+corrections (no streamed correction yet), and linear separability of a row scored on the
+rows its reducer was fitted on (the in-memory bench refits on the probe's own training part,
+which needs the rows in memory).
 """
 
 from __future__ import annotations
