@@ -52,6 +52,17 @@ def multi_caption(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def captionless(tmp_path_factory):
+    """A multi-caption folder where 12 of the 60 images have no caption."""
+    x, _ = gapped_pairs(60, 8, seed=3)
+    _, y = gapped_pairs(90, 8, seed=6)
+    t2i = np.random.default_rng(1).integers(0, 48, 90)
+    root = tmp_path_factory.mktemp("cl") / "cl"
+    write_embeddings(EmbeddingSet(x, y, text_to_image=t2i), root, shard_size=25)
+    return root
+
+
 def test_split_rows_is_the_rule_of_embedding_set_split(labelled):
     emb = read_embeddings(str(labelled))
     for seed, frac in ((0, 0.5), (3, 0.3)):
@@ -206,7 +217,7 @@ def test_streamed_bench_folds_equal_the_in_memory_folds(labelled):
 
 
 @pytest.mark.parametrize("block", [7, 64])
-@pytest.mark.parametrize("which", ["labelled", "multi_caption"])
+@pytest.mark.parametrize("which", ["labelled", "multi_caption", "captionless"])
 def test_streamed_mixed_keys_equal_the_in_memory_ones_exactly(which, block, request, monkeypatch):
     """The mixed corpus on a source (an image top-k and a text top-k merged by
     ``merge_modalities``, counts combined over the strata) gives the in-memory
@@ -220,6 +231,12 @@ def test_streamed_mixed_keys_equal_the_in_memory_ones_exactly(which, block, requ
     want = mixed_search_metrics(emb.image_emb, emb.text_emb, emb.text_to_image, (1, 5, 10))
     got = stream_retrieval(src, (1, 5, 10), sample_queries=None, compute=Compute())
     assert {k: got[k] for k in want} == want
+    # images without a caption query the corpus but have no recall: the populations say so
+    n_cap = len(np.unique(emb.text_to_image))
+    assert got["estimates"]["mixed_image_query_recall@5"]["population"] == n_cap
+    assert got["estimates"]["mixed_same_modality@5"]["population"] == emb.n_images + emb.n_texts
+    sampled = stream_retrieval(src, (1, 5), sample_queries=20, compute=Compute())
+    assert sampled["estimates"]["text_retrieval_recall@5"]["population"] == n_cap
 
 
 def test_streamed_bench_on_dask_equals_the_local_engine(labelled):

@@ -62,6 +62,18 @@ def _captions_of(source: Source, images: np.ndarray) -> tuple[np.ndarray, np.nda
     return np.concatenate(texts).astype(np.int64), np.concatenate(owner).astype(np.int64)
 
 
+def _n_captioned(source: Source, images: np.ndarray, with_caption: np.ndarray) -> int:
+    """Images of the whole source that have at least one caption (the population of the
+    image queries of image -> text and mixed recall): exact from the sample when it is every
+    image, else one look at the pairing columns (one byte per image)."""
+    if source.pairing == "rows" or images.size == source.n_images:
+        return int(with_caption.size) if source.pairing != "rows" else source.n_images
+    seen = np.zeros(source.n_images, dtype=bool)
+    for shard in source.shards:
+        seen[source.shard_pairs(shard)] = True
+    return int(seen.sum())
+
+
 def _exact(Q: np.ndarray, C: np.ndarray, iq: np.ndarray, ic: np.ndarray) -> np.ndarray:
     import torch
 
@@ -149,11 +161,15 @@ def stream_retrieval(
     T = sample_index(n_t, sample_queries, seed + 3)
     cap_t, cap_owner = _captions_of(source, I)
     keep = np.unique(cap_owner)
-    if keep.size < I.size:  # images without a caption have no image -> text query
+    n_cap = _n_captioned(source, I, keep)
+    # every sampled image queries the mixed corpus for its top-K (as in memory); only those
+    # with a caption have a partner, so an image -> text or mixed rank
+    I_all, Qx_all = I, task_rows(source.gather("image", I))
+    Qx = Qx_all
+    if keep.size < I.size:
         remap = np.full(I.size, -1)
         remap[keep] = np.arange(keep.size)
-        I, cap_owner = I[keep], remap[cap_owner]
-    Qx = task_rows(source.gather("image", I))
+        I, cap_owner, Qx = I[keep], remap[cap_owner], Qx_all[keep]
     Qy = task_rows(source.gather("text", T))
     Xm = task_rows(source.gather("image", pairs_of(source, T)))
     Cm = task_rows(source.gather("text", cap_t))
@@ -184,15 +200,14 @@ def stream_retrieval(
     if mixed:
         specs += [
             # own modality minus the query itself: counts for the mixed rank and the top-K
+            # (of every sampled image: a separate spec when some have no caption)
             {
                 "name": "ii",
                 "pool": "image",
                 "queries": Qx,
                 "threshold": best_i,
                 "self_index": I,
-                "topk": kmax,
-                "own": True,
-                "id_offset": 0,
+                **({"topk": kmax, "own": True, "id_offset": 0} if Qx is Qx_all else {}),
                 "norm": "task",
             },
             {
@@ -209,7 +224,7 @@ def stream_retrieval(
             {
                 "name": "it_top",
                 "pool": "text",
-                "queries": Qx,
+                "queries": Qx_all,
                 "topk": kmax,
                 "own": False,
                 "id_offset": n_i,
@@ -225,6 +240,19 @@ def stream_retrieval(
                 "norm": "task",
             },
         ]
+        if Qx is not Qx_all:
+            specs.append(
+                {
+                    "name": "ii_top",
+                    "pool": "image",
+                    "queries": Qx_all,
+                    "self_index": I_all,
+                    "topk": kmax,
+                    "own": True,
+                    "id_offset": 0,
+                    "norm": "task",
+                }
+            )
 
     with progress_bar(
         f"retrieval: scanning every candidate{label}",
@@ -239,7 +267,7 @@ def stream_retrieval(
     rsum = 0.0
     for k in ks:
         a = _recall(t2i_rank, k, n_t, "text -> image recall of sampled texts")
-        b = _recall(i2t_rank, k, n_i, "image -> text recall (best caption) of sampled images")
+        b = _recall(i2t_rank, k, n_cap, "image -> text recall (best caption) of sampled images")
         out[f"image_retrieval_recall@{k}"] = a["value"]
         out[f"text_retrieval_recall@{k}"] = b["value"]
         est[f"image_retrieval_recall@{k}"], est[f"text_retrieval_recall@{k}"] = a, b
@@ -252,7 +280,7 @@ def stream_retrieval(
     if mixed:
         img_rank = r["i2t"]["count"] + r["ii"]["count"] + 1
         txt_rank = r["t2i"]["count"] + r["tt"]["count"] + 1
-        n_img_q = n_i  # every image of a row-aligned set has a partner
+        n_img_q = n_cap  # image queries with a partner
         for k in ks:
             v, iv = _stratified([(img_rank, n_img_q), (txt_rank, n_t)], k)
             out[f"mixed_recall@{k}"] = v
@@ -272,7 +300,7 @@ def stream_retrieval(
                 est[f"{key}@{k}"] = e
         # tie key 1: the query's own modality (of "ii" and "tt"), so key = same modality
         shares = [
-            merge_modalities(r["ii"], r["it_top"], kmax)[2],
+            merge_modalities(r["ii_top" if "ii_top" in r else "ii"], r["it_top"], kmax)[2],
             merge_modalities(r["ti_top"], r["tt"], kmax)[2],
         ]
         for k in ks:
