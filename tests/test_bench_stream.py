@@ -182,7 +182,7 @@ def test_streamed_bench_equals_the_in_memory_bench_on_the_same_splits(labelled, 
 
 @pytest.mark.parametrize("which", ["labelled", "multi_caption"])
 def test_streamed_retrieval_folds_are_the_in_memory_folds(which, request):
-    from modgap.stream.retrieval import stream_retrieval_folds
+    from modgap.stream.tasks import stream_retrieval_folds
     from modgap.tasks.retrieval import retrieval_metrics
 
     root = request.getfixturevalue(which)

@@ -12,7 +12,7 @@ on it by :func:`modgap.stream.tasks.stream_eval` and :func:`modgap.stream.stream
 exact keys exactly, neighbour and retrieval keys on ``sample_queries`` queries per modality
 against the whole evaluated pool (exact when the split has at most that many rows), the
 clustering on its stated sample. With ``folds``, retrieval is averaged over folds of the
-evaluated view's images as in memory (:func:`modgap.stream.retrieval.stream_retrieval_folds`,
+evaluated view's images as in memory (:func:`modgap.stream.tasks.stream_retrieval_folds`,
 the fold rule :func:`modgap.tasks.retrieval.fold_parts`). The per-split numbers are
 aggregated by :func:`modgap.bench.protocol.aggregate`: the same intervals, paired
 differences and verdicts. Any engine runs it (Dask ships the views to its workers) with the

@@ -31,8 +31,7 @@ from .._ties import exact_scores, merge_topk
 from ..compute import Compute, resolve
 from ..errors import InputError, ModgapError
 from ..io.source import Source
-from ..io.subset import SubsetSource
-from ..tasks.retrieval import average_folds, check_ks, fold_parts
+from ..tasks.retrieval import check_ks
 from .blocks import pairs_of, scan_rows, task_rows
 from .engines import Engine, LocalEngine
 from .intervals import LEVEL, Z, estimate, wilson
@@ -42,7 +41,6 @@ __all__ = [
     "merge_modalities",
     "search_topk",
     "stream_retrieval",
-    "stream_retrieval_folds",
     "task_rows",
 ]
 
@@ -329,81 +327,6 @@ def stream_retrieval(
             )
     out["estimates"] = est
     out["sampling"] = {"images": int(I.size), "texts": int(T.size), "level": LEVEL}
-    return out
-
-
-def stream_retrieval_folds(
-    source: Source,
-    ks: Sequence[int] = (1, 5, 10),
-    folds: int | None = None,
-    *,
-    sample_queries: int | None = DEFAULT_SAMPLE_QUERIES,
-    engine: Engine | None = None,
-    compute: Compute | None = None,
-    progress: bool = False,
-) -> dict:
-    """Retrieval averaged over ``folds`` folds of the source's images, as
-    :func:`modgap.tasks.retrieval.retrieval_metrics` with ``folds``: the parts of
-    :func:`~modgap.tasks.retrieval.fold_parts` (consecutive images of the source, each a
-    :class:`~modgap.io.subset.SubsetSource` view with its own captions) are scanned by
-    :func:`stream_retrieval` one after the other (``sample_queries`` queries per modality
-    and fold), and every key is averaged by :func:`~modgap.tasks.retrieval.average_folds`.
-
-    An averaged recall's interval is the mean of the folds' intervals: the folds are
-    independent samples, so this is wider than the interval of their mean (conservative);
-    on whole folds it is the value. ``sampling`` sums the queries of the folds."""
-    parts = fold_parts(source.n_images, folds)
-    if len(parts) == 1:
-        return stream_retrieval(
-            source,
-            ks,
-            sample_queries=sample_queries,
-            mixed=False,
-            engine=engine,
-            compute=compute,
-            progress=progress,
-        )
-    results = []
-    for j, part in enumerate(parts):
-        view = SubsetSource(source, part)
-        if view.n_texts == 0:
-            raise InputError(
-                f"images {part[0]}..{part[-1]} have no caption; cannot evaluate retrieval",
-                source.path,
-            )
-        results.append(
-            stream_retrieval(
-                view,
-                ks,
-                sample_queries=sample_queries,
-                mixed=False,
-                engine=engine,
-                compute=compute,
-                progress=progress,
-                label=f" (fold {j + 1}/{len(parts)})",
-            )
-        )
-    numbers = [{k: v for k, v in r.items() if k not in ("estimates", "sampling")} for r in results]
-    out: dict[str, Any] = average_folds(numbers)
-    est = {}
-    for key, first in results[0]["estimates"].items():
-        each = [r["estimates"][key] for r in results]
-        lo = float(np.mean([e["interval"][0] for e in each]))
-        hi = float(np.mean([e["interval"][1] for e in each]))
-        est[key] = estimate(
-            out[key],
-            (lo, hi),
-            sum(e["sample"] for e in each),
-            sum(e["population"] for e in each),
-            f"mean over {len(parts)} folds of: {first['method']}; the mean of their intervals",
-        )
-    out["estimates"] = est
-    out["sampling"] = {
-        "images": sum(r["sampling"]["images"] for r in results),
-        "texts": sum(r["sampling"]["texts"] for r in results),
-        "level": LEVEL,
-        "folds": len(parts),
-    }
     return out
 
 

@@ -3,7 +3,7 @@ the in-memory task code.
 
 * **retrieval, mixed search**: :func:`modgap.stream.retrieval.stream_retrieval` (exact scans
   of every candidate, for all queries or a stated sample); with ``folds``, retrieval is
-  averaged over folds of the images (:func:`~modgap.stream.retrieval.stream_retrieval_folds`,
+  averaged over folds of the images (:func:`stream_retrieval_folds`,
   the fold rule of the in-memory retrieval) and mixed search stays on the whole set, as in
   memory.
 * **zero-shot**: the class prompts stay in memory; the images are streamed shard by shard
@@ -23,6 +23,7 @@ number per image and one row per class).
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -32,7 +33,10 @@ from .._array import as_float_matrix
 from .._progress import progress as progress_bar
 from ..compute import Compute, resolve
 from ..errors import InputError
+from ..io.source import Source
+from ..io.subset import SubsetSource
 from ..tasks.clustering import cluster_points, cluster_sample
+from ..tasks.retrieval import average_folds, fold_parts
 from ..tasks.suite import applicable_tasks, check_requested, retrieval_ks
 from ..tasks.zeroshot import (
     ensemble_class_embeddings,
@@ -43,9 +47,16 @@ from ..tasks.zeroshot import (
     zero_shot_labels,
 )
 from .engines import Engine, LocalEngine
-from .retrieval import stream_retrieval, stream_retrieval_folds
+from .intervals import LEVEL, estimate
+from .retrieval import stream_retrieval
 
-__all__ = ["source_classes", "stream_clustering", "stream_eval", "stream_zero_shot"]
+__all__ = [
+    "source_classes",
+    "stream_clustering",
+    "stream_eval",
+    "stream_retrieval_folds",
+    "stream_zero_shot",
+]
 
 #: points (images with their captions) clustered by default, as in memory
 DEFAULT_CLUSTER_POINTS = 20_000
@@ -187,6 +198,81 @@ def stream_clustering(
             "method": f"k-means on a uniform sample of images with their captions, at most "
             f"{int(max_points)} points (as in memory)",
         }
+    }
+    return out
+
+
+def stream_retrieval_folds(
+    source: Source,
+    ks: Sequence[int] = (1, 5, 10),
+    folds: int | None = None,
+    *,
+    sample_queries: int | None = 10_000,
+    engine: Engine | None = None,
+    compute: Compute | None = None,
+    progress: bool = False,
+) -> dict:
+    """Retrieval averaged over ``folds`` folds of the source's images, as
+    :func:`modgap.tasks.retrieval.retrieval_metrics` with ``folds``: the parts of
+    :func:`~modgap.tasks.retrieval.fold_parts` (consecutive images of the source, each a
+    :class:`~modgap.io.subset.SubsetSource` view with its own captions) are scanned by
+    :func:`stream_retrieval` one after the other (``sample_queries`` queries per modality
+    and fold), and every key is averaged by :func:`~modgap.tasks.retrieval.average_folds`.
+
+    An averaged recall's interval is the mean of the folds' intervals: the folds are
+    independent samples, so this is wider than the interval of their mean (conservative);
+    on whole folds it is the value. ``sampling`` sums the queries of the folds."""
+    parts = fold_parts(source.n_images, folds)
+    if len(parts) == 1:
+        return stream_retrieval(
+            source,
+            ks,
+            sample_queries=sample_queries,
+            mixed=False,
+            engine=engine,
+            compute=compute,
+            progress=progress,
+        )
+    results = []
+    for j, part in enumerate(parts):
+        view = SubsetSource(source, part)
+        if view.n_texts == 0:
+            raise InputError(
+                f"images {part[0]}..{part[-1]} have no caption; cannot evaluate retrieval",
+                source.path,
+            )
+        results.append(
+            stream_retrieval(
+                view,
+                ks,
+                sample_queries=sample_queries,
+                mixed=False,
+                engine=engine,
+                compute=compute,
+                progress=progress,
+                label=f" (fold {j + 1}/{len(parts)})",
+            )
+        )
+    numbers = [{k: v for k, v in r.items() if k not in ("estimates", "sampling")} for r in results]
+    out: dict[str, Any] = average_folds(numbers)
+    est = {}
+    for key, first in results[0]["estimates"].items():
+        each = [r["estimates"][key] for r in results]
+        lo = float(np.mean([e["interval"][0] for e in each]))
+        hi = float(np.mean([e["interval"][1] for e in each]))
+        est[key] = estimate(
+            out[key],
+            (lo, hi),
+            sum(e["sample"] for e in each),
+            sum(e["population"] for e in each),
+            f"mean over {len(parts)} folds of: {first['method']}; the mean of their intervals",
+        )
+    out["estimates"] = est
+    out["sampling"] = {
+        "images": sum(r["sampling"]["images"] for r in results),
+        "texts": sum(r["sampling"]["texts"] for r in results),
+        "level": LEVEL,
+        "folds": len(parts),
     }
     return out
 
