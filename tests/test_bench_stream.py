@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -17,9 +18,10 @@ from modgap.compute import Compute
 from modgap.embeddings import EmbeddingSet
 from modgap.io import read_embeddings, write_embeddings
 from modgap.io.subset import SubsetSource, split_rows
+from modgap.measures import MEASURES
 from modgap.reducers import get_reducer
 from modgap.stream import open_source
-from test_stream import gapped_pairs, make_folder
+from test_stream import _have_dask, gapped_pairs, make_folder
 
 SMALL = Compute(memory_budget="4MiB")  # several row blocks per shard
 #: as tests/test_parity.py: both routes sum the uniformity kernel in float64 (one kernel)
@@ -47,6 +49,17 @@ def multi_caption(tmp_path_factory):
     t2i[:60] = np.arange(60)[::-1]
     root = tmp_path_factory.mktemp("mc") / "mc"
     write_embeddings(EmbeddingSet(x, y, text_to_image=t2i), root, shard_size=25, dtype="float16")
+    return root
+
+
+@pytest.fixture(scope="module")
+def captionless(tmp_path_factory):
+    """A multi-caption folder where 12 of the 60 images have no caption."""
+    x, _ = gapped_pairs(60, 8, seed=3)
+    _, y = gapped_pairs(90, 8, seed=6)
+    t2i = np.random.default_rng(1).integers(0, 48, 90)
+    root = tmp_path_factory.mktemp("cl") / "cl"
+    write_embeddings(EmbeddingSet(x, y, text_to_image=t2i), root, shard_size=25)
     return root
 
 
@@ -103,22 +116,33 @@ def test_transformed_view_is_transform_set_of_the_subset(labelled):
     rows = np.concatenate([b for s in view.shards for _, b, _ in view.raw_blocks(s, "text", 9)])
     np.testing.assert_array_equal(rows, ref.text_emb)
     np.testing.assert_array_equal(view.classes()["labels"], ref.labels)
+    # an engine with workers ships the view to them (Dask pickles its task graph)
+    back = pickle.loads(pickle.dumps(view))
+    np.testing.assert_array_equal(back.gather("image", [0, 5]), view.gather("image", [0, 5]))
+    assert back.n_texts == view.n_texts
 
 
-def _close(key, a, b):
+def _close(key, a, b, rel=1e-9):
     if not (math.isfinite(a) and math.isfinite(b)):
         return a == b or (math.isnan(a) and math.isnan(b))
-    return abs(a - b) <= LOOSE.get(key, 1e-9) * max(1.0, abs(a))
+    return abs(a - b) <= LOOSE.get(key, rel) * max(1.0, abs(a))
 
 
-def test_streamed_bench_equals_the_in_memory_bench_on_the_same_splits(labelled):
-    emb, src = read_embeddings(str(labelled)), open_source(str(labelled))
-    kw = {"reducers": "none,center,shift", "repeats": 2, "seed": 3, "test_fraction": 0.5}
-    mem, _ = run_bench(emb, **kw)
-    got, views = run_bench_stream(src, **kw, sample_queries=None, compute=SMALL.replace(seed=3))
-    assert views == {} and got["setting"]["route"] == "stream"
+#: reducer rows -> relative tolerance of their numbers against the in-memory bench: exact
+#: means (center, shift) and the fit on every row (spectral with the whole fit split as its
+#: sample) at 1e-9 as every exact key; gaussian and procrustes at 1e-10 (merged float64
+#: moments through matrix roots and SVDs, as tests/test_stream.py compares their fits)
+ROWS = {
+    "none,center,shift": 1e-9,
+    "gaussian,procrustes": 1e-10,
+    "spectral": 1e-9,
+}
+
+
+def _assert_same_bench(mem: dict, got: dict, rel: float) -> None:
     assert got["setting"]["seeds"] == mem["setting"]["seeds"]
     assert got["setting"]["n_eval_images"] == mem["setting"]["n_eval_images"]
+    assert got["skipped"] == mem["skipped"] == {}
     for name, row in mem["results"].items():
         srow = got["results"][name]
         for key, m in row["metrics"].items():
@@ -126,15 +150,129 @@ def test_streamed_bench_equals_the_in_memory_bench_on_the_same_splits(labelled):
                 assert srow["skipped"].get(key), (name, key)
                 continue
             for a, b in zip(m["values"], srow["metrics"][key]["values"], strict=True):
-                assert _close(key, a, b), (name, key, a, b)
+                assert _close(key, a, b, rel), (name, key, a, b)
             assert len(srow["metrics"][key]["ci95"]) == 2
         for key, d in row.get("vs_none", {}).items():
-            assert _close(key, d["mean"], srow["vs_none"][key]["mean"]), (name, key)
-    for name in ("center", "shift"):
-        fitted = got["results"][name]["fitted_on"]
-        assert fitted["how"] == "one streaming pass of moments" and fitted["split"] == "fit"
+            assert _close(key, d["mean"], srow["vs_none"][key]["mean"], rel), (name, key)
     assert got["verdicts"].keys() == mem["verdicts"].keys()
-    assert "zeroshot" in got["verdicts"]  # labels and class prompts followed the split
+
+
+@pytest.mark.parametrize("reducers", list(ROWS))
+def test_streamed_bench_equals_the_in_memory_bench_on_the_same_splits(labelled, reducers):
+    emb, src = read_embeddings(str(labelled)), open_source(str(labelled))
+    kw = {"reducers": reducers, "repeats": 2, "seed": 3, "test_fraction": 0.5}
+    if reducers == "gaussian,procrustes":  # every measure family but the slow probe
+        kw["measures"] = [m for m in MEASURES if m not in ("linear_separability", "uniformity")]
+    elif reducers == "spectral":  # the route of its fit is what is new here
+        kw["measures"] = ["centroid", "neighbours"]
+    mem, _ = run_bench(emb, **kw)
+    got, views = run_bench_stream(
+        src, **kw, sample_queries=None, fit_sample=None, compute=SMALL.replace(seed=3)
+    )
+    assert views == {} and got["setting"]["route"] == "stream"
+    _assert_same_bench(mem, got, ROWS[reducers])
+    for name in mem["results"]:
+        if name == "none":
+            continue
+        fitted = got["results"][name]["fitted_on"]
+        assert fitted["split"] == "fit" and fitted["rows"] == "all", fitted
+        moments = name in ("center", "shift", "gaussian", "procrustes")
+        assert (fitted["how"] == "one streaming pass of moments") is moments
+    if "none" in mem["results"]:
+        assert "zeroshot" in got["verdicts"]  # labels and class prompts followed the split
+
+
+@pytest.mark.parametrize("which", ["labelled", "multi_caption"])
+def test_streamed_retrieval_folds_are_the_in_memory_folds(which, request):
+    from modgap.stream.tasks import stream_retrieval_folds
+    from modgap.tasks.retrieval import retrieval_metrics
+
+    root = request.getfixturevalue(which)
+    emb, src = read_embeddings(str(root)), open_source(str(root))
+    want = retrieval_metrics(emb.image_emb, emb.text_emb, emb.text_to_image, (1, 5), folds=3)
+    got = stream_retrieval_folds(src, (1, 5), 3, sample_queries=None, compute=SMALL)
+    assert got["sampling"]["folds"] == 3
+    assert got["sampling"]["texts"] == emb.n_texts
+    for key, v in want.items():
+        assert got[key] == pytest.approx(v, abs=1e-12), key
+    for key, e in got["estimates"].items():  # every fold whole: exact
+        assert e["exact"] and e["interval"] == [got[key], got[key]], key
+    sampled = stream_retrieval_folds(src, (1, 5), 3, sample_queries=10, compute=SMALL)
+    e = sampled["estimates"]["image_retrieval_recall@5"]
+    assert e["sample"] == 30 and not e["exact"] and e["interval"][0] <= e["value"]
+
+
+def test_streamed_bench_folds_equal_the_in_memory_folds(labelled):
+    emb, src = read_embeddings(str(labelled)), open_source(str(labelled))
+    kw = {"reducers": "none,shift", "repeats": 2, "seed": 1, "folds": 4, "ks": (1, 5)}
+    mem, _ = run_bench(emb, **kw, measures=["centroid_gap"])
+    got, _ = run_bench_stream(
+        src, **kw, measures=["centroid_gap"], sample_queries=None, compute=SMALL.replace(seed=1)
+    )
+    assert got["setting"]["folds"] == mem["setting"]["folds"] == 4
+    _assert_same_bench(mem, got, 1e-9)
+    plain, _ = run_bench(emb, **{**kw, "folds": None}, measures=["centroid_gap"])
+    a = mem["results"]["none"]["metrics"]["rsum"]["values"]
+    assert a != plain["results"]["none"]["metrics"]["rsum"]["values"]  # folds change retrieval
+    notes = got["results"]["shift"]["streaming"]["tasks"]["sampling"]
+    assert notes["retrieval_folds"]["folds"] == 4
+
+
+@pytest.mark.parametrize("block", [7, 64])
+@pytest.mark.parametrize("which", ["labelled", "multi_caption", "captionless"])
+def test_streamed_mixed_keys_equal_the_in_memory_ones_exactly(which, block, request, monkeypatch):
+    """The mixed corpus on a source (an image top-k and a text top-k merged by
+    ``merge_modalities``, counts combined over the strata) gives the in-memory
+    ``mixed_search_metrics`` to the bit, at two block sizes of both routes."""
+    from modgap.stream.retrieval import stream_retrieval
+    from modgap.tasks.mixed import mixed_search_metrics
+
+    root = request.getfixturevalue(which)
+    emb, src = read_embeddings(str(root)), open_source(str(root))
+    monkeypatch.setattr(Compute, "rows_per_block", lambda self, row_bytes, **kw: block)
+    want = mixed_search_metrics(emb.image_emb, emb.text_emb, emb.text_to_image, (1, 5, 10))
+    got = stream_retrieval(src, (1, 5, 10), sample_queries=None, compute=Compute())
+    assert {k: got[k] for k in want} == want
+    # images without a caption query the corpus but have no recall: the populations say so
+    n_cap = len(np.unique(emb.text_to_image))
+    assert got["estimates"]["mixed_image_query_recall@5"]["population"] == n_cap
+    assert got["estimates"]["mixed_same_modality@5"]["population"] == emb.n_images + emb.n_texts
+    sampled = stream_retrieval(src, (1, 5), sample_queries=20, compute=Compute())
+    assert sampled["estimates"]["text_retrieval_recall@5"]["population"] == n_cap
+
+
+def test_streamed_bench_on_dask_equals_the_local_engine(labelled):
+    if not _have_dask():
+        pytest.skip("dask.distributed is not installed")
+    from modgap.stream import DaskEngine
+
+    src = open_source(str(labelled))
+    kw = {
+        "reducers": "none,procrustes,spectral",
+        "repeats": 2,
+        "seed": 5,
+        "ks": (1, 5),
+        "measures": ["centroid", "rmg", "neighbours", "hubness"],  # moments and scans
+        "sample_queries": 50,
+        "fit_sample": 100,
+        "compute": SMALL.replace(seed=5),
+    }
+    local, _ = run_bench_stream(src, **kw)
+    with DaskEngine(n_workers=2, processes=False) as engine:
+        dask, _ = run_bench_stream(src, **kw, engine=engine)
+    assert dask["setting"]["engine"] != local["setting"]["engine"]
+    assert dask["skipped"] == local["skipped"] == {}
+    assert dask["results"].keys() == local["results"].keys()
+    for name, row in local["results"].items():
+        got = dask["results"][name]
+        assert got["fitted_on"] == row["fitted_on"] if name != "none" else True
+        assert got["skipped"] == row["skipped"]
+        for part in ("tasks", "measures"):  # the same samples and intervals
+            for key in ("estimates", "sampling"):
+                a, b = got["streaming"][part].get(key), row["streaming"][part].get(key)
+                assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True), name
+        for key, m in row["metrics"].items():  # the same kernels, merged in the same tree
+            assert got["metrics"][key]["values"] == m["values"], (name, key)
 
 
 def test_streamed_bench_says_what_does_not_stream(labelled):
@@ -169,4 +307,8 @@ def test_cli_bench_stream_writes_intervals(labelled, tmp_path):
     assert all(math.isfinite(v) for v in ci)
     assert "significant" in run["results"]["center"]["vs_none"]["rsum"]
     assert (out / "report.html").exists()
-    assert main([*argv, "--folds", "2", "--no-progress"]) == 2
+    argv[-1] = str(tmp_path / "folds")
+    assert main([*argv, "--reducers", "none", "--folds", "2", "--k", "1", "-q"]) == 0
+    doc = json.loads((tmp_path / "folds" / "results.json").read_text())
+    run = next(iter(doc["datasets"].values()))
+    assert run["setting"]["folds"] == 2 and "rsum" in run["results"]["none"]["metrics"]

@@ -11,13 +11,21 @@ with their captions for the others) and the evaluated view is read through it bl
 on it by :func:`modgap.stream.tasks.stream_eval` and :func:`modgap.stream.stream_measures`:
 exact keys exactly, neighbour and retrieval keys on ``sample_queries`` queries per modality
 against the whole evaluated pool (exact when the split has at most that many rows), the
-clustering on its stated sample. The per-split numbers are aggregated by
-:func:`modgap.bench.protocol.aggregate`: the same intervals, paired differences and verdicts.
+clustering on its stated sample. With ``folds``, retrieval is averaged over folds of the
+evaluated view's images as in memory (:func:`modgap.stream.tasks.stream_retrieval_folds`,
+the fold rule :func:`modgap.tasks.retrieval.fold_parts`). The per-split numbers are
+aggregated by :func:`modgap.bench.protocol.aggregate`: the same intervals, paired
+differences and verdicts. Any engine runs it (Dask ships the views to its workers) with the
+local engine's numbers.
+
+With ``sample_queries=None`` and ``fit_sample=None`` every per-split number equals the
+in-memory bench's on the same splits (to float64 round-off; gaussian and procrustes to 1e-10,
+their merged moments going through matrix roots and SVDs).
 
 What does not stream is listed under ``skipped`` with the reason: retrieval-time score
-corrections (no streamed correction yet), ``--folds``, and linear separability of a row
-scored on the rows its reducer was fitted on (the in-memory bench refits on the probe's own
-training part, which needs the rows in memory).
+corrections (no streamed correction yet), and linear separability of a row scored on the
+rows its reducer was fitted on (the in-memory bench refits on the probe's own training part,
+which needs the rows in memory).
 """
 
 from __future__ import annotations
@@ -56,7 +64,12 @@ class TransformedSource:
         self.dim = int(reducer.transform_images(probe).shape[1])
 
     def __getattr__(self, name: str) -> Any:  # sizes, shards, pairs: those of the base
-        return getattr(self.base, name)
+        # not through self.base: an engine that ships the view to its workers unpickles it
+        # before ``base`` is set, and a lookup of it here would recurse without end
+        base = self.__dict__.get("base")
+        if base is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(base, name)
 
     def _map(self, modality: str, rows: np.ndarray) -> np.ndarray:
         if modality == "image":
@@ -132,6 +145,7 @@ def run_bench_stream(
     reducer_params: dict[str, dict] | None = None,
     corrections: Sequence[str] | None = None,
     ks: Sequence[int] = (1, 5, 10),
+    folds: int | None = None,
     measures: Sequence[str] | None = None,
     sample_queries: int | None = DEFAULT_SAMPLE_QUERIES,
     fit_sample: int | None = DEFAULT_FIT_SAMPLE,
@@ -146,8 +160,9 @@ def run_bench_stream(
     ----------
     source : Source
         From :func:`modgap.io.open_source` (paired, with captions).
-    reducers, transductive, seed, repeats, test_fraction, reducer_params, ks, measures
-        As for :func:`~modgap.bench.protocol.run_bench`.
+    reducers, transductive, seed, repeats, test_fraction, reducer_params, ks, folds, measures
+        As for :func:`~modgap.bench.protocol.run_bench` (``folds``: retrieval averaged over
+        folds of each evaluated view, the in-memory fold rule).
     corrections : sequence of str, optional
         Checked, then listed under ``skipped``: score corrections do not stream yet.
     sample_queries : int or None
@@ -224,6 +239,7 @@ def run_bench_stream(
                         stream_eval(
                             reduced,
                             ks=ks,
+                            folds=folds,
                             sample_queries=sample_queries,
                             engine=engine,
                             compute=rep_compute,
@@ -287,7 +303,7 @@ def run_bench_stream(
         f"part; spectral and OT: a uniform sample of {fit_sample} images with their captions",
         "interval": f"{LEVEL:.0%} corrected resampled t over the splits (Nadeau & Bengio 2003)",
         "ks": list(ks),
-        "folds": None,
+        "folds": folds,
         "engine": engine.describe(),
     }
     data = {**source.describe(), "labelled": "labels" in classes}

@@ -138,11 +138,6 @@ def run_bench_cli(
         name: open_streaming(p, t, pairs, streaming.stream, streaming.engine, "bench")
         for name, (p, t) in zip(_names(sets), sets, strict=True)
     }
-    if folds is not None and any(s is not None for s in sources.values()):
-        raise ModgapError(
-            "--folds needs the set in memory, and this one is streamed (--stream, --engine, "
-            "or larger than the memory budget); drop --folds"
-        )
     embs = {
         name: read_embeddings(p, t, pairs=pairs)
         for name, (p, t) in zip(_names(sets), sets, strict=True)
@@ -161,6 +156,7 @@ def run_bench_cli(
         reducer_params=reducer_params,
         corrections=correction_list,
         ks=k_list,
+        folds=folds,
         progress=progress and not quiet,
         compute=compute,
     )
@@ -176,7 +172,7 @@ def run_bench_cli(
                 **shared,
             )
         else:
-            runs[name], views[name] = run_bench(embs[name], folds=folds, console=err, **shared)
+            runs[name], views[name] = run_bench(embs[name], console=err, **shared)
     if not any(r["results"] for r in runs.values()):
         reasons = "; ".join(f"{n}: {why}" for r in runs.values() for n, why in r["skipped"].items())
         raise ModgapError(f"every reducer failed, nothing written ({reasons})")

@@ -37,7 +37,7 @@ from .engines import Engine, LocalEngine
 from .intervals import LEVEL, Z, estimate, wilson
 from .measures import DEFAULT_SAMPLE_QUERIES, run_scans, sample_index
 
-__all__ = ["search_topk", "stream_retrieval"]
+__all__ = ["merge_modalities", "search_topk", "stream_retrieval"]
 
 
 def _captions_of(source: Source, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -53,6 +53,18 @@ def _captions_of(source: Source, images: np.ndarray) -> tuple[np.ndarray, np.nda
         texts.append(hit + shard.text_start)
         owner.append(pos[hit])
     return np.concatenate(texts).astype(np.int64), np.concatenate(owner).astype(np.int64)
+
+
+def _n_captioned(source: Source, images: np.ndarray, with_caption: np.ndarray) -> int:
+    """Images of the whole source that have at least one caption (the population of the
+    image queries of image -> text and mixed recall): exact from the sample when it is every
+    image, else one look at the pairing columns (one byte per image)."""
+    if source.pairing == "rows" or images.size == source.n_images:
+        return int(with_caption.size) if source.pairing != "rows" else source.n_images
+    seen = np.zeros(source.n_images, dtype=bool)
+    for shard in source.shards:
+        seen[source.shard_pairs(shard)] = True
+    return int(seen.sum())
 
 
 def _exact(Q: np.ndarray, C: np.ndarray, iq: np.ndarray, ic: np.ndarray) -> np.ndarray:
@@ -75,21 +87,42 @@ def _recall(ranks: np.ndarray, k: int, n: int, what: str) -> dict:
     )
 
 
+def _stratified_mean(counts: list[tuple[int, int, int]], unit: int = 1) -> float:
+    """``Σ_s n_s · count_s / size_s / (unit · Σ_s n_s)``: the mean over two strata (image
+    and text queries) of ``count_s`` successes out of ``unit`` per query on ``size_s``
+    sampled queries of ``n_s``. On whole strata every term is the integer ``count_s``, so
+    the value is the in-memory ``Σ count / (unit · N)`` to the bit."""
+    total = sum(n for _, _, n in counts)
+    return sum(n * c / s for c, s, n in counts if s) / (unit * total)
+
+
 def _stratified(parts: list[tuple[np.ndarray, int]], k: int) -> tuple[float, tuple[float, float]]:
     """Recall over two strata (image and text queries) weighted by their population sizes,
     with a normal interval of the stratified mean."""
     total = sum(n for _, n in parts)
-    value, var = 0.0, 0.0
+    value = _stratified_mean([(int((r <= k).sum()), r.size, n) for r, n in parts])
+    var = 0.0
     for r, n in parts:
         if r.size == 0:
             continue
         w = n / total
         p = float((r <= k).mean())
-        value += w * p
         f = 0.0 if r.size >= n else (n - r.size) / max(n - 1, 1)
         var += w * w * p * (1 - p) / r.size * f
     half = Z * math.sqrt(var)
     return value, (max(0.0, value - half), min(1.0, value + half))
+
+
+def merge_modalities(image: dict, text: dict, k: int) -> tuple[np.ndarray, ...]:
+    """``(ids, exact scores, tie keys)``: the top ``k`` of a mixed corpus, the explicit merge
+    of an image top-k and a text top-k (scan results with ``top_ids`` / ``top_scores`` /
+    ``top_key``; text ids offset by the number of images) under the one top-k order of
+    :func:`modgap._ties.merge_topk` — exact score, then the tie key (the queries' own
+    modality, or texts for outside queries, last), then the id: the order
+    :func:`modgap.tasks.mixed.mixed_search_metrics` gives its joint score blocks."""
+    return merge_topk(
+        [(r["top_ids"], r["top_scores"], r["top_key"]) for r in (image, text)], int(k)
+    )
 
 
 def stream_retrieval(
@@ -101,11 +134,13 @@ def stream_retrieval(
     engine: Engine | None = None,
     compute: Compute | None = None,
     progress: bool = False,
+    label: str = "",
 ) -> dict:
     """Image → text and text → image Recall@K, ranks and rSum, and the mixed-corpus metrics
     (``mixed=True``), on ``sample_queries`` queries per modality (None: all) against every
     candidate; the keys of :func:`modgap.tasks.retrieval.retrieval_metrics` and
-    :func:`modgap.tasks.mixed.mixed_search_metrics`, plus ``estimates``."""
+    :func:`modgap.tasks.mixed.mixed_search_metrics`, plus ``estimates`` (``label``: added
+    to the progress bar's title)."""
     if not source.has_pairs:
         raise InputError("retrieval needs image-text pairs and the set has none", source.path)
     ks = check_ks(ks)
@@ -119,12 +154,17 @@ def stream_retrieval(
     T = sample_index(n_t, sample_queries, seed + 3)
     cap_t, cap_owner = _captions_of(source, I)
     keep = np.unique(cap_owner)
-    if keep.size < I.size:  # images without a caption have no image -> text query
+    n_cap = _n_captioned(source, I, keep)
+    # every sampled image queries the mixed corpus for its top-K (as in memory); only those
+    # with a caption have a partner, so an image -> text or mixed rank
+    # the rows every retrieval kernel scores (the one row preparation, unit="exact")
+    I_all = I
+    Qx_all = prepare_rows(source.gather("image", I), "image_emb", unit="exact")
+    Qx = Qx_all
+    if keep.size < I.size:
         remap = np.full(I.size, -1)
         remap[keep] = np.arange(keep.size)
-        I, cap_owner = I[keep], remap[cap_owner]
-    # the rows every retrieval kernel scores (the one row preparation, unit="exact")
-    Qx = prepare_rows(source.gather("image", I), "image_emb", unit="exact")
+        I, cap_owner, Qx = I[keep], remap[cap_owner], Qx_all[keep]
     Qy = prepare_rows(source.gather("text", T), "text_emb", unit="exact")
     Xm = prepare_rows(source.gather("image", pairs_of(source, T)), "image_emb", unit="exact")
     Cm = prepare_rows(source.gather("text", cap_t), "text_emb", unit="exact")
@@ -153,15 +193,14 @@ def stream_retrieval(
     if mixed:
         specs += [
             # own modality minus the query itself: counts for the mixed rank and the top-K
+            # (of every sampled image: a separate spec when some have no caption)
             {
                 "name": "ii",
                 "pool": "image",
                 "queries": Qx,
                 "threshold": best_i,
                 "self_index": I,
-                "topk": kmax,
-                "own": True,
-                "id_offset": 0,
+                **({"topk": kmax, "own": True, "id_offset": 0} if Qx is Qx_all else {}),
             },
             {
                 "name": "tt",
@@ -176,7 +215,7 @@ def stream_retrieval(
             {
                 "name": "it_top",
                 "pool": "text",
-                "queries": Qx,
+                "queries": Qx_all,
                 "topk": kmax,
                 "own": False,
                 "id_offset": n_i,
@@ -190,9 +229,23 @@ def stream_retrieval(
                 "id_offset": 0,
             },
         ]
+        if Qx is not Qx_all:
+            specs.append(
+                {
+                    "name": "ii_top",
+                    "pool": "image",
+                    "queries": Qx_all,
+                    "self_index": I_all,
+                    "topk": kmax,
+                    "own": True,
+                    "id_offset": 0,
+                }
+            )
 
     with progress_bar(
-        "retrieval: scanning every candidate", total=scan_rows(source, specs), enabled=progress
+        f"retrieval: scanning every candidate{label}",
+        total=scan_rows(source, specs),
+        enabled=progress,
     ) as bar:
         r = run_scans(source, specs, engine=engine, compute=compute, bar=bar)
     t2i_rank = r["t2i"]["count"] + 1
@@ -202,7 +255,7 @@ def stream_retrieval(
     rsum = 0.0
     for k in ks:
         a = _recall(t2i_rank, k, n_t, "text -> image recall of sampled texts")
-        b = _recall(i2t_rank, k, n_i, "image -> text recall (best caption) of sampled images")
+        b = _recall(i2t_rank, k, n_cap, "image -> text recall (best caption) of sampled images")
         out[f"image_retrieval_recall@{k}"] = a["value"]
         out[f"text_retrieval_recall@{k}"] = b["value"]
         est[f"image_retrieval_recall@{k}"], est[f"text_retrieval_recall@{k}"] = a, b
@@ -215,7 +268,7 @@ def stream_retrieval(
     if mixed:
         img_rank = r["i2t"]["count"] + r["ii"]["count"] + 1
         txt_rank = r["t2i"]["count"] + r["tt"]["count"] + 1
-        n_img_q = n_i  # every image of a row-aligned set has a partner
+        n_img_q = n_cap  # image queries with a partner
         for k in ks:
             v, iv = _stratified([(img_rank, n_img_q), (txt_rank, n_t)], k)
             out[f"mixed_recall@{k}"] = v
@@ -233,22 +286,21 @@ def stream_retrieval(
                 e = _recall(rk, k, n, "mixed corpus: partner in the top K")
                 out[f"{key}@{k}"] = e["value"]
                 est[f"{key}@{k}"] = e
-        shares = []
-        for own, other in (("ii", "it_top"), ("tt", "ti_top")):
-            _, _, key = merge_topk(
-                [
-                    (r[own]["top_ids"], r[own]["top_scores"], r[own]["top_key"]),
-                    (r[other]["top_ids"], r[other]["top_scores"], r[other]["top_key"]),
-                ],
-                kmax,
-            )
-            shares.append(key)
+        # tie key 1: the query's own modality (of "ii" and "tt"), so key = same modality
+        shares = [
+            merge_modalities(r["ii_top" if "ii_top" in r else "ii"], r["it_top"], kmax)[2],
+            merge_modalities(r["ti_top"], r["tt"], kmax)[2],
+        ]
         for k in ks:
             parts = []
             for key, n in zip(shares, (n_i, n_t), strict=True):
                 parts.append((key[:, :k].mean(axis=1), n))
             total = n_i + n_t
-            v = sum(p.mean() * n / total for p, n in parts if p.size)
+            counts = [
+                (int(key[:, :k].sum()), key.shape[0], n)
+                for key, n in zip(shares, (n_i, n_t), strict=True)
+            ]
+            v = _stratified_mean(counts, unit=k)
             var = 0.0
             for p, n in parts:
                 if p.size > 1 and p.size < n:
@@ -308,10 +360,7 @@ def search_topk(
         for p in pools
     ]
     r = run_scans(source, specs, engine=engine, compute=compute)
-    ids, sc, key = r[pools[0]]["top_ids"], r[pools[0]]["top_scores"], r[pools[0]]["top_key"]
     if len(pools) == 2:
-        ids, sc, key = merge_topk(
-            [(ids, sc, key), (r["text"]["top_ids"], r["text"]["top_scores"], r["text"]["top_key"])],
-            int(k),
-        )
-    return ids, sc
+        ids, sc, _ = merge_modalities(r["image"], r["text"], k)
+        return ids, sc
+    return r[pools[0]]["top_ids"], r[pools[0]]["top_scores"]

@@ -2,7 +2,10 @@
 the in-memory task code.
 
 * **retrieval, mixed search**: :func:`modgap.stream.retrieval.stream_retrieval` (exact scans
-  of every candidate, for all queries or a stated sample).
+  of every candidate, for all queries or a stated sample); with ``folds``, retrieval is
+  averaged over folds of the images (:func:`stream_retrieval_folds`,
+  the fold rule of the in-memory retrieval) and mixed search stays on the whole set, as in
+  memory.
 * **zero-shot**: the class prompts stay in memory; the images are streamed shard by shard
   through :func:`modgap.tasks.zeroshot.zero_shot_counts` — the kernel the in-memory route
   runs on its one block — and the per-class counts add up in the engine's merge tree. Exact:
@@ -20,6 +23,7 @@ number per image and one row per class).
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -29,8 +33,11 @@ from .._array import prepare_rows
 from .._progress import progress as progress_bar
 from ..compute import Compute, resolve
 from ..errors import InputError
+from ..io.source import Source
+from ..io.subset import SubsetSource
 from ..tasks.clustering import cluster_points, cluster_sample
-from ..tasks.suite import applicable_tasks, check_requested
+from ..tasks.retrieval import average_folds, fold_parts
+from ..tasks.suite import applicable_tasks, check_requested, retrieval_ks
 from ..tasks.zeroshot import (
     ensemble_class_embeddings,
     merge_zero_shot_counts,
@@ -40,9 +47,16 @@ from ..tasks.zeroshot import (
     zero_shot_labels,
 )
 from .engines import Engine, LocalEngine
+from .intervals import LEVEL, estimate
 from .retrieval import stream_retrieval
 
-__all__ = ["source_classes", "stream_clustering", "stream_eval", "stream_zero_shot"]
+__all__ = [
+    "source_classes",
+    "stream_clustering",
+    "stream_eval",
+    "stream_retrieval_folds",
+    "stream_zero_shot",
+]
 
 #: points (images with their captions) clustered by default, as in memory
 DEFAULT_CLUSTER_POINTS = 20_000
@@ -190,12 +204,88 @@ def stream_clustering(
     return out
 
 
+def stream_retrieval_folds(
+    source: Source,
+    ks: Sequence[int] = (1, 5, 10),
+    folds: int | None = None,
+    *,
+    sample_queries: int | None = 10_000,
+    engine: Engine | None = None,
+    compute: Compute | None = None,
+    progress: bool = False,
+) -> dict:
+    """Retrieval averaged over ``folds`` folds of the source's images, as
+    :func:`modgap.tasks.retrieval.retrieval_metrics` with ``folds``: the parts of
+    :func:`~modgap.tasks.retrieval.fold_parts` (consecutive images of the source, each a
+    :class:`~modgap.io.subset.SubsetSource` view with its own captions) are scanned by
+    :func:`stream_retrieval` one after the other (``sample_queries`` queries per modality
+    and fold), and every key is averaged by :func:`~modgap.tasks.retrieval.average_folds`.
+
+    An averaged recall's interval is the mean of the folds' intervals: the folds are
+    independent samples, so this is wider than the interval of their mean (conservative);
+    on whole folds it is the value. ``sampling`` sums the queries of the folds."""
+    parts = fold_parts(source.n_images, folds)
+    if len(parts) == 1:
+        return stream_retrieval(
+            source,
+            ks,
+            sample_queries=sample_queries,
+            mixed=False,
+            engine=engine,
+            compute=compute,
+            progress=progress,
+        )
+    results = []
+    for j, part in enumerate(parts):
+        view = SubsetSource(source, part)
+        if view.n_texts == 0:
+            raise InputError(
+                f"images {part[0]}..{part[-1]} have no caption; cannot evaluate retrieval",
+                source.path,
+            )
+        results.append(
+            stream_retrieval(
+                view,
+                ks,
+                sample_queries=sample_queries,
+                mixed=False,
+                engine=engine,
+                compute=compute,
+                progress=progress,
+                label=f" (fold {j + 1}/{len(parts)})",
+            )
+        )
+    numbers = [{k: v for k, v in r.items() if k not in ("estimates", "sampling")} for r in results]
+    out: dict[str, Any] = average_folds(numbers)
+    est = {}
+    for key, first in results[0]["estimates"].items():
+        each = [r["estimates"][key] for r in results]
+        lo = float(np.mean([e["interval"][0] for e in each]))
+        hi = float(np.mean([e["interval"][1] for e in each]))
+        est[key] = estimate(
+            out[key],
+            (lo, hi),
+            sum(e["sample"] for e in each),
+            sum(e["population"] for e in each),
+            f"mean over {len(parts)} folds of: {first['method']}; the mean of their intervals",
+        )
+    out["estimates"] = est
+    out["sampling"] = {
+        "images": sum(r["sampling"]["images"] for r in results),
+        "texts": sum(r["sampling"]["texts"] for r in results),
+        "level": LEVEL,
+        "folds": len(parts),
+    }
+    return out
+
+
 def stream_eval(
     source: Any,
     tasks: list[str] | None = None,
     ks: Any = (1, 5, 10),
     *,
     sample_queries: int | None = 10_000,
+    folds: int | None = None,
     engine: Engine | None = None,
     compute: Compute | None = None,
     progress: bool = False,
@@ -203,7 +293,9 @@ def stream_eval(
     """Every task ``modgap eval`` runs on a set in memory, on a source: one flat dict with the
     keys of :func:`modgap.tasks.suite.run_tasks`, ``estimates`` and ``sampling`` for the
     sampled ones, and ``skipped`` (task: reason) for those that do not apply or cannot run
-    streamed. Asking (``tasks``) for one of those is an error."""
+    streamed. Asking (``tasks``) for one of those is an error. ``folds``: retrieval averaged
+    over this many consecutive folds of images (``run_tasks``'s ``folds``; a K above a
+    fold's candidates is dropped with a notice, as there)."""
     compute = resolve(compute)
     classes = source_classes(source)
     view = SimpleNamespace(
@@ -222,7 +314,20 @@ def stream_eval(
         run, skipped = [t for t in run if t in tasks], {}
     out: dict[str, Any] = {}
     sampling: dict[str, Any] = {}
-    if "retrieval" in run or "mixed" in run:
+    by_folds = "retrieval" in run and folds not in (None, 1)
+    if by_folds:
+        r = stream_retrieval_folds(
+            source,
+            retrieval_ks(ks, source.n_images, source.n_texts, folds),
+            folds,
+            sample_queries=sample_queries,
+            engine=engine,
+            compute=compute,
+            progress=progress,
+        )
+        sampling["retrieval_folds"] = r.pop("sampling")
+        out.update(r)
+    if ("retrieval" in run and not by_folds) or "mixed" in run:
         r = stream_retrieval(
             source,
             ks,
@@ -232,7 +337,7 @@ def stream_eval(
             compute=compute,
             progress=progress,
         )
-        if "retrieval" not in run:
+        if "retrieval" not in run or by_folds:
             r = {
                 k: v
                 for k, v in r.items()
@@ -240,7 +345,9 @@ def stream_eval(
             }
             r["estimates"] = {k: v for k, v in r["estimates"].items() if k.startswith("mixed")}
         sampling.update(r.pop("sampling"))
+        estimates = {**out.pop("estimates", {}), **r.pop("estimates")}
         out.update(r)
+        out["estimates"] = estimates
     if "zeroshot" in run:
         out.update(
             stream_zero_shot(

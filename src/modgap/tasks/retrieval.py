@@ -48,7 +48,7 @@ from ..compute import Compute, device_for, resolve
 from ..errors import InputError, ModgapError
 from .ranking import first_relevant_ranks
 
-__all__ = ["check_ks", "retrieval_metrics", "retrieval_ranks"]
+__all__ = ["average_folds", "check_ks", "fold_parts", "retrieval_metrics", "retrieval_ranks"]
 
 
 def check_ks(ks: Sequence[int] | int) -> tuple[int, ...]:
@@ -63,6 +63,28 @@ def check_ks(ks: Sequence[int] | int) -> tuple[int, ...]:
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise ModgapError(f"every K in ks must be a positive integer, got {k!r}")
     return tuple(sorted({int(k) for k in ks}))
+
+
+def fold_parts(n_images: int, folds: int | None) -> list[np.ndarray]:
+    """The image rows of each retrieval fold: ``folds`` consecutive runs of images (sizes as
+    ``numpy.array_split``; COCO "5-fold 1K"), each evaluated against its own captions only;
+    one part holding every image when ``folds`` is None or 1. The one fold rule of the
+    in-memory and the streamed retrieval."""
+    if folds is None or folds == 1:
+        return [np.arange(n_images)]
+    if isinstance(folds, bool) or not isinstance(folds, int | np.integer) or folds < 1:
+        raise ModgapError(f"folds must be a positive integer, got {folds!r}")
+    if folds > n_images:
+        raise ModgapError(f"folds={folds} but there are only {n_images} images")
+    return np.array_split(np.arange(n_images), folds)
+
+
+def average_folds(results: Sequence[dict]) -> dict:
+    """Every metric averaged over the folds' results (``rsum`` too: the mean of the folds'
+    sums, which is the sum of the averaged recalls)."""
+    if len(results) == 1:
+        return dict(results[0])
+    return {key: float(np.mean([r[key] for r in results])) for key in results[0]}
 
 
 def _as_tensor(x: Any, name: str, device: Any, dim: int | None, normalize: bool):
@@ -269,14 +291,7 @@ def retrieval_metrics(
     n_i = int(image_emb.shape[0])
     n_t = int(text_emb.shape[0])
     t2i = check_pairing(text_to_image, n_i, n_t)
-    if folds is None or folds == 1:
-        parts = [np.arange(n_i)]
-    else:
-        if isinstance(folds, bool) or not isinstance(folds, int | np.integer) or folds < 1:
-            raise ModgapError(f"folds must be a positive integer, got {folds!r}")
-        if folds > n_i:
-            raise ModgapError(f"folds={folds} but there are only {n_i} images")
-        parts = np.array_split(np.arange(n_i), folds)
+    parts = fold_parts(n_i, folds)
 
     results = []
     for part in parts:
@@ -311,6 +326,4 @@ def retrieval_metrics(
             correction=correction,
         )
         results.append(_metrics_from_ranks(r_i2t, r_t2i, ks))
-    if len(results) == 1:
-        return results[0]
-    return {key: float(np.mean([r[key] for r in results])) for key in results[0]}
+    return average_folds(results)

@@ -24,7 +24,7 @@ from .mixed import mixed_search_metrics
 from .retrieval import retrieval_metrics
 from .zeroshot import DEFAULT_TEMPLATES, class_embeddings, zero_shot_metrics
 
-__all__ = ["TASKS", "applicable_tasks", "check_requested", "run_tasks"]
+__all__ = ["TASKS", "applicable_tasks", "check_requested", "retrieval_ks", "run_tasks"]
 
 TASKS = ("retrieval", "zeroshot", "clustering", "mixed")
 
@@ -71,6 +71,15 @@ def _valid_ks(ks: Sequence[int], limit: int, what: str) -> tuple[int, ...]:
     if not kept:
         raise ModgapError(f"{what}: every K in {tuple(ks)} exceeds the {limit} candidates")
     return kept
+
+
+def retrieval_ks(
+    ks: Sequence[int], n_images: int, n_texts: int, folds: int | None = None
+) -> tuple[int, ...]:
+    """The Recall@K cut-offs retrieval keeps: a K above the candidates of a fold (``min(n_i,
+    n_t) // folds``) is dropped with a notice; none left is an error."""
+    per_fold = max(1, min(n_images, n_texts) // (folds or 1))
+    return _valid_ks(ks, per_fold, "retrieval")
 
 
 def run_tasks(
@@ -125,8 +134,7 @@ def run_tasks(
         if progress is not None:
             progress(task)
         if task == "retrieval":
-            per_fold = max(1, min(emb.n_images, emb.n_texts) // (folds or 1))
-            k_ok = _valid_ks(ks, per_fold, "retrieval")
+            k_ok = retrieval_ks(ks, emb.n_images, emb.n_texts, folds)
             out.update(
                 retrieval_metrics(
                     emb.image_emb,
