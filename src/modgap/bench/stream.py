@@ -352,9 +352,7 @@ def run_bench_stream(
 
     results, verdicts, n_fit, n_eval = aggregate(rows, skipped, values, info, split_sizes)
     bank_rows = (
-        "all the"
-        if bank_sample is None
-        else f"a uniform sample of {bank_sample} (all when fewer)"
+        "all the" if bank_sample is None else f"a uniform sample of {bank_sample} (all when fewer)"
     )
     setting = {
         "protocol": "transductive" if transductive else "held-out",
