@@ -286,7 +286,10 @@ def test_streamed_bench_says_what_does_not_stream(labelled):
         sample_queries=40,
         compute=SMALL,
     )
-    assert "csls" in doc["skipped"] and "score corrections" in doc["skipped"]["csls"]
+    # score corrections stream now: a row, its bank stated (transductive: the evaluated view)
+    assert "csls" not in doc["skipped"]
+    bank = doc["results"]["csls"]["bank"]
+    assert bank["split"] == "evaluated" and bank["rows"] == "all" and bank["images"] > 0
     row = doc["results"]["shift"]  # transductive: fitted on the rows it is scored on
     assert row["scored_on_fitted_rows"] and row["fitted_on"]["split"] == "evaluated"
     assert "linear_separability" in row["skipped"]

@@ -22,10 +22,17 @@ With ``sample_queries=None`` and ``fit_sample=None`` every per-split number equa
 in-memory bench's on the same splits (to float64 round-off; gaussian and procrustes to 1e-10,
 their merged moments going through matrix roots and SVDs).
 
-What does not stream is listed under ``skipped`` with the reason: retrieval-time score
-corrections (no streamed correction yet), and linear separability of a row scored on the
-rows its reducer was fitted on (the in-memory bench refits on the probe's own training part,
-which needs the rows in memory).
+Retrieval-time score corrections are rows as in memory: each is fitted on a **bank**, a
+stated uniform sample of ``bank_sample`` images of the fit view (the evaluated one when
+transductive) with all their captions (:func:`modgap.stream.fit.sample_pairs`, texts ordered
+by their image as :meth:`EmbeddingSet.subset` orders them), and retrieval on the evaluated
+view is scored with it by :func:`modgap.stream.retrieval.stream_retrieval` (offsets of every
+candidate, sampled queries). When the sample is the whole fit view, the bank is the one the
+in-memory bench fits on. The bank's size is in each row (``bank``) and in ``setting``.
+
+What does not stream is listed under ``skipped`` with the reason: linear
+separability of a row scored on the rows its reducer was fitted on (the in-memory bench
+refits on the probe's own training part, which needs the rows in memory).
 """
 
 from __future__ import annotations
@@ -43,9 +50,11 @@ from ..io.subset import SubsetSource, split_rows
 from ..measures import resolve_measures
 from ..provenance import provenance
 from ..stream.engines import Engine, LocalEngine
-from ..stream.fit import DEFAULT_FIT_SAMPLE, fit_streaming
+from ..stream.fit import DEFAULT_FIT_SAMPLE, fit_streaming, sample_pairs
 from ..stream.measures import DEFAULT_SAMPLE_QUERIES, stream_measures
+from ..stream.retrieval import stream_retrieval
 from ..stream.tasks import source_classes, stream_eval
+from ..tasks.scoring import get_correction
 from .protocol import aggregate, check_options, plan_row, record_split
 from .stats import LEVEL
 
@@ -128,6 +137,56 @@ def _reduce_stream(
     return TransformedSource(eval_view, reducer), {**row, "fitted_on": fitted_on}
 
 
+def _correction_stream(
+    name: str,
+    fit_view: SubsetSource,
+    eval_view: SubsetSource,
+    transductive: bool,
+    bank_sample: int | None,
+    ks: Sequence[int],
+    sample_queries: int | None,
+    engine: Engine,
+    compute: Compute,
+) -> tuple[dict, dict]:
+    """``(numbers, row record)`` of a score-correction row: ``_correction_row`` of the
+    in-memory protocol, with the bank a stated sample and retrieval streamed."""
+    t0 = time.perf_counter()
+    view = eval_view if transductive else fit_view
+    images, texts, t2i = sample_pairs(view, bank_sample, compute.seed)
+    texts = texts[np.argsort(t2i, kind="stable")]  # by image: the in-memory subset's order
+    corr = get_correction(name).fit(
+        view.gather("image", images), view.gather("text", texts), compute=compute
+    )
+    t1 = time.perf_counter()
+    tasks, notes = _split_measures(
+        stream_retrieval(
+            eval_view,
+            ks,
+            sample_queries=sample_queries,
+            mixed=False,
+            engine=engine,
+            compute=compute,
+            correction=corr,
+        )
+    )
+    row = {
+        "kind": "correction",
+        "protocol": "transductive" if transductive else "held-out",
+        "params": corr.get_params(),
+        "scored_on_fitted_rows": transductive,
+        "bank": {
+            "split": "evaluated" if transductive else "fit",
+            "images": int(images.size),
+            "texts": int(texts.size),
+            "rows": "all" if images.size == view.n_images else "uniform sample",
+        },
+        "seconds": {"fit": t1 - t0, "eval": time.perf_counter() - t1},
+        "skipped": {},
+        "streaming": {"tasks": notes, "measures": {}},
+    }
+    return {"tasks": tasks, "measures": {}}, row
+
+
 def _split_measures(out: dict) -> tuple[dict, dict]:
     """``(numbers and records, the streaming notes)`` of a streamed result."""
     notes = {k: out.pop(k) for k in ("estimates", "sampling", "streaming", "skipped") if k in out}
@@ -149,6 +208,7 @@ def run_bench_stream(
     measures: Sequence[str] | None = None,
     sample_queries: int | None = DEFAULT_SAMPLE_QUERIES,
     fit_sample: int | None = DEFAULT_FIT_SAMPLE,
+    bank_sample: int | None = None,
     engine: Engine | None = None,
     compute: Compute | None = None,
     progress: bool = False,
@@ -164,11 +224,14 @@ def run_bench_stream(
         As for :func:`~modgap.bench.protocol.run_bench` (``folds``: retrieval averaged over
         folds of each evaluated view, the in-memory fold rule).
     corrections : sequence of str, optional
-        Checked, then listed under ``skipped``: score corrections do not stream yet.
+        Retrieval-time score corrections to add as rows (as in memory), each fitted on a bank
+        of ``bank_sample`` images of the fit view with their captions.
     sample_queries : int or None
         Queries per modality of the sampled measures and of retrieval (None: every row).
     fit_sample : int or None
         Images the sample-fitted reducers (spectral, OT) are fitted on.
+    bank_sample : int or None
+        Images (with their captions) of the corrections' query bank; default ``fit_sample``.
     engine : Engine, optional
         Where the kernels run (default in-process).
     compute : Compute, optional
@@ -199,27 +262,50 @@ def run_bench_stream(
             "unpaired set in memory"
         )
     reducer_params = reducer_params or {}
+    bank_sample = fit_sample if bank_sample is None else bank_sample
     classes = source_classes(source)
-    values: dict[str, dict[str, list]] = {r: {} for r in names}
+    rows = names + correction_names
+    values: dict[str, dict[str, list]] = {r: {} for r in rows}
     info: dict[str, dict] = {}
-    skipped = {
-        c: "retrieval-time score corrections do not stream yet; bench them in memory"
-        for c in correction_names
-    }
+    skipped: dict[str, str] = {}
     split_sizes = []
-    with progress_bar("bench (streamed)", total=repeats * len(names), enabled=progress) as bar:
+
+    def failed(name: str, rep: int, e: Exception) -> None:  # a failure is a result too
+        skipped[name] = f"failed on split {rep + 1}: {type(e).__name__}: {e}"
+        values.pop(name, None)
+        info.pop(name, None)
+
+    with progress_bar("bench (streamed)", total=repeats * len(rows), enabled=progress) as bar:
         for rep in range(repeats):
             rep_compute = compute.replace(seed=base_seed + rep)
             fit_rows, eval_rows = split_rows(source.n_images, test_fraction, base_seed + rep)
             fit_view = SubsetSource(source, fit_rows, classes)
             eval_view = SubsetSource(source, eval_rows, classes)
             split_sizes.append((fit_view.n_images, eval_view.n_images))
-            for k, name in enumerate(names, 1):
-                step = f"split {rep + 1}/{repeats}, row {k}/{len(names)}: {name}"
+            for k, name in enumerate(rows, 1):
+                step = f"split {rep + 1}/{repeats}, row {k}/{len(rows)}: {name}"
                 bar.describe(step)
                 if on_step is not None:
                     on_step(step)
                 if name in skipped:
+                    bar.advance()
+                    continue
+                if name in correction_names:
+                    try:
+                        out, row = _correction_stream(
+                            name,
+                            fit_view,
+                            eval_view,
+                            transductive,
+                            bank_sample,
+                            ks,
+                            sample_queries,
+                            engine,
+                            rep_compute,
+                        )
+                        record_split(values, info, name, out, row, rep, eval_view.dim)
+                    except Exception as e:
+                        failed(name, rep, e)
                     bar.advance()
                     continue
                 t0 = time.perf_counter()
@@ -266,9 +352,7 @@ def run_bench_stream(
                         else {}
                     )
                 except Exception as e:  # a reducer failing on these data is a result too
-                    skipped[name] = f"failed on split {rep + 1}: {type(e).__name__}: {e}"
-                    values.pop(name, None)
-                    info.pop(name, None)
+                    failed(name, rep, e)
                     bar.advance()
                     continue
                 row["seconds"] = {"fit": t1 - t0, "eval": time.perf_counter() - t1}
@@ -282,7 +366,10 @@ def run_bench_stream(
                 record_split(values, info, name, out, row, rep, reduced.dim)
                 bar.advance()
 
-    results, verdicts, n_fit, n_eval = aggregate(names, skipped, values, info, split_sizes)
+    results, verdicts, n_fit, n_eval = aggregate(rows, skipped, values, info, split_sizes)
+    bank_rows = (
+        "all the" if bank_sample is None else f"a uniform sample of {bank_sample} (all when fewer)"
+    )
     setting = {
         "protocol": "transductive" if transductive else "held-out",
         "protocol_note": (
@@ -301,6 +388,13 @@ def run_bench_stream(
         "fit_sample": fit_sample,
         "fit_note": "center, shift, gaussian, procrustes: exact full-pass moments of the fit "
         f"part; spectral and OT: a uniform sample of {fit_sample} images with their captions",
+        "bank_sample": bank_sample if correction_names else None,
+        "bank_note": (
+            f"score corrections: query bank of {bank_rows} images of the "
+            f"{'evaluated' if transductive else 'fit'} part with their captions"
+            if correction_names
+            else None
+        ),
         "interval": f"{LEVEL:.0%} corrected resampled t over the splits (Nadeau & Bengio 2003)",
         "ks": list(ks),
         "folds": folds,

@@ -203,7 +203,10 @@ def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: C
     ``ksum``);
     ``self_index`` (global pool row of each query, never counted), ``exclude`` (``(query,
     pool row)`` int64 pairs: partners, not counted), ``threshold`` (float64 per query: count
-    rows scoring exactly above it), and the flags ``best``, ``ksum``, ``topk`` (K), with
+    rows scoring exactly above it; with ``offset`` (float64 per pool row) and ``active``
+    (float64 0/1 per query) the corrected scores ``s - a_q o(c)`` of a retrieval-time
+    correction are counted, by the rule of :func:`~modgap.tasks.retrieval.retrieval_ranks`),
+    and the flags ``best``, ``ksum``, ``topk`` (K), with
     ``id_offset`` and ``own`` (whether the pool is the queries' modality: tied top-K entries
     of the own modality go last) for the top-K ids.
 
@@ -222,7 +225,8 @@ def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: C
     qmax = max([s["block"] for s in todo], default=1)
     # one score block (q x p float32), its comparison buffer and float32 exp temporaries; the
     # uniformity sums add a float64 block (product and exponentials in place)
-    per = 4 * 3 + (8 if any(s.get("ksum") for s in todo) else 0)
+    corrected = any(s.get("offset") is not None for s in todo)
+    per = 4 * 3 + (8 if any(s.get("ksum") for s in todo) else 0) + (4 if corrected else 0)
     rows = compute.rows_per_block(qmax * per, share=0.5, cap=1 << 15)
     # score and scratch blocks allocated once per task and reused for every row block: fresh
     # (q x p) allocations each time cost a page fault per 4 KiB (seen: 40% system time)
@@ -233,6 +237,7 @@ def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: C
         U_buf = torch.empty(qmax * rows, dtype=torch.float64, device=dev64)
     S_buf = torch.empty(qmax * rows, dtype=torch.float32, device=dev)
     G_buf = torch.empty(qmax * rows, dtype=torch.float32, device=dev)
+    O_buf = torch.empty(qmax * rows, dtype=torch.float32, device=dev) if corrected else None
     with torch.no_grad(), compute.threads_limit():
         for pool, group in by_pool.items():
             g0 = shard.image_start if pool == "image" else shard.text_start
@@ -324,7 +329,18 @@ def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: C
                         thr = torch.from_numpy(
                             np.asarray(s["threshold"][lo:hi], dtype=np.float64)
                         ).to(dev)
-                        st["count"] += count_above(S, thr, scale, d, exact, axis=1, buffer=G)
+                        off: dict[str, Any] = {}
+                        if s.get("offset") is not None:  # a retrieval-time correction
+
+                            def part(v, a, b):
+                                return torch.from_numpy(np.asarray(v[a:b])).to(dev)
+
+                            off = dict(
+                                offset=part(s["offset"], p0, p1),
+                                active=part(s["active"], lo, hi),
+                                offset_buffer=O_buf[: S.numel()].view(S.shape),
+                            )
+                        st["count"] += count_above(S, thr, scale, d, exact, axis=1, buffer=G, **off)
             for s in group:
                 out[(s["name"], b)] = {
                     k: (v.cpu().numpy() if hasattr(v, "cpu") else v)

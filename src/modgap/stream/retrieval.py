@@ -33,6 +33,7 @@ from ..errors import InputError, ModgapError
 from ..io.source import Source
 from ..tasks.retrieval import check_ks
 from .blocks import pairs_of, scan_rows
+from .corrections import correction_terms
 from .engines import Engine, LocalEngine
 from .intervals import LEVEL, Z, estimate, wilson
 from .measures import DEFAULT_SAMPLE_QUERIES, run_scans, sample_index
@@ -130,19 +131,32 @@ def stream_retrieval(
     ks: Sequence[int] = (1, 5, 10),
     *,
     sample_queries: int | None = DEFAULT_SAMPLE_QUERIES,
-    mixed: bool = True,
+    mixed: bool | None = None,
     engine: Engine | None = None,
     compute: Compute | None = None,
     progress: bool = False,
     label: str = "",
+    correction: Any = None,
 ) -> dict:
     """Image → text and text → image Recall@K, ranks and rSum, and the mixed-corpus metrics
-    (``mixed=True``), on ``sample_queries`` queries per modality (None: all) against every
-    candidate; the keys of :func:`modgap.tasks.retrieval.retrieval_metrics` and
-    :func:`modgap.tasks.mixed.mixed_search_metrics`, plus ``estimates`` (``label``: added
-    to the progress bar's title)."""
+    (``mixed``, default: without a correction), on ``sample_queries`` queries per modality
+    (None: all) against every candidate; the keys of
+    :func:`modgap.tasks.retrieval.retrieval_metrics` and
+    :func:`modgap.tasks.mixed.mixed_search_metrics`, plus ``estimates`` and ``sampling``
+    (``label``: added to the progress bar's title).
+
+    ``correction``: a fitted retrieval-time correction (:mod:`modgap.tasks.scoring`); ranks
+    are those of ``retrieval_metrics(..., correction=)`` (exactly, on the whole set): the
+    offsets of every candidate are computed shard by shard, QB-Norm's query weights take one
+    more scan pass (:mod:`modgap.stream.corrections`). The mixed corpus has no correction."""
     if not source.has_pairs:
         raise InputError("retrieval needs image-text pairs and the set has none", source.path)
+    if mixed is None:
+        mixed = correction is None
+    elif mixed and correction is not None:
+        raise ModgapError(
+            "the mixed-corpus search has no retrieval-time correction; use mixed=False with one"
+        )
     ks = check_ks(ks)
     compute = resolve(compute)
     engine = engine or LocalEngine()
@@ -171,6 +185,12 @@ def stream_retrieval(
     t2i_T = pairs_of(source, T)
     pos_t = _exact(Qy, Xm, np.arange(T.size), np.arange(T.size))
     cap_scores = _exact(Qx, Cm, cap_owner, np.arange(cap_t.size))
+    terms = None
+    if correction is not None:
+        terms = correction_terms(source, correction, Qx, Qy, engine=engine, compute=compute)
+        # the partners' corrected scores, as retrieval_ranks forms them (float64)
+        pos_t = pos_t - terms["text_active"] * terms["image_offset"][t2i_T]
+        cap_scores = cap_scores - terms["image_active"][cap_owner] * terms["text_offset"][cap_t]
     best_i = np.full(I.size, -np.inf)
     np.maximum.at(best_i, cap_owner, cap_scores)
     kmax = ks[-1]
@@ -190,6 +210,9 @@ def stream_retrieval(
             "exclude": (cap_owner, cap_t),
         },
     ]
+    if terms is not None:
+        specs[0].update(offset=terms["image_offset"], active=terms["text_active"])
+        specs[1].update(offset=terms["text_offset"], active=terms["image_active"])
     if mixed:
         specs += [
             # own modality minus the query itself: counts for the mixed rank and the top-K
@@ -317,6 +340,14 @@ def stream_retrieval(
             )
     out["estimates"] = est
     out["sampling"] = {"images": int(I.size), "texts": int(T.size), "level": LEVEL}
+    if correction is not None:
+        out["sampling"]["correction"] = {
+            "name": correction.name,
+            "bank_images": int(correction.image_bank_.shape[0]),
+            "bank_texts": int(correction.text_bank_.shape[0]),
+            "how": "offsets of every candidate against the bank, one pass"
+            + ("; query weights from one more scan pass" if correction.activation_k else ""),
+        }
     return out
 
 

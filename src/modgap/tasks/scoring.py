@@ -46,10 +46,10 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from .._array import check_pairing, to_numpy
-from .._ties import fixed_scores, topk_ids
 from ..compute import Compute, device_for, resolve
 from ..embeddings import EmbeddingSet
 from ..errors import ModgapError, NotFittedError
+from .bank import activation, bank_topk_ids, log_mean_exp, mean_topk, top1_ids
 from .retrieval import _as_tensor
 
 __all__ = [
@@ -61,10 +61,6 @@ __all__ = [
     "ScoreCorrection",
     "get_correction",
 ]
-
-# bank rows reduced together: a fixed partition, so the log-sum-exp over the bank is added in
-# the same order whatever the memory budget (a power of two for the pairwise tree)
-_BANK_CHUNK = 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,105 +184,88 @@ class ScoreCorrection(BaseEstimator):
         -------
         CandidateOffsets
         """
-        if not self.__sklearn_is_fitted__():
-            raise NotFittedError(
-                f"this {type(self).__name__} is not fitted yet; call fit(image_emb, text_emb) "
-                "on the fit split first"
-            )
+        self._check_fitted()
         dev = device_for(compute, device, image_emb, text_emb)
         X = _as_tensor(image_emb, "image_emb", dev, self.n_features_in_, True)
         Y = _as_tensor(text_emb, "text_emb", dev, self.n_features_in_, True)
         import torch
 
+        compute = resolve(compute)
+        self.check_sizes(X.shape[0], Y.shape[0])
         with torch.no_grad():
-            return self._offsets(X, Y, dev, resolve(compute))
+            off = CandidateOffsets(
+                image_offset=to_numpy(self.candidate_offsets(X, "image", compute)),
+                text_offset=to_numpy(self.candidate_offsets(Y, "text", compute)),
+            )
+            k = self.activation_k
+            if k is None:
+                return off
 
-    def _offsets(self, X: Any, Y: Any, dev: Any, compute: Compute) -> CandidateOffsets:
-        raise NotImplementedError
+            # QB-Norm's dynamic rule: bank top-k (activation set), each query's raw top-1
+            def active(Q, C, modality):
+                hubs = bank_topk_ids(self.bank(modality, dev), C, k, compute)
+                return activation(to_numpy(hubs), to_numpy(top1_ids(Q, C, compute)), C.shape[0])
 
-    def _banks(self, dev: Any) -> tuple[Any, Any]:
+            return dataclasses.replace(
+                off, text_active=active(Y, X, "image"), image_active=active(X, Y, "text")
+            )
+
+    #: candidates per bank query in QB-Norm's activation set; ``None``: every query is
+    #: corrected (``a_q = 1``)
+    @property
+    def activation_k(self) -> int | None:
+        return None
+
+    def check_sizes(self, n_images: int, n_texts: int) -> None:
+        """Refuse an evaluated set of ``n_images`` images and ``n_texts`` texts the fitted
+        correction cannot score (one line), before any offset is computed; both routes call
+        it."""
+        self._check_fitted()
+
+    def _check_fitted(self) -> None:
+        if not self.__sklearn_is_fitted__():
+            raise NotFittedError(
+                f"this {type(self).__name__} is not fitted yet; call fit(image_emb, text_emb) "
+                "on the fit split first"
+            )
+
+    def bank(self, candidates: str, device: Any = None) -> Any:
+        """The query bank scored against candidates of modality ``candidates`` (``"image"``:
+        the text bank of text → image; ``"text"``: the image bank), a float32 tensor."""
         import torch
 
-        return (
-            torch.from_numpy(self.image_bank_).to(dev),
-            torch.from_numpy(self.text_bank_).to(dev),
-        )
+        rows = self.text_bank_ if candidates == "image" else self.image_bank_
+        return torch.from_numpy(rows).to(device or "cpu")
 
+    def candidate_offsets(self, C: Any, candidates: str, compute: Compute | None = None) -> Any:
+        r"""``o(c)`` of a block of candidates: one float64 per row of ``C``.
 
-def _candidate_blocks(n: int, bank_cols: int, compute: Compute):
-    """Candidate blocks for a (block × bank chunk) float64 score matrix and its splits."""
-    # fixed_scores holds the float64 result, three products and the split rows: ~6 matrices
-    step = compute.rows_per_block(8 * bank_cols * 6)
-    return range(0, n, step), step
+        The per-candidate step of both routes: :meth:`offsets` calls it on every candidate
+        of an evaluated set at once, the streamed retrieval
+        (:mod:`modgap.stream.corrections`) on each block of each shard. The value of a row
+        depends on that row and the bank only (:mod:`modgap.tasks.bank`), so the two agree
+        bit for bit.
 
+        Parameters
+        ----------
+        C : float32 tensor (n, d)
+            Candidate rows, prepared as retrieval prepares them (unit rows).
+        candidates : {"image", "text"}
+            Their modality (the bank is that of the queries of the other one).
+        compute : Compute, optional
+            Memory budget of the float64 score blocks.
 
-def _mean_topk(C: Any, bank: Any, k: int, compute: Compute) -> Any:
-    """Per candidate row, the mean of its ``k`` largest scores against the bank (float64).
+        Returns
+        -------
+        float64 tensor (n,)
+        """
+        import torch
 
-    Only the values of the top ``k`` matter, never which of tied bank rows provide them, so
-    merging the chunks' top lists gives the same numbers in any order."""
-    import torch
+        with torch.no_grad():
+            return self._block_offsets(C, self.bank(candidates, C.device), resolve(compute))
 
-    chunk = min(_BANK_CHUNK, bank.shape[0])
-    starts, step = _candidate_blocks(C.shape[0], chunk, compute)
-    out = torch.empty(C.shape[0], dtype=torch.float64, device=C.device)
-    for s in starts:
-        c = C[s : s + step]
-        best = torch.empty((c.shape[0], 0), dtype=torch.float64, device=C.device)
-        for b in range(0, bank.shape[0], chunk):
-            S = fixed_scores(c, bank[b : b + chunk])
-            best = torch.cat([best, S], dim=1)
-            best = torch.topk(best, min(k, best.shape[1]), dim=1).values
-        # topk sorts its values: summed best first, one fixed order
-        total = best[:, 0].clone()
-        for j in range(1, k):
-            total += best[:, j]
-        out[s : s + step] = total / k
-    return out
-
-
-def _tree_sum(P: Any) -> Any:
-    """Row sums of ``P`` (columns a power of two) by a fixed pairwise tree."""
-    while P.shape[1] > 1:
-        h = P.shape[1] // 2
-        P = P[:, :h] + P[:, h:]
-    return P[:, 0]
-
-
-def _log_mean_exp(C: Any, bank: Any, beta: float, compute: Compute) -> Any:
-    r"""Per candidate row ``c``, :math:`\frac1\beta \log \frac1{|B|} \sum_{q' \in B}
-    e^{\beta s(q', c)}` in float64, stable (running maximum) and added in a fixed order: fixed
-    chunks of the bank, a pairwise tree inside each, the chunks in turn."""
-    import torch
-
-    n_bank = bank.shape[0]
-    starts, step = _candidate_blocks(C.shape[0], _BANK_CHUNK, compute)
-    out = torch.empty(C.shape[0], dtype=torch.float64, device=C.device)
-    for s in starts:
-        c = C[s : s + step]
-        m = torch.full((c.shape[0],), float("-inf"), dtype=torch.float64, device=C.device)
-        z = torch.zeros(c.shape[0], dtype=torch.float64, device=C.device)
-        for b in range(0, n_bank, _BANK_CHUNK):
-            S = fixed_scores(c, bank[b : b + _BANK_CHUNK])
-            if S.shape[1] < _BANK_CHUNK:  # pad to the chunk: exp(-inf) = 0 adds nothing
-                S = torch.nn.functional.pad(S, (0, _BANK_CHUNK - S.shape[1]), value=-math.inf)
-            m_new = torch.maximum(m, S.max(dim=1).values)
-            terms = torch.exp(beta * (S - m_new[:, None]))
-            z = z * torch.exp(beta * (m - m_new)) + _tree_sum(terms)
-            m = m_new
-        out[s : s + step] = m + (torch.log(z) - math.log(n_bank)) / beta
-    return out
-
-
-def _top1_ids(Q: Any, C: Any, compute: Compute) -> Any:
-    """Each query's exact top-1 candidate by cosine, ties to the lower index."""
-    return _topk_ids(Q, C, 1, compute)[:, 0]
-
-
-def _topk_ids(Q: Any, C: Any, k: int, compute: Compute) -> Any:
-    """Each query's exact top-``k`` candidates (:func:`modgap._ties.topk_ids`), in blocks of
-    queries sized from the memory budget."""
-    return topk_ids(Q, C, k, compute.rows_per_block(4 * C.shape[0], buffers=2))
+    def _block_offsets(self, C: Any, bank: Any, compute: Compute) -> Any:
+        raise NotImplementedError
 
 
 class CSLS(ScoreCorrection):
@@ -315,18 +294,17 @@ class CSLS(ScoreCorrection):
     def _check_params(self) -> None:
         self._check_int("k")
 
-    def _offsets(self, X, Y, dev, compute):
-        IB, TB = self._banks(dev)
-        for bank, what in ((TB, "texts"), (IB, "images")):
+    def check_sizes(self, n_images: int, n_texts: int) -> None:
+        super().check_sizes(n_images, n_texts)
+        for bank, what in ((self.text_bank_, "texts"), (self.image_bank_, "images")):
             if self.k > bank.shape[0]:
                 raise ModgapError(
                     f"CSLS k={self.k} is larger than the {bank.shape[0]} bank {what}; "
                     f"use k <= {bank.shape[0]}"
                 )
-        return CandidateOffsets(
-            image_offset=to_numpy(_mean_topk(X, TB, int(self.k), compute) / 2),
-            text_offset=to_numpy(_mean_topk(Y, IB, int(self.k), compute) / 2),
-        )
+
+    def _block_offsets(self, C, bank, compute):
+        return mean_topk(C, bank, int(self.k), compute) / 2
 
 
 class InvertedSoftmax(ScoreCorrection):
@@ -356,13 +334,8 @@ class InvertedSoftmax(ScoreCorrection):
     def _check_params(self) -> None:
         self._check_positive("beta")
 
-    def _offsets(self, X, Y, dev, compute):
-        IB, TB = self._banks(dev)
-        beta = float(self.beta)
-        return CandidateOffsets(
-            image_offset=to_numpy(_log_mean_exp(X, TB, beta, compute)),
-            text_offset=to_numpy(_log_mean_exp(Y, IB, beta, compute)),
-        )
+    def _block_offsets(self, C, bank, compute):
+        return log_mean_exp(C, bank, float(self.beta), compute)
 
 
 class QBNorm(ScoreCorrection):
@@ -409,28 +382,21 @@ class QBNorm(ScoreCorrection):
         self._check_int("k")
         self._check_positive("beta")
 
-    def _offsets(self, X, Y, dev, compute):
-        IB, TB = self._banks(dev)
-        beta = float(self.beta)
-        k = int(self.k)
-        for cands, what in ((X, "images"), (Y, "texts")):
-            if k > cands.shape[0]:
+    @property
+    def activation_k(self) -> int | None:
+        return int(self.k)
+
+    def check_sizes(self, n_images: int, n_texts: int) -> None:
+        super().check_sizes(n_images, n_texts)
+        for n, what in ((n_images, "images"), (n_texts, "texts")):
+            if self.k > n:
                 raise ModgapError(
-                    f"QB-Norm k={k} is larger than the {cands.shape[0]} {what} to retrieve "
-                    f"from; use k <= {cands.shape[0]}"
+                    f"QB-Norm k={self.k} is larger than the {n} {what} to retrieve "
+                    f"from; use k <= {n}"
                 )
 
-        def active(bank, Q, C):
-            hubs = np.zeros(C.shape[0], dtype=bool)
-            hubs[to_numpy(_topk_ids(bank, C, k, compute)).reshape(-1)] = True
-            return hubs[to_numpy(_top1_ids(Q, C, compute))]
-
-        return CandidateOffsets(
-            image_offset=to_numpy(_log_mean_exp(X, TB, beta, compute)),
-            text_offset=to_numpy(_log_mean_exp(Y, IB, beta, compute)),
-            text_active=active(TB, Y, X),
-            image_active=active(IB, X, Y),
-        )
+    def _block_offsets(self, C, bank, compute):
+        return log_mean_exp(C, bank, float(self.beta), compute)
 
 
 #: every score correction by name (the bench's ``--corrections`` and :func:`get_correction`)
