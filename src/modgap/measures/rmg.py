@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from ._common import as_pairs, unit_rows
+from .._array import prepare_rows
+from ._common import as_pairs
 
 __all__ = [
     "mean_pairwise_cosine",
@@ -90,8 +91,8 @@ def rmg_no_information(X: Any, Y: Any) -> float:
     float
         :math:`\mathrm{RMG}_0` (``nan`` when a modality has a single row).
     """
-    X = unit_rows(X, "image_emb")
-    Y = unit_rows(Y, "text_emb", dim=X.shape[1])
+    X = prepare_rows(X, "image_emb", unit="exact", dtype=np.float64)
+    Y = prepare_rows(Y, "text_emb", dim=X.shape[1], unit="exact", dtype=np.float64)
     return rmg_chance_from_sums(X.sum(0), X.shape[0], Y.sum(0), Y.shape[0])
 
 
