@@ -61,6 +61,25 @@ def test_exact_scores_depend_on_the_two_vectors_only():
         assert abs(s[p].item() - math.fsum(x * y for x, y in zip(a, b, strict=True))) < 1e-15
 
 
+@pytest.mark.parametrize("d", [1, 7, 300, 512])
+def test_exact_scores_are_the_pairwise_tree_whatever_the_chunk(d):
+    """The fixed tree (column j plus column j + h, width padded to a power of two), bit for
+    bit, whether the pairs are scored one at a time, a few per chunk or all at once."""
+    rng = np.random.default_rng(2)
+    A = torch.from_numpy(_unit(rng.standard_normal((60, d))))
+    B = torch.from_numpy(_unit(rng.standard_normal((70, d))))
+    ia = torch.from_numpy(rng.integers(0, 60, 500))
+    ib = torch.from_numpy(rng.integers(0, 70, 500))
+    P = A.numpy()[ia.numpy()].astype(np.float64) * B.numpy()[ib.numpy()].astype(np.float64)
+    P = np.pad(P, ((0, 0), (0, (1 << max(0, (d - 1).bit_length())) - d)))
+    while P.shape[1] > 1:
+        P = P[:, : P.shape[1] // 2] + P[:, P.shape[1] // 2 :]
+    want = P[:, 0].view(np.int64)
+    for chunk in (1, 8 * 1024 * 3, 2**20, None):
+        got = exact_scores(A, B, ia, ib, chunk_bytes=chunk).numpy().view(np.int64)
+        assert np.array_equal(got, want), chunk
+
+
 def test_window_covers_float32_rounding():
     rng = np.random.default_rng(1)
     d = 512
