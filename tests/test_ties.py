@@ -412,3 +412,45 @@ def test_first_relevant_ranks_with_corrected_scores(block_size, route, monkeypat
     )
     np.testing.assert_array_equal(got_x.numpy(), want_x)
     np.testing.assert_array_equal(got_y.numpy(), want_y)
+
+
+@pytest.mark.parametrize("axis", [1, 0])
+def test_count_above_in_reused_buffers_matches_brute_force(axis):
+    """Counts against a float64 loop when the scratch blocks are larger than the score block
+    and reused from a previous call (stale 0/1 entries must not leak into the window), with
+    many scores inside the window: duplicated candidates tied with the thresholds."""
+    rng = np.random.default_rng(11 + axis)
+    d = 96
+    Q = _unit(rng.standard_normal((30, d)))
+    C = _unit(rng.standard_normal((50, d)))
+    C[25:] = C[:25]
+    Qt, Ct = torch.from_numpy(Q), torch.from_numpy(C)
+    S64 = exact_scores(
+        Qt, Ct, torch.arange(30).repeat_interleave(50), torch.arange(50).repeat(30)
+    ).reshape(30, 50)
+    thr = S64[torch.arange(30), torch.from_numpy(rng.integers(0, 50, 30))]
+    want = (S64 > thr[:, None] + TIE_TOL).sum(dim=1)
+    S32 = Qt @ Ct.T
+    block = S32 if axis == 1 else S32.T.contiguous()
+    bufs = [torch.ones(64, 64), torch.full((64, 64), 7.0)]  # stale contents
+
+    def exact(rows, cols):
+        q, c = (rows, cols) if axis == 1 else (cols, rows)
+        return S64[q, c]
+
+    scale = torch.ones(30, dtype=torch.float64)
+    for _ in range(2):  # the second call finds the first one's 0/1 blocks
+        got = count_above(block, thr, scale, d, exact, axis, buffer=bufs[0], near_buffer=bufs[1])
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+def test_score_blocks_are_bounded_by_the_cache_share_and_the_budget():
+    from modgap._ties import MIN_SCORE_ROWS, SCORE_BLOCK_BYTES, score_block_rows
+    from modgap.compute import Compute
+
+    wide = Compute(memory_budget="4GB")
+    rows = score_block_rows(25_000, 3, wide)
+    assert MIN_SCORE_ROWS <= rows and rows * 25_000 * 4 <= SCORE_BLOCK_BYTES
+    assert score_block_rows(10**6, 3, wide) == MIN_SCORE_ROWS  # product speed first
+    # a small budget wins over both: three blocks of 1 MiB rows in 2 MiB make 1 row
+    assert score_block_rows(2**18, 3, Compute(memory_budget="2MiB")) == 1

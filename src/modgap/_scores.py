@@ -63,7 +63,8 @@ def exact_scores(A: Any, B: Any, ia: Any, ib: Any, *, chunk_bytes: int | None = 
         chunk_bytes = min(_EXACT_MAX_BYTES, max(_EXACT_MIN_BYTES, share))
     step = min(n, max(1, int(chunk_bytes) // (8 * width)))
     # the padding columns d..width are read by the first step only, never written: zero once
-    P = torch.zeros((step, width), dtype=torch.float64, device=A.device)
+    P = torch.empty((step, width), dtype=torch.float64, device=A.device)
+    P[:, d:] = 0
     for s in range(0, n, step):
         m = min(step, n - s)
         p = P[:m]
