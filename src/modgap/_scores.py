@@ -24,10 +24,10 @@ __all__ = ["exact_scores", "fixed_scores", "row_scale", "score_window"]
 # share of the compute budget, and the most bytes, that exact_scores holds at once (float64
 # products at the padded width): a few thousand pairs per tensor operation, so the per-call
 # overhead of the tree's d additions is spread over many pairs (2 MiB chunks, 512 pairs at
-# d = 512, spent most of their time in that overhead); beyond 32 MiB the chunk only leaves
-# the cache
+# d = 512, spent most of their time in that overhead); beyond 8 MiB the chunk only leaves
+# the cache and adds to the peak memory
 _EXACT_SHARE = 1 / 16
-_EXACT_MAX_BYTES = 32 * 2**20
+_EXACT_MAX_BYTES = 8 * 2**20
 _EXACT_MIN_BYTES = 2 * 2**20
 
 
@@ -47,7 +47,7 @@ def exact_scores(A: Any, B: Any, ia: Any, ib: Any, *, chunk_bytes: int | None = 
     two vectors alone: the same bits on every CPU and GPU, whatever the batch or the chunk.
     ``A`` and ``B`` are float32 torch tensors on one device, ``ia`` / ``ib`` index tensors of
     one length. The pairs are scored in chunks of at most ``chunk_bytes`` of float64 products
-    (default: a sixteenth of the compute budget, between 2 and 32 MiB), in one buffer reused
+    (default: a sixteenth of the compute budget, between 2 and 8 MiB), in one buffer reused
     across chunks and summed in place.
     """
     import torch
