@@ -25,7 +25,8 @@ torch runtime and data included) is its own:
 ours / floor (the machine may be shared: single pairs vary). Times of the subprocess cases are
 the best of ``--repeat`` runs. Prints one JSON object. Usage:
 ``python benchmarks/bench_retrieval.py [--n-images 5000] [--captions 5] [--dim 512]
-[--repeat 5] [--data benchmark|crowded] [--no-dense]``.
+[--repeat 5] [--data benchmark|crowded] [--no-dense] [--threads N]`` (one thread gives
+steadier ratios on a shared machine).
 """
 
 from __future__ import annotations
@@ -244,11 +245,16 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--data", choices=("benchmark", "crowded"), default="benchmark")
     ap.add_argument("--no-dense", action="store_true", help="leave out the CLIP_benchmark route")
+    ap.add_argument("--threads", type=int, help="torch threads of every case (default: torch's)")
     ap.add_argument("--case", help=argparse.SUPPRESS)
     a = ap.parse_args()
     shape = ["--n-images", str(a.n_images), "--captions", str(a.captions), "--dim", str(a.dim)]
-    shape += ["--data", a.data]
+    shape += ["--data", a.data] + ([] if a.threads is None else ["--threads", str(a.threads)])
     if a.case:
+        if a.threads is not None:
+            import torch
+
+            torch.set_num_threads(a.threads)
         if a.case == "interleaved":
             out = _interleaved(a.n_images, a.captions, a.dim, a.repeat, a.data)
         else:

@@ -439,8 +439,8 @@ def test_count_above_in_reused_buffers_matches_brute_force(axis):
         return S64[q, c]
 
     scale = torch.ones(30, dtype=torch.float64)
-    for _ in range(2):  # the second call finds the first one's 0/1 blocks
-        got = count_above(block, thr, scale, d, exact, axis, buffer=bufs[0], near_buffer=bufs[1])
+    for near in (bufs[1], bufs[1], None, None):  # later calls find earlier 0/1 blocks
+        got = count_above(block, thr, scale, d, exact, axis, buffer=bufs[0], near_buffer=near)
         np.testing.assert_array_equal(got.numpy(), want.numpy())
 
 

@@ -149,7 +149,9 @@ def count_above(
     offset_buffer : float32 tensor, optional
         Scratch space for the corrected float32 block (as ``buffer``).
     near_buffer : float32 tensor, optional
-        Scratch space for the comparison with the lower end of the window (as ``buffer``).
+        Scratch space for the comparison with the lower end of the window (as ``buffer``);
+        without it the window is found from one boolean block, made only when some query has
+        a score in it.
 
     Returns
     -------
@@ -189,18 +191,29 @@ def count_above(
     hi = (threshold + window).float().reshape(shape)
     lo = (threshold - window).float().reshape(shape)
     buf = torch.empty_like(S) if buffer is None else buffer[: S.shape[0], : S.shape[1]]
-    nbuf = torch.empty_like(S) if near_buffer is None else near_buffer[: S.shape[0], : S.shape[1]]
     # comparisons summed as 0/1 floats: several times faster than summing booleans in torch,
     # and exact below 2**24 per sum. One comparison and one sum per threshold; the window
     # (lo, hi] is then the difference of the two 0/1 blocks, formed only when some query has
     # an entry in it, so the block is not copied nor compared again
     sum_dtype = torch.float32 if S.shape[axis] < 2**24 else torch.float64
-    torch.gt(S, hi, out=buf)
-    sure = buf.sum(axis, dtype=sum_dtype).long()
-    torch.gt(S, lo, out=nbuf)
-    near = nbuf.sum(axis, dtype=sum_dtype).long() - sure
+    if near_buffer is not None:
+        nbuf = near_buffer[: S.shape[0], : S.shape[1]]
+        torch.gt(S, hi, out=buf)
+        sure = buf.sum(axis, dtype=sum_dtype).long()
+        torch.gt(S, lo, out=nbuf)
+        near = nbuf.sum(axis, dtype=sum_dtype).long() - sure
+        if bool((near > 0).any()):
+            nbuf.sub_(buf)  # 1 exactly where lo < s <= hi
+    else:  # one scratch block: the lower comparison first, the window from a boolean block
+        nbuf = buf
+        torch.gt(S, lo, out=buf)
+        above_lo = buf.sum(axis, dtype=sum_dtype).long()
+        torch.gt(S, hi, out=buf)
+        sure = buf.sum(axis, dtype=sum_dtype).long()
+        near = above_lo - sure
+        if bool((near > 0).any()):
+            buf.neg_().add_(torch.gt(S, lo))  # 1 exactly where lo < s <= hi
     if bool((near > 0).any()):
-        nbuf.sub_(buf)  # 1 exactly where lo < s <= hi
         rows, cols = _ones(nbuf)
         q = rows if axis == 1 else cols
         ahead = score(rows, cols) > threshold[q] + TIE_TOL * scale[q]
