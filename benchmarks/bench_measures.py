@@ -7,6 +7,11 @@ torch allocations too) is its own. Prints one JSON document; ``--out FILE`` also
 
 Cases (n pairs x d dims, random unit vectors shaped like CLIP's, see clip_like_pairs):
   measure_all            every measure through modgap.measures.measure_all, n = 50,000
+  measure_all_floor      the matrix products measure_all needs, n = 50,000: the mixed
+                         neighbours' (2n)^2 scores, hubness's n^2 both ways, uniformity's three
+                         10,000^2 blocks, in 2048-row float32 blocks written into one buffer
+  measure_all_interleaved  measure_all and its floor alternated in one process (A B A B ...,
+                         --rounds times): medians and the median ratio measure_all / floor
   neighbours_blocked     ITR/TIR/TMR/IMR in blocks, n = 50,000 and n = 10,000
   neighbours_dense       the same from the full (2n)^2 similarity matrix, n = 10,000 only
                          (at 50,000 that matrix alone is 4e10 bytes in float32: skipped)
@@ -89,7 +94,49 @@ def dense_rmg(X: np.ndarray, Y: np.ndarray) -> float:
     return float(d_m / (d_m + (d_i + d_t) / 2))
 
 
-def run_case(case: str, n: int, d: int) -> dict:
+def matmul_floor(X: np.ndarray, Y: np.ndarray, block: int = 2048) -> dict:
+    """The float32 matrix products of measure_all, blocked into one reused output buffer:
+    every row of [X; Y] against every row (neighbours), X against Y and Y against X (hubness),
+    and the three uniformity blocks of at most DEFAULT_UNIFORMITY_SAMPLES rows."""
+    import torch
+
+    from modgap.measures.alignment import DEFAULT_UNIFORMITY_SAMPLES
+
+    Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
+    Z = torch.cat([Xt, Yt])
+    s = min(X.shape[0], DEFAULT_UNIFORMITY_SAMPLES)
+    pairs = [(Z, Z), (Xt, Yt), (Yt, Xt), (Xt[:s], Xt[:s]), (Yt[:s], Yt[:s]), (Xt[:s], Yt[:s])]
+    out = torch.empty(block * block)
+    for Q, C in pairs:
+        for a in range(0, Q.shape[0], block):
+            q = Q[a : a + block]
+            for c in range(0, C.shape[0], block):
+                k = C[c : c + block]
+                torch.mm(q, k.T, out=out[: q.shape[0] * k.shape[0]].view(q.shape[0], -1))
+    return {}
+
+
+def interleaved(emb, X: np.ndarray, Y: np.ndarray, rounds: int) -> dict:
+    """measure_all and its matmul floor alternated in this process, ``rounds`` times each."""
+    import statistics
+
+    from modgap.measures import measure_all
+
+    times: dict[str, list[float]] = {"measure_all": [], "floor": []}
+    for _ in range(rounds):
+        for name, fn in (("measure_all", lambda: measure_all(emb)), ("floor", None)):
+            t0 = time.perf_counter()
+            fn() if fn is not None else matmul_floor(X, Y)
+            times[name].append(time.perf_counter() - t0)
+    ratios = [a / b for a, b in zip(times["measure_all"], times["floor"], strict=True)]
+    return {
+        "times_s": times,
+        "median_s": {k: statistics.median(v) for k, v in times.items()},
+        "ours_over_floor_median": statistics.median(ratios),
+    }
+
+
+def run_case(case: str, n: int, d: int, rounds: int = 3) -> dict:
     """Inside the subprocess: build the data, run one case, report time and peak RSS."""
     import torch
 
@@ -97,12 +144,18 @@ def run_case(case: str, n: int, d: int) -> dict:
     from modgap.measures import measure_all, mixed_neighbour_diagnostics, relative_modality_gap
 
     X, Y = clip_like_pairs(n, d)
-    emb = EmbeddingSet(X, Y) if case == "measure_all" else None
+    emb = EmbeddingSet(X, Y) if case.startswith("measure_all") else None
+    extra = {}
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
     if case == "measure_all":
         result = measure_all(emb)
         result = {k: result[k] for k in ("centroid_gap", "rmg", "itr", "tir", "tmr", "imr")}
+    elif case == "measure_all_floor":
+        result = matmul_floor(X, Y)
+    elif case == "measure_all_interleaved":
+        extra = interleaved(emb, X, Y, rounds)
+        result = {}
     elif case == "neighbours_blocked":
         result = mixed_neighbour_diagnostics(X, Y)
     elif case == "neighbours_dense":
@@ -124,11 +177,14 @@ def run_case(case: str, n: int, d: int) -> dict:
         "rss_before_mb": round(rss_before, 1),
         "torch_threads": torch.get_num_threads(),
         "result": {k: (v if np.isfinite(v) else str(v)) for k, v in result.items()},
+        **extra,
     }
 
 
 CASES = [
     ("measure_all", 50_000),
+    ("measure_all_floor", 50_000),
+    ("measure_all_interleaved", 50_000),
     ("neighbours_blocked", 50_000),
     ("neighbours_blocked", 10_000),
     ("neighbours_dense", 10_000),
@@ -144,15 +200,21 @@ def main() -> None:
     parser.add_argument("--d", type=int, default=512)
     parser.add_argument("--out")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every n (smoke runs)")
+    parser.add_argument("--rounds", type=int, default=3, help="A B rounds of the interleaved case")
+    parser.add_argument("--only", help="comma-separated cases to run (default: all)")
     args = parser.parse_args()
     if args.case:  # child
-        print(json.dumps(run_case(args.case, args.n, args.d)))
+        print(json.dumps(run_case(args.case, args.n, args.d, args.rounds)))
         return
     rows = []
+    only = None if args.only is None else set(args.only.split(","))
     for case, n in CASES:
+        if only is not None and case not in only:
+            continue
         n = max(10, int(n * args.scale))
+        cmd = [sys.executable, __file__, "--case", case, "--n", str(n), "--d", str(args.d)]
         proc = subprocess.run(
-            [sys.executable, __file__, "--case", case, "--n", str(n), "--d", str(args.d)],
+            [*cmd, "--rounds", str(args.rounds)],
             capture_output=True,
             text=True,
         )

@@ -61,6 +61,25 @@ def test_exact_scores_depend_on_the_two_vectors_only():
         assert abs(s[p].item() - math.fsum(x * y for x, y in zip(a, b, strict=True))) < 1e-15
 
 
+@pytest.mark.parametrize("d", [1, 7, 300, 512])
+def test_exact_scores_are_the_pairwise_tree_whatever_the_chunk(d):
+    """The fixed tree (column j plus column j + h, width padded to a power of two), bit for
+    bit, whether the pairs are scored one at a time, a few per chunk or all at once."""
+    rng = np.random.default_rng(2)
+    A = torch.from_numpy(_unit(rng.standard_normal((60, d))))
+    B = torch.from_numpy(_unit(rng.standard_normal((70, d))))
+    ia = torch.from_numpy(rng.integers(0, 60, 500))
+    ib = torch.from_numpy(rng.integers(0, 70, 500))
+    P = A.numpy()[ia.numpy()].astype(np.float64) * B.numpy()[ib.numpy()].astype(np.float64)
+    P = np.pad(P, ((0, 0), (0, (1 << max(0, (d - 1).bit_length())) - d)))
+    while P.shape[1] > 1:
+        P = P[:, : P.shape[1] // 2] + P[:, P.shape[1] // 2 :]
+    want = P[:, 0].view(np.int64)
+    for chunk in (1, 8 * 1024 * 3, 2**20, None):
+        got = exact_scores(A, B, ia, ib, chunk_bytes=chunk).numpy().view(np.int64)
+        assert np.array_equal(got, want), chunk
+
+
 def test_window_covers_float32_rounding():
     rng = np.random.default_rng(1)
     d = 512
@@ -393,3 +412,45 @@ def test_first_relevant_ranks_with_corrected_scores(block_size, route, monkeypat
     )
     np.testing.assert_array_equal(got_x.numpy(), want_x)
     np.testing.assert_array_equal(got_y.numpy(), want_y)
+
+
+@pytest.mark.parametrize("axis", [1, 0])
+def test_count_above_in_reused_buffers_matches_brute_force(axis):
+    """Counts against a float64 loop when the scratch blocks are larger than the score block
+    and reused from a previous call (stale 0/1 entries must not leak into the window), with
+    many scores inside the window: duplicated candidates tied with the thresholds."""
+    rng = np.random.default_rng(11 + axis)
+    d = 96
+    Q = _unit(rng.standard_normal((30, d)))
+    C = _unit(rng.standard_normal((50, d)))
+    C[25:] = C[:25]
+    Qt, Ct = torch.from_numpy(Q), torch.from_numpy(C)
+    S64 = exact_scores(
+        Qt, Ct, torch.arange(30).repeat_interleave(50), torch.arange(50).repeat(30)
+    ).reshape(30, 50)
+    thr = S64[torch.arange(30), torch.from_numpy(rng.integers(0, 50, 30))]
+    want = (S64 > thr[:, None] + TIE_TOL).sum(dim=1)
+    S32 = Qt @ Ct.T
+    block = S32 if axis == 1 else S32.T.contiguous()
+    bufs = [torch.ones(64, 64), torch.full((64, 64), 7.0)]  # stale contents
+
+    def exact(rows, cols):
+        q, c = (rows, cols) if axis == 1 else (cols, rows)
+        return S64[q, c]
+
+    scale = torch.ones(30, dtype=torch.float64)
+    for near in (bufs[1], bufs[1], None, None):  # later calls find earlier 0/1 blocks
+        got = count_above(block, thr, scale, d, exact, axis, buffer=bufs[0], near_buffer=near)
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+def test_score_blocks_are_bounded_by_the_cache_share_and_the_budget():
+    from modgap._ties import MIN_SCORE_ROWS, SCORE_BLOCK_BYTES, score_block_rows
+    from modgap.compute import Compute
+
+    wide = Compute(memory_budget="4GB")
+    rows = score_block_rows(25_000, 3, wide)
+    assert MIN_SCORE_ROWS <= rows and rows * 25_000 * 4 <= SCORE_BLOCK_BYTES
+    assert score_block_rows(10**6, 3, wide) == MIN_SCORE_ROWS  # product speed first
+    # a small budget wins over both: three blocks of 1 MiB rows in 2 MiB make 1 row
+    assert score_block_rows(2**18, 3, Compute(memory_budget="2MiB")) == 1

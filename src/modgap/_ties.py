@@ -24,7 +24,11 @@ from 1 to 2 on another machine. The rule used everywhere is:
 The float64 scores and the window are computed in :mod:`modgap._scores` (re-exported here);
 this module takes the decisions. The callers work on float32 score blocks; only the few
 comparisons inside the window (about :math:`2\cdot 10^{-4}` of the candidates on CLIP data, and
-the duplicates) are recomputed.
+the duplicates) are recomputed: in ``benchmarks/bench_retrieval.py`` (1,000 images × 5,000
+captions), 128 of the :math:`10^7` comparisons of both directions on its default data and 4,479
+with captions far from their images (``--data crowded``). Score blocks come from
+:func:`score_block_rows` and are reused across iterations; :func:`count_above` makes one
+comparison and one sum per threshold.
 
 **Corrected scores.** Retrieval-time hubness corrections (:mod:`modgap.tasks.scoring`) rank by
 :math:`s(q, c) - a_q o_c`: a float64 offset per candidate, applied to a query or not
@@ -41,6 +45,7 @@ from typing import Any
 
 # the scoring half lives in _scores; its names stay importable from here
 from ._scores import exact_scores, fixed_scores, row_scale, score_window
+from .compute import Compute, resolve
 
 __all__ = [
     "TIE_TOL",
@@ -50,6 +55,7 @@ __all__ = [
     "merge_topk",
     "offset_window",
     "row_scale",
+    "score_block_rows",
     "score_window",
     "select_topk",
     "topk_ids",
@@ -59,6 +65,26 @@ __all__ = [
 #: exact scores closer than this (relative to the product of the norms) are a tie
 TIE_TOL = 2.0**-40
 
+#: most bytes of one float32 score block of the in-memory exact kernels (ranks, top-k,
+#: neighbours): the block and its comparison buffers stay near the cache, each pass over them
+#: is cheap, and a block reused across iterations costs no page faults. Larger blocks were not
+#: faster (the matrix product is as fast from a few hundred rows on) and cost their size in
+#: memory: 268 MB blocks under the default budget made a 5k x 25k retrieval peak at 876 MB.
+SCORE_BLOCK_BYTES = 16 << 20
+#: fewest query rows per block the cache bound leaves (wide candidate sets): below a few dozen
+#: rows the matrix product loses its speed
+MIN_SCORE_ROWS = 64
+
+
+def score_block_rows(n_cols: int, buffers: int = 1, compute: Compute | None = None) -> int:
+    """Query rows per float32 score block against ``n_cols`` candidates: ``buffers`` blocks
+    within the compute budget (:meth:`~modgap.compute.Compute.rows_per_block`), and one block
+    within :data:`SCORE_BLOCK_BYTES` unless that leaves fewer than :data:`MIN_SCORE_ROWS`
+    rows. At least 1."""
+    budget = resolve(compute).rows_per_block(4 * max(1, int(n_cols)), buffers=buffers)
+    cache = max(MIN_SCORE_ROWS, SCORE_BLOCK_BYTES // (4 * max(1, int(n_cols))))
+    return max(1, min(budget, cache))
+
 
 def offset_window(offset: Any, scale: Any) -> Any:
     """Extra half-width of the float32 window when float64 offsets are subtracted in float32:
@@ -66,6 +92,19 @@ def offset_window(offset: Any, scale: Any) -> Any:
     ``2⁻²⁴ (max|o| + scale)``; four of them (``2⁻²¹ (max|o| + scale)``) leave room to spare."""
     omax = float(offset.abs().max()) if offset.numel() else 0.0
     return 2.0**-21 * (omax + scale)
+
+
+def _ones(M: Any) -> tuple[Any, Any]:
+    """Rows and columns of the non-zero entries of a 0/1 float block. On the CPU through a
+    numpy boolean mask: torch's ``nonzero`` takes ten times as long as the comparison that
+    made the block, numpy's a fraction of it."""
+    import numpy as np
+    import torch
+
+    if M.device.type != "cpu":
+        return M.nonzero(as_tuple=True)
+    flat = torch.from_numpy(np.flatnonzero(M.numpy() != 0))  # the mask is C-ordered
+    return flat // M.shape[1], flat % M.shape[1]
 
 
 def count_above(
@@ -79,6 +118,7 @@ def count_above(
     offset: Any = None,
     active: Any = None,
     offset_buffer: Any = None,
+    near_buffer: Any = None,
 ) -> Any:
     """For each query of a float32 score block, the number of candidates whose exact score
     exceeds the query's exact ``threshold`` by more than the tie tolerance.
@@ -112,6 +152,10 @@ def count_above(
         Per query, whether its scores are corrected (default: all are).
     offset_buffer : float32 tensor, optional
         Scratch space for the corrected float32 block (as ``buffer``).
+    near_buffer : float32 tensor, optional
+        Scratch space for the comparison with the lower end of the window (as ``buffer``);
+        without it the window is found from one boolean block, made only when some query has
+        a score in it.
 
     Returns
     -------
@@ -152,23 +196,30 @@ def count_above(
     lo = (threshold - window).float().reshape(shape)
     buf = torch.empty_like(S) if buffer is None else buffer[: S.shape[0], : S.shape[1]]
     # comparisons summed as 0/1 floats: several times faster than summing booleans in torch,
-    # and exact below 2**24 per sum
+    # and exact below 2**24 per sum. One comparison and one sum per threshold; the window
+    # (lo, hi] is then the difference of the two 0/1 blocks, formed only when some query has
+    # an entry in it, so the block is not copied nor compared again
     sum_dtype = torch.float32 if S.shape[axis] < 2**24 else torch.float64
-    torch.gt(S, hi, out=buf)
-    sure = buf.sum(axis, dtype=sum_dtype).long()
-    torch.gt(S, lo, out=buf)
-    near = buf.sum(axis, dtype=sum_dtype).long() - sure
-    queries = torch.nonzero(near > 0).reshape(-1)
-    if queries.numel():
-        sub = S[queries] if axis == 1 else S[:, queries]
-        t_hi = hi.reshape(-1)[queries].reshape(shape)
-        t_lo = lo.reshape(-1)[queries].reshape(shape)
-        inside = (sub > t_lo) & ~(sub > t_hi)
-        r, c = inside.nonzero(as_tuple=True)
-        if axis == 1:
-            q, rows, cols = queries[r], queries[r], c
-        else:
-            q, rows, cols = queries[c], r, queries[c]
+    if near_buffer is not None:
+        nbuf = near_buffer[: S.shape[0], : S.shape[1]]
+        torch.gt(S, hi, out=buf)
+        sure = buf.sum(axis, dtype=sum_dtype).long()
+        torch.gt(S, lo, out=nbuf)
+        near = nbuf.sum(axis, dtype=sum_dtype).long() - sure
+        if bool((near > 0).any()):
+            nbuf.sub_(buf)  # 1 exactly where lo < s <= hi
+    else:  # one scratch block: the lower comparison first, the window from a boolean block
+        nbuf = buf
+        torch.gt(S, lo, out=buf)
+        above_lo = buf.sum(axis, dtype=sum_dtype).long()
+        torch.gt(S, hi, out=buf)
+        sure = buf.sum(axis, dtype=sum_dtype).long()
+        near = above_lo - sure
+        if bool((near > 0).any()):
+            buf.neg_().add_(torch.gt(S, lo))  # 1 exactly where lo < s <= hi
+    if bool((near > 0).any()):
+        rows, cols = _ones(nbuf)
+        q = rows if axis == 1 else cols
         ahead = score(rows, cols) > threshold[q] + TIE_TOL * scale[q]
         sure.index_add_(0, q, ahead.long())
     return sure

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from .._array import prepare_rows, to_numpy, to_torch
-from .._ties import exact_scores, row_scale, topk_rows
-from ..compute import Compute, device_for, resolve
+from .._ties import exact_scores, row_scale, score_block_rows, topk_rows
+from ..compute import Compute, device_for
 from ..errors import ModgapError
 
 __all__ = [
@@ -94,8 +94,9 @@ def k_occurrence(
     k : int
         Neighbours per query, ``1 <= k < n_c``.
     block_size : int, optional
-        Queries per score block (default: two ``block × n_c`` float32 blocks within the
-        compute context's memory budget).
+        Queries per score block (default: :func:`modgap._ties.score_block_rows`, two
+        ``block × n_c`` float32 blocks within the compute context's memory budget, one at most
+        16 MiB); one block buffer is reused for every block.
     device, compute
         Where to compute and the memory budget.
 
@@ -115,14 +116,18 @@ def k_occurrence(
             f"hubness needs 1 <= k < the {n_c} candidates, got k={k!r}; use a smaller k"
         )
     if block_size is None:
-        block_size = resolve(compute).rows_per_block(4 * n_c, buffers=2)
+        # the score block and torch.topk's work space
+        block_size = score_block_rows(n_c, 2, compute)
     if block_size < 1:
         raise ModgapError(f"block_size must be positive, got {block_size}")
     counts = torch.zeros(n_c, dtype=torch.int64, device=dev)
     scale = row_scale(Q, C)
     with torch.no_grad():
+        # every block is written into one buffer: a fresh one per block costs page faults
+        S_buf = torch.empty(min(block_size, n_q) * n_c, dtype=Q.dtype, device=dev)
         for s in range(0, n_q, block_size):
-            S = Q[s : s + block_size] @ C.T
+            q = Q[s : s + block_size]
+            S = torch.mm(q, C.T, out=S_buf[: q.shape[0] * n_c].view(q.shape[0], n_c))
 
             def exact(rows, cols, s=s):
                 return exact_scores(Q, C, rows + s, cols)

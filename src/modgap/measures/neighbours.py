@@ -50,6 +50,14 @@ def _one_side(Q, O, block_size: int, tick=None) -> tuple[int, float]:
     L = min(m, 1 + _EXTRA)
     n_same = 0
     rank_sum = 0
+    # one score block and two comparison blocks, reused by every iteration (fresh blocks cost
+    # page faults); flat, so that a smaller last block is a contiguous view of them
+    cells = min(block_size, n) * min(block_size, max(n, m))
+    S_buf, G_buf, N_buf = (torch.empty(cells, dtype=Q.dtype, device=Q.device) for _ in range(3))
+
+    def view(buf, rows, cols):
+        return buf[: rows * cols].view(rows, cols)
+
     for a in range(0, n, block_size):
         b = min(a + block_size, n)
         q = Q[a:b]
@@ -58,7 +66,8 @@ def _one_side(Q, O, block_size: int, tick=None) -> tuple[int, float]:
         vals = torch.full((b - a, 0), -torch.inf, dtype=Q.dtype, device=Q.device)
         idx = torch.zeros((b - a, 0), dtype=torch.int64, device=Q.device)
         for c in range(0, m, block_size):
-            s = q @ O[c : min(c + block_size, m)].T
+            o = O[c : min(c + block_size, m)]
+            s = torch.mm(q, o.T, out=view(S_buf, b - a, o.shape[0]))
             v, i = torch.topk(s, min(L, s.shape[1]), dim=1)
             vals, pick = torch.topk(
                 torch.cat([vals, v], dim=1), min(L, vals.shape[1] + v.shape[1]), dim=1
@@ -79,7 +88,7 @@ def _one_side(Q, O, block_size: int, tick=None) -> tuple[int, float]:
         ahead = torch.zeros(b - a, dtype=torch.int64, device=Q.device)
         for c in range(0, n, block_size):
             e = min(c + block_size, n)
-            s = q @ Q[c:e].T
+            s = torch.mm(q, Q[c:e].T, out=view(S_buf, b - a, e - c))
             lo, hi = max(a, c), min(b, e)
             if lo < hi:  # the query itself is not its own neighbour
                 idx = torch.arange(lo, hi, device=Q.device)
@@ -90,7 +99,8 @@ def _one_side(Q, O, block_size: int, tick=None) -> tuple[int, float]:
 
             # same-modality rows strictly more similar than the best other-modality row rank
             # ahead of it; ties go to the other modality
-            ahead += count_above(s, best_other, scale, d, exact_q, axis=1)
+            G, N = view(G_buf, b - a, e - c), view(N_buf, b - a, e - c)
+            ahead += count_above(s, best_other, scale, d, exact_q, 1, G, near_buffer=N)
         n_same += int((ahead > 0).sum())
         rank_sum += int((ahead + 1).sum())
         if tick is not None:

@@ -110,8 +110,8 @@ def first_relevant_ranks(
     x_labels, y_labels : int64 tensors (n_x,), (n_y,)
         A row of ``Y`` is relevant to a row of ``X`` (and the other way) when the labels match.
     block_size : int
-        Rows of ``X`` per float32 score block (peak extra memory: two or three
-        ``block_size × n_y`` blocks).
+        Rows of ``X`` per float32 score block (peak extra memory: three ``block_size × n_y``
+        blocks, four with ``offsets``; :func:`~modgap._ties.score_block_rows` sizes them).
     offsets : tuple of float64 tensors, optional
         A retrieval-time correction ``(o_x, o_y, a_x, a_y)``: candidate offsets of the rows of
         ``X`` and ``Y`` and 0/1 weights saying whether each row's queries are corrected; scores
@@ -155,8 +155,10 @@ def first_relevant_ranks(
 
         y_greater = torch.zeros(n_y, dtype=torch.int64, device=dev)
         x_rank = torch.zeros(n_x, dtype=torch.int64, device=dev)
+        # every block is written into the same buffers: fresh ones would cost page faults
         S_buf = torch.empty(min(block_size, n_x), n_y, device=dev, dtype=torch.float32)
         G_buf = torch.empty_like(S_buf)
+        N_buf = torch.empty_like(S_buf)
         C_buf = None if offsets is None else torch.empty_like(S_buf)
         for start in range(0, n_x, block_size):
             stop = min(start + block_size, n_x)
@@ -171,15 +173,16 @@ def first_relevant_ranks(
             def exact(rows, cols, start=start):
                 return exact_scores(X, Y, rows + start, cols)
 
-            row_off = col_off = {}
+            row_off: dict[str, Any] = dict(near_buffer=N_buf)
+            col_off: dict[str, Any] = dict(near_buffer=N_buf)
             if offsets is not None:
-                row_off = dict(offset=o_y, active=a_x[start:stop], offset_buffer=C_buf)
-                col_off = dict(offset=o_x[start:stop], active=a_y, offset_buffer=C_buf)
+                row_off.update(offset=o_y, active=a_x[start:stop], offset_buffer=C_buf)
+                col_off.update(offset=o_x[start:stop], active=a_y, offset_buffer=C_buf)
             x_rank[start:stop] = 1 + count_above(
                 S, best_x[start:stop], scale_x[start:stop], d, exact, 1, G_buf, **row_off
             )
             y_greater += count_above(S, best_y, scale_y, d, exact, 0, G_buf, **col_off)
-        del S_buf, G_buf, C_buf
+        del S_buf, G_buf, N_buf, C_buf
         y_rank = y_greater + 1
         has_x = torch.isfinite(best_x)
         has_y = torch.isfinite(best_y)

@@ -32,8 +32,9 @@ share its label). Memory and time. The score matrix is never formed as a whole: 
 processed in blocks
 ``S_b = X_b Yᵀ`` of at most ``block_size`` rows, and one pass over those blocks gives both
 directions (image → text counts along rows, text → image counts along columns), so the cost is
-one matrix product plus four comparisons per score. Peak extra memory is two blocks of
-``block_size × n_texts`` floats.
+one matrix product plus two comparisons and two sums per score and direction. Peak extra
+memory is three blocks of ``block_size × n_texts`` floats, reused across blocks, each at most
+16 MiB by default (:func:`modgap._ties.score_block_rows`) and all within the memory budget.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ from typing import Any
 import numpy as np
 
 from .._array import check_pairing, prepare_rows, to_numpy, to_torch
-from ..compute import Compute, device_for, resolve
+from .._ties import score_block_rows
+from ..compute import Compute, device_for
 from ..errors import InputError, ModgapError
 from .ranking import first_relevant_ranks
 
@@ -117,8 +119,9 @@ def retrieval_ranks(
     device : str or torch.device, optional
         Where to compute; default: the device of a torch input, else the compute context's.
     block_size : int, optional
-        Images per score block; default: two ``block × n_t`` float32 blocks within the compute
-        context's memory budget.
+        Images per score block; default: three ``block × n_t`` float32 blocks (four with a
+        correction) within the compute context's memory budget, one block at most
+        :data:`~modgap._ties.SCORE_BLOCK_BYTES` (:func:`~modgap._ties.score_block_rows`).
     normalize : bool
         Cosine similarity (default) or, when false, the raw inner product.
     compute : Compute, optional
@@ -146,8 +149,9 @@ def retrieval_ranks(
     n_i, n_t = X.shape[0], Y.shape[0]
     t2i_np = check_pairing(text_to_image, n_i, n_t)
     if block_size is None:
-        buffers = 2 if correction is None else 3
-        block_size = min(n_i, resolve(compute).rows_per_block(4 * n_t, buffers=buffers))
+        # the score block and its two comparison buffers (and the corrected block)
+        buffers = 3 if correction is None else 4
+        block_size = min(n_i, score_block_rows(n_t, buffers, compute))
     if block_size < 1:
         raise ModgapError(f"block_size must be positive, got {block_size}")
     if correction is not None:
