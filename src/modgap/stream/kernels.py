@@ -24,6 +24,7 @@ workflow (:mod:`modgap.workflow.shard`), which the engines schedule like any oth
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -32,8 +33,8 @@ from .._array import NORM_TOL
 from .._ties import count_above, exact_scores, merge_topk, topk_rows
 from ..compute import Compute
 from ..io.source import Shard, Source, prepare_rows
-from ..measures.accumulators import Moments
 from ..measures.alignment import uniformity_block_sum
+from ..measures.moments import CHUNK, PIECE, ChunkMoments, Moments
 from .blocks import task_rows
 from .hubness import unit32_rows
 
@@ -113,13 +114,62 @@ def unit64_block(raw: np.ndarray, name: str, path: str, first: int) -> np.ndarra
     return x / np.sqrt(sq)[:, None]
 
 
+def _grid_chunks(source: Source, shard: Shard, modality: str, rows: int) -> Iterator:
+    """The shard's raw blocks re-cut on the global chunk grid of
+    :mod:`modgap.measures.moments`: ``(own, pieces)`` with ``pieces`` a list of ``(raw rows,
+    file, first row)``. ``own=False``: the shard's rows before its first grid line (their
+    chunk belongs to an earlier shard: they count for the matched sums only); ``own=True``: a
+    chunk that starts in this shard, its rows past the shard's end gathered from the next
+    shards (flagged ``first=None``: they count for the moments only)."""
+    image = modality == "image"
+    g0 = shard.image_start if image else shard.text_start
+    n = shard.n_images if image else shard.n_texts
+    total = source.n_images if image else source.n_texts
+    a = min((-g0) % CHUNK, n)
+    cur: list = []
+    end = a + CHUNK  # local end of the chunk being cut
+    for start, raw, path in source.raw_blocks(shard, modality, rows):
+        p, stop = start, start + raw.shape[0]
+        if p < a:
+            q = min(a, stop)
+            yield False, [(raw[: q - start], path, start)]
+            p = q
+        while p < stop:
+            q = min(stop, end)
+            cur.append((raw[p - start : q - start], path, p))
+            p = q
+            if q == end:
+                yield True, cur
+                cur, end = [], end + CHUNK
+    if cur:  # the last chunk that starts here ends in the next shards
+        extra = min(end, total - g0) - n
+        if extra > 0:
+            cur.append((source.gather(modality, np.arange(g0 + n, g0 + n + extra)), None, None))
+        yield True, cur
+
+
+def _unit_pieces(pieces: list, name: str, source: Source) -> Iterator:
+    """``(u, ix, sq, own)`` per :data:`PIECE` rows of a chunk's pieces: float64 rows, inverse
+    norms and squared norms (:func:`unit_block`, in cache-sized pieces) and whether the rows
+    are this shard's."""
+    for raw, path, first in pieces:
+        for p in range(0, raw.shape[0], PIECE):
+            x, ix, sq = unit_block(
+                raw[p : p + PIECE], name, path or source.path, (first or 0) + p
+            )
+            yield x, ix, sq, first is not None
+
+
 def moment_kernel(shard: Shard, source: Source, opts: dict, compute: Compute) -> dict:
     """Moments of one shard (see the module docstring). ``opts``: ``covariance``,
     ``matched``, ``cross`` (booleans); ``rows="set"`` for a reducer's fit: the rows as an
     in-memory :class:`~modgap.embeddings.EmbeddingSet` holds them (:func:`prepare_rows`,
     float32) and exact means (:class:`~modgap.measures.accumulators.Moments` with
     ``exact=True``), so a fit from moments has the bits of the in-memory fit on any route
-    and block size. Otherwise rows are unit in float64, as the measures see them."""
+    and block size. Otherwise rows are unit in float64, and the means and scatter matrices
+    are those of :mod:`modgap.measures.moments` on its global chunk grid (float32 scatter,
+    its stated bound), the kernel the in-memory measures run: the same chunks, hence the same
+    bits, on any sharding, block size, engine or thread count."""
     cov, want_pairs, cross = opts.get("covariance"), opts.get("matched"), opts.get("cross")
     rows = _rows_per_block(source, compute, 3 * 8)
     exact = opts.get("rows") == "set"
@@ -130,6 +180,7 @@ def moment_kernel(shard: Shard, source: Source, opts: dict, compute: Compute) ->
     }
     if exact:
         return _set_moments(shard, source, state, bool(want_pairs), bool(cross), rows, compute)
+    buf = np.empty(CHUNK * source.dim, dtype=np.float32) if cov else None
 
     def matched(x, ix, sx, y, iy, sy):
         c = np.einsum("ij,ij->i", x, y) * ix * iy
@@ -142,28 +193,51 @@ def moment_kernel(shard: Shard, source: Source, opts: dict, compute: Compute) ->
             "cross": ((x * ix[:, None]).T @ (y * iy[:, None])) if cross else None,
         }
 
+    def one_side(side: str, modality: str, pairs: Any = None) -> None:
+        name = f"{modality}_emb"
+        for own, pieces in _grid_chunks(source, shard, modality, rows):
+            acc = ChunkMoments(bool(cov), buf) if own else None
+            for raw, path, first in pieces:
+                g = None
+                if pairs is not None and first is not None:  # this shard's texts
+                    g = source.gather("image", pairs[first : first + raw.shape[0]])
+                for p in range(0, raw.shape[0], PIECE):
+                    where = (path or source.path, (first or 0) + p)
+                    y, iy, sy = unit_block(raw[p : p + PIECE], name, *where)
+                    if acc is not None:
+                        acc.add(y * iy[:, None])
+                    if g is not None:
+                        x, ix, sx = unit_block(g[p : p + PIECE], "image_emb", source.path, 0)
+                        part = matched(x, ix, sx, y, iy, sy)
+                        state["pairs"] = _merge_matched(state["pairs"], part)
+            if acc is not None:
+                state[side].merge(acc.result())
+
     with compute.threads_limit():
         if want_pairs and source.pairing == "rows":  # both modalities in lockstep
-            it = source.raw_blocks(shard, "image", rows)
-            for start, tb, tpath in source.raw_blocks(shard, "text", rows):
-                _, ib, ipath = next(it)
-                x, ix, sx = unit_block(ib, "image_emb", ipath, start)
-                y, iy, sy = unit_block(tb, "text_emb", tpath, start)
-                state["x"].update(x, ix)
-                state["y"].update(y, iy)
-                state["pairs"] = _merge_matched(state["pairs"], matched(x, ix, sx, y, iy, sy))
+            texts = _grid_chunks(source, shard, "text", rows)
+            buf_y = None if buf is None else np.empty_like(buf)
+            for own, ipieces in _grid_chunks(source, shard, "image", rows):
+                _, tpieces = next(texts)
+                ax = ChunkMoments(bool(cov), buf) if own else None
+                ay = ChunkMoments(bool(cov), buf_y) if own else None
+                for (x, ix, sx, mine), (y, iy, sy, _) in zip(
+                    _unit_pieces(ipieces, "image_emb", source),
+                    _unit_pieces(tpieces, "text_emb", source),
+                    strict=True,
+                ):
+                    if own:
+                        ax.add(x * ix[:, None])
+                        ay.add(y * iy[:, None])
+                    if mine:
+                        part = matched(x, ix, sx, y, iy, sy)
+                        state["pairs"] = _merge_matched(state["pairs"], part)
+                if own:
+                    state["x"].merge(ax.result())
+                    state["y"].merge(ay.result())
             return state
-        for start, ib, ipath in source.raw_blocks(shard, "image", rows):
-            x, ix, _ = unit_block(ib, "image_emb", ipath, start)
-            state["x"].update(x, ix)
-        t2i = source.shard_pairs(shard) if want_pairs else None
-        for start, tb, tpath in source.raw_blocks(shard, "text", rows):
-            y, iy, sy = unit_block(tb, "text_emb", tpath, start)
-            state["y"].update(y, iy)
-            if t2i is not None:
-                g = source.gather("image", t2i[start : start + y.shape[0]])
-                x, ix, sx = unit_block(g, "image_emb", source.path, 0)
-                state["pairs"] = _merge_matched(state["pairs"], matched(x, ix, sx, y, iy, sy))
+        one_side("x", "image")
+        one_side("y", "text", source.shard_pairs(shard) if want_pairs else None)
     return state
 
 
