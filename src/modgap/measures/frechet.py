@@ -74,7 +74,8 @@ def frechet_distance(X: Any, Y: Any, ridge: float = 0.0, terms: bool = False) ->
     ridge (see :func:`frechet_terms`); the means are float64, the covariances come from the
     float32 scatter of :mod:`modgap.measures.moments` (its error bound is stated there). It
     is the squared 2-Wasserstein distance between the Gaussian fits, so it sees a difference
-    in spread as well as the centroid gap; 0 for two identical clouds (the ideal), growing with either term.
+    in spread as well as the centroid gap; 0 for two identical clouds (the ideal), growing
+    with either term.
 
     Source: Fréchet distance between Gaussians (Dowson & Landau 1982), as used by FID (Heusel et
     al. 2017); applied to the two modalities as a gap measure in "Fill the Gap" (Role et al.
