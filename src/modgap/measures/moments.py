@@ -147,7 +147,6 @@ class Moments:
         return self.scatter / (self.n - 1)
 
 
-
 class ChunkMoments:
     """One grid chunk's :class:`Moments`, from consecutive float64 unit-row pieces
     (``add``), finished by :meth:`result`. ``buffer``: a float32 array of at least

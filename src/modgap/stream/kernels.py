@@ -154,9 +154,7 @@ def _unit_pieces(pieces: list, name: str, source: Source) -> Iterator:
     are this shard's."""
     for raw, path, first in pieces:
         for p in range(0, raw.shape[0], PIECE):
-            x, ix, sq = unit_block(
-                raw[p : p + PIECE], name, path or source.path, (first or 0) + p
-            )
+            x, ix, sq = unit_block(raw[p : p + PIECE], name, path or source.path, (first or 0) + p)
             yield x, ix, sq, first is not None
 
 
