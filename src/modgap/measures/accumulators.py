@@ -17,7 +17,7 @@ from ..errors import InputError
 from ._common import pairing, unit_rows
 from .centroid import gap_from_means, per_dimension_from_delta
 from .frechet import frechet_terms
-from .moments import Moments
+from .moments import GridMoments, Moments
 from .rmg import rmg_from_sums
 
 __all__ = [
@@ -87,13 +87,13 @@ class PerDimensionGapAccumulator(_TwoModalities):
 
 
 class FrechetAccumulator(_TwoModalities):
-    """Streaming :func:`~modgap.measures.frechet_distance` (means and covariances by Chan's
-    merge; memory :math:`O(d^2)`)."""
-
-    _covariance = True
+    """Streaming :func:`~modgap.measures.frechet_distance`: the chunked float32 scatter of
+    :class:`~modgap.measures.moments.GridMoments` (its bound), Chan-merged; memory
+    :math:`O(d^2 + C d)` with :math:`C` = :data:`~modgap.measures.moments.CHUNK`."""
 
     def __init__(self, ridge: float = 0.0) -> None:
         super().__init__()
+        self.x, self.y = GridMoments(), GridMoments()
         self.ridge = ridge
 
     def result(self) -> float:
@@ -107,7 +107,8 @@ class FrechetAccumulator(_TwoModalities):
 
         if min(self.x.n, self.y.n) < 2:
             raise InputError("the Fréchet distance needs at least 2 rows of each modality")
-        return frechet_terms(self.x.mean, self.x.cov(), self.y.mean, self.y.cov(), self.ridge)
+        x, y = self.x.result(), self.y.result()
+        return frechet_terms(x.mean, x.cov(), y.mean, y.cov(), self.ridge)
 
 
 class AlignmentAccumulator:

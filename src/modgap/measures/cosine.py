@@ -8,7 +8,6 @@ import numpy as np
 
 from ..compute import Compute, resolve
 from ._common import as_pairs, canonical_order
-from .moments import moments_of_unit_rows
 
 __all__ = ["DEFAULT_QUANTILES", "MAX_UNMATCHED", "cosine_stats"]
 
@@ -81,13 +80,8 @@ def cosine_stats(
         nan = float("nan")
         out["unmatched"] = _summary(np.empty(0), nan, nan, 0, quantiles)
         return out
-    # X^T X and Y^T Y from the one moment kernel (measures.moments: float32 scatter about
-    # each chunk's float64 mean, its bound stated there), as the streamed route finishes them
-    mx, my = moments_of_unit_rows(X, covariance=True), moments_of_unit_rows(Y, covariance=True)
-    total = float((mx.mean * n) @ (my.mean * m)) - float(matched.sum())
-    xtx = mx.scatter + n * np.outer(mx.mean, mx.mean)
-    yty = my.scatter + m * np.outer(my.mean, my.mean)
-    total_sq = float(np.sum(xtx * yty)) - float(matched @ matched)
+    total = float(X.sum(0) @ Y.sum(0)) - float(matched.sum())
+    total_sq = float(np.sum((X.T @ X) * (Y.T @ Y))) - float(matched @ matched)
     mean = total / count
     std = float(np.sqrt(max(total_sq / count - mean**2, 0.0)))
     if count <= max_unmatched:

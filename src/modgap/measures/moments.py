@@ -52,6 +52,7 @@ __all__ = [
     "CHUNK",
     "PIECE",
     "ChunkMoments",
+    "GridMoments",
     "Moments",
     "chunk_moments",
     "moments_of_unit_rows",
@@ -158,6 +159,7 @@ class ChunkMoments:
         self.buffer = buffer
         self.n = 0
         self.total: np.ndarray | None = None
+        self.keys: list[np.ndarray] = []
 
     def add(self, piece: np.ndarray) -> None:
         k, d = piece.shape
@@ -166,6 +168,7 @@ class ChunkMoments:
         s = piece.sum(axis=0)
         self.total = s if self.total is None else self.total + s
         if self.covariance:
+            self.keys.append(piece @ _key_vector(d))
             need = (self.n + k) * d
             if self.buffer is None or self.buffer.size < need:
                 grown = np.empty(max(need, CHUNK * d), dtype=np.float32)
@@ -184,10 +187,20 @@ class ChunkMoments:
         out.n, out.mean = n, self.total / n
         if self.covariance:
             C = self.buffer[: n * out.mean.shape[0]].reshape(n, -1)
+            # rows in a canonical order (by a fixed projection; ties are in practice equal
+            # rows): the float32 sums then do not depend on the order the chunk's rows came in
+            order = np.argsort(np.concatenate(self.keys), kind="stable")
+            if (order != np.arange(n)).any():
+                C[:] = C[order]
             C -= out.mean.astype(np.float32)
             S = (C.T @ C).astype(np.float64)  # one float32 syrk (numpy sees C.T @ C)
             out.scatter = (S + S.T) / 2  # exact halving: symmetric whatever the kernel
         return out
+
+
+def _key_vector(d: int) -> np.ndarray:
+    """A fixed direction of ``d`` dimensions (no seed, no state) for the canonical order."""
+    return np.cos(np.arange(1, d + 1) * 0.7548776662466927)
 
 
 def chunk_moments(
@@ -199,6 +212,60 @@ def chunk_moments(
     for p in pieces:
         acc.add(p)
     return acc.result()
+
+
+class GridMoments:
+    """:class:`Moments` of a stream of float64 unit rows on the grid of :data:`CHUNK` rows,
+    for callers that do not know the rows' global numbers (the public accumulators): rows are
+    kept until a chunk is full; :meth:`merge` joins the partial chunks. Each chunk's rows are
+    summed in a canonical order, so a set of fewer than :data:`CHUNK` rows has the bits of
+    :func:`moments_of_unit_rows` however it is split and merged; beyond, which rows share a
+    chunk depends on the split, and the scatter on it within the module's bound."""
+
+    def __init__(self, covariance: bool = True):
+        self.covariance = covariance
+        self.done = Moments(covariance)
+        self.pending: list[np.ndarray] = []
+        self.n = 0
+
+    @property
+    def mean(self) -> np.ndarray:
+        """The mean of the rows so far (float64 sums; no scatter is formed)."""
+        total = sum(p.sum(axis=0) for p in self.pending)
+        if self.done.n:
+            total = total + self.done.mean * self.done.n
+        return total / self.n
+
+    def update(self, U: np.ndarray) -> GridMoments:
+        if U.shape[0]:
+            self.pending.append(np.asarray(U, dtype=np.float64))
+            self.n += U.shape[0]
+            self._flush(final=False)
+        return self
+
+    def merge(self, other: GridMoments) -> GridMoments:
+        self.done.merge(other.done)
+        self.pending += other.pending
+        self.n += other.n
+        self._flush(final=False)
+        return self
+
+    def _flush(self, final: bool) -> None:
+        rows = sum(p.shape[0] for p in self.pending)
+        if rows < CHUNK and not (final and rows):
+            return
+        A = np.concatenate(self.pending)
+        full = A.shape[0] if final else A.shape[0] // CHUNK * CHUNK
+        for a in range(0, full, CHUNK):
+            self.done.merge(chunk_moments([A[a : a + CHUNK]], self.covariance))
+        self.pending = [A[full:]] if full < A.shape[0] else []
+
+    def result(self) -> Moments:
+        """The merged :class:`Moments` (the partial chunk counted as one chunk)."""
+        out = Moments(self.covariance).merge(self.done)
+        if self.pending:
+            out.merge(chunk_moments([np.concatenate(self.pending)], self.covariance))
+        return out
 
 
 def moments_of_unit_rows(U: np.ndarray, covariance: bool = False) -> Moments:

@@ -160,7 +160,9 @@ def _unit_pieces(pieces: list, name: str, source: Source) -> Iterator:
 
 def moment_kernel(shard: Shard, source: Source, opts: dict, compute: Compute) -> dict:
     """Moments of one shard (see the module docstring). ``opts``: ``covariance``,
-    ``matched``, ``cross`` (booleans); ``rows="set"`` for a reducer's fit: the rows as an
+    ``matched``, ``cross``, ``gram64`` (booleans; ``gram64``: also the float64 scatter
+    matrices ``x64``/``y64``, Chan-merged, for figures that are differences of second
+    moments); ``rows="set"`` for a reducer's fit: the rows as an
     in-memory :class:`~modgap.embeddings.EmbeddingSet` holds them (:func:`prepare_rows`,
     float32) and exact means (:class:`~modgap.measures.accumulators.Moments` with
     ``exact=True``), so a fit from moments has the bits of the in-memory fit on any route
@@ -179,6 +181,9 @@ def moment_kernel(shard: Shard, source: Source, opts: dict, compute: Compute) ->
     if exact:
         return _set_moments(shard, source, state, bool(want_pairs), bool(cross), rows, compute)
     buf = np.empty(CHUNK * source.dim, dtype=np.float32) if cov else None
+    gram64 = bool(opts.get("gram64"))
+    if gram64:  # float64 scatter too (the unmatched cosines' std: a difference of moments)
+        state["x64"], state["y64"] = Moments(True), Moments(True)
 
     def matched(x, ix, sx, y, iy, sy):
         c = np.einsum("ij,ij->i", x, y) * ix * iy
@@ -203,7 +208,9 @@ def moment_kernel(shard: Shard, source: Source, opts: dict, compute: Compute) ->
                     where = (path or source.path, (first or 0) + p)
                     y, iy, sy = unit_block(raw[p : p + PIECE], name, *where)
                     if acc is not None:
-                        acc.add(y * iy[:, None])
+                        acc.add(u := y * iy[:, None])
+                        if gram64:
+                            state[side + "64"].update(u)
                     if g is not None:
                         x, ix, sx = unit_block(g[p : p + PIECE], "image_emb", source.path, 0)
                         part = matched(x, ix, sx, y, iy, sy)
@@ -225,8 +232,11 @@ def moment_kernel(shard: Shard, source: Source, opts: dict, compute: Compute) ->
                     strict=True,
                 ):
                     if own:
-                        ax.add(x * ix[:, None])
-                        ay.add(y * iy[:, None])
+                        ax.add(ux := x * ix[:, None])
+                        ay.add(uy := y * iy[:, None])
+                        if gram64:
+                            state["x64"].update(ux)
+                            state["y64"].update(uy)
                     if mine:
                         part = matched(x, ix, sx, y, iy, sy)
                         state["pairs"] = _merge_matched(state["pairs"], part)
@@ -241,11 +251,15 @@ def moment_kernel(shard: Shard, source: Source, opts: dict, compute: Compute) ->
 
 def merge_moments(a: dict, b: dict) -> dict:
     """Fold two :func:`moment_kernel` results (any order; the engines use one fixed tree)."""
-    return {
+    out = {
         "x": a["x"].merge(b["x"]),
         "y": a["y"].merge(b["y"]),
         "pairs": _merge_matched(a["pairs"], b["pairs"]),
     }
+    for side in ("x64", "y64"):
+        if side in a:
+            out[side] = a[side].merge(b[side])
+    return out
 
 
 def _set_moments(
