@@ -74,7 +74,7 @@ def _folder(root: Path, X: np.ndarray, Y: np.ndarray, bounds: list[int]) -> tupl
 
 
 def test_every_route_block_size_and_thread_count_gives_the_same_bits(tmp_path, monkeypatch):
-    from modgap.stream import kernels
+    from modgap.stream import moments
 
     n, d = 2 * CHUNK + 700, 24
     X, Y = _far_rows(n, d, seed=2), _far_rows(n, d, seed=3)
@@ -86,7 +86,7 @@ def test_every_route_block_size_and_thread_count_gives_the_same_bits(tmp_path, m
     my = moments_of_unit_rows(UY, covariance=True)
     pairs = None
     for block in (97, 1000, 4096, 65536):  # reader blocks cut anywhere on the grid
-        monkeypatch.setattr(kernels, "_rows_per_block", lambda *a, block=block: block)
+        monkeypatch.setattr(moments, "_rows_per_block", lambda *a, block=block: block)
         for threads in (1, 2):
             compute = Compute(threads=threads)
             st = moment_pass(src, covariance=True, matched=True, compute=compute)

@@ -271,7 +271,7 @@ class GridMoments:
 def moments_of_unit_rows(U: np.ndarray, covariance: bool = False) -> Moments:
     """Moments of an in-memory matrix of float64 unit rows: the set as one source shard,
     on the grid of :data:`CHUNK` rows from its row 0 (the same chunks, hence the same bits,
-    as the streamed :func:`~modgap.stream.kernels.moment_kernel` on any sharding of it)."""
+    as the streamed :func:`~modgap.stream.moments.moment_kernel` on any sharding of it)."""
     acc = Moments(covariance)
     buffer = np.empty(CHUNK * U.shape[1], dtype=np.float32) if covariance else None
     for a in range(0, U.shape[0], CHUNK):

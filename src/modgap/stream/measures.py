@@ -1,6 +1,6 @@
 r"""Every gap measure of a :class:`~modgap.io.source.Source`, out of core.
 
-* **Exact, in one pass** over the shards (:func:`~modgap.stream.kernels.moment_kernel`,
+* **Exact, in one pass** over the shards (:func:`~modgap.stream.moments.moment_kernel`,
   merged in a tree): centroid gap, per-dimension gap, Fréchet distance, RMG, alignment, and the
   means and standard deviations of the matched and unmatched cosines. They equal the in-memory
   functions of :mod:`modgap.measures` up to float64 round-off: the unmatched cosine sums come
@@ -42,7 +42,8 @@ from .blocks import QUERY_BLOCK, pairs_of, scan_rows
 from .engines import Engine, LocalEngine
 from .hubness import hubness_k, hubness_results, hubness_specs
 from .intervals import balanced_interval, estimate, mean_interval, ratio_interval
-from .kernels import merge_moments, merge_scans, moment_kernel, pool_rows, scan_kernel, unit64
+from .kernels import merge_scans, pool_rows, scan_kernel, unit64
+from .moments import merge_moments, moment_kernel
 
 __all__ = [
     "DEFAULT_SAMPLE_QUERIES",
