@@ -161,22 +161,29 @@ class ChunkMoments:
         self.total: np.ndarray | None = None
         self.keys: list[np.ndarray] = []
 
-    def add(self, piece: np.ndarray) -> None:
+    def add(self, piece: np.ndarray, scale: np.ndarray | None = None) -> None:
+        """Add the unit rows ``piece`` or, with ``scale`` (per row, float64), the rows
+        ``piece * scale[:, None]`` without forming them in float64: the sum is then one
+        matrix-vector product and the float32 rows are written straight into the buffer."""
         k, d = piece.shape
         if k == 0:
             return
-        s = piece.sum(axis=0)
+        s = piece.sum(axis=0) if scale is None else scale @ piece
         self.total = s if self.total is None else self.total + s
         if self.covariance:
-            self.keys.append(piece @ _key_vector(d))
+            key = piece @ _key_vector(d)
+            self.keys.append(key if scale is None else key * scale)
             need = (self.n + k) * d
             if self.buffer is None or self.buffer.size < need:
                 grown = np.empty(max(need, CHUNK * d), dtype=np.float32)
                 if self.n:
                     grown[: self.n * d] = self.buffer[: self.n * d]
                 self.buffer = grown
-            # rounded to float32 once, into the chunk's rows
-            self.buffer[self.n * d : need].reshape(k, d)[:] = piece
+            rows = self.buffer[self.n * d : need].reshape(k, d)
+            if scale is None:
+                rows[:] = piece  # rounded to float32 once
+            else:  # the product in float64, rounded to float32 once
+                np.multiply(piece, scale[:, None], out=rows, casting="unsafe")
         self.n += k
 
     def result(self) -> Moments:

@@ -129,9 +129,9 @@ def moment_kernel(shard: Shard, source: Source, opts: dict, compute: Compute) ->
                     where = (path or source.path, (first or 0) + p)
                     y, iy, sy = unit_block(raw[p : p + PIECE], name, *where)
                     if acc is not None:
-                        acc.add(u := y * iy[:, None])
+                        acc.add(y, iy)
                         if gram64:
-                            state[side + "64"].update(u)
+                            state[side + "64"].update(y * iy[:, None])
                     if g is not None:
                         x, ix, sx = unit_block(g[p : p + PIECE], "image_emb", source.path, 0)
                         part = matched(x, ix, sx, y, iy, sy)
@@ -153,11 +153,11 @@ def moment_kernel(shard: Shard, source: Source, opts: dict, compute: Compute) ->
                     strict=True,
                 ):
                     if own:
-                        ax.add(ux := x * ix[:, None])
-                        ay.add(uy := y * iy[:, None])
+                        ax.add(x, ix)
+                        ay.add(y, iy)
                         if gram64:
-                            state["x64"].update(ux)
-                            state["y64"].update(uy)
+                            state["x64"].update(x * ix[:, None])
+                            state["y64"].update(y * iy[:, None])
                     if mine:
                         part = matched(x, ix, sx, y, iy, sy)
                         state["pairs"] = _merge_matched(state["pairs"], part)
