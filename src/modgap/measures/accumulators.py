@@ -16,9 +16,9 @@ import numpy as np
 from .._array import prepare_rows
 from ..errors import InputError
 from ._common import pairing
-from ._exact import ExactSum
 from .centroid import gap_from_means, per_dimension_from_delta
 from .frechet import frechet_terms
+from .moments import GridMoments, Moments
 from .rmg import rmg_from_sums
 
 __all__ = [
@@ -29,89 +29,6 @@ __all__ = [
     "PerDimensionGapAccumulator",
     "RMGAccumulator",
 ]
-
-
-class Moments:
-    """Count, mean and (optionally) scatter matrix :math:`\\sum (x-\\mu)(x-\\mu)^\\top` of a
-    stream of rows, in float64, merged with Chan et al.'s formula:
-
-    .. math:: n = n_a + n_b,\\quad \\delta = \\mu_b - \\mu_a,\\quad
-              \\mu = \\mu_a + \\delta\\,n_b/n,\\quad
-              M = M_a + M_b + \\delta\\delta^\\top n_a n_b / n.
-
-    With ``exact=True`` the mean comes from an :class:`~modgap.measures._exact.ExactSum`
-    instead: the same bits however the rows are split into blocks, shards or routes (what a
-    saved reducer fitted from means needs; rows of norm at most 2). The scatter matrix is
-    always Chan-merged, so it depends on the split at float64 round-off (about 1e-15
-    relative).
-
-    ``update(A, scale=None)`` adds the rows ``A * scale[:, None]`` (``scale`` per row, e.g.
-    inverse norms) without forming them when only the mean is asked for.
-    """
-
-    def __init__(self, covariance: bool = False, exact: bool = False):
-        self.covariance = covariance
-        self.exact = exact
-        self.n = 0
-        self.mean: np.ndarray | None = None
-        self.scatter: np.ndarray | None = None
-        self._sum: ExactSum | None = None
-
-    def update(self, A: np.ndarray, scale: np.ndarray | None = None) -> Moments:
-        if A.shape[0] == 0:
-            return self
-        other = Moments(self.covariance, self.exact)
-        other.n = A.shape[0]
-        if scale is not None and not (self.covariance or self.exact):
-            other.mean = (scale @ A) / other.n
-            return self.merge(other)
-        if scale is not None:
-            A = A * scale[:, None]
-        if self.exact:
-            other._sum = ExactSum(A.shape[1]).add(A)
-            other.mean = other._sum.mean(other.n)
-        else:
-            other.mean = A.mean(axis=0)
-        if self.covariance:
-            C = A - other.mean
-            other.scatter = C.T @ C
-        return self.merge(other)
-
-    def merge(self, other: Moments) -> Moments:
-        if other.n == 0:
-            return self
-        if self.n == 0:
-            self.n, self.mean = other.n, other.mean.copy()
-            self.scatter = None if other.scatter is None else other.scatter.copy()
-            self._sum = None if other._sum is None else ExactSum(other._sum.d).merge(other._sum)
-            return self
-        if self.mean.shape != other.mean.shape:
-            raise InputError(
-                f"cannot merge moments of width {other.mean.shape[0]} into width "
-                f"{self.mean.shape[0]}"
-            )
-        n = self.n + other.n
-        delta = other.mean - self.mean
-        if self.covariance:
-            self.scatter = (
-                self.scatter + other.scatter + np.outer(delta, delta) * (self.n * other.n / n)
-            )
-        if self._sum is not None and other._sum is not None:
-            self._sum.merge(other._sum)
-            self.mean = self._sum.mean(n)
-        else:
-            self._sum = None
-            self.mean = self.mean + delta * (other.n / n)
-        self.n = n
-        return self
-
-    def as_dict(self) -> dict:
-        """``{"n", "mean", "scatter"}``."""
-        return {"n": self.n, "mean": self.mean, "scatter": self.scatter}
-
-    def cov(self) -> np.ndarray:
-        """Sample covariance (``n - 1`` normalised, as :func:`numpy.cov`)."""
-        return self.scatter / (self.n - 1)
 
 
 def _empty_check(*moments: Moments) -> None:
@@ -175,13 +92,13 @@ class PerDimensionGapAccumulator(_TwoModalities):
 
 
 class FrechetAccumulator(_TwoModalities):
-    """Streaming :func:`~modgap.measures.frechet_distance` (means and covariances by Chan's
-    merge; memory :math:`O(d^2)`)."""
-
-    _covariance = True
+    """Streaming :func:`~modgap.measures.frechet_distance`: the chunked float32 scatter of
+    :class:`~modgap.measures.moments.GridMoments` (its bound), Chan-merged; memory
+    :math:`O(d^2 + C d)` with :math:`C` = :data:`~modgap.measures.moments.CHUNK`."""
 
     def __init__(self, ridge: float = 0.0) -> None:
         super().__init__()
+        self.x, self.y = GridMoments(), GridMoments()
         self.ridge = ridge
 
     def result(self) -> float:
@@ -195,7 +112,8 @@ class FrechetAccumulator(_TwoModalities):
 
         if min(self.x.n, self.y.n) < 2:
             raise InputError("the Fréchet distance needs at least 2 rows of each modality")
-        return frechet_terms(self.x.mean, self.x.cov(), self.y.mean, self.y.cov(), self.ridge)
+        x, y = self.x.result(), self.y.result()
+        return frechet_terms(x.mean, x.cov(), y.mean, y.cov(), self.ridge)
 
 
 class AlignmentAccumulator:

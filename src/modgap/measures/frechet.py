@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .._array import prepare_rows
+from .moments import moments_of_unit_rows
 
 __all__ = ["frechet_distance", "frechet_from_moments", "frechet_terms"]
 
@@ -69,10 +70,12 @@ def frechet_distance(X: Any, Y: Any, ridge: float = 0.0, terms: bool = False) ->
     .. math:: \mathrm{FD} = \lVert\mu_X - \mu_Y\rVert^2
               + \mathrm{Tr}\left(\Sigma_X + \Sigma_Y - 2(\Sigma_X\Sigma_Y)^{1/2}\right)
 
-    with means and (``n - 1``-normalised) covariances of the L2-normalised rows, in float64 and
-    without a ridge (see :func:`frechet_terms`). It is the squared 2-Wasserstein distance
-    between the Gaussian fits, so it sees a difference in spread as well as the centroid gap;
-    0 for two identical clouds (the ideal), growing with either term.
+    with means and (``n - 1``-normalised) covariances of the L2-normalised rows, without a
+    ridge (see :func:`frechet_terms`); the means are float64, the covariances come from the
+    float32 scatter of :mod:`modgap.measures.moments` (its error bound is stated there). It
+    is the squared 2-Wasserstein distance between the Gaussian fits, so it sees a difference
+    in spread as well as the centroid gap; 0 for two identical clouds (the ideal), growing
+    with either term.
 
     Source: Fréchet distance between Gaussians (Dowson & Landau 1982), as used by FID (Heusel et
     al. 2017); applied to the two modalities as a gap measure in "Fill the Gap" (Role et al.
@@ -94,7 +97,8 @@ def frechet_distance(X: Any, Y: Any, ridge: float = 0.0, terms: bool = False) ->
     """
     X = prepare_rows(X, "image_emb", min_rows=2, unit="exact", dtype=np.float64)
     Y = prepare_rows(Y, "text_emb", dim=X.shape[1], min_rows=2, unit="exact", dtype=np.float64)
-    cx, cy = np.cov(X, rowvar=False), np.cov(Y, rowvar=False)
-    t = frechet_terms(X.mean(0), cx, Y.mean(0), cy, ridge)
+    # the one moment kernel of every route (measures.moments: float32 scatter, its bound)
+    mx, my = moments_of_unit_rows(X, covariance=True), moments_of_unit_rows(Y, covariance=True)
+    t = frechet_terms(mx.mean, mx.cov(), my.mean, my.cov(), ridge)
     value = t["centroid"] + t["covariance"]
     return {"frechet_distance": value, **t} if terms else value

@@ -3,10 +3,12 @@ r"""The per-shard kernels every engine runs, and how their results merge.
 Two kinds, all module-level functions of ``(item, source, ...)`` returning plain dicts of
 numbers and numpy arrays (so any engine can ship them):
 
-* :func:`moment_kernel` / :func:`merge_moments` — one pass over a shard: per modality the
-  count, mean and (optionally) scatter matrix of the unit rows in float64 (Chan, Golub &
-  LeVeque's pairwise merge, as :class:`~modgap.measures.accumulators.Moments`), and over the
-  matched pairs :math:`\sum c`, :math:`\sum c^2` (:math:`c = \cos(x_{\pi(j)}, y_j)`),
+* :func:`~modgap.stream.moments.moment_kernel` / ``merge_moments`` (in
+  :mod:`modgap.stream.moments`, on rows prepared by :func:`unit_block`) — one pass over a
+  shard: per modality the count, the float64 mean and (optionally) the scatter matrix of the
+  unit rows (float32 per chunk of a fixed grid of global rows, Chan-merged in float64:
+  :mod:`modgap.measures.moments`), and over the matched pairs :math:`\sum c`,
+  :math:`\sum c^2` (:math:`c = \cos(x_{\pi(j)}, y_j)`),
   :math:`\sum\lVert x_{\pi(j)} - y_j\rVert^2` and optionally the cross-moment
   :math:`\sum x_{\pi(j)}^\top y_j` (Procrustes).
 * :func:`scan_kernel` / :func:`merge_scans` — one block of queries against one shard's rows of
@@ -32,140 +34,16 @@ from .._array import prepare_rows
 from .._ties import count_above, exact_scores, merge_topk, topk_rows
 from ..compute import Compute
 from ..io.source import Shard, Source, shard_row
-from ..measures.accumulators import Moments
 from ..measures.alignment import uniformity_block_sum
 
 __all__ = [
-    "merge_moments",
     "merge_scans",
-    "moment_kernel",
     "scan_kernel",
 ]
 
 
 def _rows_per_block(source: Source, compute: Compute, per_row: int) -> int:
     return compute.rows_per_block(max(1, source.dim) * per_row, share=0.5, cap=1 << 16)
-
-
-# -- moments -------------------------------------------------------------------------------
-def _merge_matched(a: dict | None, b: dict | None) -> dict | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    cross = None
-    if a["cross"] is not None and b["cross"] is not None:
-        cross = a["cross"] + b["cross"]
-    return {
-        "n": a["n"] + b["n"],
-        "sum": a["sum"] + b["sum"],
-        "sq": a["sq"] + b["sq"],
-        "align": a["align"] + b["align"],
-        "cross": cross,
-    }
-
-
-def _unit_block(raw: np.ndarray, name: str, path: str, first: int) -> tuple:
-    """``(x, 1/‖x‖, ‖x‖²)`` of a raw block: the float64 rows and squared norms of the one row
-    preparation (:func:`modgap._array.prepare_rows`, ``unit="exact"``, ``sq_norms``), with the
-    division left to the first moments' matrix-vector product."""
-    x, sq = prepare_rows(
-        raw, name, path, unit="exact", dtype=np.float64, sq_norms=True, where=shard_row(first)
-    )
-    return x, 1.0 / np.sqrt(sq), sq
-
-
-def moment_kernel(shard: Shard, source: Source, opts: dict, compute: Compute) -> dict:
-    """Moments of one shard (see the module docstring). ``opts``: ``covariance``,
-    ``matched``, ``cross`` (booleans); ``rows="set"`` for a reducer's fit: the rows as an
-    in-memory :class:`~modgap.embeddings.EmbeddingSet` holds them (``unit="stored"``,
-    float32) and exact means (:class:`~modgap.measures.accumulators.Moments` with
-    ``exact=True``), so a fit from moments has the bits of the in-memory fit on any route
-    and block size. Otherwise rows are unit in float64, as the measures see them."""
-    cov, want_pairs, cross = opts.get("covariance"), opts.get("matched"), opts.get("cross")
-    rows = _rows_per_block(source, compute, 3 * 8)
-    exact = opts.get("rows") == "set"
-    state: dict[str, Any] = {
-        "x": Moments(bool(cov), exact),
-        "y": Moments(bool(cov), exact),
-        "pairs": None,
-    }
-    if exact:
-        return _set_moments(shard, source, state, bool(want_pairs), bool(cross), rows, compute)
-
-    def matched(x, ix, sx, y, iy, sy):
-        c = np.einsum("ij,ij->i", x, y) * ix * iy
-        return {
-            "n": int(c.size),
-            "sum": float(c.sum()),
-            "sq": float(c @ c),
-            # ‖x̂ − ŷ‖² = ‖x̂‖² + ‖ŷ‖² − 2c, with the unit norms as computed
-            "align": float((sx * ix * ix + sy * iy * iy - 2 * c).sum()),
-            "cross": ((x * ix[:, None]).T @ (y * iy[:, None])) if cross else None,
-        }
-
-    with compute.threads_limit():
-        if want_pairs and source.pairing == "rows":  # both modalities in lockstep
-            it = source.raw_blocks(shard, "image", rows)
-            for start, tb, tpath in source.raw_blocks(shard, "text", rows):
-                _, ib, ipath = next(it)
-                x, ix, sx = _unit_block(ib, "image_emb", ipath, start)
-                y, iy, sy = _unit_block(tb, "text_emb", tpath, start)
-                state["x"].update(x, ix)
-                state["y"].update(y, iy)
-                state["pairs"] = _merge_matched(state["pairs"], matched(x, ix, sx, y, iy, sy))
-            return state
-        for start, ib, ipath in source.raw_blocks(shard, "image", rows):
-            x, ix, _ = _unit_block(ib, "image_emb", ipath, start)
-            state["x"].update(x, ix)
-        t2i = source.shard_pairs(shard) if want_pairs else None
-        for start, tb, tpath in source.raw_blocks(shard, "text", rows):
-            y, iy, sy = _unit_block(tb, "text_emb", tpath, start)
-            state["y"].update(y, iy)
-            if t2i is not None:
-                g = source.gather("image", t2i[start : start + y.shape[0]])
-                x, ix, sx = _unit_block(g, "image_emb", source.path, 0)
-                state["pairs"] = _merge_matched(state["pairs"], matched(x, ix, sx, y, iy, sy))
-    return state
-
-
-def merge_moments(a: dict, b: dict) -> dict:
-    """Fold two :func:`moment_kernel` results (any order; the engines use one fixed tree)."""
-    return {
-        "x": a["x"].merge(b["x"]),
-        "y": a["y"].merge(b["y"]),
-        "pairs": _merge_matched(a["pairs"], b["pairs"]),
-    }
-
-
-def _set_moments(
-    shard: Shard,
-    source: Source,
-    state: dict,
-    want_pairs: bool,
-    cross: bool,
-    rows: int,
-    compute: Compute,
-) -> dict:
-    """:func:`moment_kernel` with ``rows="set"``: float32 rows as the in-memory set holds
-    them, widened to float64; the matched part is only the cross moment (Procrustes)."""
-
-    def add_pairs(x: np.ndarray, y: np.ndarray) -> None:
-        part = {"n": int(x.shape[0]), "sum": 0.0, "sq": 0.0, "align": 0.0}
-        part["cross"] = x.T @ y if cross else None
-        state["pairs"] = _merge_matched(state["pairs"], part)
-
-    with compute.threads_limit():
-        for _, b in source.blocks(shard, "image", rows):
-            state["x"].update(b.astype(np.float64))
-        t2i = source.shard_pairs(shard) if want_pairs else None
-        for start, b in source.blocks(shard, "text", rows):
-            y = b.astype(np.float64)
-            state["y"].update(y)
-            if t2i is not None:
-                g = source.gather("image", t2i[start : start + y.shape[0]])
-                add_pairs(g.astype(np.float64), y)
-    return state
 
 
 # -- exact scans ---------------------------------------------------------------------------

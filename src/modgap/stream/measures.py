@@ -1,6 +1,6 @@
 r"""Every gap measure of a :class:`~modgap.io.source.Source`, out of core.
 
-* **Exact, in one pass** over the shards (:func:`~modgap.stream.kernels.moment_kernel`,
+* **Exact, in one pass** over the shards (:func:`~modgap.stream.moments.moment_kernel`,
   merged in a tree): centroid gap, per-dimension gap, Fréchet distance, RMG, alignment, and the
   means and standard deviations of the matched and unmatched cosines. They equal the in-memory
   functions of :mod:`modgap.measures` up to float64 round-off: the unmatched cosine sums come
@@ -44,7 +44,8 @@ from .blocks import QUERY_BLOCK, pairs_of, scan_rows
 from .engines import Engine, LocalEngine
 from .hubness import hubness_results, hubness_specs
 from .intervals import balanced_interval, estimate, mean_interval, ratio_interval
-from .kernels import merge_moments, merge_scans, moment_kernel, scan_kernel
+from .kernels import merge_scans, scan_kernel
+from .moments import merge_moments, moment_kernel
 
 __all__ = [
     "DEFAULT_SAMPLE_QUERIES",
@@ -73,18 +74,22 @@ def moment_pass(
     matched: bool = True,
     cross: bool = False,
     set_rows: bool = False,
+    gram64: bool = False,
     engine: Engine | None = None,
     compute: Compute | None = None,
     bar: Any = None,
 ) -> dict:
     """One pass over every shard: the merged :func:`moment_kernel` state, with ``x`` and ``y``
     as ``{"n", "mean", "scatter"}`` (``None`` for a modality without rows). ``set_rows``: the
-    rows a reducer's fit sees, with exact means (``rows="set"`` of :func:`moment_kernel`)."""
+    rows a reducer's fit sees, with exact means (``rows="set"`` of :func:`moment_kernel`).
+    ``gram64``: also ``x64``/``y64``, the float64 scatter matrices (the unmatched cosines)."""
     engine = engine or LocalEngine()
     compute = resolve(compute)
     opts = {"covariance": covariance, "matched": matched and source.has_pairs, "cross": cross}
     if set_rows:
         opts["rows"] = "set"
+    elif gram64:
+        opts["gram64"] = True
     shards = list(source.shards)
 
     def done(i: int, _: Any) -> None:
@@ -92,8 +97,9 @@ def moment_pass(
             bar.advance(shards[i].n_images + shards[i].n_texts)
 
     state = engine.reduce(moment_kernel, shards, merge_moments, source, opts, compute, on_done=done)
-    for side in ("x", "y"):
-        state[side] = state[side].as_dict() if state[side].n else None
+    for side in ("x", "y", "x64", "y64"):
+        if side in state:
+            state[side] = state[side].as_dict() if state[side].n else None
     return state
 
 
@@ -175,8 +181,11 @@ def _moment_results(state: dict, names: list[str], source: Source, paired: bool)
             out["unmatched_cosine"] = {"mean": float("nan"), "std": float("nan"), "count": 0}
         else:
             total = float((x["mean"] * n) @ (y["mean"] * m)) - p["sum"]
-            xtx = x["scatter"] + n * np.outer(x["mean"], x["mean"])
-            yty = y["scatter"] + m * np.outer(y["mean"], y["mean"])
+            # float64 second moments: the std is a difference of them, which would amplify
+            # the float32 scatter's rounding (measures.moments)
+            x64, y64 = state["x64"], state["y64"]
+            xtx = x64["scatter"] + n * np.outer(x64["mean"], x64["mean"])
+            yty = y64["scatter"] + m * np.outer(y64["mean"], y64["mean"])
             total_sq = float(np.sum(xtx * yty)) - p["sq"]
             um = total / count
             out["unmatched_cosine"] = {
@@ -257,7 +266,8 @@ def stream_measures(
         with progress_bar(f"pass {k}/{passes}: moments", total=n_i + n_t, enabled=progress) as bar:
             state = moment_pass(
                 source,
-                covariance="frechet_distance" in moments or "cosine" in moments,
+                covariance="frechet_distance" in moments,
+                gram64="cosine" in moments,
                 matched=any(n in moments for n in ("rmg", "alignment", "cosine")),
                 engine=engine,
                 compute=compute,
