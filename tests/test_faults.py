@@ -1261,7 +1261,8 @@ def test_one_dimensional_embeddings_are_measured(tmp_path, capsys):
     got = json.loads((tmp_path / "m.json").read_text())["measures"]
     # the closed form in one dimension: (mu_x - mu_y)^2 + (s_x - s_y)^2
     want = (X.mean() - Y.mean()) ** 2 + (X.std(ddof=1) - Y.std(ddof=1)) ** 2
-    assert got["frechet_distance"] == pytest.approx(want, rel=1e-9)
+    # the covariance is the one moment kernel's float32 scatter (measures.moments, its bound)
+    assert got["frechet_distance"] == pytest.approx(want, rel=1e-6)
     assert 0 <= got["linear_separability"] <= 1 and "skipped" not in got
 
 

@@ -137,7 +137,7 @@ def folder(tmp_path_factory):
 
 @pytest.mark.parametrize("block", [7, 64])
 def test_every_route_gives_the_rows_of_the_kernels(folder, block):
-    from modgap.stream.kernels import _unit_block
+    from modgap.stream.moments import _unit_block
 
     emb = read_embeddings(folder)  # in memory: every block of the source, then the set's rule
     src = open_source(folder)

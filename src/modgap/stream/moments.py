@@ -1,7 +1,7 @@
 """The moment pass of one shard (:func:`moment_kernel`) and how its results merge
 (:func:`merge_moments`): the streamed side of :mod:`modgap.measures.moments`, the one moment
 kernel of every route, on its global chunk grid; the rows are checked and normalised by
-:func:`unit_block` (the one row preparation, :func:`modgap._array.prepare_rows`)."""
+:func:`_unit_block` (the one row preparation, :func:`modgap._array.prepare_rows`)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from .kernels import _rows_per_block
 __all__ = ["merge_moments", "moment_kernel"]
 
 
-def unit_block(raw: np.ndarray, name: str, path: str, first: int) -> tuple:
+def _unit_block(raw: np.ndarray, name: str, path: str, first: int) -> tuple:
     """``(x, 1/‖x‖, ‖x‖²)`` of a raw block: the float64 rows and squared norms of the one row
     preparation (:func:`modgap._array.prepare_rows`, ``unit="exact"``, ``sq_norms``), with the
     division left to the first moments' matrix-vector product."""
@@ -82,11 +82,11 @@ def _grid_chunks(source: Source, shard: Shard, modality: str, rows: int) -> Iter
 
 def _unit_pieces(pieces: list, name: str, source: Source) -> Iterator:
     """``(u, ix, sq, own)`` per :data:`PIECE` rows of a chunk's pieces: float64 rows, inverse
-    norms and squared norms (:func:`unit_block`, in cache-sized pieces) and whether the rows
+    norms and squared norms (:func:`_unit_block`, in cache-sized pieces) and whether the rows
     are this shard's."""
     for raw, path, first in pieces:
         for p in range(0, raw.shape[0], PIECE):
-            x, ix, sq = unit_block(raw[p : p + PIECE], name, path or source.path, (first or 0) + p)
+            x, ix, sq = _unit_block(raw[p : p + PIECE], name, path or source.path, (first or 0) + p)
             yield x, ix, sq, first is not None
 
 
@@ -138,13 +138,13 @@ def moment_kernel(shard: Shard, source: Source, opts: dict, compute: Compute) ->
                     g = source.gather("image", pairs[first : first + raw.shape[0]])
                 for p in range(0, raw.shape[0], PIECE):
                     where = (path or source.path, (first or 0) + p)
-                    y, iy, sy = unit_block(raw[p : p + PIECE], name, *where)
+                    y, iy, sy = _unit_block(raw[p : p + PIECE], name, *where)
                     if acc is not None:
                         acc.add(y, iy)
                         if gram64:
                             state[side + "64"].update(y * iy[:, None])
                     if g is not None:
-                        x, ix, sx = unit_block(g[p : p + PIECE], "image_emb", source.path, 0)
+                        x, ix, sx = _unit_block(g[p : p + PIECE], "image_emb", source.path, 0)
                         part = matched(x, ix, sx, y, iy, sy)
                         state["pairs"] = _merge_matched(state["pairs"], part)
             if acc is not None:
