@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from .._array import check_pairing, l2_normalize, prepare_rows, to_numpy
+from .._array import check_pairing, prepare_rows, to_numpy
 from ..errors import InputError, ModgapError
 
 __all__ = ["cluster_points", "cluster_sample", "clustering_metrics", "modality_purity"]
@@ -182,7 +182,7 @@ def cluster_points(
     keep_t = np.arange(len(Y))
     t2i = None if text_image is None else np.searchsorted(image_rows, text_image)
     y_img = image_labels
-    Z = l2_normalize(np.concatenate([X[keep_i], Y[keep_t]]))
+    Z = prepare_rows(np.concatenate([X[keep_i], Y[keep_t]]), "points", unit="exact")
     is_text = np.r_[np.zeros(len(keep_i), bool), np.ones(len(keep_t), bool)]
 
     if default_k is None:

@@ -276,19 +276,19 @@ def zero_shot_counts(
     import torch
 
     c, d = classes.shape
-    X = prepare_rows(image_emb, "image_emb", unit="checked", dim=d, min_rows=0)
+    # the float32 unit rows every scoring kernel takes (the one row preparation)
+    X = prepare_rows(image_emb, "image_emb", unit="exact", dim=d, min_rows=0)
     y = np.asarray(labels, dtype=np.int64)
     k5 = min(5, c)
     dev = device_for(compute, device)
-    Wt = torch.from_numpy(np.ascontiguousarray(classes, dtype=np.float32)).to(dev)
-    Wt = Wt / Wt.norm(dim=1, keepdim=True)
+    Wt = to_torch(prepare_rows(classes, "class_embeddings", unit="exact"), dev)
     yt = torch.from_numpy(y).to(dev)
     top1 = torch.empty(len(y), dtype=torch.int64, device=dev)
     hit5 = torch.empty(len(y), dtype=torch.bool, device=dev)
     step = resolve(compute).rows_per_block(4 * max(c, 1) + 4 * d, buffers=2)
     with torch.no_grad():
         for s in range(0, len(y), step):
-            xb = torch.nn.functional.normalize(to_torch(X[s : s + step], dev), dim=1)
+            xb = to_torch(X[s : s + step], dev)
             logits = xb @ Wt.T
 
             def exact(rows, cols, xb=xb):
