@@ -116,12 +116,11 @@ def run_eval(
         warnings.append(leak)
     source = streaming.open(inputs, texts, pairs)
     if source is not None:
-        for given, option in ((folds, "--folds"), (encoder, "--encoder")):
-            if given is not None:
-                raise ModgapError(
-                    f"{option} needs the set in memory, and this one is streamed (--stream, "
-                    f"--engine, or larger than the memory budget); drop {option}"
-                )
+        if encoder is not None:
+            raise ModgapError(
+                "--encoder needs the set in memory, and this one is streamed (--stream, "
+                "--engine, or larger than the memory budget); drop --encoder"
+            )
         results, counts = _eval_stream(
             source,
             task_list,
@@ -130,6 +129,7 @@ def run_eval(
             sample_queries,
             progress and not quiet,
             compute,
+            folds,
         )
         emb = None
     else:
@@ -223,10 +223,11 @@ def _write_records(records, json_out, table, quiet, *inputs) -> None:
             table_console().print(f"wrote {path}", soft_wrap=True, highlight=False)
 
 
-def _eval_stream(source, tasks, ks, streaming, sample_queries, progress, compute):
+def _eval_stream(source, tasks, ks, streaming, sample_queries, progress, compute, folds=None):
     """Every task the streamed source supports (:func:`modgap.stream.tasks.stream_eval`):
-    retrieval and mixed search by exact scans, zero-shot exactly with the images streamed,
-    clustering on the in-memory sample rule; the rest under ``skipped`` with the reason."""
+    retrieval and mixed search by exact scans (``folds``: retrieval averaged over folds of
+    the images, the in-memory rule), zero-shot exactly with the images streamed, clustering
+    on the in-memory sample rule; the rest under ``skipped`` with the reason."""
     from ..stream.tasks import stream_eval
 
     eng = streaming.make_engine()
@@ -239,6 +240,7 @@ def _eval_stream(source, tasks, ks, streaming, sample_queries, progress, compute
             engine=eng,
             compute=compute,
             progress=progress,
+            folds=folds,
         )
     finally:
         eng.close()
