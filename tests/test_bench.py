@@ -357,3 +357,45 @@ def test_bench_option_errors_come_before_any_input_is_read(tmp_path, option, mes
     assert main([*argv, *option]) == 2
     err = capsys.readouterr().err
     assert message in err and "not-read-yet" not in err
+
+
+def _zero_shot_set(n=120, c=10, seed=0):
+    emb = _labelled_set(n=n, d=16, c=c, seed=seed)
+    return EmbeddingSet(
+        emb.image_emb,
+        np.zeros((0, emb.dim), np.float32),
+        labels=emb.labels,
+        class_names=emb.class_names,
+        class_text_emb=emb.class_text_emb,
+    )
+
+
+def test_zero_shot_rows_say_the_prompts_were_fitted_and_few_rows_are_not_marked():
+    emb = _zero_shot_set()
+    doc, _ = run_bench(emb, reducers="none,center", repeats=3, seed=1)
+    assert doc["setting"]["min_rows"] == 20 and "class prompts" in doc["setting"]["protocol_note"]
+    center = doc["results"]["center"]
+    # held out for the images, but the 10 prompts are in every split: fitted and scored
+    assert center["fitted_on"] == {"images": "fit", "prompts": "all"}
+    assert center["scored_on_fitted_rows"]
+    assert center["sample"]["prompts"] == 10
+    # separability on 10 prompts is skipped with its reason, never marked
+    assert "linear_separability" not in center["metrics"]
+    assert "few rows" in center["skipped"]["linear_separability"]
+    # the gap measures on 10 prompts stay, flagged and never significant
+    diff = center["vs_none"]["centroid_gap"]
+    assert diff["rows"] == 10 and not diff["significant"]
+    assert diff["ci95"][1] < 0 and diff["not_evidence"].startswith("few rows")
+    assert not is_evidence(diff, "centroid_gap", center["metrics"]["centroid_gap"]["mean"])
+    # the zero-shot gain itself rests on the images and keeps its verdict
+    assert "rows" not in center["vs_none"]["acc1"]
+    assert doc["results"]["none"]["scored_on_fitted_rows"] is False
+
+
+def test_caption_rows_say_both_modalities_follow_the_split():
+    emb = _labelled_set(n=80, seed=2)
+    doc, _ = run_bench(emb, reducers="none,center", measures=["centroid"], repeats=2, seed=1)
+    center = doc["results"]["center"]
+    assert center["fitted_on"] == {"images": "fit", "texts": "fit"}
+    assert not center["scored_on_fitted_rows"] and center["skipped"] == {}
+    assert center["vs_none"]["centroid_gap"]["rows"] == 40

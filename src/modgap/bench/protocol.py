@@ -8,7 +8,14 @@ reducer is fitted on the fit part and everything is scored on the evaluated part
 say what the reducer does to unseen data. **Transductive**: the reducer is fitted on the
 evaluated part itself, as Fill the Gap (Role et al. 2025) does; such rows are flagged
 ``scored_on_fitted_rows``. A reducer without an out-of-sample extension is always fitted
-transductively, and says so. Linear separability is never measured on rows its reducer was
+transductively, and says so. Each row's ``fitted_on`` says which rows its reducer saw:
+``{"images": "fit" | "evaluated", "texts": the same}``; on a zero-shot set (class prompts as its
+texts) the same few prompts are in every split, so they are fitted and scored in every split:
+``{"images": ..., "prompts": "all"}`` and ``scored_on_fitted_rows`` is true. A statistic whose
+per-split sample of a modality is below :data:`.stats.MIN_ROWS` rows (the class prompts of a
+zero-shot set) is kept but never marked (:func:`.stats.not_evidence`); linear separability on so
+few rows, or on prompts its reducer was fitted on, is skipped with the reason in the row's
+``skipped``. Linear separability is never measured on rows its reducer was
 fitted on: for those rows the reducer is refitted on the probe's own training part
 (:func:`~modgap.measures.separability.probe_accuracy`). A probe with nothing to learn still
 reads below 0.5, so a mean below chance reads as chance, never as less gap
@@ -45,7 +52,9 @@ from ..reducers import REDUCERS, get_reducer
 from ..tasks.retrieval import retrieval_metrics
 from ..tasks.scoring import CORRECTIONS, get_correction
 from ..tasks.suite import run_tasks
-from .stats import LEVEL, paired, summarize, verdict
+from .rows import fewest_rows, plan_row, sample_rows, separability_skip
+from .rows import zero_shot as is_zero_shot
+from .stats import LEVEL, MIN_ROWS, paired, summarize, verdict
 
 __all__ = ["VERDICT_METRICS", "aggregate", "record_split", "reducer_names", "run_bench"]
 
@@ -177,6 +186,7 @@ def run_bench(
     views: dict[str, EmbeddingSet] = {}
     skipped: dict[str, str] = {}
     split_sizes = []
+    zero_shot = is_zero_shot(emb)
 
     steps = repeats * len(rows)
     with progress_bar("bench", total=steps, enabled=progress, console=console) as bar:
@@ -208,12 +218,20 @@ def run_bench(
                             eval_set,
                             transductive,
                             rep_compute,
+                            zero_shot,
                         )
                         t1 = time.perf_counter()
                         tasks = run_tasks(reduced, ks=ks, folds=folds, compute=rep_compute)
-                        refit = row["scored_on_fitted_rows"] and "linear_separability" in chosen
+                        row["sample"] = sample_rows(reduced)
+                        row["skipped"] = {}
+                        sep = "linear_separability" in chosen
+                        why = separability_skip(row, zero_shot) if sep else None
+                        if why is not None:
+                            row["skipped"]["linear_separability"] = why
+                        refit = sep and why is None and row["scored_on_fitted_rows"]
                         only = measures
-                        if refit:  # its probe on rows the reducer saw would only be replaced
+                        if refit or why is not None:  # a probe on rows the reducer saw, or
+                            # on a handful of rows, would only be replaced or dropped
                             only = [
                                 m
                                 for m in chosen
@@ -265,7 +283,12 @@ def run_bench(
         "interval": f"{LEVEL:.0%} corrected resampled t over the splits (Nadeau & Bengio 2003)",
         "ks": list(ks),
         "folds": folds,
+        "min_rows": MIN_ROWS,
     }
+    if zero_shot:
+        setting["protocol_note"] += (
+            "; the class prompts are the texts of every split: fitted and scored in each"
+        )
     doc = {
         "provenance": provenance(
             data=emb.describe(),
@@ -333,31 +356,17 @@ def aggregate(
         row["seconds"] = {k: v / repeats for k, v in row.get("seconds", {}).items()}
         row["metrics"] = {k: summarize(v, ratio) for k, v in values[name].items()}
         if baseline is not None and name != "none":
+            # the gap measures rest on the fewest rows of a modality in a split; the tasks
+            # (zero-shot accuracy over the images, retrieval) on their queries
+            fewest = fewest_rows(row)
+            measured = row.get("details", {}).get("measures", {})
             row["vs_none"] = {
-                k: paired(v, baseline[k], ratio, k)
+                k: paired(v, baseline[k], ratio, k, fewest if k in measured else None)
                 for k, v in values[name].items()
                 if k in baseline
             }
         results[name] = row
     return results, _verdicts(results), n_fit, n_eval
-
-
-def plan_row(name: str, params: dict, transductive: bool) -> tuple[Any, dict]:
-    """``(unfitted reducer, or None for "none"; row record)``: the one rule of both benches
-    for which split a reducer is fitted on (``scored_on_fitted_rows``: the evaluated one,
-    when transductive or when it has no out-of-sample extension) and how its row is named."""
-    if name == "none":
-        row = {"kind": "identity", "protocol": "identity", "params": {}}
-        return None, {**row, "scored_on_fitted_rows": False}
-    reducer = get_reducer(name, **params)
-    on_eval = transductive or not reducer.supports_out_of_sample
-    protocol = "held-out"
-    if transductive:
-        protocol = "transductive"
-    elif on_eval:
-        protocol = "transductive (no out-of-sample extension)"
-    row = {"kind": "reducer", "protocol": protocol, "params": reducer.get_params()}
-    return reducer, {**row, "scored_on_fitted_rows": on_eval}
 
 
 def _reduce(
@@ -367,13 +376,14 @@ def _reduce(
     eval_set: EmbeddingSet,
     transductive: bool,
     compute: Compute,
+    zero_shot: bool = False,
 ) -> tuple[EmbeddingSet, dict]:
-    reducer, row = plan_row(name, params, transductive)
+    reducer, row = plan_row(name, params, transductive, zero_shot)
     row["seconds"] = {"fit": 0.0, "eval": 0.0}
     if reducer is None:
         return eval_set, row
     # a zero-shot set (no captions) is fitted on its images and class prompts
-    fit_on = eval_set if row["scored_on_fitted_rows"] else fit_set
+    fit_on = eval_set if row["fitted_on"]["images"] == "evaluated" else fit_set
     reducer.fit(fit_on.prompts_as_texts(), compute=compute)
     return reducer.transform_set(eval_set), row
 

@@ -17,6 +17,9 @@ interval excludes 0 and it is evidence (:func:`not_evidence`):
 * every split giving the same difference (a discrete metric: a median rank of 2, 2, 2 against
   1, 1, 1) makes a zero-width interval, which says nothing about other splits: a difference
   needs at least :data:`MIN_DISTINCT` distinct per-split values to be marked;
+* a statistic whose per-split sample of a modality is below :data:`MIN_ROWS` rows (the 10 class
+  prompts of a zero-shot set) describes those few rows, not the modality: it is neither marked
+  nor ranked;
 * a metric with a chance level (:data:`CHANCE`: linear separability, 0.5) whose mean reads
   *below* chance is not less gap: a held-out probe with nothing to learn reads below chance
   (the held-out rows of each class are missing from its training mean), and rows transformed
@@ -35,6 +38,7 @@ __all__ = [
     "CHANCE",
     "LEVEL",
     "MIN_DISTINCT",
+    "MIN_ROWS",
     "interval",
     "is_evidence",
     "not_evidence",
@@ -48,6 +52,9 @@ LEVEL = 0.95
 #: distinct per-split differences (at 1e-12 relative) a difference needs to be marked: fewer
 #: is a zero-width interval, which is no evidence
 MIN_DISTINCT = 2
+#: fewest rows of each modality per split a statistic needs to be marked (a handful of class
+#: prompts is a description of those prompts, not a sample of a modality)
+MIN_ROWS = 20
 #: chance level of the metrics that have one; a mean below it reads as chance, never as less gap
 CHANCE: dict[str, float] = {"linear_separability": 0.5}
 #: relative width under which an interval counts as zero width (float64 round-off of equal values)
@@ -98,10 +105,17 @@ def not_evidence(
 ) -> str | None:
     """Why the paired difference ``diff`` (of :func:`paired`) of ``metric`` is no evidence
     even if its interval excludes 0, or ``None`` when it is: a zero-width interval (fewer than
-    :data:`MIN_DISTINCT` distinct per-split differences, when ``diff`` counts them), or a row
-    whose ``row_mean`` is below the metric's chance level (:data:`CHANCE`). Works on stored
-    results too (then from the interval's width)."""
+    :data:`MIN_DISTINCT` distinct per-split differences, when ``diff`` counts them), a
+    statistic resting on fewer than :data:`MIN_ROWS` rows of a modality per split (``diff``'s
+    ``rows``), or a row whose ``row_mean`` is below the metric's chance level
+    (:data:`CHANCE`). Works on stored results too (then from the interval's width)."""
     lo, hi = diff["ci95"]
+    rows = diff.get("rows")
+    if rows is not None and rows < MIN_ROWS:
+        return (
+            f"few rows: {rows} rows of a modality per split (fewer than {MIN_ROWS}) describe "
+            "those rows, not the modality"
+        )
     mean = diff["mean"]
     few = diff.get("distinct")
     if (few is not None and few < MIN_DISTINCT) or (
@@ -137,14 +151,18 @@ def paired(
     baseline: Sequence[float],
     ratio: float,
     metric: str | None = None,
+    rows: int | None = None,
 ) -> dict:
     """The split-by-split difference ``values - baseline``: ``{"mean", "ci95", "distinct",
-    "significant"}`` and, when the interval excludes 0 but is no evidence, ``"not_evidence"``
+    "significant"}`` (and ``rows``, the fewest rows of a modality per split the statistic rests
+    on, when given) and, when the interval excludes 0 but is no evidence, ``"not_evidence"``
     (why: :func:`not_evidence`). Significant: the interval excludes 0 and is evidence;
     ``metric`` names the metric for its chance level (:data:`CHANCE`)."""
     diff = [a - b for a, b in zip(values, baseline, strict=True)]
     mean, lo, hi = interval(diff, ratio)
     out = {"mean": mean, "ci95": [lo, hi], "distinct": _distinct(diff)}
+    if rows is not None:
+        out["rows"] = int(rows)
     row = [float(v) for v in values if v is not None and math.isfinite(v)]
     row_mean = float(np.mean(row)) if row else None
     excludes = bool(math.isfinite(lo) and (lo > 0 or hi < 0))

@@ -125,7 +125,7 @@ def _reduce_stream(
     reducer, row = plan_row(name, params, transductive)
     if reducer is None:
         return eval_view, row
-    on_eval = row["scored_on_fitted_rows"]
+    on_eval = row["fitted_on"]["images"] == "evaluated"
     fitted_on = fit_streaming(
         reducer,
         eval_view if on_eval else fit_view,

@@ -1,0 +1,75 @@
+"""How one bench row is planned and labelled (both routes): which split its reducer is fitted
+on, what that means for a zero-shot set (class prompts as texts, the same in every split), and
+how many rows of each modality its gap measures rest on (:data:`.stats.MIN_ROWS`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..embeddings import EmbeddingSet
+from ..reducers import get_reducer
+from .stats import MIN_ROWS
+
+__all__ = ["fewest_rows", "plan_row", "sample_rows", "separability_skip", "zero_shot"]
+
+
+def plan_row(
+    name: str, params: dict, transductive: bool, zero_shot: bool = False
+) -> tuple[Any, dict]:
+    """``(unfitted reducer, or None for "none"; row record)``: the one rule of both benches
+    for which split a reducer is fitted on (``fitted_on["images"]``: the evaluated one, when
+    transductive or when it has no out-of-sample extension) and how its row is named.
+
+    ``zero_shot``: the texts are the class prompts, the same in every split, so the reducer is
+    fitted on all of them and they are scored in every split (``fitted_on["prompts"] = "all"``,
+    ``scored_on_fitted_rows`` true)."""
+    if name == "none":
+        row = {"kind": "identity", "protocol": "identity", "params": {}, "fitted_on": None}
+        return None, {**row, "scored_on_fitted_rows": False}
+    reducer = get_reducer(name, **params)
+    on_eval = transductive or not reducer.supports_out_of_sample
+    protocol = "held-out"
+    if transductive:
+        protocol = "transductive"
+    elif on_eval:
+        protocol = "transductive (no out-of-sample extension)"
+    split = "evaluated" if on_eval else "fit"
+    fitted_on = {"images": split, "prompts": "all"} if zero_shot else {"images": split}
+    if not zero_shot:
+        fitted_on["texts"] = split  # captions follow their image
+    row = {"kind": "reducer", "protocol": protocol, "params": reducer.get_params()}
+    return reducer, {**row, "fitted_on": fitted_on, "scored_on_fitted_rows": on_eval or zero_shot}
+
+
+def zero_shot(emb: EmbeddingSet) -> bool:
+    """Whether the bench scores ``emb``'s class prompts as its texts (no captions)."""
+    return not emb.has_texts and emb.class_text_emb is not None
+
+
+def sample_rows(reduced: EmbeddingSet) -> dict[str, int]:
+    """Rows of each modality the gap measures of one split compare."""
+    scored = reduced.prompts_as_texts()
+    texts = "texts" if reduced.has_texts or reduced.class_text_emb is None else "prompts"
+    return {"images": int(scored.n_images), texts: int(scored.n_texts)}
+
+
+def fewest_rows(row: dict) -> int | None:
+    """Fewest rows of a modality the row's gap measures rest on (its first split's)."""
+    sample = row.get("sample")
+    return min(sample.values()) if sample else None
+
+
+def separability_skip(row: dict, zero_shot: bool) -> str | None:
+    """Why linear separability is not measured on this row, or ``None``."""
+    fewest = fewest_rows(row)
+    if fewest is not None and fewest < MIN_ROWS:
+        return (
+            f"few rows: {fewest} rows of a modality per split (fewer than {MIN_ROWS}); the "
+            "probe would hold out a handful of them"
+        )
+    if zero_shot and row["kind"] == "reducer":
+        return (
+            "the reducer was fitted on every class prompt: a probe's held-out prompts are not "
+            "held out"
+        )
+    return None
