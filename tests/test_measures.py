@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -9,9 +11,11 @@ import torch
 import _references as ref
 from _references import neighbour_diagnostics
 from conftest import gapped_pairs
+from modgap.embeddings import EmbeddingSet
 from modgap.errors import InputError, ModgapError
 from modgap.measures import (
     centroid_gap,
+    measure_all,
     mixed_neighbour_diagnostics,
     per_dimension_gap,
     relative_modality_gap,
@@ -216,6 +220,46 @@ def test_neighbours_block_equals_dense_with_ties(block_size):
     for dtype in ("float32", "float64"):
         got = mixed_neighbour_diagnostics(X, Y, block_size=block_size, dtype=dtype)
         assert got == pytest.approx(dense)
+
+
+def _dense_excl_siblings(X, Y, t2i):
+    """Plain reference: TIR and IMR of text queries with the query's own image's captions
+    (itself included) left out of its ranked list."""
+    X = X / np.linalg.norm(X, axis=1, keepdims=True)
+    Y = Y / np.linalg.norm(Y, axis=1, keepdims=True)
+    best = (Y @ X.T).max(axis=1)
+    S = Y @ Y.T
+    S[t2i[:, None] == t2i[None, :]] = -np.inf
+    ahead = (S > best[:, None]).sum(axis=1)
+    same = int((ahead > 0).sum())
+    tir = same / (len(Y) - same) if same < len(Y) else math.inf
+    return tir, float((ahead + 1).mean())
+
+
+@pytest.mark.parametrize("block_size", [1, 4, 64])
+def test_neighbours_leave_sibling_captions_out(block_size):
+    rng = np.random.default_rng(3)
+    X, _ = gapped_pairs(30, 8, gap=0.6, seed=3)
+    t2i = np.repeat(np.arange(30), 4)  # four close captions per image
+    Y = X[t2i] + np.r_[0.8, np.zeros(7)] + 0.1 * rng.standard_normal((120, 8))
+    Y /= np.linalg.norm(Y, axis=1, keepdims=True)
+    got = mixed_neighbour_diagnostics(
+        X, Y, block_size=block_size, dtype="float64", text_to_image=t2i
+    )
+    tir, imr = _dense_excl_siblings(X, Y, t2i)
+    assert got["tir_excl_siblings"] == pytest.approx(tir)
+    assert got["imr_excl_siblings"] == pytest.approx(imr)
+    # the siblings make the plain TIR infinite; left out, texts do find images
+    assert math.isinf(got["tir"]) and got["tir_excl_siblings"] < got["tir"]
+    plain = mixed_neighbour_diagnostics(X, Y, block_size=block_size, dtype="float64")
+    assert {k: got[k] for k in plain} == plain and "tir_excl_siblings" not in plain
+
+
+def test_neighbours_with_one_caption_per_image_exclude_nothing():
+    X, Y = gapped_pairs(40, 6, gap=0.3, seed=9)
+    got = mixed_neighbour_diagnostics(X, Y, block_size=7, text_to_image=np.arange(40))
+    assert got["tir_excl_siblings"] == got["tir"] and got["imr_excl_siblings"] == got["imr"]
+    assert measure_all(EmbeddingSet(X, Y), only=["neighbours"])["tir_excl_siblings"] == got["tir"]
 
 
 def test_neighbours_complete_gap_gives_inf():

@@ -147,3 +147,26 @@ def test_cli_measure_stream_only_hubness(tmp_path, capsys):
     out = capsys.readouterr().out
     for key in ("hubness_skew_t2i", "antihub_share_t2i", "hubness_skew_i2t", "antihub_share_i2t"):
         assert key in out, key
+
+
+def test_multi_caption_neighbours_leave_siblings_out_on_both_routes(tmp_path):
+    from modgap.embeddings import EmbeddingSet
+    from modgap.io import write_embeddings
+
+    x, _ = gapped_pairs(50, 8, seed=1)
+    t2i = np.repeat(np.arange(50), 3)  # three captions per image, close to each other
+    rng = np.random.default_rng(2)
+    y = x[t2i] + np.r_[1.0, np.zeros(7)] + 0.05 * rng.normal(size=(150, 8))
+    y /= np.linalg.norm(y, axis=1, keepdims=True)
+    emb = EmbeddingSet(x, y, text_to_image=t2i)
+    write_embeddings(emb, tmp_path / "mc", shard_size=40, dtype="float32")
+    mem = measure_all(read_embeddings(str(tmp_path / "mc")), only=["neighbours"])
+    assert math.isinf(mem["tir"]) and math.isfinite(mem["tir_excl_siblings"])
+    assert mem["imr_excl_siblings"] <= mem["imr"] - 2  # both siblings ranked ahead
+    src = open_source(tmp_path / "mc")
+    whole = stream_measures(src, ["neighbours"], sample_queries=None, compute=SMALL)
+    assert check_parity(mem, whole, whole=True) == []
+    assert whole["estimates"]["tir_excl_siblings"]["exact"]
+    sampled = stream_measures(src, ["neighbours"], sample_queries=60, compute=SMALL)
+    assert check_parity(mem, sampled, whole=False) == []
+    assert sampled["estimates"]["imr_excl_siblings"]["sample"] == 60

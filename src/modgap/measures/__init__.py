@@ -75,6 +75,7 @@ def _neighbours(emb, seed, report, compute):
         emb.text_emb,
         progress=lambda done, total: report(done / total),
         compute=compute,
+        text_to_image=emb.text_to_image,
     )
 
 
@@ -194,7 +195,13 @@ MEASURES: dict[str, Measure] = {
         ),
         Measure("linear_separability", ("linear_separability",), False, _separability, "sample"),
         Measure("rmg", ("rmg", "rmg_chance"), True, _rmg, "moments"),
-        Measure("neighbours", ("itr", "tir", "tmr", "imr"), False, _neighbours, "scan"),
+        Measure(
+            "neighbours",
+            ("itr", "tir", "tmr", "imr", "tir_excl_siblings", "imr_excl_siblings"),
+            False,
+            _neighbours,
+            "scan",
+        ),
         Measure(
             "frechet_distance",
             ("frechet_distance", "frechet_centroid_term", "frechet_covariance_term"),

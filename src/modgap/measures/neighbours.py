@@ -7,6 +7,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from .._array import prepare_rows
 from .._ties import count_above, exact_scores, select_topk, topk_rows
 from ..compute import Compute, device_for, limit_threads, resolve
@@ -34,10 +36,12 @@ def ratio(same: int, other: int) -> float:
     return same / other
 
 
-def _one_side(Q, O, block_size: int, tick=None) -> tuple[int, float]:
+def _one_side(Q, O, block_size: int, tick=None, groups=None) -> tuple[int, float, int, float]:
     """For every row of ``Q`` as a query against the mixed set ``[Q; O]`` minus itself: how many
     have a nearest neighbour in ``Q`` (same modality), and the sum of 1-based ranks of the first
-    row of ``O`` (other modality) in their ranked lists.
+    row of ``O`` (other modality) in their ranked lists; then the same two with every row of
+    ``Q`` in the query's group (``groups``: one id per row of ``Q``, e.g. a caption's image)
+    left out too (both ``0`` without ``groups``).
 
     Exact comparisons (:mod:`modgap._ties`): the best other-modality score of each query is
     the exact one, and a same-modality row ranks ahead of it only when its exact score is
@@ -50,6 +54,8 @@ def _one_side(Q, O, block_size: int, tick=None) -> tuple[int, float]:
     L = min(m, 1 + _EXTRA)
     n_same = 0
     rank_sum = 0
+    n_same_x = 0
+    rank_sum_x = 0
     # one score block and two comparison blocks, reused by every iteration (fresh blocks cost
     # page faults); flat, so that a smaller last block is a contiguous view of them
     cells = min(block_size, n) * min(block_size, max(n, m))
@@ -86,6 +92,7 @@ def _one_side(Q, O, block_size: int, tick=None) -> tuple[int, float]:
             )
             best_other[rows] = top[:, 0]
         ahead = torch.zeros(b - a, dtype=torch.int64, device=Q.device)
+        ahead_x = torch.zeros(b - a, dtype=torch.int64, device=Q.device)
         for c in range(0, n, block_size):
             e = min(c + block_size, n)
             s = torch.mm(q, Q[c:e].T, out=view(S_buf, b - a, e - c))
@@ -101,11 +108,16 @@ def _one_side(Q, O, block_size: int, tick=None) -> tuple[int, float]:
             # ahead of it; ties go to the other modality
             G, N = view(G_buf, b - a, e - c), view(N_buf, b - a, e - c)
             ahead += count_above(s, best_other, scale, d, exact_q, 1, G, near_buffer=N)
+            if groups is not None:  # the same block with the query's group left out
+                s.masked_fill_(groups[a:b, None] == groups[None, c:e], -torch.inf)
+                ahead_x += count_above(s, best_other, scale, d, exact_q, 1, G, near_buffer=N)
         n_same += int((ahead > 0).sum())
         rank_sum += int((ahead + 1).sum())
+        n_same_x += int((ahead_x > 0).sum())
+        rank_sum_x += int((ahead_x + 1).sum())
         if tick is not None:
             tick(b - a)
-    return n_same, float(rank_sum)
+    return n_same, float(rank_sum), n_same_x, float(rank_sum_x)
 
 
 def mixed_neighbour_diagnostics(
@@ -116,6 +128,7 @@ def mixed_neighbour_diagnostics(
     dtype: str = "float32",
     progress: Callable[[int, int], None] | None = None,
     compute: Compute | None = None,
+    text_to_image: Any = None,
 ) -> dict:
     r"""Nearest-neighbour mixing of images and texts in the mixed set :math:`Z = [X; Y]`.
 
@@ -133,9 +146,20 @@ def mixed_neighbour_diagnostics(
       for text queries and the first image. 1 means the other modality comes first.
 
     Ties between the best same-modality and the best other-modality similarity go to the other
-    modality (a tie is not evidence of a gap). Comparisons are exact (:mod:`modgap._ties`): the
-    result does not depend on the BLAS kernel, the block size or the thread count. In particular
-    when ``Y`` is an exact copy of ``X`` every point's nearest other point is its copy, so
+    modality (a tie is not evidence of a gap).
+
+    With several captions per image a caption's nearest neighbour is usually a sibling caption
+    of its own image, so TIR stays ``inf`` and IMR large however close the modalities come.
+    Given the pairing, **TIR excluding siblings** and **IMR excluding siblings** are TIR and
+    IMR with every caption of the query's own image left out of its ranked list (its nearest
+    image is searched among all images, its own included):
+    :math:`\mathrm{IMR}_\mathrm{excl} = 1 + \#\{y_j : g(y_j) \ne g(y_i),\ \cos(y_i, y_j) >
+    \max_k \cos(y_i, x_k)\}` with :math:`g` a caption's image. With one caption per image they
+    equal TIR and IMR. (The image side has no siblings: ITR and TMR are unchanged.)
+
+    Comparisons are exact (:mod:`modgap._ties`): the result does not depend on the BLAS
+    kernel, the block size or the thread count. In particular when ``Y`` is an exact copy of
+    ``X`` every point's nearest other point is its copy, so
     ITR = TIR = 0 and TMR = IMR = 1; ITR ≈ TIR ≈ 1 holds for two independent samples of one
     distribution, not for copies.
 
@@ -164,11 +188,14 @@ def mixed_neighbour_diagnostics(
         Called as ``progress(done, total)`` after each block of queries (``total = n + m``).
     compute : Compute, optional
         Device and memory budget (default: :func:`modgap.compute.current`).
+    text_to_image : array (m,) of int, optional
+        Image of each text; with it the two sibling-excluding keys are added.
 
     Returns
     -------
     dict
-        ``itr``, ``tir``, ``tmr``, ``imr`` as Python floats (``float('inf')`` possible).
+        ``itr``, ``tir``, ``tmr``, ``imr`` as Python floats (``float('inf')`` possible), and
+        with ``text_to_image`` ``tir_excl_siblings`` and ``imr_excl_siblings``.
     """
     import torch
 
@@ -200,12 +227,19 @@ def mixed_neighbour_diagnostics(
             if progress is not None:
                 progress(done, total)
 
-        img_same, img_rank = _one_side(Xt, Yt, block_size, tick)
-        txt_same, txt_rank = _one_side(Yt, Xt, block_size, tick)
+        groups = None
+        if text_to_image is not None:
+            groups = torch.as_tensor(np.asarray(text_to_image, dtype=np.int64), device=dev)
+        img_same, img_rank, _, _ = _one_side(Xt, Yt, block_size, tick)
+        txt_same, txt_rank, txt_same_x, txt_rank_x = _one_side(Yt, Xt, block_size, tick, groups)
     n, m = Xt.shape[0], Yt.shape[0]
-    return {
+    out = {
         "itr": ratio(img_same, n - img_same),
         "tir": ratio(txt_same, m - txt_same),
         "tmr": img_rank / n,
         "imr": txt_rank / m,
     }
+    if groups is not None:
+        out["tir_excl_siblings"] = ratio(txt_same_x, m - txt_same_x)
+        out["imr_excl_siblings"] = txt_rank_x / m
+    return out

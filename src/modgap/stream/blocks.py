@@ -10,7 +10,7 @@ import numpy as np
 
 from ..io.source import Source
 
-__all__ = ["QUERY_BLOCK", "pairs_of", "scan_rows"]
+__all__ = ["QUERY_BLOCK", "pairs_of", "scan_rows", "sibling_pairs"]
 
 #: queries per scan task (a query block x one shard). Every query block reads every pool
 #: shard once, so the default sample is one block (its rows cost q x d floats, ~40 MB at
@@ -30,6 +30,32 @@ def pairs_of(source: Source, texts: np.ndarray) -> np.ndarray:
         t2i = source.shard_pairs(source.shards[int(s)])
         out[sel] = t2i[texts[sel] - starts[s]]
     return out
+
+
+def sibling_pairs(source: Source, texts: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(query position, text row)`` of every caption of each query text's own image (itself
+    included): the ``exclude`` pairs of a scan that leaves a caption's siblings out. ``None``
+    when no query has a sibling (one caption per image): then that scan is the plain one."""
+    if source.pairing == "rows" or texts.size == 0:
+        return None
+    own = pairs_of(source, texts)
+    images = np.unique(own)
+    rows, owner = [], []
+    for shard in source.shards:  # reads only the pairing columns
+        t2i = source.shard_pairs(shard)
+        hit = np.flatnonzero(np.isin(t2i, images))
+        rows.append(hit + shard.text_start)
+        owner.append(t2i[hit])
+    rows_a, owner_a = np.concatenate(rows), np.concatenate(owner)
+    order = np.argsort(owner_a, kind="stable")
+    rows_a, owner_a = rows_a[order].astype(np.int64), owner_a[order]
+    start = np.searchsorted(owner_a, own, side="left")
+    count = np.searchsorted(owner_a, own, side="right") - start
+    if int(count.max()) <= 1:
+        return None
+    qpos = np.repeat(np.arange(texts.size, dtype=np.int64), count)
+    within = np.arange(qpos.size) - np.repeat(np.cumsum(count) - count, count)
+    return qpos, rows_a[np.repeat(start, count) + within]
 
 
 def scan_rows(source: Source, specs: list[dict]) -> int:
