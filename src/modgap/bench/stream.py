@@ -123,6 +123,8 @@ def _reduce_stream(
     """``(evaluated source after the reducer, row record)``: ``_reduce`` of the in-memory
     protocol, with the fit streamed."""
     reducer, row = plan_row(name, params, transductive)
+    # the rows of each modality the gap measures compare (the minimum-rows rule of the bench)
+    row["sample"] = {"images": int(eval_view.n_images), "texts": int(eval_view.n_texts)}
     if reducer is None:
         return eval_view, row
     on_eval = row["fitted_on"]["images"] == "evaluated"
@@ -134,7 +136,10 @@ def _reduce_stream(
         compute=compute,
     )
     fitted_on["split"] = "evaluated" if on_eval else "fit"
-    return TransformedSource(eval_view, reducer), {**row, "fitted_on": fitted_on}
+    return TransformedSource(eval_view, reducer), {
+        **row,
+        "fitted_on": {**row["fitted_on"], **fitted_on},
+    }
 
 
 def _correction_stream(

@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .._lists import name_list
 from .._resultdict import Results
 from ..compute import Compute, resolve
@@ -75,8 +77,15 @@ def _neighbours(emb, seed, report, compute):
         emb.text_emb,
         progress=lambda done, total: report(done / total),
         compute=compute,
-        text_to_image=emb.text_to_image,
+        text_to_image=emb.text_to_image if _several_captions(emb) else None,
     )
+
+
+def _several_captions(emb) -> bool:
+    """Whether some image has several captions: then the sibling-excluding neighbour keys are
+    given (with one caption per image they would repeat TIR and IMR)."""
+    t2i = emb.text_to_image
+    return t2i is not None and len(t2i) > 0 and int(np.bincount(t2i).max()) > 1
 
 
 def _hubness(emb, seed, report, compute):

@@ -189,7 +189,8 @@ def mixed_neighbour_diagnostics(
     compute : Compute, optional
         Device and memory budget (default: :func:`modgap.compute.current`).
     text_to_image : array (m,) of int, optional
-        Image of each text; with it the two sibling-excluding keys are added.
+        Image of each text; with it the two sibling-excluding keys are added
+        (:func:`modgap.measures.measure_all` passes it when some image has several captions).
 
     Returns
     -------

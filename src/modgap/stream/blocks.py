@@ -10,7 +10,7 @@ import numpy as np
 
 from ..io.source import Source
 
-__all__ = ["QUERY_BLOCK", "pairs_of", "scan_rows", "sibling_pairs"]
+__all__ = ["QUERY_BLOCK", "has_siblings", "pairs_of", "scan_rows", "sibling_pairs"]
 
 #: queries per scan task (a query block x one shard). Every query block reads every pool
 #: shard once, so the default sample is one block (its rows cost q x d floats, ~40 MB at
@@ -30,6 +30,15 @@ def pairs_of(source: Source, texts: np.ndarray) -> np.ndarray:
         t2i = source.shard_pairs(source.shards[int(s)])
         out[sel] = t2i[texts[sel] - starts[s]]
     return out
+
+
+def has_siblings(source: Source) -> bool:
+    """Whether some image of ``source`` has several captions (reads only the pairing)."""
+    if source.pairing == "rows" or not source.has_pairs:
+        return False
+    owners = [source.shard_pairs(shard) for shard in source.shards]
+    counts = np.bincount(np.concatenate(owners), minlength=1) if owners else np.zeros(1)
+    return bool(counts.max() > 1)
 
 
 def sibling_pairs(source: Source, texts: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:

@@ -40,7 +40,7 @@ from ..measures.hubness import hubness_k, hubness_skip_reason
 from ..measures.neighbours import ratio
 from ..measures.rmg import rmg_chance_from_sums, rmg_from_sums
 from ..measures.separability import linear_separability
-from .blocks import QUERY_BLOCK, pairs_of, scan_rows, sibling_pairs
+from .blocks import QUERY_BLOCK, has_siblings, pairs_of, scan_rows, sibling_pairs
 from .engines import Engine, LocalEngine
 from .hubness import hubness_results, hubness_specs
 from .intervals import balanced_interval, estimate, mean_interval, ratio_interval
@@ -312,7 +312,8 @@ def stream_measures(
             second_specs[0]["threshold"] = a["xy"]["best"]
             second_specs[1]["threshold"] = a["yx"]["best"]
             # the text queries again with their image's other captions left out (exact pairs)
-            siblings = sibling_pairs(source, T) if paired else None
+            multi = paired and has_siblings(source)  # the keys measure_all gives
+            siblings = sibling_pairs(source, T) if multi else None
             if siblings is not None:
                 spec = {"name": "yy_x", "pool": "text", "queries": Qy, "exclude": siblings}
                 second_specs.append({**spec, "threshold": a["yx"]["best"]})
@@ -325,7 +326,7 @@ def stream_measures(
                 a.update(run_scans(source, second_specs, engine=engine, compute=compute, bar=bar))
 
             sides = [("itr", "tmr", "xx", n_i, I.size), ("tir", "imr", "yy", n_t, T.size)]
-            if paired:  # one caption per image: no sibling to leave out, the plain scan's
+            if multi:  # no sampled query with a sibling: the plain scan's counts
                 scan = "yy_x" if siblings else "yy"
                 sides.append(("tir_excl_siblings", "imr_excl_siblings", scan, n_t, T.size))
             for key, rkey, name, n, s in sides:
