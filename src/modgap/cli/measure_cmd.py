@@ -40,6 +40,8 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
     "tir": ("text queries: #nearest is text / #nearest is image", "≈ 1 (n = m)"),
     "tmr": ("image queries: mean rank of the first text", "≈ 2 (n = m)"),
     "imr": ("text queries: mean rank of the first image", "≈ 2 (n = m)"),
+    "tir_excl_siblings": ("TIR with the query's sibling captions left out", "≈ 1 (n = m)"),
+    "imr_excl_siblings": ("IMR with the query's sibling captions left out", "≈ 2 (n = m)"),
     "frechet_distance": ("Fréchet distance of the Gaussian fits", "0"),
     "frechet_centroid_term": ("its centroid term ‖μ_X − μ_Y‖²", "0"),
     "frechet_covariance_term": ("its covariance term Tr(Σ_X + Σ_Y − 2(Σ_XΣ_Y)^½)", "0"),
