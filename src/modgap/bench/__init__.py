@@ -5,7 +5,8 @@ over repeated random splits, with intervals, paired differences and verdicts.
 is written by :func:`modgap.report.write_bench` (``results.json`` and ``report.html``).
 """
 
-from .protocol import VERDICT_METRICS, check_options, reducer_names, run_bench
+from .protocol import VERDICT_METRICS, run_bench
+from .rows import check_options, reducer_names
 from .stats import LEVEL, interval, is_evidence, not_evidence, paired, summarize, verdict
 
 __all__ = [

@@ -39,24 +39,23 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .._lists import name_list, positive_ints
+from .._lists import positive_ints
 from .._progress import progress as progress_bar
 from .._resultdict import Results
 from ..compute import Compute, resolve
 from ..embeddings import EmbeddingSet
-from ..errors import ModgapError
 from ..measures import MEASURES, measure_all, resolve_measures
 from ..measures.separability import probe_accuracy
 from ..provenance import provenance
-from ..reducers import REDUCERS, get_reducer
+from ..reducers import get_reducer
 from ..tasks.retrieval import retrieval_metrics
-from ..tasks.scoring import CORRECTIONS, get_correction
+from ..tasks.scoring import get_correction
 from ..tasks.suite import run_tasks
-from .rows import fewest_rows, plan_row, sample_rows, separability_skip
+from .rows import check_options, fewest_rows, plan_row, sample_rows, separability_skip
 from .rows import zero_shot as is_zero_shot
 from .stats import LEVEL, MIN_ROWS, paired, summarize, verdict
 
-__all__ = ["VERDICT_METRICS", "aggregate", "record_split", "reducer_names", "run_bench"]
+__all__ = ["VERDICT_METRICS", "aggregate", "record_split", "run_bench"]
 
 #: the metric each task's verdict line is about (the first one present)
 VERDICT_METRICS: dict[str, tuple[str, ...]] = {
@@ -66,21 +65,6 @@ VERDICT_METRICS: dict[str, tuple[str, ...]] = {
     "mixed": ("mixed_recall@10", "mixed_recall@5", "mixed_recall@1"),
     "gap": ("centroid_gap",),
 }
-
-
-def reducer_names(reducers: Sequence[str] | str | None) -> list[str]:
-    """Registry names (and ``none``) chosen by ``reducers``; unknown names are an error."""
-    if reducers is None:
-        return ["none", *REDUCERS]
-    names = name_list(reducers) or []  # "a,b" or a list, as on the command line
-    unknown = [r for r in names if r != "none" and r not in REDUCERS]
-    if unknown:
-        raise ModgapError(
-            f"unknown reducer(s) {', '.join(unknown)}; choose from none, {', '.join(REDUCERS)}"
-        )
-    if not names:
-        raise ModgapError("no reducer selected")
-    return names
 
 
 def _numbers(d: dict) -> dict[str, float]:
@@ -386,40 +370,6 @@ def _reduce(
     fit_on = eval_set if row["fitted_on"]["images"] == "evaluated" else fit_set
     reducer.fit(fit_on.prompts_as_texts(), compute=compute)
     return reducer.transform_set(eval_set), row
-
-
-def check_options(
-    reducers: Sequence[str] | str | None,
-    corrections: Sequence[str] | None,
-    reducer_params: dict[str, dict] | None,
-    repeats: int,
-    test_fraction: float,
-) -> tuple[list[str], list[str]]:
-    """The benchmark's reducer and score-correction rows, after every check of the options
-    (a one-line :class:`ModgapError`): callers run it before reading any data."""
-    names = reducer_names(reducers)
-    correction_names = _correction_names(corrections)
-    for key in reducer_params or {}:
-        if key not in names:
-            raise ModgapError(f"parameters given for '{key}', which is not benchmarked")
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ModgapError(f"repeats must be a positive integer, got {repeats!r}")
-    if not 0 < test_fraction < 1:
-        raise ModgapError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    return names, correction_names
-
-
-def _correction_names(corrections: Sequence[str] | str | None) -> list[str]:
-    names = name_list(corrections)
-    if not names:
-        return []
-    unknown = [c for c in names if c not in CORRECTIONS]
-    if unknown:
-        raise ModgapError(
-            f"unknown score correction(s) {', '.join(unknown)}; "
-            f"choose from {', '.join(CORRECTIONS)}"
-        )
-    return names
 
 
 def _correction_row(name, fit_set, eval_set, ks, folds, transductive, compute):

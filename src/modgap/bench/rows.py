@@ -1,16 +1,29 @@
 """How one bench row is planned and labelled (both routes): which split its reducer is fitted
 on, what that means for a zero-shot set (class prompts as texts, the same in every split), and
-how many rows of each modality its gap measures rest on (:data:`.stats.MIN_ROWS`)."""
+how many rows of each modality its gap measures rest on (:data:`.stats.MIN_ROWS`); and which
+rows there are (the checks of the options)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from .._lists import name_list
 from ..embeddings import EmbeddingSet
-from ..reducers import get_reducer
+from ..errors import ModgapError
+from ..reducers import REDUCERS, get_reducer
+from ..tasks.scoring import CORRECTIONS
 from .stats import MIN_ROWS
 
-__all__ = ["fewest_rows", "plan_row", "sample_rows", "separability_skip", "zero_shot"]
+__all__ = [
+    "check_options",
+    "fewest_rows",
+    "plan_row",
+    "reducer_names",
+    "sample_rows",
+    "separability_skip",
+    "zero_shot",
+]
 
 
 def plan_row(
@@ -73,3 +86,52 @@ def separability_skip(row: dict, zero_shot: bool) -> str | None:
             "held out"
         )
     return None
+
+
+def reducer_names(reducers: Sequence[str] | str | None) -> list[str]:
+    """Registry names (and ``none``) chosen by ``reducers``; unknown names are an error."""
+    if reducers is None:
+        return ["none", *REDUCERS]
+    names = name_list(reducers) or []  # "a,b" or a list, as on the command line
+    unknown = [r for r in names if r != "none" and r not in REDUCERS]
+    if unknown:
+        raise ModgapError(
+            f"unknown reducer(s) {', '.join(unknown)}; choose from none, {', '.join(REDUCERS)}"
+        )
+    if not names:
+        raise ModgapError("no reducer selected")
+    return names
+
+
+def check_options(
+    reducers: Sequence[str] | str | None,
+    corrections: Sequence[str] | None,
+    reducer_params: dict[str, dict] | None,
+    repeats: int,
+    test_fraction: float,
+) -> tuple[list[str], list[str]]:
+    """The benchmark's reducer and score-correction rows, after every check of the options
+    (a one-line :class:`ModgapError`): callers run it before reading any data."""
+    names = reducer_names(reducers)
+    correction_names = _correction_names(corrections)
+    for key in reducer_params or {}:
+        if key not in names:
+            raise ModgapError(f"parameters given for '{key}', which is not benchmarked")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ModgapError(f"repeats must be a positive integer, got {repeats!r}")
+    if not 0 < test_fraction < 1:
+        raise ModgapError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    return names, correction_names
+
+
+def _correction_names(corrections: Sequence[str] | str | None) -> list[str]:
+    names = name_list(corrections)
+    if not names:
+        return []
+    unknown = [c for c in names if c not in CORRECTIONS]
+    if unknown:
+        raise ModgapError(
+            f"unknown score correction(s) {', '.join(unknown)}; "
+            f"choose from {', '.join(CORRECTIONS)}"
+        )
+    return names

@@ -55,7 +55,8 @@ from ..stream.measures import DEFAULT_SAMPLE_QUERIES, stream_measures
 from ..stream.retrieval import stream_retrieval
 from ..stream.tasks import source_classes, stream_eval
 from ..tasks.scoring import get_correction
-from .protocol import aggregate, check_options, plan_row, record_split
+from .protocol import aggregate, record_split
+from .rows import check_options, plan_row
 from .stats import LEVEL
 
 __all__ = ["TransformedSource", "run_bench_stream"]
