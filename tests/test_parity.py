@@ -170,3 +170,9 @@ def test_multi_caption_neighbours_leave_siblings_out_on_both_routes(tmp_path):
     sampled = stream_measures(src, ["neighbours"], sample_queries=60, compute=SMALL)
     assert check_parity(mem, sampled, whole=False) == []
     assert sampled["estimates"]["imr_excl_siblings"]["sample"] == 60
+    if _have_dask():  # the exclude pairs travel with the scan to the workers
+        from modgap.stream import DaskEngine
+
+        with DaskEngine(n_workers=2, processes=False) as eng:
+            remote = stream_measures(src, ["neighbours"], compute=SMALL, engine=eng)
+        assert {k: remote[k] for k in mem} == {k: whole[k] for k in mem}
