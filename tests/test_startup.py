@@ -44,6 +44,19 @@ def test_top_level_help_imports_no_numpy():
     loaded_after(code)
 
 
+def test_measure_help_imports_no_numpy():
+    # the --engine choices come from the engine registry, which needs no reader nor kernel
+    code = (
+        "import sys\n"
+        "from modgap.cli import main\n"
+        "assert main(['measure', '--help']) == 0\n"
+        "assert 'numpy' not in sys.modules, 'numpy'\n"
+        "from modgap.stream import ENGINES\n"
+        "assert 'numpy' not in sys.modules and set(ENGINES) == {'local', 'dask'}\n"
+    )
+    loaded_after(code)
+
+
 def test_auto_and_cpu_devices_are_checked_without_torch():
     code = (
         "from modgap.compute import Compute\n"

@@ -1002,3 +1002,26 @@ def test_dask_broadcast_to_a_cluster_without_workers_fails_in_one_line():
             assert time.monotonic() - t0 < 10
         finally:
             engine.close()
+
+
+def test_scan_pool_blocks_are_sized_from_the_queries_present(small, monkeypatch):
+    # 200 queries under a 4 MiB budget: each shard's pool (375 rows) is one block, where sizing
+    # from the 16,384 rows a query block may hold made blocks of 10 rows; same exact results
+    from modgap.io.source import Source
+
+    raw, yields = Source.raw_blocks, []
+
+    def counted(self, shard, modality, rows):
+        yields.append(0)
+        for item in raw(self, shard, modality, rows):
+            yields[-1] += 1
+            yield item
+
+    monkeypatch.setattr(Source, "raw_blocks", counted)
+    keys = ("itr", "tir", "tmr", "imr")
+    got = stream_measures(open_source(small), ["neighbours"], sample_queries=200, compute=SMALL)
+    assert yields and set(yields) == {1}
+    tiny = Compute(memory_budget="1MiB")  # several pool blocks per shard
+    ref_ = stream_measures(open_source(small), ["neighbours"], sample_queries=200, compute=tiny)
+    assert max(yields) > 1
+    assert {k: got[k] for k in keys} == {k: ref_[k] for k in keys}

@@ -100,12 +100,22 @@ def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: C
     for s in todo:
         by_pool.setdefault(s["pool"], []).append(s)
     d = source.dim
-    qmax = max([s["block"] for s in todo], default=1)
-    # one score block (q x p float32), its comparison buffer and float32 exp temporaries; the
-    # uniformity sums add a float64 block (product and exponentials in place)
+    # the queries present in this block, not the block size: a 2,000-query sample in blocks of
+    # 16,384 made pool blocks 8x shorter than the budget allows, each paying the read, the row
+    # preparation and the per-block decisions again. The score buffers are shared by the specs
+    # of a pool (scored one after the other), so the largest spec sizes them
+    qmax = max([min(s["block"], len(s["queries"]) - b * s["block"]) for s in todo], default=1)
+    # per pool row: one score block (q x p float32), its two comparison buffers (count_above's
+    # near_buffer) and float32 exp temporaries; the uniformity sums add a float64 block
+    # (product and exponentials in place); and the pool row itself, float32 and float64
+    counting = any(s.get("threshold") is not None for s in todo)
     corrected = any(s.get("offset") is not None for s in todo)
-    per = 4 * 3 + (8 if any(s.get("ksum") for s in todo) else 0) + (4 if corrected else 0)
-    rows = compute.rows_per_block(qmax * per, share=0.5, cap=1 << 15)
+    want_k = any(s.get("ksum") for s in todo)
+    per = 4 * 3 + (8 if want_k else 0) + (4 if corrected else 0) + (4 if counting else 0)
+    pool_row = max(1, d) * (4 + (8 if want_k else 0))
+    # no longer than the shard's longest pool: the buffers are sized from it
+    most = max([shard.n_images if s["pool"] == "image" else shard.n_texts for s in todo] or [1])
+    rows = compute.rows_per_block(qmax * per + pool_row, share=0.5, cap=min(1 << 15, most))
     # score and scratch blocks allocated once per task and reused for every row block: fresh
     # (q x p) allocations each time cost a page fault per 4 KiB (seen: 40% system time)
     dev = compute.torch_device  # the same kernels on CPU and GPU workers
@@ -116,6 +126,9 @@ def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: C
     S_buf = torch.empty(qmax * rows, dtype=torch.float32, device=dev)
     G_buf = torch.empty(qmax * rows, dtype=torch.float32, device=dev)
     O_buf = torch.empty(qmax * rows, dtype=torch.float32, device=dev) if corrected else None
+    # count_above's second comparison block: both comparisons in one pass each, the window
+    # taken from their difference (no third comparison, no boolean block per pool block)
+    N_buf = torch.empty(qmax * rows, dtype=torch.float32, device=dev) if counting else None
     with torch.no_grad(), compute.threads_limit():
         for pool, group in by_pool.items():
             g0 = shard.image_start if pool == "image" else shard.text_start
@@ -218,7 +231,10 @@ def scan_kernel(item: tuple[int, Shard], source: Source, specs: list, compute: C
                                 active=part(s["active"], lo, hi),
                                 offset_buffer=O_buf[: S.numel()].view(S.shape),
                             )
-                        st["count"] += count_above(S, thr, scale, d, exact, axis=1, buffer=G, **off)
+                        near = N_buf[: S.numel()].view(S.shape)
+                        st["count"] += count_above(
+                            S, thr, scale, d, exact, axis=1, buffer=G, near_buffer=near, **off
+                        )
             for s in group:
                 out[(s["name"], b)] = {
                     k: (v.cpu().numpy() if hasattr(v, "cpu") else v)
