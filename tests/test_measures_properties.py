@@ -130,3 +130,30 @@ def test_same_distribution_independent_samples_mix():
     assert out["centroid_gap"] < 0.05
     assert out["itr"] == pytest.approx(1.0, abs=0.15)
     assert out["tir"] == pytest.approx(1.0, abs=0.15)
+
+
+@st.composite
+def hubness_sets(draw):
+    """Sets large enough for hubness (50 rows and more: below, it is skipped)."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    n = draw(st.integers(50, 90))
+    d = draw(st.integers(3, 8))
+    gap = draw(st.floats(0.0, 1.6))
+    X, Y = gapped_pairs(n, d, gap=gap, noise=0.8, seed=seed)
+    return X.astype(np.float64), Y.astype(np.float64), seed
+
+
+def _hubness(X, Y):
+    return measure_all(EmbeddingSet(X, Y), only="hubness", seed=3)
+
+
+@SETTINGS
+@given(hubness_sets(), st.integers(0, 2**32 - 1))
+def test_hubness_invariant_under_rotation_and_permutation(case, perm_seed):
+    X, Y, seed = case
+    a = _hubness(X, Y)
+    assert "skipped" not in a and math.isfinite(a["hubness_skew_t2i"])
+    R = _rotation(X.shape[1], seed + 1)
+    _assert_close(a, _hubness(X @ R, Y @ R))
+    rng = np.random.default_rng(perm_seed)
+    _assert_close(a, _hubness(X[rng.permutation(len(X))], Y[rng.permutation(len(Y))]))
