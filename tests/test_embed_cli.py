@@ -42,12 +42,13 @@ def test_embed_writes_clip_retrieval_folder(hf_clip_dir, captioned, tmp_path, ca
     folder, csv, names = captioned
     out = tmp_path / "out"
     code = main(["embed", str(folder), str(csv), "--model", f"hf:{hf_clip_dir}", "--out", str(out),
-                 "--no-progress"])  # fmt: skip
+                 "--no-progress", "--dtype", "float32"])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     assert "wrote" in capsys.readouterr().out
     img = np.load(out / "img_emb" / "img_emb_0.npy")
     txt = np.load(out / "text_emb" / "text_emb_0.npy")
     assert img.shape == (3, 16) and txt.shape == (4, 16)
+    assert img.dtype == txt.dtype == np.float32
     # the same vectors as the adapter gives directly
     enc = load_encoder(f"hf:{hf_clip_dir}", device="cpu")
     np.testing.assert_allclose(img, enc.encode_images([folder / n for n in names]), atol=1e-5)
@@ -58,6 +59,31 @@ def test_embed_writes_clip_retrieval_folder(hf_clip_dir, captioned, tmp_path, ca
     emb = read_embeddings(out)
     np.testing.assert_array_equal(emb.text_to_image, [0, 1, 2, 0])
     assert list(emb.texts) == captions
+
+
+def test_embed_writes_float16_by_default_as_clip_retrieval_does(hf_clip_dir, captioned, tmp_path):
+    folder, csv, names = captioned
+    out = tmp_path / "out"
+    assert main(["embed", str(folder), str(csv), "-m", f"hf:{hf_clip_dir}", "-o", str(out)]) == 0
+    img = np.load(out / "img_emb" / "img_emb_0.npy")
+    txt = np.load(out / "text_emb" / "text_emb_0.npy")
+    assert img.dtype == txt.dtype == np.float16
+    # the unit float32 rows rounded to float16, nothing else
+    enc = load_encoder(f"hf:{hf_clip_dir}", device="cpu")
+    want = enc.encode_images([folder / n for n in names]).astype(np.float16)
+    np.testing.assert_array_equal(img, want)
+    # every reader takes the float16 rows as stored, within 1e-3 of unit
+    emb = read_embeddings(out)
+    np.testing.assert_allclose(
+        np.linalg.norm(emb.image_emb.astype(np.float64), axis=1), 1, atol=1e-3
+    )
+    np.testing.assert_allclose(
+        np.linalg.norm(emb.text_emb.astype(np.float64), axis=1), 1, atol=1e-3
+    )
+    from modgap.io import open_source
+
+    src = open_source(str(out))
+    np.testing.assert_array_equal(src.read_all("image"), emb.image_emb)
 
 
 def test_embed_one_caption_per_image_has_caption_column(hf_clip_dir, captioned, tmp_path):

@@ -7,9 +7,9 @@ Two forms, told apart by the arguments alone::
 
 ``SHARDS`` are tar files, folders of tar files or brace patterns
 (``'shards/{000000..000009}.tar'``). The output is a clip-retrieval style folder
-(``img_emb/img_emb_0.npy``, ``text_emb/text_emb_0.npy``, ``metadata/metadata_0.parquet`` with
-``image_path`` and ``caption``), written as one unit; several captions per image are kept with
-their pairing.
+(``img_emb/img_emb_0.npy``, ``text_emb/text_emb_0.npy`` in float16 unless ``--dtype float32``,
+``metadata/metadata_0.parquet`` with ``image_path`` and ``caption``), written as one unit;
+several captions per image are kept with their pairing.
 """
 
 from __future__ import annotations
@@ -60,6 +60,14 @@ def split_inputs(inputs: tuple[str, ...]) -> tuple[str, str] | None:
     help="Shards: a sample's .txt holds one caption per line (default; CLIP_benchmark) or is "
     "one caption (file).",
 )
+@click.option(
+    "--dtype",
+    type=click.Choice(["float16", "float32"]),
+    default="float16",
+    show_default=True,
+    help="Stored float type. float16 is clip-retrieval's: the unit float32 rows rounded to "
+    "the nearest float16.",
+)
 @run_options
 def embed_command(
     inputs,
@@ -67,6 +75,7 @@ def embed_command(
     out,
     batch_size,
     txt_captions,
+    dtype,
     run,
 ) -> None:
     """Embed captioned images into a clip-retrieval style folder.
@@ -87,7 +96,13 @@ def embed_command(
     show = run.progress
     if folder_form is not None:
         info = run(embed_folder)(
-            *folder_form, out, model, batch_size=batch_size, progress=show, compute=run.compute
+            *folder_form,
+            out,
+            model,
+            batch_size=batch_size,
+            progress=show,
+            compute=run.compute,
+            dtype=dtype,
         )
     else:
         info = run(embed_webdataset)(
@@ -98,6 +113,7 @@ def embed_command(
             batch_size=batch_size,
             progress=show,
             compute=run.compute,
+            dtype=dtype,
         )
     if not run.quiet:
         Console(stderr=True).print(

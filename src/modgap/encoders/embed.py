@@ -25,7 +25,10 @@ from ..io import write_embeddings
 from . import load_encoder
 from .base import progress_bar
 
-__all__ = ["embed_folder", "embed_webdataset", "encode_image_stream"]
+__all__ = ["EMBED_DTYPES", "embed_folder", "embed_webdataset", "encode_image_stream"]
+
+#: the float types ``embed`` stores; float16 first, clip-retrieval's inference default
+EMBED_DTYPES = ("float16", "float32")
 
 
 def embed_folder(
@@ -37,10 +40,12 @@ def embed_folder(
     batch_size: int | None = None,
     progress: bool = True,
     compute: Compute | None = None,
+    dtype: str = "float16",
 ) -> dict:
     """Embed the images of ``images_dir`` and the captions of ``captions`` with ``model`` and
     write them as a clip-retrieval folder at ``out`` (one unit; several captions per image
-    keep their pairing).
+    keep their pairing). ``dtype`` is the stored float type: ``"float16"`` (clip-retrieval's,
+    the unit float32 rows rounded to the nearest float16) or ``"float32"``.
 
     Returns ``{"path", "n_images", "n_texts", "dim", "seconds"}``.
     """
@@ -52,7 +57,7 @@ def embed_folder(
     table = read_caption_file(captions, images_dir)  # bad input fails before a model loads
     meta = {"model": model, "images_dir": str(images_dir), "captions": str(captions)}
     job = (table.image_paths, len(table.image_paths), table, None, meta, str(captions))
-    return _embed(model, job, out, compute, batch_size, progress)
+    return _embed(model, job, out, compute, batch_size, progress, dtype)
 
 
 def embed_webdataset(
@@ -64,6 +69,7 @@ def embed_webdataset(
     batch_size: int | None = None,
     progress: bool = True,
     compute: Compute | None = None,
+    dtype: str = "float16",
 ) -> dict:
     """Embed webdataset tar shards (img2dataset, CLIP_benchmark ``wds/``) with ``model`` and
     write them as a clip-retrieval folder at ``out``, like :func:`embed_folder`.
@@ -85,6 +91,9 @@ def embed_webdataset(
         Progress bars on stderr.
     compute : Compute, optional
         Device and threads.
+    dtype : {"float16", "float32"}
+        Stored float type. float16 is what clip-retrieval's inference writes: the unit float32
+        rows rounded to the nearest float16 (each within about 1e-3 of unit norm).
 
     Returns
     -------
@@ -104,7 +113,7 @@ def embed_webdataset(
     meta = {"model": model, "shards": [str(p) for p in paths]}
     source = str(paths[0]) if len(paths) == 1 else f"{paths[0]} and {len(paths) - 1} more"
     job = (index.images(), index.n_images, index, index.labels, meta, source)
-    return _embed(model, job, out, compute, batch_size, progress)
+    return _embed(model, job, out, compute, batch_size, progress, dtype)
 
 
 def encode_image_stream(
@@ -144,11 +153,21 @@ def _batches(items: Iterator, size: int) -> Iterator[list]:
         yield batch
 
 
-def _embed(model: str, job: tuple, out, compute: Compute, batch_size, progress) -> dict:
+def _check_dtype(dtype: str) -> np.dtype:
+    """The stored float type; checked before a model loads."""
+    if str(dtype) not in EMBED_DTYPES:
+        raise ModgapError(f"dtype must be float16 or float32, not {dtype!r}")
+    return np.dtype(str(dtype))
+
+
+def _embed(
+    model: str, job: tuple, out, compute: Compute, batch_size, progress, dtype="float16"
+) -> dict:
     """Load the encoder, embed the job's images (streamed: one batch held) and captions, and
     write the clip-retrieval folder ``out``. ``job``: ``(images, n_images, table, labels,
     metadata, source)``, ``table`` holding ``captions``, ``text_to_image`` and ``image_ids``."""
     images, n_images, table, labels, metadata, source = job
+    stored = _check_dtype(dtype)
     start = time.perf_counter()
     encoder = load_encoder(model, device=compute.device)
     image_emb = encode_image_stream(
@@ -165,7 +184,7 @@ def _embed(model: str, job: tuple, out, compute: Compute, batch_size, progress) 
         metadata=metadata,
         source=source,
     )
-    path = write_embeddings(emb, out, format="clip-retrieval")
+    path = write_embeddings(emb, out, format="clip-retrieval", dtype=stored)
     return {
         "path": Path(path),
         "n_images": emb.n_images,
