@@ -86,13 +86,52 @@ def test_embed_writes_float16_by_default_as_clip_retrieval_does(hf_clip_dir, cap
     np.testing.assert_array_equal(src.read_all("image"), emb.image_emb)
 
 
+def test_embed_keeps_the_url_column_and_embedding_reader_reads_it(hf_clip_dir, captioned, tmp_path):
+    """A caption file's url column is kept per image (its first row's), and the float16 folder
+    reads in embedding-reader (what autofaiss reads) as clip-retrieval's own output does."""
+    import pyarrow.parquet as pq
+
+    folder, _, names = captioned
+    csv = tmp_path / "urls.csv"
+    csv.write_text(
+        "image,caption,url\n"
+        "a.png,a photo of the cat,http://x/a\n"
+        "b.jpg,a red car,\n"
+        "sub/c.png,a blue shoe,http://x/c\n"
+        "a.png,the cat on the bag,http://x/other\n"
+    )
+    out = tmp_path / "out"
+    assert main(["embed", str(folder), str(csv), "-m", f"hf:{hf_clip_dir}", "-o", str(out)]) == 0
+    meta = pq.read_table(out / "metadata" / "metadata_0.parquet").to_pydict()
+    assert meta["image_path"] == names
+    assert meta["url"] == ["http://x/a", None, "http://x/c"]
+    er = pytest.importorskip("embedding_reader", reason="embedding-reader is in the dev extra")
+    for sub in ("img_emb", "text_emb"):
+        reader = er.EmbeddingReader(str(out / sub), file_format="npy")
+        assert reader.dimension == 16
+        got = np.concatenate([b for b, _ in reader(batch_size=2, show_progress=False)])
+        stored = np.load(out / sub / f"{sub}_0.npy")
+        assert stored.dtype == np.float16
+        np.testing.assert_array_equal(got, stored.astype(np.float32))
+    reader = er.EmbeddingReader(
+        str(out / "img_emb"),
+        file_format="parquet_npy",
+        metadata_folder=str(out / "metadata"),
+        meta_columns=["image_path", "url"],
+    )
+    _, got_meta = next(reader(batch_size=3, show_progress=False))
+    assert list(got_meta["image_path"]) == names
+    assert list(got_meta["url"]) == ["http://x/a", None, "http://x/c"]
+
+
 def test_embed_one_caption_per_image_has_caption_column(hf_clip_dir, captioned, tmp_path):
     import pyarrow.parquet as pq
 
     folder, _, names = captioned
     jsonl = tmp_path / "caps.jsonl"
     rows = [
-        {"image": n, "caption": f"a photo of the {w}"} for n, w in zip(names, "abc", strict=True)
+        {"image": n, "caption": f"a photo of the {w}", "url": f"http://x/{w}"}
+        for n, w in zip(names, "abc", strict=True)
     ]
     jsonl.write_text("\n".join(json.dumps(r) for r in rows))
     out = tmp_path / "out"
@@ -100,6 +139,7 @@ def test_embed_one_caption_per_image_has_caption_column(hf_clip_dir, captioned, 
     meta = pq.read_table(out / "metadata" / "metadata_0.parquet").to_pydict()
     assert meta["image_path"] == names
     assert meta["caption"] == [r["caption"] for r in rows]
+    assert meta["url"] == [r["url"] for r in rows]  # a JSON lines url is kept too
 
 
 def test_embed_rewrites_existing_folder_atomically(hf_clip_dir, captioned, tmp_path):

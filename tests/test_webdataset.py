@@ -322,7 +322,8 @@ def test_embed_several_shards_and_a_pattern(hf_clip_dir, shards, tmp_path, capsy
 
     out = tmp_path / "out"
     pattern = str(shards / "{000000..000002}.tar")
-    assert embed(pattern, "-m", f"hf:{hf_clip_dir}", "-o", out, "--batch-size", "2") == 0
+    args = ("-m", f"hf:{hf_clip_dir}", "-o", out, "--batch-size", "2", "--dtype", "float32")
+    assert embed(pattern, *args) == 0
     assert "wrote" in capsys.readouterr().out
     img = np.load(out / "img_emb" / "img_emb_0.npy")
     txt = np.load(out / "text_emb" / "text_emb_0.npy")
@@ -335,7 +336,7 @@ def test_embed_several_shards_and_a_pattern(hf_clip_dir, shards, tmp_path, capsy
     assert meta["image_path"][3] == "000001.tar/000003.png"
     assert meta["caption"] == captions
     # the folder of shards and the shard list give the same folder
-    same = ["-m", f"hf:{hf_clip_dir}", "--batch-size", "2"]
+    same = ["-m", f"hf:{hf_clip_dir}", "--batch-size", "2", "--dtype", "float32"]
     assert embed(shards, *same, "-o", tmp_path / "b") == 0
     assert embed(*sorted(shards.glob("*.tar")), *same, "-o", tmp_path / "c") == 0
     for other in ("b", "c"):
@@ -357,6 +358,38 @@ def test_embed_keeps_several_captions_and_labels(hf_clip_dir, tmp_path):
     np.testing.assert_array_equal(emb.labels, [0, 1, 0])
     assert list(emb.texts)[:2] == ["the cat", "the dog 0"]
     assert list(emb.image_ids) == [f"0.tar/s{i:07d}.png" for i in range(3)]
+
+
+def test_embed_keeps_json_fields_as_metadata_columns(hf_clip_dir, tmp_path):
+    """img2dataset's per-sample .json (url, key, status, nested exif...) becomes metadata
+    columns, flattened as clip-retrieval's --enable_metadata flattens them; float16 shards."""
+    import pyarrow.parquet as pq
+
+    samples = [
+        {"__key__": f"{i:06d}", "png": image_bytes(i),
+         "json": json.dumps({"caption": f"the cat {i}", "url": f"http://x/{i}.png", "width": 28,
+                             "exif": {"make": "cam"}, **({"status": "ok"} if i else {})})}
+        for i in range(3)
+    ]  # fmt: skip
+    write_tar(tmp_path / "0.tar", samples)
+    out = tmp_path / "out"
+    assert embed(tmp_path / "0.tar", "-m", f"hf:{hf_clip_dir}", "-o", out) == 0
+    assert np.load(out / "img_emb" / "img_emb_0.npy").dtype == np.float16
+    meta = pq.read_table(out / "metadata" / "metadata_0.parquet").to_pydict()
+    assert list(meta) == ["image_path", "caption", "url", "width", "exif.make", "status"]
+    assert meta["caption"] == [f"the cat {i}" for i in range(3)]  # the caption column once
+    assert meta["url"] == [f"http://x/{i}.png" for i in range(3)]
+    assert meta["width"] == [28, 28, 28] and meta["exif.make"] == ["cam"] * 3
+    assert meta["status"] == [None, "ok", "ok"]  # a field some samples lack: null there
+    emb = read_embeddings(out)
+    assert list(emb.image_ids) == [f"0.tar/{i:06d}.png" for i in range(3)]
+
+
+def test_embed_bad_json_beside_a_txt_caption_is_one_line(tmp_path, capsys):
+    samples = [{"__key__": "000000", "png": image_bytes(0), "txt": "a cat", "json": "{oops"}]
+    write_tar(tmp_path / "0.tar", samples)
+    assert embed(tmp_path / "0.tar", "-o", tmp_path / "out") == 2
+    assert_one_line_error(capsys, "0.tar", "'000000'", "not JSON")
 
 
 def _truncate(path, where):

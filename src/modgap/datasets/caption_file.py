@@ -1,8 +1,9 @@
 """Caption files: which image each caption describes (CSV or JSON lines).
 
 CSV: a header row naming an image column (``image``, ``image_path``, ``file``, ``filename`` or
-``path``) and a caption column (``caption``, ``text`` or ``title``). JSON lines: one object per
-line with the same keys. Image paths are relative to the images folder (or absolute). An image
+``path``) and a caption column (``caption``, ``text`` or ``title``), and optionally a ``url``
+column (kept per image, as clip-retrieval keeps it). JSON lines: one object per line with the
+same keys. Image paths are relative to the images folder (or absolute). An image
 may have several captions.
 """
 
@@ -28,11 +29,13 @@ CAPTION_KEYS = ("caption", "text", "title")
 class CaptionFile:
     """The parsed file: unique images (in order of first mention) and one row per caption."""
 
-    def __init__(self, image_paths, image_ids, captions, text_to_image):
+    def __init__(self, image_paths, image_ids, captions, text_to_image, urls=None):
         self.image_paths: list[Path] = image_paths
         self.image_ids: list[str] = image_ids
         self.captions: list[str] = captions
         self.text_to_image: np.ndarray = text_to_image
+        #: the ``url`` of each image (its first row's) when the file has that column, else None
+        self.urls: list[str | None] | None = urls
 
 
 def _pick(keys, wanted: tuple[str, ...], what: str, source: str) -> str:
@@ -87,16 +90,25 @@ def _field_limit(limit: int) -> Iterator[None]:
         csv.field_size_limit(old)
 
 
-def _rows(path: Path) -> list[tuple[int, str, str]]:
+#: a caption file's column kept per image in the metadata, as clip-retrieval keeps it
+URL_KEY = "url"
+
+
+def _url_key(keys) -> str | None:
+    return next((k for k in keys if k is not None and k.strip().lower() == URL_KEY), None)
+
+
+def _rows(path: Path) -> list[tuple[int, str, str, str | None]]:
     try:
         return _read_rows(path)
     except UnicodeDecodeError:
         raise _not_utf8(path) from None
 
 
-def _read_rows(path: Path) -> list[tuple[int, str, str]]:
+def _read_rows(path: Path) -> list[tuple[int, str, str, str | None]]:
+    """``(line, image, caption, url)`` per row; ``url`` is None where the row has none."""
     source = str(path)
-    rows: list[tuple[int, str, str]] = []
+    rows: list[tuple[int, str, str, str | None]] = []
     # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first column's name
     if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
         with path.open(encoding="utf-8-sig") as f:
@@ -111,7 +123,8 @@ def _read_rows(path: Path) -> list[tuple[int, str, str]]:
                     raise InputError(f"line {lineno}: expected a JSON object", source)
                 image_key = _pick(obj, IMAGE_KEYS, "image", f"{source}: line {lineno}")
                 caption_key = _pick(obj, CAPTION_KEYS, "caption", f"{source}: line {lineno}")
-                rows.append((lineno, str(obj[image_key]), str(obj[caption_key])))
+                url = obj.get(_url_key(obj) or URL_KEY)
+                rows.append((lineno, str(obj[image_key]), str(obj[caption_key]), _url_text(url)))
         return rows
     if path.suffix.lower() not in (".csv", ".tsv"):
         raise InputError("captions must be a .csv, .tsv or .jsonl file", source)
@@ -122,11 +135,13 @@ def _read_rows(path: Path) -> list[tuple[int, str, str]]:
                 raise InputError("empty captions file", source)
             image_key = _pick(reader.fieldnames, IMAGE_KEYS, "image", source)
             caption_key = _pick(reader.fieldnames, CAPTION_KEYS, "caption", source)
+            url_key = _url_key(reader.fieldnames)
             for lineno, row in enumerate(reader, 2):
                 image, caption = row.get(image_key), row.get(caption_key)
                 if image is None or caption is None:
                     raise InputError(f"line {lineno}: missing fields", source)
-                rows.append((lineno, image, caption))
+                url = _url_text(row.get(url_key)) if url_key is not None else None
+                rows.append((lineno, image, caption, url))
         except csv.Error as e:
             hint = " (an unclosed quote?)" if "field larger" in str(e) else ""
             # line_num counts the lines read whole; the bad one is the next
@@ -134,6 +149,14 @@ def _read_rows(path: Path) -> list[tuple[int, str, str]]:
                 f"line {reader.line_num + 1}: not a readable CSV ({e}){hint}", source
             ) from None
     return rows
+
+
+def _url_text(value) -> str | None:
+    """A url cell as text; an empty or missing one is None (a null in the metadata)."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
 
 
 def read_caption_file(path: str | os.PathLike, images_dir: str | os.PathLike) -> CaptionFile:
@@ -148,7 +171,8 @@ def read_caption_file(path: str | os.PathLike, images_dir: str | os.PathLike) ->
     image_paths: list[Path] = []
     captions: list[str] = []
     text_to_image: list[int] = []
-    for lineno, image, caption in _rows(path):
+    urls: list[str | None] = []
+    for lineno, image, caption, url in _rows(path):
         image, caption = image.strip(), caption.strip()
         if not image:
             raise InputError(f"line {lineno}: empty image name", source)
@@ -162,10 +186,15 @@ def read_caption_file(path: str | os.PathLike, images_dir: str | os.PathLike) ->
                 )
             index[image] = len(image_paths)
             image_paths.append(file)
+            urls.append(url)
         captions.append(caption)
         text_to_image.append(index[image])
     if not captions:
         raise InputError("no captions in file", source)
     return CaptionFile(
-        image_paths, list(index), captions, np.asarray(text_to_image, dtype=np.int64)
+        image_paths,
+        list(index),
+        captions,
+        np.asarray(text_to_image, dtype=np.int64),
+        urls if any(u is not None for u in urls) else None,
     )

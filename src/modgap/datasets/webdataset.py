@@ -11,7 +11,9 @@ the file name up to the first dot of its last path component (``s0000012.jpg``,
   retrieval sets join an image's captions with newlines; ``txt_captions="file"`` keeps the
   whole file as one caption), or, without a usable ``txt``, the ``caption`` / ``captions`` /
   ``text`` / ``title`` field of ``json`` (img2dataset writes its caption there too);
-* ``cls``: an integer class label (all samples or none).
+* ``cls``: an integer class label (all samples or none);
+* ``json``: besides a caption, its fields are kept (flattened to ``a.b`` names) as metadata
+  columns, as clip-retrieval's ``--enable_metadata`` keeps them.
 
 Every other file (``.npy``, ``.pyd``, ``.pickle``, masks such as ``seg.png``, ...) is skipped
 without being read: nothing in a shard is ever unpickled. Top-level ``__name__`` files and
@@ -225,6 +227,33 @@ def _label(sample: _Sample, source: str) -> int | None:
     return label
 
 
+def _json_fields(sample: _Sample, source: str) -> dict | None:
+    """The sample's ``.json`` object flattened to ``{"a.b": value}`` (nested objects joined with
+    ``.``, as clip-retrieval's ``--enable_metadata`` flattens them with ``pandas.json_normalize``);
+    None without a ``.json`` object."""
+    if "json" not in sample.fields:
+        return None
+    try:
+        obj = json.loads(_text(sample.fields["json"], sample.key, "json", source))
+    except json.JSONDecodeError as e:
+        raise InputError(
+            f"sample {sample.key!r}: its .json is not JSON ({e.msg})", source
+        ) from None
+    if not isinstance(obj, dict):
+        return None
+    out: dict = {}
+
+    def walk(d: dict, prefix: str) -> None:
+        for k, v in d.items():
+            if isinstance(v, dict) and v:
+                walk(v, f"{prefix}{k}.")
+            else:
+                out[f"{prefix}{k}"] = v
+
+    walk(obj, "")
+    return out
+
+
 def _image_member(sample: _Sample, source: str) -> str:
     if not sample.images:
         raise InputError(f"sample {sample.key!r} has no image (.jpg, .png, .webp, ...)", source)
@@ -257,10 +286,12 @@ class WebDatasetIndex:
         The image each caption describes.
     labels : ndarray (n_images,) of int, or None
         The ``.cls`` labels, when the samples have them.
+    json_fields : list of (dict or None), or None
+        Each sample's ``.json`` flattened (:func:`_json_fields`); None when no sample has one.
     """
 
     def __init__(self, shards, shard_names, shard_sizes, members, keys, captions,
-                 text_to_image, labels):  # fmt: skip
+                 text_to_image, labels, json_fields=None):  # fmt: skip
         self.shards: list[Path] = shards
         self.shard_names: list[str] = shard_names
         self.shard_sizes: list[int] = shard_sizes
@@ -269,6 +300,7 @@ class WebDatasetIndex:
         self.captions: list[str] = captions
         self.text_to_image: np.ndarray = text_to_image
         self.labels: np.ndarray | None = labels
+        self.json_fields: list[dict | None] | None = json_fields
 
     @property
     def n_images(self) -> int:
@@ -370,6 +402,7 @@ def read_webdataset(
     captions: list[str] = []
     text_to_image: list[int] = []
     labels: list[int | None] = []
+    json_fields: list[dict | None] = []
     reading = progress_bar("reading shards", len(shards), enabled=progress and len(shards) > 1)
     with reading as bar:
         for path in shards:
@@ -379,6 +412,7 @@ def read_webdataset(
                 member = _image_member(sample, source)
                 texts = _captions(sample, txt_captions, source)
                 labels.append(_label(sample, source))
+                json_fields.append(_json_fields(sample, source))
                 text_to_image += [len(members)] * len(texts)
                 captions += texts
                 members.append(member)
@@ -394,6 +428,7 @@ def read_webdataset(
         captions,
         np.asarray(text_to_image, dtype=np.int64),
         _all_or_none(labels, keys, shards, sizes),
+        json_fields if any(f is not None for f in json_fields) else None,
     )
 
 

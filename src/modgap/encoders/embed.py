@@ -153,6 +153,22 @@ def _batches(items: Iterator, size: int) -> Iterator[list]:
         yield batch
 
 
+def _image_columns(table) -> dict | None:
+    """The per-image metadata clip-retrieval keeps beside ``image_path`` and ``caption``: a
+    caption file's ``url``, a webdataset sample's ``.json`` fields (flattened), in order of
+    first appearance; a sample without a field gets a null."""
+    urls = getattr(table, "urls", None)
+    fields = getattr(table, "json_fields", None)
+    columns: dict[str, list] = {}
+    if urls is not None:
+        columns["url"] = list(urls)
+    if fields is not None:
+        names = dict.fromkeys(k for f in fields if f for k in f)
+        for name in names:
+            columns[name] = [f.get(name) if f else None for f in fields]
+    return columns or None
+
+
 def _check_dtype(dtype: str) -> np.dtype:
     """The stored float type; checked before a model loads."""
     if str(dtype) not in EMBED_DTYPES:
@@ -184,7 +200,9 @@ def _embed(
         metadata=metadata,
         source=source,
     )
-    path = write_embeddings(emb, out, format="clip-retrieval", dtype=stored)
+    path = write_embeddings(
+        emb, out, format="clip-retrieval", dtype=stored, columns=_image_columns(table)
+    )
     return {
         "path": Path(path),
         "n_images": emb.n_images,

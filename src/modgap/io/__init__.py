@@ -128,6 +128,7 @@ def write_embeddings(
     dtype: Any = None,
     shard_size: int | None = None,
     compress: bool = False,
+    columns: dict | None = None,
 ) -> Path:
     """Write ``emb`` to ``path`` atomically.
 
@@ -153,6 +154,9 @@ def write_embeddings(
         counts both sides get the same number of shards, so one side may hold more rows.
     compress : bool
         npz: use ``np.savez_compressed``.
+    columns : dict, optional
+        clip-retrieval: more per-image metadata columns (name -> one value per image), such as
+        ``url`` or a webdataset sample's ``.json`` fields; other formats do not take them.
 
     Fields a format cannot hold (e.g. ``class_names`` in a ``.npy`` pair) are left out with a
     :class:`~modgap.errors.ModgapNotice`.
@@ -168,6 +172,8 @@ def write_embeddings(
         raise ModgapError(
             f"{os.fspath(texts)}: a separate texts file is only for formats stored as two files"
         )
+    if columns and fmt.name != "clip-retrieval":
+        raise ModgapError("metadata columns are written only to a clip-retrieval folder")
     if pairs is not None:
         if emb.text_to_image is None:
             raise ModgapError(f"{os.fspath(pairs)}: the set has no pairing to write")
@@ -181,6 +187,7 @@ def write_embeddings(
         shard_size=shard_size,
         compress=compress,
         dtype_given=dtype is not None,
+        columns=columns,
     )
     return p
 

@@ -122,8 +122,40 @@ def _mirror(emb: EmbeddingSet, shard_size) -> dict | None:
     return layout
 
 
+def _column_arrays(columns: dict | None, n: int, taken: set[str]) -> dict:
+    """``columns`` (name -> one value per image) as arrow arrays; names the writer fills itself
+    are left out (clip-retrieval drops ``.json`` fields named like its own columns). A column
+    arrow cannot type (mixed kinds, nested lists of objects) is kept as JSON text."""
+    import json
+
+    import pyarrow as pa
+
+    out = {}
+    for name, values in (columns or {}).items():
+        if name in taken:
+            continue
+        if len(values) != n:
+            raise ModgapError(f"metadata column {name!r} has {len(values)} rows, not {n}")
+        try:
+            out[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+            out[name] = pa.array(
+                [None if v is None else json.dumps(v, default=str) for v in values], pa.string()
+            )
+        if pa.types.is_null(out[name].type):
+            out[name] = out[name].cast(pa.string())  # all missing: a string column of nulls
+    return out
+
+
 def write_clip_retrieval(
-    emb: EmbeddingSet, p: Path, *, dtype, shard_size, dtype_given: bool = True, **_
+    emb: EmbeddingSet,
+    p: Path,
+    *,
+    dtype,
+    shard_size,
+    dtype_given: bool = True,
+    columns: dict | None = None,
+    **_,
 ) -> None:
     """Write the clip-retrieval layout (``docs/formats.md``).
 
@@ -134,6 +166,8 @@ def write_clip_retrieval(
     (any pairing that is not row by row) use the multi-caption layout: image rows in
     ``img_emb/`` with ``metadata/`` (``image_path``), text rows in ``text_emb/`` with
     ``text_metadata/`` (``image_index``, ``caption``), both row-aligned with their shards.
+    ``columns`` (name -> one value per image: ``url``, a webdataset sample's ``.json`` fields)
+    are added to ``metadata/`` after ``image_path`` and ``caption``.
     """
     import shutil
 
@@ -175,6 +209,7 @@ def write_clip_retrieval(
         )
         names = [_shard_name(i, n_shards) for i in range(n_shards)]
         dt_img = dt_txt = np.dtype(dtype)
+    extra_cols = _column_arrays(columns, emb.n_images, {"image_path", "caption", "metadata"})
     with output_folder(p, marker="img_emb", what="output folder") as tmp:
         for sub in ("img_emb", "text_emb", "metadata") + (("text_metadata",) if multi else ()):
             (tmp / sub).mkdir()
@@ -191,6 +226,8 @@ def write_clip_retrieval(
                     cols["image_path"] = pa.array([emb.image_ids[j] for j in xi], pa.string())
                 if emb.texts is not None and emb.n_images == emb.n_texts and not multi:
                     cols["caption"] = pa.array([emb.texts[j] for j in yi], pa.string())
+                for col, arr in extra_cols.items():
+                    cols[col] = arr.take(pa.array(np.asarray(xi, dtype=np.int64)))
                 if cols:
                     pq.write_table(pa.table(cols), tmp / "metadata" / f"metadata_{name}.parquet")
             if multi:
