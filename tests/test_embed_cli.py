@@ -179,3 +179,25 @@ def test_embed_errors(captioned, tmp_path, capsys, setup, message):
     assert code == 2
     assert message in err and err.startswith("error: ")
     assert not out.exists()
+
+
+def test_metadata_columns_only_for_clip_retrieval_and_one_value_per_image(tmp_path):
+    from modgap.embeddings import EmbeddingSet
+    from modgap.errors import ModgapError
+    from modgap.io import write_embeddings
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(2, 3, 4))
+    emb = EmbeddingSet(
+        x / np.linalg.norm(x, axis=1, keepdims=True), y / np.linalg.norm(y, axis=1, keepdims=True)
+    )
+    with pytest.raises(ModgapError, match="only to a clip-retrieval folder"):
+        write_embeddings(emb, tmp_path / "x.npz", columns={"url": ["a", "b", "c"]})
+    with pytest.raises(ModgapError, match="has 2 rows, not 3"):
+        write_embeddings(emb, tmp_path / "out", columns={"url": ["a", "b"]})
+    # values arrow cannot type together are kept as JSON text
+    write_embeddings(emb, tmp_path / "out", columns={"tags": [["a"], {"b": 1}, None]})
+    import pyarrow.parquet as pq
+
+    meta = pq.read_table(tmp_path / "out" / "metadata" / "metadata_0.parquet").to_pydict()
+    assert meta["tags"] == ['["a"]', '{"b": 1}', None]
