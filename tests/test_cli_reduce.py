@@ -125,6 +125,21 @@ def test_parse_params():
     }  # fmt: skip
 
 
+def test_parse_params_reads_numbers_as_python_does():
+    # YAML 1.1 alone reads these as strings (no dot in the mantissa)
+    got = parse_params(["reg=1e-300", "n=1e5", "eps=-2E-3", "k=7", "name=1e-3x"])
+    assert got == {"reg": 1e-300, "n": 1e5, "eps": -2e-3, "k": 7, "name": "1e-3x"}
+    assert isinstance(got["k"], int) and isinstance(got["reg"], float)
+
+
+def test_repeats_are_bounded(npz, capsys):
+    assert (
+        main(["bench", str(npz), "--repeats", "100000", "--out", str(npz.parent / "b"), "-q"]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "--repeats" in err and "1000" in err and "Traceback" not in err
+
+
 def test_class_prompts_are_transformed_as_texts(tmp_path):
     X, Y = gapped_pairs(n=40, d=12, seed=24)
     prompts = Y[:3] + 0.01

@@ -245,16 +245,31 @@ def parse_params(items: list[str] | tuple[str, ...] | None) -> dict[str, Any]:
         if raw.lower() in ("none", "null", "~"):
             value: Any = None
         else:
-            try:
-                value = yaml.safe_load(raw)
-            except yaml.YAMLError:
-                value = raw
+            # numbers as Python reads them first: YAML 1.1 reads "1e-300" or "1e5" (no dot) as
+            # strings, which a reducer would then refuse with a confusing type error
+            value = _number(raw)
+            if value is None:
+                try:
+                    value = yaml.safe_load(raw)
+                except yaml.YAMLError:
+                    value = raw
             if not isinstance(value, str | int | float | bool):
                 value = raw
             if isinstance(value, float) and not math.isfinite(value):
                 raise ModgapError(f"--param {key}={raw}: the value must be a finite number")
         out[key] = value
     return out
+
+
+def _number(raw: str) -> int | float | None:
+    """``raw`` as an int or a float when Python reads it as one (``15``, ``-3``, ``1e-300``,
+    ``.5``), else None."""
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    return None
 
 
 def finite(option: str) -> Callable:
@@ -287,12 +302,18 @@ def run_with(compute: Any, quiet: bool) -> Callable:
     return wrap
 
 
+#: more splits than this only narrows a t interval that is already as narrow as the data's
+#: own variance allows, at the cost of hours; a larger value is almost surely a typo
+MAX_REPEATS = 1000
+
+
 def repeats_option(default: int, what: str = "") -> Callable:
     """``--repeats``: random held-out splits of a benchmark (``what`` says which inputs)."""
     return click.option(
         "--repeats",
-        type=click.IntRange(min=1),
+        type=click.IntRange(min=1, max=MAX_REPEATS),
         default=default,
         show_default=True,
-        help=f"Random splits{what}; every number gets a mean and a 95% interval over them.",
+        help=f"Random splits{what}; every number gets a mean and a 95% interval over them "
+        f"(at most {MAX_REPEATS}).",
     )
