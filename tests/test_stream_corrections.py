@@ -141,12 +141,15 @@ def test_corrected_stream_refuses_what_it_cannot_score(rows_folder):
         stream_retrieval(src, correction=_fitted("csls").set_params(k=200))
 
 
-def test_streamed_bench_correction_rows_equal_the_in_memory_bench(captions_folder):
+@pytest.mark.parametrize("folds", [None, 2])
+def test_streamed_bench_correction_rows_equal_the_in_memory_bench(captions_folder, folds):
     from modgap.bench import run_bench
 
     c = Compute(memory_budget="8MiB", seed=5)
     names = list(CORRECTIONS)  # every registered correction
-    common = dict(reducers=["none"], corrections=names, repeats=2, measures=["centroid"])
+    common = dict(
+        reducers=["none"], corrections=names, repeats=2, measures=["centroid"], folds=folds
+    )
     mem, _ = run_bench(_read(captions_folder), compute=c, **common)
     got, _ = run_bench_stream(
         open_source(captions_folder), sample_queries=None, fit_sample=None, compute=c, **common

@@ -51,7 +51,14 @@ from ..reducers import get_reducer
 from ..tasks.retrieval import retrieval_metrics
 from ..tasks.scoring import get_correction
 from ..tasks.suite import run_tasks
-from .rows import check_options, fewest_rows, plan_row, sample_rows, separability_skip
+from .rows import (
+    check_options,
+    correction_record,
+    fewest_rows,
+    plan_row,
+    sample_rows,
+    separability_skip,
+)
 from .rows import zero_shot as is_zero_shot
 from .stats import LEVEL, MIN_ROWS, paired, summarize, verdict
 
@@ -389,10 +396,7 @@ def _correction_row(name, fit_set, eval_set, ks, folds, transductive, compute):
         compute=compute,
     )
     row = {
-        "kind": "correction",
-        "protocol": "transductive" if transductive else "held-out",
-        "params": corr.get_params(),
-        "scored_on_fitted_rows": transductive,
+        **correction_record(corr, transductive),
         "seconds": {"fit": t1 - t0, "eval": time.perf_counter() - t1},
     }
     return {"tasks": tasks, "measures": {}}, row

@@ -17,6 +17,7 @@ from .stats import MIN_ROWS
 
 __all__ = [
     "check_options",
+    "correction_record",
     "fewest_rows",
     "plan_row",
     "reducer_names",
@@ -52,6 +53,17 @@ def plan_row(
         fitted_on["texts"] = split  # captions follow their image
     row = {"kind": "reducer", "protocol": protocol, "params": reducer.get_params()}
     return reducer, {**row, "fitted_on": fitted_on, "scored_on_fitted_rows": on_eval or zero_shot}
+
+
+def correction_record(corr: Any, transductive: bool) -> dict:
+    """The fields every score-correction row states, on both routes: what it is, its
+    parameters, and whether it scores the rows its bank came from."""
+    return {
+        "kind": "correction",
+        "protocol": "transductive" if transductive else "held-out",
+        "params": corr.get_params(),
+        "scored_on_fitted_rows": transductive,
+    }
 
 
 def zero_shot(emb: EmbeddingSet) -> bool:

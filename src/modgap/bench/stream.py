@@ -26,7 +26,7 @@ Retrieval-time score corrections are rows as in memory: each is fitted on a **ba
 stated uniform sample of ``bank_sample`` images of the fit view (the evaluated one when
 transductive) with all their captions (:func:`modgap.stream.fit.sample_pairs`, texts ordered
 by their image as :meth:`EmbeddingSet.subset` orders them), and retrieval on the evaluated
-view is scored with it by :func:`modgap.stream.retrieval.stream_retrieval` (offsets of every
+view is scored with it by :func:`modgap.stream.tasks.stream_retrieval_folds` (offsets of every
 candidate, sampled queries). When the sample is the whole fit view, the bank is the one the
 in-memory bench fits on. The bank's size is in each row (``bank``) and in ``setting``.
 
@@ -52,11 +52,10 @@ from ..provenance import provenance
 from ..stream.engines import Engine, LocalEngine
 from ..stream.fit import DEFAULT_FIT_SAMPLE, fit_streaming, sample_pairs
 from ..stream.measures import DEFAULT_SAMPLE_QUERIES, stream_measures
-from ..stream.retrieval import stream_retrieval
-from ..stream.tasks import source_classes, stream_eval
+from ..stream.tasks import source_classes, stream_eval, stream_retrieval_folds
 from ..tasks.scoring import get_correction
 from .protocol import aggregate, record_split
-from .rows import check_options, plan_row
+from .rows import check_options, correction_record, plan_row
 from .stats import LEVEL
 
 __all__ = ["TransformedSource", "run_bench_stream"]
@@ -150,6 +149,7 @@ def _correction_stream(
     transductive: bool,
     bank_sample: int | None,
     ks: Sequence[int],
+    folds: int | None,
     sample_queries: int | None,
     engine: Engine,
     compute: Compute,
@@ -165,21 +165,18 @@ def _correction_stream(
     )
     t1 = time.perf_counter()
     tasks, notes = _split_measures(
-        stream_retrieval(
+        stream_retrieval_folds(
             eval_view,
             ks,
+            folds,
             sample_queries=sample_queries,
-            mixed=False,
             engine=engine,
             compute=compute,
             correction=corr,
         )
     )
     row = {
-        "kind": "correction",
-        "protocol": "transductive" if transductive else "held-out",
-        "params": corr.get_params(),
-        "scored_on_fitted_rows": transductive,
+        **correction_record(corr, transductive),
         "bank": {
             "split": "evaluated" if transductive else "fit",
             "images": int(images.size),
@@ -305,6 +302,7 @@ def run_bench_stream(
                             transductive,
                             bank_sample,
                             ks,
+                            folds,
                             sample_queries,
                             engine,
                             rep_compute,

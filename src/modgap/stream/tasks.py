@@ -213,6 +213,7 @@ def stream_retrieval_folds(
     engine: Engine | None = None,
     compute: Compute | None = None,
     progress: bool = False,
+    correction: Any = None,
 ) -> dict:
     """Retrieval averaged over ``folds`` folds of the source's images, as
     :func:`modgap.tasks.retrieval.retrieval_metrics` with ``folds``: the parts of
@@ -223,7 +224,9 @@ def stream_retrieval_folds(
 
     An averaged recall's interval is the mean of the folds' intervals: the folds are
     independent samples, so this is wider than the interval of their mean (conservative);
-    on whole folds it is the value. ``sampling`` sums the queries of the folds."""
+    on whole folds it is the value. ``sampling`` sums the queries of the folds.
+    ``correction``: a fitted score correction, applied to each fold as
+    ``retrieval_metrics(..., folds=, correction=)`` applies it."""
     parts = fold_parts(source.n_images, folds)
     if len(parts) == 1:
         return stream_retrieval(
@@ -234,6 +237,7 @@ def stream_retrieval_folds(
             engine=engine,
             compute=compute,
             progress=progress,
+            correction=correction,
         )
     results = []
     for j, part in enumerate(parts):
@@ -253,6 +257,7 @@ def stream_retrieval_folds(
                 compute=compute,
                 progress=progress,
                 label=f" (fold {j + 1}/{len(parts)})",
+                correction=correction,
             )
         )
     numbers = [{k: v for k, v in r.items() if k not in ("estimates", "sampling")} for r in results]
