@@ -104,19 +104,28 @@ def _bench_rows(run: dict, dataset: str | None) -> list[dict]:
     rows = []
     for name, res in run.get("results", {}).items():
         diffs = res.get("vs_none", {}) if isinstance(res, dict) else {}
-        for key, m in (res.get("metrics", {}) if isinstance(res, dict) else {}).items():
-            value = number(m.get("mean")) if isinstance(m, dict) else None
-            if value is None:
-                continue
-            lo, hi = _interval(m.get("ci95"))
-            row = {"dataset": dataset, "row": name, "key": key, "value": value}
-            row.update(ci_low=lo, ci_high=hi, n=len(m.get("values", [])) or None)
-            d = diffs.get(key)
-            if isinstance(d, dict) and number(d.get("mean")) is not None:
-                row["diff"] = number(d["mean"])
-                row["diff_low"], row["diff_high"] = _interval(d.get("ci95"))
-                row["significant"] = d.get("significant")
-            rows.append(row)
+        metrics = res.get("metrics", {}) if isinstance(res, dict) else {}
+        rows += _metric_rows(metrics, diffs, {"dataset": dataset, "row": name})
+    return rows
+
+
+def _metric_rows(metrics: dict, diffs: dict, where: dict) -> list[dict]:
+    """One long row per ``{"mean", "ci95", "values"}`` metric (``where`` names its row), with
+    its difference from ``diffs`` where there is one."""
+    rows = []
+    for key, m in metrics.items():
+        value = number(m.get("mean")) if isinstance(m, dict) else None
+        if value is None:
+            continue
+        lo, hi = _interval(m.get("ci95"))
+        row = {**where, "key": key, "value": value}
+        row.update(ci_low=lo, ci_high=hi, n=len(m.get("values", [])) or None)
+        d = diffs.get(key)
+        if isinstance(d, dict) and number(d.get("mean")) is not None:
+            row["diff"] = number(d["mean"])
+            row["diff_low"], row["diff_high"] = _interval(d.get("ci95"))
+            row["significant"] = d.get("significant")
+        rows.append(row)
     return rows
 
 
@@ -126,19 +135,7 @@ def _compare_rows(doc: dict) -> list[dict]:
     rows = []
     diffs = [{}, *doc.get("vs_first", [])]
     for entry, diff in zip(doc.get("entries", []), diffs, strict=False):
-        for key, m in entry.get("metrics", {}).items():
-            value = number(m.get("mean")) if isinstance(m, dict) else None
-            if value is None:
-                continue
-            lo, hi = _interval(m.get("ci95"))
-            row = {"row": entry.get("label"), "key": key, "value": value}
-            row.update(ci_low=lo, ci_high=hi, n=len(m.get("values", [])) or None)
-            d = diff.get(key)
-            if isinstance(d, dict) and number(d.get("mean")) is not None:
-                row["diff"] = number(d["mean"])
-                row["diff_low"], row["diff_high"] = _interval(d.get("ci95"))
-                row["significant"] = d.get("significant")
-            rows.append(row)
+        rows += _metric_rows(entry.get("metrics", {}), diff, {"row": entry.get("label")})
     return rows
 
 
