@@ -227,18 +227,23 @@ def stream_retrieval_folds(
     on whole folds it is the value. ``sampling`` sums the queries of the folds.
     ``correction``: a fitted score correction, applied to each fold as
     ``retrieval_metrics(..., folds=, correction=)`` applies it."""
-    parts = fold_parts(source.n_images, folds)
-    if len(parts) == 1:
+
+    def scan(view: Source, label: str = "") -> dict:
         return stream_retrieval(
-            source,
+            view,
             ks,
             sample_queries=sample_queries,
             mixed=False,
             engine=engine,
             compute=compute,
             progress=progress,
+            label=label,
             correction=correction,
         )
+
+    parts = fold_parts(source.n_images, folds)
+    if len(parts) == 1:
+        return scan(source)
     results = []
     for j, part in enumerate(parts):
         view = SubsetSource(source, part)
@@ -247,19 +252,7 @@ def stream_retrieval_folds(
                 f"images {part[0]}..{part[-1]} have no caption; cannot evaluate retrieval",
                 source.path,
             )
-        results.append(
-            stream_retrieval(
-                view,
-                ks,
-                sample_queries=sample_queries,
-                mixed=False,
-                engine=engine,
-                compute=compute,
-                progress=progress,
-                label=f" (fold {j + 1}/{len(parts)})",
-                correction=correction,
-            )
-        )
+        results.append(scan(view, f" (fold {j + 1}/{len(parts)})"))
     numbers = [{k: v for k, v in r.items() if k not in ("estimates", "sampling")} for r in results]
     out: dict[str, Any] = average_folds(numbers)
     est = {}
